@@ -1,0 +1,3 @@
+from ids_lakehouse.cli import main
+
+raise SystemExit(main())

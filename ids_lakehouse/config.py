@@ -1,0 +1,89 @@
+"""Runtime configuration, read from the environment with documented defaults.
+
+| variable            | default            | meaning                                      |
+|---------------------|--------------------|----------------------------------------------|
+| LAKE_ROOT           | ./lake             | root of every Delta table                    |
+| LANDING_ROOT        | ./landing          | where agencies drop extracts, one dir/source |
+| DAGSTER_HOME        | ./.dagster_home    | Dagster instance (SQLite by default)         |
+| IDS_PSEUDONYM_KEY   | (none)             | secret for keyed pseudonyms; never printed   |
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+DEMO_KEY_FILE = Path(".ids_secrets") / "pseudonym.key"
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The lake layout is a public contract: one Delta table per directory."""
+
+    root: Path
+
+    def table(self, layer: str, name: str) -> Path:
+        return self.root / layer / name
+
+    def bronze(self, source: str) -> Path:
+        return self.table("bronze", source)
+
+    def quarantine(self, source: str) -> Path:
+        return self.table("quarantine", source)
+
+    def silver(self, entity: str) -> Path:
+        return self.table("silver", entity)
+
+    def identity(self, name: str) -> Path:
+        return self.table("identity", name)
+
+    def gold(self, mart: str) -> Path:
+        return self.table("gold", mart)
+
+    def audit(self, log: str = "events") -> Path:
+        return self.table("audit", log)
+
+
+def lake_root() -> Path:
+    return Path(os.environ.get("LAKE_ROOT", "lake")).resolve()
+
+
+def landing_root() -> Path:
+    return Path(os.environ.get("LANDING_ROOT", "landing")).resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME", ".dagster_home")).resolve()
+
+
+def lake() -> Lake:
+    return Lake(lake_root())
+
+
+class MissingSecretError(RuntimeError):
+    pass
+
+
+def pseudonym_key() -> bytes:
+    """The pseudonymisation secret, from the environment only."""
+    value = os.environ.get("IDS_PSEUDONYM_KEY", "")
+    if len(value) < 32:
+        raise MissingSecretError(
+            "IDS_PSEUDONYM_KEY is unset or shorter than 32 characters; set it in the "
+            "environment (the demo generates a throwaway one in .ids_secrets/)."
+        )
+    return value.encode()
+
+
+def ensure_demo_key(path: Path = DEMO_KEY_FILE) -> None:
+    """For the demo only: use IDS_PSEUDONYM_KEY if set, else a random key kept in a
+    git-ignored file. The key is never printed."""
+    if os.environ.get("IDS_PSEUDONYM_KEY"):
+        return
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    os.environ["IDS_PSEUDONYM_KEY"] = path.read_text().strip()
