@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from pathlib import Path
-
 import pyarrow as pa
 from deltalake import write_deltalake
 
@@ -41,9 +39,8 @@ def record(lake: Lake, kind: str, message: str, *, actor: str = "system",
 
 
 def read(lake: Lake) -> pa.Table:
-    from deltalake import DeltaTable
+    from ids_lakehouse import delta
 
-    path: Path = lake.audit()
-    if not (path / "_delta_log").is_dir():
+    if not delta.exists(lake.audit()):
         return AUDIT_SCHEMA.empty_table()
-    return DeltaTable(str(path)).to_pyarrow_table()
+    return delta.read(lake.audit())

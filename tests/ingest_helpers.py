@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest.bronze import IngestResult, count_rows, ingest_file
 from ids_lakehouse.ingest.landing import landed_file
@@ -38,11 +39,5 @@ def ingest(defn: SourceDefinition, root: Path, path: Path, lake: Lake,
 
 
 def bronze_rows(lake: Lake, sha: str | None = None) -> int:
-    from deltalake import DeltaTable
-
     path = lake.bronze("agency")
-    if not (path / "_delta_log").is_dir():
-        return 0
-    if sha:
-        return count_rows(path, sha)
-    return DeltaTable(str(path)).to_pyarrow_dataset().count_rows()
+    return count_rows(path, sha) if sha else delta.count(path)

@@ -8,7 +8,7 @@ import io
 
 import polars as pl
 import pytest
-from deltalake import DeltaTable
+from ids_lakehouse import delta
 
 from ids_lakehouse.ingest import csv_reader
 from ids_lakehouse.ingest.errors import IngestError
@@ -35,7 +35,7 @@ def test_good_csv_is_ingested_whole(tmp_path, lake):
     path = land(tmp_path, "a.csv", GOOD)
     result = ingest(definition(), tmp_path, path, lake)
     assert (result.rows_read, result.rows_written, result.rows_quarantined) == (2, 2, 0)
-    df = pl.from_arrow(DeltaTable(str(lake.bronze("agency"))).to_pyarrow_table())
+    df = pl.from_arrow(delta.read(lake.bronze("agency")))
     assert df.sort("_row_number")["last_name"].to_list() == ["Lee", "Muñoz"]
     assert df["_row_number"].sort().to_list() == [2, 3]
     assert set(df["_file"]) == {"agency/a.csv"} and set(df["_run_id"]) == {"run-1"}
@@ -45,7 +45,7 @@ def test_good_csv_is_ingested_whole(tmp_path, lake):
 def test_cp1252_file_declared_cp1252_decodes(tmp_path, lake):
     path = land(tmp_path, "a.csv", GOOD + "3,Zoë,O’Neil,2000-01-01\n", encoding="cp1252")
     ingest(definition(encoding="cp1252"), tmp_path, path, lake)
-    df = pl.from_arrow(DeltaTable(str(lake.bronze("agency"))).to_pyarrow_table())
+    df = pl.from_arrow(delta.read(lake.bronze("agency")))
     assert "O’Neil" in df["last_name"].to_list()
 
 
@@ -94,7 +94,7 @@ def test_extra_columns_are_kept_and_reported(tmp_path, lake):
     path = land(tmp_path, "a.csv", "id,first_name,last_name,dob,shoe_size\n1,A,B,C,44\n")
     result = ingest(definition(), tmp_path, path, lake)
     assert result.extra_columns == ["shoe_size"]
-    assert "shoe_size" in DeltaTable(str(lake.bronze("agency"))).schema().to_arrow().names
+    assert "shoe_size" in delta.table(lake.bronze("agency")).schema().to_arrow().names
 
 
 def test_extra_columns_fail_when_the_definition_says_so(tmp_path, lake):
@@ -107,7 +107,7 @@ def test_ragged_rows_go_to_quarantine_with_line_numbers(tmp_path, lake):
     path = land(tmp_path, "a.csv", data)
     result = ingest(definition(), tmp_path, path, lake)
     assert (result.rows_read, result.rows_written, result.rows_quarantined) == (5, 3, 2)
-    q = pl.from_arrow(DeltaTable(str(lake.quarantine("agency"))).to_pyarrow_table())
+    q = pl.from_arrow(delta.read(lake.quarantine("agency")))
     assert q.sort("_row_number")["_row_number"].to_list() == [4, 5]
     assert set(q["_rule"]) == {"ragged_row"} and set(q["_stage"]) == {"ingest"}
     assert all(SECRET_NAME not in r for r in q["_reason"])  # values only in the raw column
@@ -133,9 +133,9 @@ def test_line_numbers_stay_exact_across_many_blocks(tmp_path, lake, monkeypatch)
     path = land(tmp_path, "a.csv", "\n".join(lines) + "\n")
     result = ingest(definition(), tmp_path, path, lake)
     assert result.rows_quarantined == len(bad) and result.rows_written == len(good)
-    df = pl.from_arrow(DeltaTable(str(lake.bronze("agency"))).to_pyarrow_table())
+    df = pl.from_arrow(delta.read(lake.bronze("agency")))
     assert dict(zip(df["_row_number"], df["last_name"])) == good
-    q = pl.from_arrow(DeltaTable(str(lake.quarantine("agency"))).to_pyarrow_table())
+    q = pl.from_arrow(delta.read(lake.quarantine("agency")))
     assert set(q["_row_number"]) == bad
 
 
@@ -165,9 +165,9 @@ def test_jsonl_bad_lines_are_quarantined(tmp_path, lake):
     path = land(tmp_path, "a.jsonl", data)
     result = ingest(definition(format="jsonl", extra_columns="keep"), tmp_path, path, lake)
     assert (result.rows_written, result.rows_quarantined, result.blank_lines) == (2, 3, 1)
-    df = pl.from_arrow(DeltaTable(str(lake.bronze("agency"))).to_pyarrow_table())
+    df = pl.from_arrow(delta.read(lake.bronze("agency")))
     assert sorted(df["n"].to_list()) == ["1.50", "7"]  # numbers keep their delivered text
-    q = pl.from_arrow(DeltaTable(str(lake.quarantine("agency"))).to_pyarrow_table())
+    q = pl.from_arrow(delta.read(lake.quarantine("agency")))
     assert sorted(zip(q["_row_number"], q["_rule"])) == [
         (2, "invalid_json"), (3, "invalid_json"), (5, "unexpected_key")]
 
@@ -181,7 +181,7 @@ def test_fixed_width_long_lines_are_quarantined(tmp_path, lake):
     defn = definition(format="fixed_width", fixed_width=layout, encoding="latin-1")
     result = ingest(defn, tmp_path, path, lake)
     assert (result.rows_written, result.rows_quarantined) == (2, 1)
-    df = pl.from_arrow(DeltaTable(str(lake.bronze("agency"))).to_pyarrow_table())
+    df = pl.from_arrow(delta.read(lake.bronze("agency")))
     assert df.sort("id")["last_name"].to_list() == ["Lee", "Oz"]
     assert df.sort("id")["dob"].to_list() == ["20010203", None]
 
@@ -204,7 +204,7 @@ def test_xlsx_ragged_row_and_typed_cells(tmp_path, lake):
     path = land(tmp_path, "a.xlsx", buf.getvalue())
     result = ingest(definition(format="xlsx", sheet="data"), tmp_path, path, lake)
     assert (result.rows_written, result.rows_quarantined, result.blank_lines) == (2, 1, 1)
-    df = pl.from_arrow(DeltaTable(str(lake.bronze("agency"))).to_pyarrow_table())
+    df = pl.from_arrow(delta.read(lake.bronze("agency")))
     assert df.sort("_row_number")["dob"].to_list() == ["2001-02-03T00:00:00", None]
     assert df.sort("_row_number")["_row_number"].to_list() == [2, 5]
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 from deltalake.exceptions import SchemaMismatchError
 
+from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest import readers
 from ids_lakehouse.ingest.csv_reader import CsvReader
@@ -152,7 +153,7 @@ def write_quarantine(lake: Lake, source: str, landed: LandedFile, run_id: str,
                      when: dt.datetime, rejects: list[Reject], stage: str) -> None:
     """Replace this file's quarantined rows of this stage (an empty list clears them)."""
     path = lake.quarantine(source)
-    if not rejects and not (path / "_delta_log").is_dir():
+    if not rejects and not delta.exists(path):
         return
     n = len(rejects)
     table = pa.Table.from_pydict({
@@ -167,10 +168,7 @@ def write_quarantine(lake: Lake, source: str, landed: LandedFile, run_id: str,
 
 def count_rows(path: Path, sha256: str, stage: str | None = None) -> int:
     """Rows of one file version in a Delta table, read back from storage."""
-    if not (Path(path) / "_delta_log").is_dir():
-        return 0
-    ds = DeltaTable(str(path)).to_pyarrow_dataset()
     expr = pc.field("_file_sha256") == sha256
     if stage is not None:
         expr = expr & (pc.field("_stage") == stage)
-    return ds.count_rows(filter=expr)
+    return delta.count(path, filter=expr)

@@ -17,7 +17,7 @@ from pyarrow import csv as pacsv
 from ids_lakehouse.ingest.errors import IngestError
 from ids_lakehouse.ingest.readers import Batch, Reader
 
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 1 << 20
 
 
 class CsvReader(Reader):

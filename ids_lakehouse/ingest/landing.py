@@ -38,14 +38,19 @@ class LandedFile:
 
 def partition_key(file_name: str, sha256: str) -> str:
     """One partition per delivered file version: readable name plus a content-hash prefix."""
-    return f"{file_name}|{sha256[:KEY_HASH_CHARS]}"
+    return f"{file_name}@{sha256[:KEY_HASH_CHARS]}"
 
 
 def parse_partition_key(key: str) -> tuple[str, str]:
-    name, _, digest = key.rpartition("|")
+    name, _, digest = key.rpartition("@")
     if not name or len(digest) != KEY_HASH_CHARS:
         raise ValueError(f"not a landed-file partition key: {key!r}")
     return name, digest
+
+
+def usable_name(name: str) -> bool:
+    """Dagster partition keys may not contain '...' or control characters."""
+    return "..." not in name and name.isprintable()
 
 
 def candidate_files(landing_root: Path, defn: SourceDefinition) -> list[Path]:
@@ -55,6 +60,7 @@ def candidate_files(landing_root: Path, defn: SourceDefinition) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".")
                   and not p.name.endswith(IN_PROGRESS_SUFFIXES)
+                  and usable_name(p.name)
                   and fnmatch.fnmatch(p.name, defn.file_pattern))
 
 

@@ -1,0 +1,111 @@
+"""Bronze assets: one per source definition, one dynamic partition per landed file."""
+
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Backoff,
+    DynamicPartitionsDefinition,
+    Failure,
+    MaterializeResult,
+    RetryPolicy,
+    asset,
+)
+
+from ids_lakehouse import audit
+from ids_lakehouse.ingest.bronze import IngestResult, ingest_file
+from ids_lakehouse.ingest.errors import IngestError
+from ids_lakehouse.ingest.landing import FileChangedError, find_landed
+from ids_lakehouse.ingest.reconcile import reconcile
+from ids_lakehouse.sources import SourceDefinition, load_sources
+from pipelines.resources import LakeResource
+
+RECONCILE_CHECK = "file_reconciles"
+# Transient I/O (a busy disk, a Delta commit race) is retried; a bad file is not.
+TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)
+
+
+def files_partitions(source: str) -> DynamicPartitionsDefinition:
+    return DynamicPartitionsDefinition(name=f"{source}_files")
+
+
+def bronze_key(source: str) -> AssetKey:
+    return AssetKey(["bronze", source])
+
+
+def _fail(lake, defn: SourceDefinition, context: AssetExecutionContext, message: str,
+          details: dict) -> Failure:
+    audit.record(lake, "ingest_failed", message, source=defn.source,
+                 asset=bronze_key(defn.source).to_user_string(),
+                 partition=context.partition_key, run_id=context.run_id, details=details)
+    context.log.error(message)
+    return Failure(description=message, allow_retries=False,
+                   metadata={k: v for k, v in details.items() if v is not None})
+
+
+def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
+                     lake_resource: LakeResource) -> MaterializeResult:
+    lake, key = lake_resource.lake(), context.partition_key
+    try:
+        landed = find_landed(lake_resource.landing, defn, key)
+        result: IngestResult = ingest_file(defn, landed, lake, context.run_id)
+    except IngestError as exc:
+        raise _fail(lake, defn, context, exc.message, exc.as_dict()) from None
+    except (FileNotFoundError, FileChangedError) as exc:
+        raise _fail(lake, defn, context, str(exc), {"source": defn.source, "partition": key}
+                    ) from None
+    rec = reconcile(defn, landed, lake, result.rows_read)
+    counts = {"rows_read": result.rows_read, "rows_written": result.rows_written,
+              "rows_quarantined": result.rows_quarantined}
+    audit.record(lake, "ingest_succeeded", f"{landed.name}: {counts}", source=defn.source,
+                 asset=bronze_key(defn.source).to_user_string(), partition=key,
+                 run_id=context.run_id, details=result.as_metadata())
+    context.log.info(f"{landed.name}: read {result.rows_read:,} rows, wrote "
+                     f"{result.rows_written:,}, quarantined {result.rows_quarantined:,} "
+                     f"in {result.duration_s:.2f}s")
+    if result.extra_columns or result.missing_columns:
+        context.log.warning(f"{landed.name}: schema drift: extra columns "
+                            f"{result.extra_columns}, missing columns {result.missing_columns}")
+    return MaterializeResult(
+        metadata={**counts, "dagster/row_count": result.rows_written,
+                  "bytes": result.bytes, "file": landed.name, "file_sha256": landed.sha256,
+                  "duration_s": result.duration_s, "blank_lines": result.blank_lines,
+                  "extra_columns": result.extra_columns,
+                  "missing_columns": result.missing_columns,
+                  "quarantine_rules": result.rules},
+        check_results=[AssetCheckResult(
+            check_name=RECONCILE_CHECK, passed=rec.passed,
+            description="rows in the file = bronze rows + quarantined rows",
+            metadata={"delivered_records": rec.delivered if rec.delivered is not None else -1,
+                      "reader_records": rec.reader_records, "bronze_rows": rec.bronze,
+                      "quarantined_rows": rec.quarantined})])
+
+
+def build_bronze_asset(defn: SourceDefinition):
+    key = bronze_key(defn.source)
+
+    @asset(
+        key=key,
+        group_name="ingest",
+        partitions_def=files_partitions(defn.source),
+        description=f"{defn.agency}: {defn.description} Raw rows as delivered "
+                    f"({defn.format}), every column kept, plus provenance.",
+        owners=[defn.data_owner, defn.steward],
+        kinds={"delta", "python"},
+        tags={"ids/layer": "bronze", "ids/source": defn.source},
+        op_tags={"ids/source": defn.source},
+        check_specs=[AssetCheckSpec(
+            RECONCILE_CHECK, asset=key, blocking=True,
+            description="Every delivered record is in bronze or in quarantine.")],
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def _bronze(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+        return ingest_partition(context, defn, lake)
+
+    return _bronze
+
+
+def bronze_assets() -> list:
+    return [build_bronze_asset(d) for d in load_sources().values()]

@@ -1,0 +1,36 @@
+"""Reading Delta tables. Every read goes through here: delta-rs' default object-store
+filesystem can abort the process at interpreter exit (delta-rs #2184), which a native
+pyarrow filesystem avoids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+
+
+def exists(path: Path | str) -> bool:
+    return (Path(path) / "_delta_log").is_dir()
+
+
+def table(path: Path | str, version: int | None = None) -> DeltaTable:
+    return DeltaTable(str(path), version=version)
+
+
+def dataset(path: Path | str, version: int | None = None) -> pads.Dataset:
+    fs = pafs.SubTreeFileSystem(str(Path(path).resolve()), pafs.LocalFileSystem())
+    return table(path, version).to_pyarrow_dataset(filesystem=fs)
+
+
+def read(path: Path | str, columns: list[str] | None = None, filter=None,
+         version: int | None = None) -> pa.Table:
+    return dataset(path, version).to_table(columns=columns, filter=filter)
+
+
+def count(path: Path | str, filter=None) -> int:
+    if not exists(path):
+        return 0
+    return dataset(path).count_rows(filter=filter)

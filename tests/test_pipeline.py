@@ -1,0 +1,110 @@
+"""The landing sensor and an in-process materialization of the whole graph on a tiny
+population, on a real (temporary) Dagster instance and real Delta tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+from dagster import DagsterInstance, SensorResult, build_sensor_context
+from ids_lakehouse import delta
+
+from assets.ingest import files_partitions
+from ids_lakehouse import audit
+from ids_lakehouse.config import Lake
+from ids_lakehouse.demo import Outcome, materialize_everything
+from ids_lakehouse.sources import load_sources
+from pipelines.definitions import build_definitions
+from pipelines.sensors import landing_sensor
+
+
+@pytest.fixture
+def env(tmp_path, tiny_landing, monkeypatch):
+    landing = tmp_path / "landing"
+    shutil.copytree(tiny_landing, landing)
+    monkeypatch.setenv("LANDING_ROOT", str(landing))
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    return landing, Lake(tmp_path / "lake")
+
+
+def _sensor(instance, cursor=None) -> SensorResult:
+    return landing_sensor(build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_sensor_registers_each_file_once(env):
+    landing, _ = env
+    with DagsterInstance.ephemeral() as instance:
+        first = _sensor(instance)
+        assert len(first.run_requests) == len(load_sources())
+        assert {r.tags["ids/source"] for r in first.run_requests} == set(load_sources())
+        for req in first.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        again = _sensor(instance, first.cursor)
+        assert not again.run_requests            # same files: nothing to do
+
+        # The same bytes under another name are not ingested twice...
+        src = landing / "hmis" / "hmis_client_2025-12-31.csv"
+        shutil.copy(src, landing / "hmis" / "hmis_resent.csv")
+        assert not _sensor(instance, again.cursor).run_requests
+        # ...but a corrected file is a new partition.
+        (landing / "hmis" / "hmis_corrected.csv").write_bytes(src.read_bytes() + b"\n")
+        corrected = _sensor(instance, again.cursor)
+        assert [r.tags["ids/source"] for r in corrected.run_requests] == ["hmis"]
+        assert corrected.run_requests[0].partition_key.startswith("hmis_corrected.csv@")
+        # Files still being written are left alone.
+        (landing / "medicaid" / "next.csv.part").write_bytes(b"id\n")
+        assert len(_sensor(instance, again.cursor).run_requests) == 1
+
+
+def test_whole_graph_materializes_and_reruns_are_idempotent(env):
+    landing, lake = env
+    defs = build_definitions()
+    manifest = json.loads((landing / "_truth" / "manifest.json").read_text())
+    with DagsterInstance.ephemeral() as instance:
+        outcome = Outcome()
+        materialize_everything(defs, instance, outcome)
+        assert not outcome.runs_failed and not outcome.checks_failed
+        assert outcome.checks_passed >= len(load_sources())
+        counts = {s: delta.count(lake.bronze(s))
+                  for s in load_sources()}
+        assert counts == {s: a["rows"] for s, a in manifest["agencies"].items()}
+        for s in load_sources():
+            assert len(instance.get_dynamic_partitions(files_partitions(s).name)) == 1
+
+        # A second pass finds nothing new and changes nothing.
+        materialize_everything(defs, instance, Outcome())
+        again = {s: delta.count(lake.bronze(s))
+                 for s in load_sources()}
+        assert again == counts
+
+        # Re-materializing a partition replaces its rows instead of duplicating them.
+        from dagster import materialize
+
+        from assets.ingest import bronze_key
+
+        key = instance.get_dynamic_partitions(files_partitions("medicaid").name)[0]
+        result = materialize(list(defs.assets), selection=[bronze_key("medicaid")],
+                             partition_key=key, instance=instance, resources=defs.resources)
+        assert result.success
+        df = pl.from_arrow(delta.read(lake.bronze("medicaid")))
+        assert df.height == counts["medicaid"]
+        assert df["_run_id"].n_unique() == 1 and df["_run_id"][0] == result.run_id
+    events = pl.from_arrow(audit.read(lake))
+    assert (events["kind"] == "ingest_succeeded").sum() == len(load_sources()) + 1
+
+
+def test_a_bad_file_fails_its_partition_and_others_flow(env):
+    landing, lake = env
+    (landing / "hmis" / "hmis_broken.csv").write_bytes(b"PersonalID,FirstName\n1,A\n")
+    defs = build_definitions()
+    with DagsterInstance.ephemeral() as instance:
+        outcome = Outcome()
+        materialize_everything(defs, instance, outcome)
+    assert len(outcome.runs_failed) == 1 and "hmis_broken.csv" in outcome.runs_failed[0]
+    assert outcome.runs_ok == len(load_sources())
+    events = pl.from_arrow(audit.read(lake)).filter(pl.col("kind") == "ingest_failed")
+    assert events.height == 1
+    assert "missing_required_columns" in events["message"][0]
+    assert (landing / "hmis" / "hmis_broken.csv").exists()  # the file stays where it is
