@@ -34,3 +34,13 @@ def count(path: Path | str, filter=None) -> int:
     if not exists(path):
         return 0
     return dataset(path).count_rows(filter=filter)
+
+
+def replace(path: Path | str, data, predicate: str) -> None:
+    """Replace the rows matching `predicate` with `data`, in one commit; new columns are
+    added to the table. (Never combine a predicate with schema_mode="overwrite": delta-rs
+    accepts it and corrupts the table schema.)"""
+    from deltalake import write_deltalake
+
+    write_deltalake(str(path), data, mode="overwrite", predicate=predicate,
+                    schema_mode="merge")

@@ -60,7 +60,7 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
     from pipelines.sensors import plan_landing
 
     sources = load_sources()
-    assets = list(defs.assets)
+    assets = [*defs.assets, *(defs.asset_checks or [])]
     resources = defs.resources
     files = landing.scan(config.landing_root(), sources)
     registered = {s: list(instance.get_dynamic_partitions(files_partitions(s).name))
@@ -82,7 +82,7 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
         outcome.add(f"bronze/{source} [{run.partition_key}]", result)
         status = "ok" if result.success else "FAILED"
         print(f"  ingest {source:<11} {status} ({time.perf_counter() - started:.1f}s)")
-    unpartitioned = [a.key for a in assets if not a.partitions_def]
+    unpartitioned = [k for a in defs.assets if not a.partitions_def for k in a.keys]
     if unpartitioned:
         result = materialize(assets, selection=unpartitioned, instance=instance,
                              resources=resources, raise_on_error=False, run_config=QUIET,

@@ -67,6 +67,10 @@ class SourceDefinition(_Strict):
     record_id: str
     extra_columns: Literal["keep", "fail"] = "keep"
     row_errors: Literal["quarantine", "fail"] = "quarantine"
+    # snapshot: each file is the agency's full extract (conform reads the latest);
+    # incremental: each file adds records (conform reads them all).
+    delivery: Literal["snapshot", "incremental"] = "snapshot"
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     mapping: dict[str, dict[str, FieldMap]] = {}
 
     @model_validator(mode="after")
@@ -86,11 +90,16 @@ class SourceDefinition(_Strict):
                 raise ValueError("format fixed_width needs a 'fixed_width' column layout")
             if [c.name for c in self.fixed_width] != self.columns:
                 raise ValueError("'fixed_width' names must equal 'columns', in order")
+        from ids_lakehouse.conform.transforms import TRANSFORMS
+
         for entity, fields in self.mapping.items():
             for name, fm in fields.items():
                 if fm.column is not None and fm.column not in known:
                     raise ValueError(f"mapping.{entity}.{name}: column {fm.column!r} "
                                      "is not in 'columns'")
+                if fm.transform is not None and fm.transform not in TRANSFORMS:
+                    raise ValueError(f"mapping.{entity}.{name}: unknown transform "
+                                     f"{fm.transform!r}; known: {sorted(TRANSFORMS)}")
         return self
 
     @property

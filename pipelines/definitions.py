@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from assets.conform import conform, silver_expectations
 from assets.ingest import bronze_assets
 from pipelines.resources import LakeResource
 from pipelines.sensors import landing_sensor
@@ -11,7 +12,8 @@ from pipelines.sensors import landing_sensor
 
 def build_definitions() -> Definitions:
     return Definitions(
-        assets=[*bronze_assets()],
+        assets=[*bronze_assets(), conform],
+        asset_checks=[silver_expectations],
         sensors=[landing_sensor],
         resources={"lake": LakeResource.from_env()},
     )

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import write_deltalake
 from deltalake.exceptions import SchemaMismatchError
 
 from ids_lakehouse import delta
@@ -87,8 +86,7 @@ def _predicate(sha256: str, extra: str = "") -> str:
 def replace_file_rows(path: Path, data, sha256: str, extra: str = "") -> None:
     """Write `data` as the rows of one file version, replacing earlier rows of that version,
     in one commit."""
-    write_deltalake(str(path), data, mode="overwrite", predicate=_predicate(sha256, extra),
-                    schema_mode="merge")
+    delta.replace(path, data, _predicate(sha256, extra))
 
 
 def ingest_file(defn: SourceDefinition, landed: LandedFile, lake: Lake, run_id: str

@@ -79,6 +79,8 @@ def demographics(p: dict, rng: np.random.Generator, e: ErrorRates) -> dict:
         dob = corrupt.transpose(dob)
     if rng.random() < e.missing_dob:
         dob = None
+    elif rng.random() < e.impossible_dob:
+        dob = dt.date(AS_OF.year + 1 + int(rng.integers(0, 50)), dob.month, min(dob.day, 28))
     ssn = p["ssn"]
     if rng.random() < e.ssn_typo:
         ssn = corrupt.ssn_typo(rng, ssn)
@@ -253,11 +255,12 @@ def _everyone(df: pl.DataFrame) -> np.ndarray:
 AGENCIES: tuple[AgencySpec, ...] = (
     AgencySpec("medicaid", "csv", "medicaid_enrollment_2025-12-31.csv", _everyone,
                rate=0.22, homeless_rate=0.85, duplicate_rate=0.02,
-               errors=ErrorRates(missing_ssn=0.03), rows=_medicaid_rows),
+               errors=ErrorRates(missing_ssn=0.03, impossible_dob=0.003), rows=_medicaid_rows),
     AgencySpec("hmis", "csv", "hmis_client_2025-12-31.csv", _everyone,
                rate=0.004, homeless_rate=0.75, duplicate_rate=0.05,
                errors=ErrorRates(typo=0.05, nickname=0.15, missing_ssn=0.2, missing_dob=0.04,
-                                 transpose_dob=0.03, swap_names=0.02, moved=0.8),
+                                 transpose_dob=0.03, swap_names=0.02, moved=0.8,
+                                 impossible_dob=0.01),
                rows=_hmis_rows, encoding="cp1252"),
     AgencySpec("schools", "jsonl", "school_enrollment_2025-12-31.jsonl",
                lambda df: (_ages(df) >= 6) & (_ages(df) <= 24),

@@ -23,6 +23,7 @@ class ErrorRates:
     moved: float = 0.5            # share of movers this agency still has at the old address
     maiden: float = 0.3           # share of married women recorded under their birth surname
     missing_sex: float = 0.01
+    impossible_dob: float = 0.0   # a date of birth in the future: a contract break
 
 
 def typo(rng: np.random.Generator, s: str) -> str:

@@ -102,7 +102,7 @@ def generate_persons(rng: np.random.Generator, n: int, first_index: int) -> pl.D
     child = ~adult
     max_child_age = np.clip(head_age[hh] - 16, 0, 17)
     age[child] = (rng.random(int(child.sum())) * (max_child_age[child] + 1)).astype(int)
-    day_of_year = rng.integers(0, 365, m)
+    day_of_year = rng.integers(1, 366, m)  # born before the extract date
     dob_days = np.array([(AS_OF - dt.timedelta(days=int(a) * 365 + int(d))).toordinal()
                          for a, d in zip(age, day_of_year)])
 

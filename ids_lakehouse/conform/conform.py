@@ -1,0 +1,217 @@
+"""Bronze -> silver for one source: map delivered columns to the canonical model, parse,
+standardise, validate against the contracts, and split the rows into silver and
+quarantine. Every bronze row ends up in exactly one row-level silver entity or in
+quarantine (one quarantine row per bronze row, with all of its failures)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandera.errors
+import polars as pl
+
+from ids_lakehouse.conform import standardise as std
+from ids_lakehouse.conform.transforms import TRANSFORMS
+from ids_lakehouse.model import DataModel, load_model
+from ids_lakehouse.sources import FieldMap, SourceDefinition
+from schemas.silver import contract
+
+ROW_ENTITIES = ("enrollment", "service_event")   # one row per bronze row
+PROVENANCE = ["_file", "_file_sha256", "_row_number"]
+FAILURE_SCHEMA = {"_i": pl.UInt32, "rule": pl.String, "column": pl.String,
+                  "reason": pl.String}
+
+
+class ConformError(RuntimeError):
+    """A whole-source problem (e.g. the bronze schema no longer fits the mapping)."""
+
+
+@dataclass
+class ConformResult:
+    source: str
+    bronze_rows: int
+    entities: dict[str, pl.DataFrame]
+    quarantine: pl.DataFrame                 # one row per rejected bronze row
+    failures: dict[str, int] = field(default_factory=dict)   # "rule|column" -> rows
+    schema_drift: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def row_entity_rows(self) -> int:
+        return sum(self.entities[e].height for e in ROW_ENTITIES if e in self.entities)
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self.frames: list[pl.DataFrame] = []
+
+    def add(self, index: pl.Series, mask: pl.Series, rule: str, column: str,
+            reason: str) -> None:
+        hit = index.filter(mask.fill_null(False))
+        if hit.len():
+            self.frames.append(pl.DataFrame({
+                "_i": hit, "rule": [rule] * hit.len(), "column": [column] * hit.len(),
+                "reason": [reason] * hit.len()}, schema=FAILURE_SCHEMA))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=FAILURE_SCHEMA)
+
+
+def _field(df: pl.DataFrame, fm: FieldMap, name: str, ftype: str,
+           failures: _Failures) -> pl.Series:
+    idx = df["_i"]
+    if fm.value is not None:
+        return pl.Series(name, [fm.value] * df.height, dtype=pl.String)
+    raw = df[fm.column]
+    if fm.transform:
+        values, bad = TRANSFORMS[fm.transform](raw)
+        failures.add(idx, bad, fm.transform, name, f"{fm.column} could not be read by "
+                     f"{fm.transform}")
+        return values.alias(name)
+    if ftype == "date":
+        return _date(raw, fm, name, idx, failures)
+    text = pl.select(std.blank_to_null(pl.lit(raw))).to_series()
+    if fm.codes is not None:
+        unknown = text.is_not_null() & ~text.is_in(list(fm.codes))
+        failures.add(idx, unknown, "unknown_code", name,
+                     f"{fm.column} holds a code the source mapping does not list")
+        return text.replace_strict(fm.codes, default=None, return_dtype=pl.String).alias(name)
+    return text.alias(name)
+
+
+def _date(raw: pl.Series, fm: FieldMap, name: str, idx: pl.Series,
+          failures: _Failures) -> pl.Series:
+    if raw.dtype == pl.Date:
+        return raw.alias(name)
+    if isinstance(raw.dtype, pl.Datetime):
+        return raw.dt.date().alias(name)
+    text = pl.select(std.blank_to_null(pl.lit(raw.cast(pl.String)))).to_series()
+    fmt = fm.format or "%Y-%m-%d"
+    if "%H" in fmt:
+        parsed = text.str.to_datetime(fmt, strict=False).dt.date()
+    else:
+        parsed = text.str.to_date(fmt, strict=False)
+    failures.add(idx, text.is_not_null() & parsed.is_null(), "unparseable_date", name,
+                 f"{fm.column} is not a date in the format {fmt}")
+    return parsed.alias(name)
+
+
+def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataModel,
+            failures: _Failures) -> pl.DataFrame:
+    fields = model.entities[entity].fields
+    mapping = defn.mapping.get(entity, {})
+    unknown = set(mapping) - set(fields)
+    if unknown:
+        raise ConformError(f"[{defn.source}] mapping.{entity} names fields the data model "
+                           f"does not have: {sorted(unknown)}")
+    cols = {name: _field(df, mapping[name], name, fields[name].type, failures)
+            for name in mapping}
+    out = pl.DataFrame(list(cols.values())) if cols else pl.DataFrame()
+    out = out.with_columns(
+        pl.lit(defn.source).alias("source"),
+        df[defn.record_id].cast(pl.String).str.strip_chars().alias("source_record_id"),
+        df["_i"], *[df[c] for c in PROVENANCE])
+    if entity == "person_record":
+        out = _standardise_person(out)
+    missing = [n for n in fields if n not in out.columns]
+    out = out.with_columns([pl.lit(None, dtype=_dtype(fields[n].type)).alias(n)
+                            for n in missing])
+    return out.select([*fields, "_i", *PROVENANCE])
+
+
+def _dtype(t: str):
+    return {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}[t]
+
+
+def _standardise_person(p: pl.DataFrame) -> pl.DataFrame:
+    def col(name: str) -> pl.Expr:
+        return pl.col(name) if name in p.columns else pl.lit(None, dtype=pl.String)
+
+    last = std.name(col("last_name"))
+    p = p.with_columns(
+        col("first_name").alias("first_name_raw"), col("last_name").alias("last_name_raw"),
+        std.name(col("first_name")).alias("first_name"),
+        std.name(col("middle_name")).alias("middle_name"),
+        std.without_suffix(last).alias("last_name"), std.suffix(last).alias("name_suffix"),
+        *std.ssn_frame(col("ssn")),
+        std.zip5(col("zip")).alias("zip"),
+        std.name(col("street")).alias("street"), std.name(col("city")).alias("city"),
+        col("state").str.strip_chars().str.to_uppercase().alias("state"),
+        std.email(col("email")).alias("email"),
+    )
+    by_zip = p["zip"].replace_strict(std.zip_county(), default=None, return_dtype=pl.String)
+    county = p["county_fips"] if "county_fips" in p.columns else pl.Series(
+        [None] * p.height, dtype=pl.String)
+    phone = std.phones(p["phone"] if "phone" in p.columns else
+                       pl.Series([None] * p.height, dtype=pl.String))
+    return p.with_columns(county.fill_null(by_zip).alias("county_fips"), phone["phone"],
+                          phone["phone_status"])
+
+
+def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str) -> None:
+    try:
+        contract(entity, row_level=True).validate(frame.drop("_i"), lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        # failure_case holds the offending values: never keep or log it.
+        cases = exc.failure_cases.drop("failure_case")
+        whole = cases.filter(pl.col("index").is_null())
+        if whole.height:
+            raise ConformError(f"[{source}] silver.{entity} does not fit its contract as a "
+                               f"whole: {whole.select('column', 'check').rows()}") from None
+        idx = frame["_i"]
+        for (check, column), group in cases.group_by(["check", "column"]):
+            rows = group["index"].cast(pl.UInt32)
+            failures.add(idx, idx.is_in(idx.gather(rows).implode()), check,
+                         column or entity, f"{column or entity} breaks {check}")
+
+
+def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list[str]]:
+    """How the delivered columns differ from what the definition maps. A mapped column
+    that is absent stops the conform; new columns and mapped columns that arrived empty
+    are reported."""
+    delivered = [c for c in bronze.columns if not c.startswith("_")]
+    mapped = {fm.column for fields in defn.mapping.values() for fm in fields.values()
+              if fm.column} | {defn.record_id}
+    missing = sorted(mapped - set(delivered))
+    if missing:
+        raise ConformError(f"[{defn.source}] the delivered columns changed: mapped columns "
+                           f"missing from bronze: {missing}")
+    empty = sorted(c for c in mapped if bronze.height and
+                   bronze[c].cast(pl.String).str.strip_chars().replace("", None)
+                   .null_count() == bronze.height)
+    return {"new_columns": sorted(set(delivered) - set(defn.columns)),
+            "empty_mapped_columns": empty}
+
+
+def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
+                   model: DataModel | None = None) -> ConformResult:
+    model = model or load_model()
+    drift = schema_drift(defn, bronze)
+    df = bronze.with_row_index("_i")
+    failures = _Failures()
+    wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
+    frames = {e: _entity(df, defn, e, model, failures) for e in wanted}
+    for entity, frame in frames.items():
+        _validate(frame, entity, failures, defn.source)
+    fails = failures.frame()
+    rejected = fails.group_by("_i").agg(
+        pl.col("rule").unique(maintain_order=True).str.join("; ").alias("_rule"),
+        pl.col("column").unique(maintain_order=True).str.join("; ").alias("_column"),
+        pl.col("reason").unique(maintain_order=True).str.join("; ").alias("_reason"))
+    bad = rejected["_i"]
+    entities = {}
+    for entity, frame in frames.items():
+        good = frame.filter(~pl.col("_i").is_in(bad.implode())).drop("_i")
+        if entity == "person_record":
+            good = good.sort("_row_number").unique(["source", "source_record_id"],
+                                                  keep="first", maintain_order=True)
+        entities[entity] = good
+    delivered = [c for c in bronze.columns if not c.startswith("_")]
+    raw = df.select("_i", pl.struct(delivered).struct.json_encode().alias("_raw"))
+    quarantine = (rejected.join(raw, on="_i").join(df.select("_i", "_source", *PROVENANCE),
+                                                   on="_i").drop("_i"))
+    counts = (fails.group_by(["rule", "column"]).agg(pl.col("_i").n_unique().alias("n")))
+    return ConformResult(
+        source=defn.source, bronze_rows=bronze.height, entities=entities,
+        quarantine=quarantine,
+        failures={f"{r}|{c}": n for r, c, n in counts.iter_rows()}, schema_drift=drift)

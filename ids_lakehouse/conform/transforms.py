@@ -1,0 +1,105 @@
+"""Named transforms a source mapping can ask for (`transform: <name>`). Each takes the
+delivered values and returns the canonical values and a mask of values it could not read
+(those rows are quarantined with the transform's name as the rule)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from ids_lakehouse.conform.standardise import blank_to_null
+
+Result = tuple[pl.Series, pl.Series]
+_HMIS_RACE = {"1": "AIAN", "2": "ASIAN", "3": "BLACK", "4": "NHPI", "5": "WHITE"}
+
+
+def _per_distinct(values: pl.Series, fn: Callable[[str], str | None]) -> Result:
+    """Apply a Python parser once per distinct value; a parser raising ValueError marks the
+    value unreadable."""
+    clean = pl.select(blank_to_null(pl.lit(values))).to_series()
+    out, bad = {}, set()
+    for v in clean.drop_nulls().unique().to_list():
+        try:
+            out[v] = fn(v)
+        except ValueError:
+            bad.add(v)
+    result = clean.replace_strict(out, default=None, return_dtype=pl.String)
+    return result, clean.is_in(list(bad)).fill_null(False)
+
+
+def hmis_race(values: pl.Series) -> Result:
+    def parse(v: str) -> str | None:
+        codes = {c.strip() for c in v.split(";")} - {"6", ""}
+        if not codes <= _HMIS_RACE.keys():
+            raise ValueError("unknown HMIS race code")
+        races = {_HMIS_RACE[c] for c in codes}
+        return None if not races else ("MULTI" if len(races) > 1 else races.pop())
+
+    return _per_distinct(values, parse)
+
+
+def hmis_hispanic(values: pl.Series) -> Result:
+    return _per_distinct(values, lambda v: "Y" if "6" in v.split(";") else "N")
+
+
+def school_hispanic(values: pl.Series) -> Result:
+    return _per_distinct(values, lambda v: "Y" if v == "HI" else "N")
+
+
+def county_from_state_county(values: pl.Series, state_fips: str = "53") -> Result:
+    def parse(v: str) -> str:
+        if len(v) != 5 or not v.isdigit():
+            raise ValueError("not a 5-digit state+county FIPS code")
+        return v[2:] if v.startswith(state_fips) else None
+
+    return _per_distinct(values, parse)
+
+
+def _name_part(part: str) -> Callable[[pl.Series], Result]:
+    def transform(values: pl.Series) -> Result:
+        from nameparser import HumanName
+
+        def parse(v: str) -> str | None:
+            if "," not in v:
+                raise ValueError("not 'LAST, First Middle'")
+            return getattr(HumanName(v), part) or None
+
+        return _per_distinct(values, parse)
+
+    return transform
+
+
+def _address_part(labels: tuple[str, ...]) -> Callable[[pl.Series], Result]:
+    def transform(values: pl.Series) -> Result:
+        import usaddress
+
+        def parse(v: str) -> str | None:
+            try:
+                tagged, _ = usaddress.tag(v)
+            except usaddress.RepeatedLabelError:
+                raise ValueError("ambiguous address") from None
+            words = [tagged[k] for k in labels if k in tagged]
+            return " ".join(words) or None
+
+        return _per_distinct(values, parse)
+
+    return transform
+
+
+STREET_LABELS = ("AddressNumber", "StreetNamePreDirectional", "StreetName",
+                 "StreetNamePostType", "StreetNamePostDirectional", "OccupancyType",
+                 "OccupancyIdentifier")
+
+TRANSFORMS: dict[str, Callable[[pl.Series], Result]] = {
+    "hmis_race": hmis_race,
+    "hmis_hispanic": hmis_hispanic,
+    "school_hispanic": school_hispanic,
+    "county_from_state_county": county_from_state_county,
+    "first_from_last_comma_first": _name_part("first"),
+    "middle_from_last_comma_first": _name_part("middle"),
+    "last_from_last_comma_first": _name_part("last"),
+    "street_from_one_line": _address_part(STREET_LABELS),
+    "city_from_one_line": _address_part(("PlaceName",)),
+    "zip_from_one_line": _address_part(("ZipCode",)),
+}

@@ -1,0 +1,64 @@
+"""Pandera (polars) contracts for the silver entities, derived from the data model: types,
+nullability, code lists, patterns, date ranges, key uniqueness and cross-field rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import pandera.polars as pa
+import polars as pl
+
+from ids_lakehouse.model import DataModel, FieldDef, load_model
+
+DTYPES = {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}
+PROVENANCE = {"_file_sha256": pl.String, "_row_number": pl.Int64}
+
+
+def _checks(model: DataModel, name: str, f: FieldDef) -> list[pa.Check]:
+    checks = []
+    if f.code_list:
+        checks.append(pa.Check.isin(model.codes(f.code_list), name=f"code_list:{f.code_list}",
+                                    error=f"code_list:{f.code_list}"))
+    if f.pattern:
+        pattern = f.pattern if f.pattern.endswith("$") else f.pattern + "$"
+        checks.append(pa.Check.str_matches(pattern, name="pattern", error="pattern"))
+    low, high = model.date_bound(f.min), model.date_bound(f.max)
+    if name == "dob":  # plausible age
+        oldest = dt.date(model.as_of.year - model.max_age_years, 1, 1)
+        low = max(low or oldest, oldest)
+    if low is not None:
+        checks.append(pa.Check.ge(low, name="not_before", error="not_before"))
+    if high is not None:
+        checks.append(pa.Check.le(high, name="not_after", error="not_after"))
+    return checks
+
+
+def _end_not_before_start(data) -> pl.LazyFrame:
+    return data.lazyframe.select(
+        pl.col("end_date").is_null() | pl.col("start_date").is_null()
+        | (pl.col("end_date") >= pl.col("start_date")))
+
+
+CROSS_FIELD = {"end_not_before_start": _end_not_before_start}
+
+
+@lru_cache(maxsize=None)
+def contract(entity: str, row_level: bool = False) -> pa.DataFrameSchema:
+    """The entity's contract. `row_level` is for validating a source's rows before person
+    records are deduplicated: the person key is not yet unique there."""
+    model = load_model()
+    e = model.entities[entity]
+    columns = {
+        name: pa.Column(DTYPES[f.type], nullable=f.nullable, checks=_checks(model, name, f),
+                        description=f.description,
+                        metadata={"classification": f.classification,
+                                  "legal_regime": f.legal_regime})
+        for name, f in e.fields.items()}
+    provenance = {n: pa.Column(t, nullable=False) for n, t in PROVENANCE.items()
+                  if n not in columns}
+    return pa.DataFrameSchema(
+        {**columns, **provenance},
+        checks=[pa.Check(CROSS_FIELD[r.name], name=r.name, error=r.name) for r in e.rules],
+        unique=None if (row_level and "_row_number" not in e.key) else (e.key or None),
+        name=f"silver.{entity}", strict=False)
