@@ -87,3 +87,25 @@ def test_write_and_reconcile_on_real_delta_tables(medicaid, lake):
     rec = silver.reconcile(lake, "medicaid", bronze.height)
     assert rec == {"bronze_rows": 3, "silver_rows": 2, "quarantined_rows": 1,
                    "reconciles": True}
+
+
+def test_snapshot_conform_reads_the_latest_delivery_even_after_a_reingest(tmp_path, lake,
+                                                                          medicaid):
+    import os
+
+    from ids_lakehouse.ingest.bronze import ingest_file
+    from ids_lakehouse.ingest.landing import landed_file
+
+    folder = tmp_path / "medicaid"
+    folder.mkdir()
+    old, new = folder / "jan.csv", folder / "feb.csv"
+    medicaid_rows({}).drop([c for c in medicaid_rows({}).columns if c.startswith("_")]) \
+        .write_csv(old)
+    medicaid_rows({}, {}).drop([c for c in medicaid_rows({}).columns
+                                if c.startswith("_")]).write_csv(new)
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    os.utime(new, (1_700_100_000, 1_700_100_000))
+    for path in (old, new, old):  # the January file is re-ingested last
+        ingest_file(medicaid, landed_file(tmp_path, medicaid, path), lake, "run")
+    rows = silver.bronze_to_conform(lake, medicaid)
+    assert set(rows["_file"]) == {"medicaid/feb.csv"} and rows.height == 2

@@ -26,10 +26,10 @@ def bronze_to_conform(lake: Lake, defn: SourceDefinition) -> pl.DataFrame | None
         return None
     if defn.delivery == "incremental":
         return pl.from_arrow(delta.read(path))
-    files = pl.from_arrow(delta.read(path, columns=["_file_sha256", "_ingested_at"]))
+    files = pl.from_arrow(delta.read(path, columns=["_file_sha256", "_landed_at", "_file"]))
     if files.height == 0:
         return pl.from_arrow(delta.read(path))
-    latest = files.sort("_ingested_at")["_file_sha256"][-1]
+    latest = files.unique().sort(["_landed_at", "_file"])["_file_sha256"][-1]
     return pl.from_arrow(delta.read(path, filter=pc.field("_file_sha256") == latest))
 
 

@@ -35,6 +35,7 @@ PROVENANCE = [
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("_run_id", pa.string(), nullable=False),
 ]
+BRONZE_ONLY = [pa.field("_landed_at", pa.timestamp("us", tz="UTC"), nullable=False)]
 PROVENANCE_NAMES = [f.name for f in PROVENANCE]
 
 QUARANTINE_SCHEMA = pa.schema(PROVENANCE + [
@@ -96,15 +97,16 @@ def ingest_file(defn: SourceDefinition, landed: LandedFile, lake: Lake, run_id: 
     delivered = reader.schema
     renamed = {n: delta_column_name(n) for n in delivered.names if delta_column_name(n) != n}
     clash = sorted(set(renamed.values()) & set(delivered.names)) or \
-        sorted(n for n in delivered.names if n.startswith("_") and n in PROVENANCE_NAMES)
+        sorted(n for n in delivered.names if n in PROVENANCE_NAMES + ["_landed_at"])
     if clash:
         raise reader.fail("column_name_clash", f"delivered column names collide with stored "
                           f"names: {clash}", line=1)
+    stamps = PROVENANCE + BRONZE_ONLY
     out_schema = pa.schema([f.with_name(delta_column_name(f.name)) for f in delivered]
-                           + PROVENANCE)
+                           + stamps)
     now = dt.datetime.now(dt.timezone.utc)
     constant = {"_source": defn.source, "_file": landed.name, "_file_sha256": landed.sha256,
-                "_ingested_at": now, "_run_id": run_id}
+                "_ingested_at": now, "_run_id": run_id, "_landed_at": landed.landed_at}
     written = 0
     failure: list[BaseException] = []
 
@@ -114,8 +116,9 @@ def ingest_file(defn: SourceDefinition, landed: LandedFile, lake: Lake, run_id: 
             for batch, numbers in reader.batches():
                 n = batch.num_rows
                 cols = list(batch.columns) + [
-                    pa.array([constant[f.name]] * n, f.type) if f.name != "_row_number"
-                    else pa.array(numbers, pa.int64()) for f in PROVENANCE]
+                    pa.repeat(pa.scalar(constant[f.name], f.type), n)
+                    if f.name != "_row_number" else pa.array(numbers, pa.int64())
+                    for f in stamps]
                 written += n
                 yield pa.RecordBatch.from_arrays(cols, schema=out_schema)
         except BaseException as exc:  # surfaced below; delta-rs would wrap it

@@ -4,6 +4,7 @@ a new delivery."""
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import hashlib
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class LandedFile:
     name: str        # path relative to the landing root, e.g. "hmis/hmis_2025.csv"
     sha256: str
     size: int
+    landed_at: dt.datetime  # the file's modification time: when the agency delivered it
 
     @property
     def partition_key(self) -> str:
@@ -67,9 +69,11 @@ def candidate_files(landing_root: Path, defn: SourceDefinition) -> list[Path]:
 def landed_file(landing_root: Path, defn: SourceDefinition, path: Path,
                 sha256: str | None = None) -> LandedFile:
     path = Path(path)
+    st = path.stat()
     return LandedFile(source=defn.source, path=path,
                       name=path.relative_to(landing_root).as_posix(),
-                      sha256=sha256 or file_sha256(path), size=path.stat().st_size)
+                      sha256=sha256 or file_sha256(path), size=st.st_size,
+                      landed_at=dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
 
 
 def scan(landing_root: Path, sources: dict[str, SourceDefinition],
