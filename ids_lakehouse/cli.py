@@ -32,6 +32,21 @@ def _instance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steward(args: argparse.Namespace) -> int:
+    from ids_lakehouse import audit, config
+    from ids_lakehouse.identity.index import record_decision
+
+    lake = config.lake()
+    record_decision(lake, args.left, args.right, args.decision, args.steward, args.reason)
+    audit.record(lake, "steward_decision", f"{args.decision}: {args.left} / {args.right}",
+                 actor=args.steward, details={"left": args.left, "right": args.right,
+                                              "decision": args.decision,
+                                              "reason": args.reason})
+    print(f"recorded: {args.decision} for {args.left} / {args.right}; honoured from the "
+          "next identity run")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ids_lakehouse")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
     inst = sub.add_parser("instance", help="create the Dagster instance in DAGSTER_HOME")
     inst.set_defaults(func=_instance)
+
+    st = sub.add_parser("steward", help="record a steward decision on a pair of records")
+    st.add_argument("--left", required=True, help="unique_id (source:record_id)")
+    st.add_argument("--right", required=True, help="unique_id (source:record_id)")
+    st.add_argument("--decision", required=True, choices=["match", "non_match"])
+    st.add_argument("--steward", required=True, help="the steward's e-mail address")
+    st.add_argument("--reason", required=True)
+    st.set_defaults(func=_steward)
 
     args = parser.parse_args(argv)
     return args.func(args)

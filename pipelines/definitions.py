@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from assets.conform import conform, silver_expectations
+from assets.identity import identity
 from assets.ingest import bronze_assets
 from pipelines.resources import LakeResource
 from pipelines.sensors import landing_sensor
@@ -12,7 +13,7 @@ from pipelines.sensors import landing_sensor
 
 def build_definitions() -> Definitions:
     return Definitions(
-        assets=[*bronze_assets(), conform],
+        assets=[*bronze_assets(), conform, identity],
         asset_checks=[silver_expectations],
         sensors=[landing_sensor],
         resources={"lake": LakeResource.from_env()},

@@ -21,3 +21,29 @@ def tiny_landing(tmp_path_factory) -> Path:
 @pytest.fixture
 def lake(tmp_path) -> Lake:
     return Lake(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def tiny_silver(tmp_path_factory, tiny_landing) -> Lake:
+    """Bronze and silver built from the tiny population (read-only: copy before writing)."""
+    from ids_lakehouse.conform import silver
+    from ids_lakehouse.conform.conform import conform_source
+    from ids_lakehouse.ingest import landing
+    from ids_lakehouse.ingest.bronze import ingest_file
+    from ids_lakehouse.sources import load_sources
+
+    lake = Lake(tmp_path_factory.mktemp("silver") / "lake")
+    sources = load_sources()
+    for landed in landing.scan(tiny_landing, sources):
+        ingest_file(sources[landed.source], landed, lake, "setup")
+    for source, defn in sources.items():
+        silver.write(lake, conform_source(defn, silver.bronze_to_conform(lake, defn)), "setup")
+    return lake
+
+
+@pytest.fixture
+def silver_lake(tmp_path, tiny_silver) -> Lake:
+    import shutil
+
+    shutil.copytree(tiny_silver.root, tmp_path / "lake")
+    return Lake(tmp_path / "lake")

@@ -135,7 +135,7 @@ def _standardise_person(p: pl.DataFrame) -> pl.DataFrame:
         std.without_suffix(last).alias("last_name"), std.suffix(last).alias("name_suffix"),
         *std.ssn_frame(col("ssn")),
         std.zip5(col("zip")).alias("zip"),
-        std.name(col("street")).alias("street"), std.name(col("city")).alias("city"),
+        std.street(col("street")).alias("street"), std.name(col("city")).alias("city"),
         col("state").str.strip_chars().str.to_uppercase().alias("state"),
         std.email(col("email")).alias("email"),
     )

@@ -27,6 +27,14 @@ def name(expr: pl.Expr) -> pl.Expr:
     return pl.when(out == "").then(None).otherwise(out)
 
 
+def street(expr: pl.Expr) -> pl.Expr:
+    """Upper case, accents and punctuation removed; house and unit numbers kept."""
+    out = (expr.str.normalize("NFKD").str.replace_all(r"\p{M}", "").str.to_uppercase()
+           .str.replace_all(r"[.,'’]", "").str.replace_all(r"[^A-Z0-9#\- ]", " ")
+           .str.replace_all(r"\s+", " ").str.strip_chars())
+    return pl.when(out == "").then(None).otherwise(out)
+
+
 def suffix(last: pl.Expr) -> pl.Expr:
     return last.str.extract(_SUFFIX_RE, 1)
 

@@ -1,0 +1,104 @@
+"""Identity assets: the master person index built from the silver person records."""
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetOut,
+    Config,
+    MaterializeResult,
+    multi_asset,
+)
+
+from assets.conform import OWNERS, silver_key
+from assets.ingest import TRANSIENT_RETRY
+from ids_lakehouse import audit, delta
+from ids_lakehouse.identity import index as person_index
+from ids_lakehouse.identity.quality import pairwise_quality
+from pipelines.resources import LakeResource
+
+TABLES = {
+    "person_link": "Scored record pairs at or above the link floor (ids, probability, "
+                   "weight, comparison levels; no compared values).",
+    "person_xref": "Every silver person record -> its stable person_id, with its best "
+                   "in-cluster match probability, run and model version.",
+    "person_id_events": "Append-only: person IDs created, merged (older ID survives) or "
+                        "split (larger part keeps the ID), with run.",
+    "review_queue": "Pairs in the uncertainty band awaiting a steward decision.",
+}
+MIN_CROSS_SOURCE_F1 = 0.95
+
+
+def identity_key(table: str) -> AssetKey:
+    return AssetKey(["identity", table])
+
+
+class IdentityConfig(Config):
+    retrain: bool = False
+    """Train a new model version instead of reusing the latest saved one (audited)."""
+
+
+@multi_asset(
+    outs={t: AssetOut(key=identity_key(t), description=d, owners=OWNERS,
+                      kinds={"delta", "splink", "duckdb"}, tags={"ids/layer": "identity"})
+          for t, d in TABLES.items()},
+    deps=[silver_key("person_record")],
+    group_name="identity",
+    check_specs=[
+        AssetCheckSpec("every_record_has_one_person", asset=identity_key("person_xref"),
+                       blocking=True,
+                       description="Each silver person record has exactly one person_id."),
+        AssetCheckSpec("linkage_quality", asset=identity_key("person_xref"),
+                       description="Pairwise precision/recall/F1 against the generator's "
+                                   "truth when it is present; skipped on real data."),
+    ],
+    retry_policy=TRANSIENT_RETRY,
+)
+def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeResource):
+    store = lake.lake()
+    records = pl.from_arrow(delta.read(store.silver("person_record")))
+    result = person_index.build(store, records, context.run_id, retrain=config.retrain)
+    person_index.write(store, result)
+    if result.trained:
+        audit.record(store, "model_trained", f"linkage model v{result.model_version}",
+                     asset="identity", run_id=context.run_id,
+                     details={"version": result.model_version, "records": result.records,
+                              "requested": config.retrain})
+    context.log.info(f"{result.records:,} records -> {result.people:,} people; "
+                     f"events {result.events}; {result.review_pairs:,} pairs to review")
+    yield _coverage(records, result.tables["person_xref"])
+    yield _quality(lake, result.tables["person_xref"])
+    common = {"model_version": result.model_version, "run_trained_model": result.trained}
+    for table in TABLES:
+        yield MaterializeResult(asset_key=identity_key(table), metadata={
+            **common, "dagster/row_count": result.tables[table].height,
+            **({"people": result.people, "events": result.events}
+               if table == "person_xref" else {})})
+
+
+def _coverage(records: pl.DataFrame, xref: pl.DataFrame) -> AssetCheckResult:
+    ids = records.select((pl.col("source") + ":" + pl.col("source_record_id"))
+                         .alias("unique_id"))
+    missing = ids.join(xref, on="unique_id", how="anti").height
+    duplicated = xref["unique_id"].is_duplicated().sum()
+    return AssetCheckResult(asset_key=identity_key("person_xref"),
+                            check_name="every_record_has_one_person",
+                            passed=missing == 0 and duplicated == 0,
+                            metadata={"records_without_person": missing,
+                                      "records_with_several": int(duplicated)})
+
+
+def _quality(lake: LakeResource, xref: pl.DataFrame) -> AssetCheckResult:
+    truth_path = lake.landing / "_truth" / "person_truth.parquet"
+    if not truth_path.exists():
+        return AssetCheckResult(asset_key=identity_key("person_xref"),
+                                check_name="linkage_quality", passed=True,
+                                description="skipped: no truth file (real data)",
+                                metadata={"skipped": True})
+    q = pairwise_quality(xref, pl.read_parquet(truth_path))
+    return AssetCheckResult(asset_key=identity_key("person_xref"), check_name="linkage_quality",
+                            passed=q["cross_source"]["f1"] >= MIN_CROSS_SOURCE_F1,
+                            metadata={"skipped": False, **q,
+                                      "min_cross_source_f1": MIN_CROSS_SOURCE_F1})

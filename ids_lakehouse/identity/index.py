@@ -1,0 +1,150 @@
+"""The master person index: link silver person records into people with stable IDs.
+
+Tables under LAKE_ROOT/identity/: person_link (scored pairs above the floor),
+person_xref (record -> person_id), person_id_events (created / merged / split),
+review_queue (pairs in the uncertainty band), person_index (every ID ever minted) and
+steward_decisions (kept and honoured on every run). Model versions live in
+LAKE_ROOT/models/linkage/ as JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from deltalake import write_deltalake
+
+from ids_lakehouse import delta
+from ids_lakehouse.config import Lake
+from ids_lakehouse.identity import linkage
+from ids_lakehouse.identity.stable_ids import (
+    INDEX_SCHEMA,
+    XREF_SCHEMA,
+    apply_steward_decisions,
+    assign,
+    connected_components,
+)
+
+DECISION_SCHEMA = {"unique_id_l": pl.String, "unique_id_r": pl.String,
+                   "decision": pl.String, "steward": pl.String, "reason": pl.String,
+                   "decided_at": pl.Datetime("us", "UTC")}
+DECISIONS = ("match", "non_match")
+
+
+@dataclass
+class IdentityResult:
+    model_version: int
+    trained: bool
+    records: int
+    people: int
+    links: int
+    events: dict[str, int]
+    review_pairs: int
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
+
+
+def models_dir(lake: Lake) -> Path:
+    return lake.root / "models" / "linkage"
+
+
+def _read(path: Path, schema: dict) -> pl.DataFrame:
+    if not delta.exists(path):
+        return pl.DataFrame(schema=schema)
+    return pl.from_arrow(delta.read(path, columns=list(schema))).cast(schema)
+
+
+def steward_decisions(lake: Lake) -> pl.DataFrame:
+    """The latest decision per pair."""
+    d = _read(lake.identity("steward_decisions"), DECISION_SCHEMA)
+    return (d.with_columns(pl.min_horizontal("unique_id_l", "unique_id_r").alias("a"),
+                           pl.max_horizontal("unique_id_l", "unique_id_r").alias("b"))
+            .sort("decided_at").unique(["a", "b"], keep="last")
+            .drop("unique_id_l", "unique_id_r")
+            .rename({"a": "unique_id_l", "b": "unique_id_r"}))
+
+
+def record_decision(lake: Lake, left: str, right: str, decision: str, steward: str,
+                    reason: str) -> None:
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}")
+    if "@" not in steward:
+        raise ValueError("steward must be an e-mail address")
+    row = pl.DataFrame([{"unique_id_l": left, "unique_id_r": right, "decision": decision,
+                         "steward": steward, "reason": reason,
+                         "decided_at": dt.datetime.now(dt.timezone.utc)}],
+                       schema=DECISION_SCHEMA)
+    write_deltalake(str(lake.identity("steward_decisions")), row.to_arrow(), mode="append")
+
+
+def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> tuple[dict, int, bool]:
+    """The saved model, or a newly trained one when asked (or none exists yet)."""
+    saved = None if retrain else linkage.load_model(models_dir(lake))
+    if saved is not None:
+        return saved[0], saved[1], False
+    model = linkage.train(records)
+    path = linkage.save_model(model, models_dir(lake))
+    return model, linkage.latest_version(path.parent), True
+
+
+def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
+          review_band: tuple[float, float] = (linkage.LINK_FLOOR, linkage.MATCH_THRESHOLD),
+          ) -> IdentityResult:
+    now = dt.datetime.now(dt.timezone.utc)
+    records = linkage.linkage_input(person_record)
+    model, version, trained = model_for(lake, records, retrain)
+    pairs = linkage.predict(records, model, floor=min(review_band[0], linkage.LINK_FLOOR))
+    decisions = steward_decisions(lake)
+    linked = linkage.auto_link(pairs)
+    matches = pairs.filter(linked)
+    edges = apply_steward_decisions(matches, decisions)
+    clusters = connected_components(records["unique_id"], edges)
+    prior_xref = _read(lake.identity("person_xref"), XREF_SCHEMA)
+    prior_index = _read(lake.identity("person_index"), INDEX_SCHEMA)
+    result = assign(clusters, prior_xref, prior_index, run_id, now)
+
+    best = (pairs.join(result.xref, left_on="unique_id_l", right_on="unique_id")
+            .join(result.xref, left_on="unique_id_r", right_on="unique_id", suffix="_r")
+            .filter(pl.col("person_id") == pl.col("person_id_r")))
+    best_prob = pl.concat([best.select(pl.col("unique_id_l").alias("unique_id"),
+                                       "match_probability"),
+                           best.select(pl.col("unique_id_r").alias("unique_id"),
+                                       "match_probability")]) \
+        .group_by("unique_id").agg(pl.col("match_probability").max())
+    xref = (result.xref.join(best_prob, on="unique_id", how="left")
+            .join(records.select("unique_id", "source_dataset"), on="unique_id")
+            .with_columns(pl.col("unique_id").str.splitn(":", 2).struct.field("field_1")
+                          .alias("source_record_id"),
+                          pl.lit(run_id).alias("run_id"), pl.lit(version).alias("model_version"))
+            .rename({"source_dataset": "source"})
+            .select("source", "source_record_id", "unique_id", "person_id",
+                    "match_probability", "run_id", "model_version"))
+    decided = decisions.select("unique_id_l", "unique_id_r")
+    low, high = review_band
+    in_band = (pl.col("match_probability") >= low) & (pl.col("match_probability") < high)
+    review = (pairs.with_columns(linked.alias("_linked"))
+              .filter(in_band | ((pl.col("match_probability") >= high) & ~pl.col("_linked")))
+              .drop("_linked")
+              .join(decided, on=["unique_id_l", "unique_id_r"], how="anti")
+              .with_columns(pl.lit(run_id).alias("run_id"), pl.lit("open").alias("status")))
+    links = pairs.filter(pl.col("match_probability") >= linkage.LINK_FLOOR).with_columns(
+        pl.lit(run_id).alias("run_id"), pl.lit(version).alias("model_version"))
+    events = result.events.with_columns(pl.lit(run_id).alias("run_id"),
+                                        pl.lit(now).alias("recorded_at"))
+    tables = {"person_link": links, "person_xref": xref, "review_queue": review,
+              "person_index": result.index, "person_id_events": events}
+    return IdentityResult(
+        model_version=version, trained=trained, records=records.height,
+        people=xref["person_id"].n_unique(), links=links.height,
+        events=dict(events.group_by("event").len().iter_rows()), review_pairs=review.height,
+        tables=tables)
+
+
+def write(lake: Lake, result: IdentityResult) -> None:
+    """Replace the current tables (Delta keeps every earlier version); append events."""
+    for name, frame in result.tables.items():
+        mode = "append" if name == "person_id_events" else "overwrite"
+        if mode == "append" and frame.height == 0:
+            continue
+        write_deltalake(str(lake.identity(name)), frame.to_arrow(), mode=mode,
+                        schema_mode="merge" if mode == "append" else "overwrite")

@@ -1,0 +1,93 @@
+"""Stable person IDs on crafted clusters: keep, create, merge (older survives), split
+(larger part keeps), and steward overrides."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from ids_lakehouse.identity.stable_ids import (
+    INDEX_SCHEMA,
+    apply_steward_decisions,
+    assign,
+    connected_components,
+)
+
+T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
+
+
+def clusters(groups: list[list[str]]) -> pl.DataFrame:
+    return pl.DataFrame([(u, i) for i, g in enumerate(groups) for u in g],
+                        schema={"unique_id": pl.String, "cluster": pl.Int64}, orient="row")
+
+
+def prior(mapping: dict[str, list[str]], minted: dict[str, int]):
+    xref = pl.DataFrame([(u, p) for p, us in mapping.items() for u in us],
+                        schema={"unique_id": pl.String, "person_id": pl.String}, orient="row")
+    index = pl.DataFrame([(p, T0 + dt.timedelta(days=d), "old") for p, d in minted.items()],
+                         schema=INDEX_SCHEMA, orient="row")
+    return xref, index
+
+
+def ids(result) -> dict[str, str]:
+    return dict(result.xref.iter_rows())
+
+
+def events(result) -> list[tuple]:
+    return sorted(result.events.select("person_id", "event", "related_person_id",
+                                       "records").iter_rows(), key=str)
+
+
+def test_unchanged_clusters_keep_their_ids_and_record_no_events():
+    xref, index = prior({"PA": ["a1", "a2"], "PB": ["b1"]}, {"PA": 0, "PB": 1})
+    result = assign(clusters([["a1", "a2"], ["b1"]]), xref, index, "run", NOW)
+    assert ids(result) == {"a1": "PA", "a2": "PA", "b1": "PB"}
+    assert result.events.height == 0
+    assert result.index.height == 2
+
+
+def test_new_records_join_existing_people_or_become_new_people():
+    xref, index = prior({"PA": ["a1"]}, {"PA": 0})
+    result = assign(clusters([["a1", "a2"], ["n1", "n2"]]), xref, index, "run", NOW)
+    got = ids(result)
+    assert got["a1"] == got["a2"] == "PA"
+    assert got["n1"] == got["n2"] and got["n1"] not in ("PA",) and got["n1"].startswith("P")
+    assert events(result) == [(got["n1"], "created", None, 2)]
+    assert result.index.filter(pl.col("person_id") == got["n1"])["minted_run"][0] == "run"
+
+
+def test_merge_keeps_the_older_id_even_when_it_is_smaller():
+    xref, index = prior({"POLD": ["o1"], "PNEW": ["n1", "n2", "n3"]}, {"POLD": 0, "PNEW": 5})
+    result = assign(clusters([["o1", "n1", "n2", "n3"]]), xref, index, "run", NOW)
+    assert set(ids(result).values()) == {"POLD"}
+    assert events(result) == [("PNEW", "merged", "POLD", None)]
+
+
+def test_split_keeps_the_id_on_the_larger_part():
+    xref, index = prior({"PA": ["a1", "a2", "a3", "a4"]}, {"PA": 0})
+    result = assign(clusters([["a4"], ["a1", "a2", "a3"]]), xref, index, "run", NOW)
+    got = ids(result)
+    assert got["a1"] == got["a2"] == got["a3"] == "PA"
+    assert got["a4"] != "PA"
+    assert events(result) == [(got["a4"], "split", "PA", 1)]
+
+
+def test_new_ids_are_opaque_and_unique():
+    result = assign(clusters([[f"r{i}"] for i in range(200)]),
+                    *prior({}, {}), "run", NOW)
+    minted = set(ids(result).values())
+    assert len(minted) == 200
+    assert all(len(p) == 17 and p.startswith("P") for p in minted)
+
+
+def test_steward_decisions_add_and_remove_edges():
+    edges = pl.DataFrame({"unique_id_l": ["a", "c"], "unique_id_r": ["b", "d"]})
+    decisions = pl.DataFrame({"unique_id_l": ["d", "b"], "unique_id_r": ["c", "e"],
+                              "decision": ["non_match", "match"]})
+    adjusted = apply_steward_decisions(edges, decisions)
+    got = connected_components(pl.Series(["a", "b", "c", "d", "e"]), adjusted)
+    cluster = dict(got.iter_rows())
+    assert cluster["a"] == cluster["b"] == cluster["e"]     # the steward's match joined e
+    assert cluster["c"] != cluster["d"]                     # the steward's non-match split c, d
