@@ -14,7 +14,7 @@ import time
 
 from bench.common import DOC, header_markdown, log, machine_info, write_section
 
-BENCHMARKS = {"ingest": "bench.ingest"}
+BENCHMARKS = {"ingest": "bench.ingest", "linkage": "bench.linkage"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ def env(tmp_path, tiny_landing, monkeypatch):
     shutil.copytree(tiny_landing, landing)
     monkeypatch.setenv("LANDING_ROOT", str(landing))
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", "test-only-key-" + "0" * 32)
     return landing, Lake(tmp_path / "lake")
 
 
@@ -149,3 +150,27 @@ def test_silver_reconciles_per_source_and_no_personal_data_reaches_dagster(env):
     assert len(text) > 10_000  # the log really holds the runs' events and metadata
     leaked = sorted(n for n in needles if n in text)
     assert not leaked, f"{len(leaked)} personal values reached the Dagster event log"
+
+
+def test_marts_are_published_and_the_warehouse_answers_queries(env):
+    import duckdb
+
+    from ids_lakehouse import warehouse
+
+    landing, lake = env
+    with DagsterInstance.ephemeral() as instance:
+        outcome = Outcome()
+        materialize_everything(build_definitions(), instance, outcome)
+    assert not outcome.runs_failed and not outcome.checks_failed, outcome
+    with duckdb.connect(str(warehouse.path(lake)), read_only=True) as con:
+        research = con.execute("SELECT count(*) FROM research.persons").fetchone()[0]
+        assert research == delta.count(lake.gold("research_person")) > 0
+        total = con.execute(
+            "SELECT persons FROM indicators.person_counts WHERE year = 2024 AND program = "
+            "'K12' AND county_fips = 'ALL' AND age_band = 'ALL' AND sex = 'ALL' AND "
+            "race_ethnicity = 'ALL'").fetchone()[0]
+        assert total > 10
+        columns = {r[0] for r in con.execute("DESCRIBE research.persons").fetchall()}
+        assert "pseudonym" in columns and "person_id" not in columns
+        with pytest.raises(duckdb.Error):
+            con.execute("CREATE TABLE research.x AS SELECT 1")  # read-only for analysts

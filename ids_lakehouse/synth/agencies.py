@@ -43,9 +43,12 @@ def _ages(df: pl.DataFrame) -> np.ndarray:
     return np.array([_age(d) for d in df["dob"].to_list()])
 
 
-def _spells(rng: np.random.Generator, max_spells: int = 3, start: dt.date = WINDOW_START
-            ) -> list[tuple[dt.date, dt.date | None]]:
+def _spells(rng: np.random.Generator, max_spells: int = 3, start: dt.date = WINDOW_START,
+            born: dt.date | None = None) -> list[tuple[dt.date, dt.date | None]]:
+    """Enrollment spells inside the window, never before the person was born."""
     out = []
+    if born is not None and born > start:
+        start = born
     span = (AS_OF - start).days
     cursor = start + dt.timedelta(days=int(rng.integers(0, max(span // 2, 1))))
     for _ in range(int(rng.integers(1, max_spells + 1))):
@@ -133,7 +136,7 @@ def _medicaid_rows(c: dict, rng: np.random.Generator) -> list[dict]:
         "address_line1": d["street"], "city": d["city"], "state": "WA", "zip": d["zip"],
         "county_code": d["county_fips"], "phone": _dash_phone(d["phone"]),
         "eligibility_start": _iso(s), "eligibility_end": _iso(e), "aid_category": aid,
-    } for s, e in _spells(rng)]
+    } for s, e in _spells(rng, born=c["person"]["dob"])]
 
 
 # --- HMIS homelessness services: CSV, cp1252, MM/DD/YYYY, HMIS-style names ------------
@@ -159,7 +162,8 @@ def _hmis_rows(c: dict, rng: np.random.Generator) -> list[dict]:
         "ProjectType": str(rng.choice(["0", "1", "2", "4", "13"])),
         "EntryDate": _mdy(s), "ExitDate": _mdy(e), "LastPermanentZIP": d["zip"],
         "Phone": d["phone"] or "",
-    } for s, e in _spells(rng, max_spells=2, start=dt.date(2021, 1, 1))]
+    } for s, e in _spells(rng, max_spells=2, start=dt.date(2021, 1, 1),
+                          born=c["person"]["dob"])]
 
 
 # --- School enrollment with McKinney-Vento flag: JSON lines ----------------------------
@@ -207,7 +211,7 @@ def _childcare_rows(c: dict, rng: np.random.Generator) -> list[dict]:
         "parent_phone": d["phone"], "home_zip": d["zip"], "county_fips": "53" + d["county_fips"],
         "subsidy_start": s, "subsidy_end": e,
         "provider_type": str(rng.choice(["CENTER", "FAMILY_HOME", "FFN"])),
-    } for s, e in _spells(rng, max_spells=2)]
+    } for s, e in _spells(rng, max_spells=2, born=c["person"]["dob"])]
 
 
 # --- Vital records births: fixed width -------------------------------------------------

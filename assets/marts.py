@@ -1,0 +1,166 @@
+"""Gold marts for the three purposes, each with blocking checks, and the DuckDB warehouse
+of read-only views over them."""
+
+import polars as pl
+from deltalake import write_deltalake
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetOut,
+    Failure,
+    MaterializeResult,
+    asset,
+    multi_asset,
+)
+
+from assets.conform import OWNERS, silver_key
+from assets.identity import identity_key
+from ids_lakehouse import config, delta, warehouse
+from ids_lakehouse.deid import kanon, scanner
+from ids_lakehouse.deid.policy import load_policy
+from ids_lakehouse.deid.pseudonym import derive_key
+from ids_lakehouse.deid.suppression import audit as suppression_audit
+from ids_lakehouse.marts import contacts, indicators, overlap, people, research
+from ids_lakehouse.model import load_model
+from pipelines.resources import LakeResource
+from schemas.gold import contract
+
+FIRST_YEAR = 2019
+MARTS = {
+    "indicators": ("indicators", "Unduplicated person counts by year, program, county, age "
+                   "band, sex and race/ethnicity, with ALL totals and rates per 1,000 served; "
+                   "counts 1-10 suppressed, plus complementary suppression."),
+    "program_overlap": ("indicators", "Unduplicated people per program and per pair of "
+                        "programs, and children under six in any early-childhood program."),
+    "research_person": ("research", "De-identified linked person file: keyed pseudonym, "
+                        "birth year, sex, race/ethnicity, ZIP3, county; k-anonymous."),
+    "research_spells": ("research", "Program spells of the research persons, dates as "
+                        "years."),
+    "contact_directory": ("operations", "RESTRICTED: identified contact details per person; "
+                          "leaves only through a gated release."),
+}
+NOT_IDENTIFYING = ["indicators", "program_overlap", "research_person", "research_spells"]
+
+
+def gold_key(mart: str) -> AssetKey:
+    return AssetKey(["gold", mart])
+
+
+def _specs() -> list[AssetCheckSpec]:
+    specs = [AssetCheckSpec("contract", asset=gold_key(m), blocking=True,
+                            description="Passes the mart's Pandera contract.") for m in MARTS]
+    specs += [AssetCheckSpec("no_direct_identifiers", asset=gold_key(m), blocking=True,
+                             description="No SSN, phone, e-mail, full date, person_id or "
+                                         "silver full name anywhere in the mart.")
+              for m in NOT_IDENTIFYING]
+    specs += [AssetCheckSpec("suppression", asset=gold_key(m), blocking=True,
+                             description="No published count 1-10; no suppressed cell "
+                                         "recoverable from published totals.")
+              for m in ("indicators", "program_overlap")]
+    specs.append(AssetCheckSpec("k_anonymity", asset=gold_key("research_person"),
+                                blocking=True,
+                                description="Every quasi-identifier class has >= k people."))
+    return specs
+
+
+@multi_asset(
+    outs={m: AssetOut(key=gold_key(m), description=d, owners=OWNERS,
+                      kinds={"delta", "polars"}, tags={"ids/layer": "gold", "ids/purpose": p})
+          for m, (p, d) in MARTS.items()},
+    deps=[identity_key("person_xref"), silver_key("person_record"), silver_key("enrollment")],
+    group_name="marts",
+    check_specs=_specs(),
+)
+def marts(context: AssetExecutionContext, lake: LakeResource):
+    store, model, policy = lake.lake(), load_model(), load_policy()
+    try:
+        key = derive_key(config.pseudonym_key(), "gold/research_person")
+    except config.MissingSecretError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    xref = pl.from_arrow(delta.read(store.identity("person_xref")))
+    records = pl.from_arrow(delta.read(store.silver("person_record")))
+    enrollment = pl.from_arrow(delta.read(store.silver("enrollment")))
+    persons = people.golden_persons(records, xref)
+    years = people.program_years(enrollment, xref, FIRST_YEAR, model.as_of)
+    research_file = research.build(persons, people.linked(enrollment, xref), key, policy,
+                                   model.as_of)
+    built = {
+        "indicators": indicators.build(years, persons, model, policy),
+        "program_overlap": overlap.build(years, persons, policy.min_cell_size, FIRST_YEAR,
+                                         model.as_of.year),
+        "research_person": research_file.persons,
+        "research_spells": research_file.spells,
+        "contact_directory": contacts.build(persons),
+    }
+    for mart, frame in built.items():
+        write_deltalake(str(store.gold(mart)), frame.to_arrow(), mode="overwrite",
+                        schema_mode="overwrite")
+    anonymity = research_file.anonymity
+    if anonymity.suppression_rate > policy.max_local_suppression:
+        context.log.warning(
+            f"research_person: local suppression removed {anonymity.suppression_rate:.1%} of "
+            f"people (policy: {policy.max_local_suppression:.0%}) after every generalisation "
+            "step; the population is too small for this level of detail")
+    full_names = set((records["first_name"] + " " + records["last_name"]).drop_nulls())
+    yield from _checks(store, policy, full_names)
+    for mart in MARTS:
+        metadata = {"dagster/row_count": built[mart].height, "purpose": MARTS[mart][0]}
+        if mart == "research_person":
+            metadata |= {"k_required": policy.k_anonymity, "k_achieved": anonymity.k,
+                         "generalisation_level": anonymity.level,
+                         "records_suppressed": anonymity.suppressed,
+                         "suppression_rate": anonymity.suppression_rate,
+                         "quasi_identifiers": policy.research_quasi_identifiers}
+        if "suppressed" in built[mart].columns:
+            metadata["cells_suppressed"] = int(built[mart]["suppressed"].sum())
+        yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
+
+
+def _checks(store, policy, full_names: set[str]):
+    tables = {m: pl.from_arrow(delta.read(store.gold(m))) for m in MARTS}
+    for mart, frame in tables.items():
+        failures = {}
+        try:
+            contract(mart).validate(frame, lazy=True)
+        except Exception as exc:  # SchemaErrors: counts by check and column, never values
+            cases = getattr(exc, "failure_cases", None)
+            failures = ({f"{c}|{col}": n for c, col, n in cases.group_by(["check", "column"])
+                         .len().iter_rows()} if cases is not None else {"error": 1})
+        yield AssetCheckResult(asset_key=gold_key(mart), check_name="contract",
+                               passed=not failures, metadata={"failures": failures})
+    for mart in NOT_IDENTIFYING:
+        findings = scanner.scan(tables[mart], full_names)
+        yield AssetCheckResult(asset_key=gold_key(mart), check_name="no_direct_identifiers",
+                               passed=not findings,
+                               metadata={"findings": [f.__dict__ for f in findings]})
+    ind = suppression_audit(tables["indicators"], indicators.ADDITIVE, indicators.FIXED,
+                            "persons", policy.min_cell_size)
+    yield AssetCheckResult(asset_key=gold_key("indicators"), check_name="suppression",
+                           passed=ind.pop("passed"), metadata=ind)
+    ov = tables["program_overlap"]
+    small = ov.filter(pl.col("persons").is_between(1, policy.min_cell_size - 1)).height
+    yield AssetCheckResult(asset_key=gold_key("program_overlap"), check_name="suppression",
+                           passed=small == 0, metadata={"published_small_cells": small})
+    rp = tables["research_person"]
+    k = kanon.k_of(rp, policy.research_quasi_identifiers)
+    yield AssetCheckResult(asset_key=gold_key("research_person"), check_name="k_anonymity",
+                           passed=rp.height == 0 or k >= policy.k_anonymity,
+                           metadata={"k_measured": k, "k_required": policy.k_anonymity})
+
+
+@asset(
+    key=AssetKey(["warehouse"]),
+    deps=[gold_key(m) for m in MARTS],
+    group_name="marts",
+    description="LAKE_ROOT/warehouse.duckdb: read-only views over the gold marts, one schema "
+                "per purpose (indicators, research, operations).",
+    owners=OWNERS,
+    kinds={"duckdb"},
+    tags={"ids/layer": "gold"},
+)
+def warehouse_views(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    counts = warehouse.build(lake.lake())
+    return MaterializeResult(metadata={"path": str(warehouse.path(lake.lake())),
+                                       "rows_by_view": counts})

@@ -1,0 +1,54 @@
+"""One row per person from their linked records, and the years each person was in each
+program: the facts every mart is built from."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+ATTRIBUTES = ["first_name", "last_name", "dob", "sex", "race", "hispanic", "county_fips",
+              "zip", "phone", "email", "street", "city"]
+HOMELESS_STUDENTS = "K12_MCKINNEY_VENTO"
+
+
+def linked(frame: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
+    return frame.join(xref.select("source", "source_record_id", "person_id"),
+                      on=["source", "source_record_id"], how="inner")
+
+
+def golden_persons(person_record: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
+    """Each attribute takes the value most of the person's records agree on (ties: the
+    smallest value, so the result is deterministic)."""
+    recs = linked(person_record, xref)
+    out = recs.select("person_id").unique()
+    for a in ATTRIBUTES:
+        best = (recs.filter(pl.col(a).is_not_null()).group_by(["person_id", a]).len()
+                .sort(["person_id", "len", a], descending=[False, True, False])
+                .unique("person_id", keep="first").select("person_id", a))
+        out = out.join(best, on="person_id", how="left")
+    sources = recs.group_by("person_id").agg(
+        pl.col("source").unique().sort().str.join(",").alias("sources"))
+    return out.join(sources, on="person_id").with_columns(
+        pl.when(pl.col("hispanic") == "Y").then(pl.lit("HISPANIC"))
+        .otherwise(pl.col("race").fill_null("UNKNOWN")).alias("race_ethnicity")
+    ).sort("person_id")
+
+
+def program_years(enrollment: pl.DataFrame, xref: pl.DataFrame, first_year: int,
+                  as_of: dt.date) -> pl.DataFrame:
+    """(person_id, program, year) for every year a spell overlaps, within the window.
+    Students flagged homeless (McKinney-Vento) also count in K12_MCKINNEY_VENTO."""
+    e = linked(enrollment, xref)
+    homeless = e.filter(pl.col("homeless_flag") == "Y").with_columns(
+        pl.lit(HOMELESS_STUDENTS).alias("program"))
+    spells = pl.concat([e, homeless]).select(
+        "person_id", "program",
+        pl.col("start_date").dt.year().alias("y0"),
+        pl.col("end_date").fill_null(as_of).dt.year().alias("y1"))
+    spells = spells.filter((pl.col("y1") >= first_year) & (pl.col("y0") <= as_of.year))
+    return (spells.with_columns(pl.int_ranges(pl.max_horizontal("y0", pl.lit(first_year)),
+                                              pl.min_horizontal("y1", pl.lit(as_of.year)) + 1)
+                                .alias("year"))
+            .explode("year").select("person_id", "program", pl.col("year").cast(pl.Int32))
+            .unique().sort(["person_id", "program", "year"]))

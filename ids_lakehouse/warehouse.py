@@ -1,0 +1,44 @@
+"""LAKE_ROOT/warehouse.duckdb: read-only views over the gold tables, one schema per purpose,
+for analysts and BI tools. Rebuilt beside the old file and swapped in atomically, so no
+long-lived DuckDB write lock is ever shared between runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from ids_lakehouse import delta
+from ids_lakehouse.config import Lake
+
+VIEWS = {  # schema -> view name -> gold table
+    "indicators": {"person_counts": "indicators", "program_overlap": "program_overlap"},
+    "research": {"persons": "research_person", "spells": "research_spells"},
+    "operations": {"contact_directory": "contact_directory"},
+}
+
+
+def path(lake: Lake) -> Path:
+    return lake.root / "warehouse.duckdb"
+
+
+def build(lake: Lake) -> dict[str, int]:
+    """(Re)create the views over the current version of each gold table; returns rows per
+    view."""
+    target = path(lake)
+    tmp = target.with_suffix(".duckdb.building")
+    tmp.unlink(missing_ok=True)
+    counts = {}
+    with duckdb.connect(str(tmp)) as con:
+        for schema, views in VIEWS.items():
+            con.execute(f"CREATE SCHEMA {schema}")
+            for view, table in views.items():
+                files = delta.table(lake.gold(table)).file_uris()
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                con.execute(f"CREATE VIEW {schema}.{view} AS "
+                            f"SELECT * FROM read_parquet([{listing}])")
+                counts[f"{schema}.{view}"] = con.execute(
+                    f"SELECT count(*) FROM {schema}.{view}").fetchone()[0]
+    os.replace(tmp, target)
+    return counts
