@@ -13,13 +13,15 @@ from dagster import (
     AssetOut,
     MaterializeResult,
     TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
     TableSchema,
     multi_asset,
     multi_asset_check,
 )
 
 from assets.ingest import TRANSIENT_RETRY, bronze_key
-from ids_lakehouse import delta
+from ids_lakehouse import catalog, delta
 from ids_lakehouse.conform import silver
 from ids_lakehouse.conform.conform import ConformResult, conform_source
 from ids_lakehouse.model import load_model
@@ -42,6 +44,12 @@ def column_schema(entity: str) -> TableSchema:
         TableColumn(name, f.type, description=f.description,
                     tags={"classification": f.classification, "legal_regime": f.legal_regime})
         for name, f in fields.items()])
+
+
+def silver_lineage(entity: str) -> TableColumnLineage:
+    return TableColumnLineage(deps_by_column={
+        field: [TableColumnDep(asset_key=bronze_key(s), column_name=c) for s, c in deps]
+        for field, deps in catalog.column_lineage(entity).items()})
 
 
 def _check_specs() -> list[AssetCheckSpec]:
@@ -93,7 +101,7 @@ def conform(context: AssetExecutionContext, lake: LakeResource):
                       if entity in r.entities}
         yield MaterializeResult(asset_key=silver_key(entity), metadata={
             "dagster/row_count": delta.count(path), "rows_by_source": per_source,
-            "path": str(path)})
+            "path": str(path), "dagster/column_lineage": silver_lineage(entity)})
 
 
 def _check_results(store, results: list[ConformResult]):

@@ -3,6 +3,8 @@
 
 from dagster import (
     AssetCheckResult,
+    TableColumn,
+    TableSchema,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -14,7 +16,7 @@ from dagster import (
     asset,
 )
 
-from ids_lakehouse import audit
+from ids_lakehouse import audit, catalog
 from ids_lakehouse.ingest.bronze import IngestResult, ingest_file
 from ids_lakehouse.ingest.errors import IngestError
 from ids_lakehouse.ingest.landing import FileChangedError, find_landed
@@ -83,6 +85,20 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
                       "quarantined_rows": rec.quarantined})])
 
 
+def bronze_schema(defn: SourceDefinition) -> TableSchema:
+    """Delivered columns, classified through the canonical fields they feed."""
+    from ids_lakehouse.ingest.bronze import BRONZE_ONLY, PROVENANCE
+    from ids_lakehouse.model import load_model
+
+    classes = catalog.column_classification(defn, load_model())
+    delivered = [TableColumn(c, "string" if defn.text_format else "as delivered",
+                             tags={"classification": classes[c]}) for c in defn.columns]
+    provenance = [TableColumn(f.name, str(f.type), description="provenance",
+                              tags={"classification": "non_identifying"})
+                  for f in PROVENANCE + BRONZE_ONLY]
+    return TableSchema(columns=delivered + provenance)
+
+
 def build_bronze_asset(defn: SourceDefinition):
     key = bronze_key(defn.source)
 
@@ -95,6 +111,8 @@ def build_bronze_asset(defn: SourceDefinition):
         owners=[defn.data_owner, defn.steward],
         kinds={"delta", "python"},
         tags={"ids/layer": "bronze", "ids/source": defn.source},
+        metadata={"dagster/column_schema": bronze_schema(defn), "format": defn.format,
+                  "encoding": defn.encoding},
         op_tags={"ids/source": defn.source},
         check_specs=[AssetCheckSpec(
             RECONCILE_CHECK, asset=key, blocking=True,

@@ -1,6 +1,8 @@
 """Gold marts for the three purposes, each with blocking checks, and the DuckDB warehouse
 of read-only views over them."""
 
+import datetime as dt
+
 import polars as pl
 from deltalake import write_deltalake
 from dagster import (
@@ -10,7 +12,10 @@ from dagster import (
     AssetKey,
     AssetOut,
     Failure,
+    FreshnessPolicy,
     MaterializeResult,
+    TableColumnDep,
+    TableColumnLineage,
     asset,
     multi_asset,
 )
@@ -28,6 +33,9 @@ from pipelines.resources import LakeResource
 from schemas.gold import contract
 
 FIRST_YEAR = 2019
+# The marts are published nightly; older than 36 hours means the nightly run failed twice.
+MART_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=36),
+                                             warn_window=dt.timedelta(hours=26))
 MARTS = {
     "indicators": ("indicators", "Unduplicated person counts by year, program, county, age "
                    "band, sex and race/ethnicity, with ALL totals and rates per 1,000 served; "
@@ -44,8 +52,46 @@ MARTS = {
 NOT_IDENTIFYING = ["indicators", "program_overlap", "research_person", "research_spells"]
 
 
+def _lineage(pairs: dict[str, list[tuple[str, str]]]) -> TableColumnLineage:
+    return TableColumnLineage(deps_by_column={
+        col: [TableColumnDep(asset_key=AssetKey(k.split("/")), column_name=c) for k, c in deps]
+        for col, deps in pairs.items()})
+
+
+PERSON = "silver/person_record"
+LINEAGE = {
+    "research_person": {
+        "pseudonym": [("identity/person_xref", "person_id")],
+        "birth_year": [(PERSON, "dob")], "sex": [(PERSON, "sex")],
+        "race_ethnicity": [(PERSON, "race"), (PERSON, "hispanic")],
+        "zip3": [(PERSON, "zip")], "county_fips": [(PERSON, "county_fips")]},
+    "research_spells": {
+        "pseudonym": [("identity/person_xref", "person_id")],
+        "program": [("silver/enrollment", "program")],
+        "start": [("silver/enrollment", "start_date")],
+        "end": [("silver/enrollment", "end_date")]},
+    "indicators": {
+        "persons": [("identity/person_xref", "person_id"), ("silver/enrollment", "program")],
+        "county_fips": [(PERSON, "county_fips")], "age_band": [(PERSON, "dob")],
+        "sex": [(PERSON, "sex")], "race_ethnicity": [(PERSON, "race"), (PERSON, "hispanic")],
+        "year": [("silver/enrollment", "start_date"), ("silver/enrollment", "end_date")],
+        "program": [("silver/enrollment", "program"), ("silver/enrollment", "homeless_flag")]},
+    "program_overlap": {"persons": [("identity/person_xref", "person_id"),
+                                    ("silver/enrollment", "program")]},
+    "contact_directory": {c: [(PERSON, c)] for c in
+                          ("first_name", "last_name", "dob", "phone", "email", "street",
+                           "city", "zip", "county_fips")}
+    | {"person_id": [("identity/person_xref", "person_id")]},
+}
+
+
 def gold_key(mart: str) -> AssetKey:
     return AssetKey(["gold", mart])
+
+
+def mart_checks(mart: str) -> list[str]:
+    """The names of the blocking checks on a mart (the release gate requires all)."""
+    return [s.name for s in _specs() if s.asset_key == gold_key(mart)]
 
 
 def _specs() -> list[AssetCheckSpec]:
@@ -67,7 +113,8 @@ def _specs() -> list[AssetCheckSpec]:
 
 @multi_asset(
     outs={m: AssetOut(key=gold_key(m), description=d, owners=OWNERS,
-                      kinds={"delta", "polars"}, tags={"ids/layer": "gold", "ids/purpose": p})
+                      kinds={"delta", "polars"}, tags={"ids/layer": "gold", "ids/purpose": p},
+                      freshness_policy=MART_FRESHNESS)
           for m, (p, d) in MARTS.items()},
     deps=[identity_key("person_xref"), silver_key("person_record"), silver_key("enrollment")],
     group_name="marts",
@@ -106,7 +153,8 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
     full_names = set((records["first_name"] + " " + records["last_name"]).drop_nulls())
     yield from _checks(store, policy, full_names)
     for mart in MARTS:
-        metadata = {"dagster/row_count": built[mart].height, "purpose": MARTS[mart][0]}
+        metadata = {"dagster/row_count": built[mart].height, "purpose": MARTS[mart][0],
+                    "dagster/column_lineage": _lineage(LINEAGE[mart])}
         if mart == "research_person":
             metadata |= {"k_required": policy.k_anonymity, "k_achieved": anonymity.k,
                          "generalisation_level": anonymity.level,

@@ -1,5 +1,8 @@
 """The Dagster instance: DAGSTER_HOME with the embedded (SQLite) default configuration,
-unless a dagster.yaml is already there (e.g. the PostgreSQL production profile)."""
+unless a dagster.yaml is already there (e.g. the PostgreSQL production profile).
+
+IDS_DAGSTER_PROFILE=postgres (or `ensure_instance("postgres")`) copies the production
+profile instead; it reads its connection from DAGSTER_PG_* environment variables."""
 
 from __future__ import annotations
 
@@ -10,13 +13,26 @@ from pathlib import Path
 
 from ids_lakehouse import config
 
+PROFILES = {"embedded": "instance/dagster.yaml",
+            "postgres": "instance/dagster.postgres.yaml"}
+PROFILE_ENV = "IDS_DAGSTER_PROFILE"
 
-def ensure_instance() -> Path:
+
+def profile_template(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown Dagster instance profile {profile!r} "
+                         f"(expected one of {', '.join(PROFILES)})")
+    return Path(str(resources.files("pipelines").joinpath(PROFILES[profile])))
+
+
+def ensure_instance(profile: str | None = None) -> Path:
+    """Make DAGSTER_HOME exist and hold a dagster.yaml; an existing one is never replaced."""
+    profile = profile or os.environ.get(PROFILE_ENV) or "embedded"
+    template = profile_template(profile)
     home = config.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists():
-        template = resources.files("pipelines").joinpath("instance/dagster.yaml")
-        shutil.copyfile(str(template), target)
+        shutil.copyfile(template, target)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

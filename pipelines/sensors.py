@@ -6,10 +6,12 @@ import json
 
 from dagster import (
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     sensor,
 )
 
@@ -61,3 +63,19 @@ def landing_sensor(context: SensorEvaluationContext):
         run_requests=runs, cursor=cursor,
         dynamic_partitions_requests=[files_partitions(s).build_add_request(keys)
                                      for s, keys in new.items()])
+
+
+@run_failure_sensor(name="audit_run_failures", default_status=DefaultSensorStatus.RUNNING,
+                    description="Writes every failed run to LAKE_ROOT/audit/events.")
+def audit_run_failures(context: RunFailureSensorContext):
+    from ids_lakehouse import audit
+
+    run = context.dagster_run
+    failed_steps = [e.step_key for e in context.get_step_failure_events()]
+    # Step keys and error classes only: an exception message may quote data.
+    errors = sorted({e.event_specific_data.error.cls_name
+                     for e in context.get_step_failure_events()
+                     if e.event_specific_data and e.event_specific_data.error})
+    audit.record(config.lake(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
+                 run_id=run.run_id, details={"job": run.job_name, "steps": failed_steps,
+                                              "errors": errors, "tags": dict(run.tags)})

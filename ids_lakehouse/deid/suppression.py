@@ -25,11 +25,17 @@ def _lines(additive: list[str], fixed: list[str], d: str) -> list[str]:
 
 def suppress(cube: pl.DataFrame, additive: list[str], fixed: list[str], count: str,
              min_cell: int, max_rounds: int = 100) -> pl.DataFrame:
-    """Adds `suppressed` (bool) and `suppression` ('primary' / 'complementary' / null)."""
+    """Adds `suppressed` (bool) and `suppression` ('primary' / 'complementary' / null).
+    Cells already marked `suppressed` (e.g. a published table re-suppressed at a stricter
+    minimum) stay suppressed with their reason."""
+    small = ((pl.col(count) >= 1) & (pl.col(count) < min_cell)).fill_null(False)
+    already = pl.col("suppressed") if "suppressed" in cube.columns else pl.lit(False)
+    reason = pl.col("suppression") if "suppression" in cube.columns else \
+        pl.lit(None, dtype=pl.String)
     df = cube.with_row_index("_cell").with_columns(
-        ((pl.col(count) >= 1) & (pl.col(count) < min_cell)).alias("suppressed"))
-    df = df.with_columns(pl.when(pl.col("suppressed")).then(pl.lit("primary"))
-                         .otherwise(None).alias("suppression"))
+        (already | small).alias("suppressed"),
+        pl.when(already).then(reason).when(small).then(pl.lit("primary"))
+        .otherwise(None).alias("suppression"))
     for _ in range(max_rounds):
         picked = []
         for d in additive:

@@ -1,0 +1,139 @@
+"""The catalog, generated from the declarations: a data dictionary (Markdown) and a
+machine-readable DCAT-US 1.1 catalog (JSON, as federal data inventories publish), plus the
+column classifications and column lineage that the Dagster assets carry as metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from ids_lakehouse.agreements import PURPOSE_MARTS, load_agreements
+from ids_lakehouse.model import DataModel, load_model
+from ids_lakehouse.sources import SourceDefinition, load_sources
+
+SENSITIVITY = ["non_identifying", "sensitive", "quasi_identifier", "direct_identifier"]
+ACCESS_LEVEL = {"indicators": "public", "research": "restricted public",
+                "operations": "non-public"}
+MART_DESCRIPTIONS = {
+    "indicators": "Unduplicated person counts by year, program, county, age band, sex and "
+                  "race/ethnicity, small cells suppressed.",
+    "program_overlap": "People per program and per pair of programs, small cells suppressed.",
+    "research_person": "De-identified, k-anonymous linked person file (keyed pseudonyms).",
+    "research_spells": "Program spells of the research persons, dates as years.",
+    "contact_directory": "Identified contact details per person (restricted).",
+}
+
+
+def column_classification(defn: SourceDefinition, model: DataModel) -> dict[str, str]:
+    """Delivered column -> the most sensitive classification of the canonical fields it
+    fills; columns the mapping does not use are 'unmapped'."""
+    out: dict[str, str] = {}
+    for entity, fields in defn.mapping.items():
+        for name, fm in fields.items():
+            if fm.column is None:
+                continue
+            c = model.entities[entity].fields[name].classification
+            prev = out.get(fm.column)
+            out[fm.column] = c if prev is None else max(prev, c, key=SENSITIVITY.index)
+    out.setdefault(defn.record_id, "direct_identifier")
+    return {c: out.get(c, "unmapped") for c in defn.columns}
+
+
+def column_lineage(entity: str) -> dict[str, list[tuple[str, str]]]:
+    """Silver field -> [(source, delivered column)] over every source mapping."""
+    lineage: dict[str, list[tuple[str, str]]] = {}
+    for source, defn in load_sources().items():
+        fields = defn.mapping.get(entity)
+        if fields is None and entity != "person_record":
+            continue
+        lineage.setdefault("source_record_id", []).append((source, defn.record_id))
+        for name, fm in (fields or {}).items():
+            if fm.column is not None:
+                lineage.setdefault(name, []).append((source, fm.column))
+    return lineage
+
+
+def data_dictionary() -> str:
+    model, sources, agreements = load_model(), load_sources(), load_agreements()
+    out = ["# ids-lakehouse data dictionary", "",
+           f"Generated {dt.date.today().isoformat()} from `data_model/`. Reference date for "
+           f"plausibility rules: {model.as_of}.", ""]
+    for name, entity in model.entities.items():
+        out += [f"## Entity `{name}`", "", entity.description, ""]
+        if entity.key:
+            out += [f"Key: {', '.join(entity.key)}", ""]
+        out += ["| field | type | classification | legal regime | code list | description |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| `{f}` | {d.type} | {d.classification} | {d.legal_regime} | "
+                f"{d.code_list or ''} | {d.description} |" for f, d in entity.fields.items()]
+        out.append("")
+    out += ["## Code lists", "", "| code list | description | codes |", "|---|---|---|"]
+    out += [f"| `{n}` | {c.description} | {', '.join(model.codes(n))} |"
+            for n, c in model.code_lists.items()]
+    out.append("")
+    for source, defn in sources.items():
+        classes = column_classification(defn, model)
+        out += [f"## Source `{source}`: {defn.agency}", "", defn.description, "",
+                f"Format {defn.format}, encoding {defn.encoding}; data owner "
+                f"{defn.data_owner}; steward {defn.steward}.", "",
+                "| delivered column | classification | canonical fields |", "|---|---|---|"]
+        for col in defn.columns:
+            targets = [f"{e}.{f}" for e, fs in defn.mapping.items() for f, fm in fs.items()
+                       if fm.column == col]
+            out.append(f"| `{col}` | {classes[col]} | {', '.join(targets)} |")
+        out.append("")
+    out += ["## Marts", "", "| mart | purpose | description |", "|---|---|---|"]
+    for purpose, marts in PURPOSE_MARTS.items():
+        out += [f"| `gold/{m}` | {purpose} | {MART_DESCRIPTIONS[m]} |" for m in sorted(marts)]
+    out += ["", "## Agreements", "", "| agreement | recipient | purpose | in force | marts |",
+            "|---|---|---|---|---|"]
+    out += [f"| `{a.id}` | {a.recipient.organisation} | {a.purpose} | {a.effective} to "
+            f"{a.expires} | {', '.join(a.release)} |" for a in agreements.values()]
+    return "\n".join(out) + "\n"
+
+
+def _dataset(identifier: str, title: str, description: str, keywords: list[str],
+             access: str, contact: str, publisher: str) -> dict:
+    return {
+        "@type": "dcat:Dataset", "identifier": identifier, "title": title,
+        "description": description, "keyword": keywords,
+        "modified": dt.date.today().isoformat(), "accessLevel": access,
+        "publisher": {"@type": "org:Organization", "name": publisher},
+        "contactPoint": {"@type": "vcard:Contact", "fn": contact,
+                         "hasEmail": f"mailto:{contact}"},
+        "bureauCode": ["000:00"], "programCode": ["000:000"],
+        **({"rights": "Restricted: available only under a data sharing agreement."}
+           if access != "public" else {}),
+    }
+
+
+def dcat_catalog() -> dict:
+    model, sources = load_model(), load_sources()
+    datasets = [
+        _dataset(f"ids-lakehouse/bronze/{s}", f"{d.agency}: raw extract", d.description,
+                 ["bronze", s, d.format], "non-public", d.steward, d.agency)
+        for s, d in sources.items()]
+    datasets += [
+        _dataset(f"ids-lakehouse/silver/{n}", f"Conformed {n.replace('_', ' ')}",
+                 e.description, ["silver", n], "non-public", "data-platform@ids.example.gov",
+                 "Integrated Data System") for n, e in model.entities.items()
+        if not e.embedded_in]
+    datasets += [
+        _dataset(f"ids-lakehouse/gold/{m}", f"{m.replace('_', ' ').capitalize()} mart",
+                 MART_DESCRIPTIONS[m], ["gold", purpose, m], ACCESS_LEVEL[purpose],
+                 "data-platform@ids.example.gov", "Integrated Data System")
+        for purpose, marts in PURPOSE_MARTS.items() for m in sorted(marts)]
+    return {"@context": "https://project-open-data.cio.gov/v1.1/schema/catalog.jsonld",
+            "@type": "dcat:Catalog",
+            "conformsTo": "https://project-open-data.cio.gov/v1.1/schema",
+            "describedBy": "https://project-open-data.cio.gov/v1.1/schema/catalog.json",
+            "dataset": datasets}
+
+
+def write(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    dictionary, catalog = folder / "data_dictionary.md", folder / "catalog.json"
+    dictionary.write_text(data_dictionary())
+    catalog.write_text(json.dumps(dcat_catalog(), indent=2))
+    return {"data_dictionary": dictionary, "catalog": catalog}

@@ -1,0 +1,209 @@
+"""Gated releases: what is handed to whom, under which agreement.
+
+A release writes `LAKE_ROOT/releases/<agreement>/<version>/` with one Parquet file per mart
+and a manifest (files, rows, SHA-256, the Delta version of every input, the agreement and
+its fingerprint, the time). The gate refuses — with every reason, audited, nothing
+written — when the agreement is not in force, the release asks for a mart or field the
+agreement does not permit (or that does not exist), or a blocking check upstream has not
+passed. Research pseudonyms are re-keyed per agreement so recipients cannot join files.
+A release can be rebuilt byte for byte from its manifest (Delta time travel)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from ids_lakehouse import audit, delta
+from ids_lakehouse.agreements import Agreement, fingerprint
+from ids_lakehouse.config import Lake, pseudonym_key
+from ids_lakehouse.deid import kanon
+from ids_lakehouse.deid.pseudonym import derive_key, pseudonymise
+from ids_lakehouse.deid.suppression import suppress
+from ids_lakehouse.marts import indicators
+
+MANIFEST = "manifest.json"
+QUASI_IDENTIFIERS = ["birth_year", "sex", "race_ethnicity", "zip3", "county_fips"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rule: str
+    reason: str
+
+
+class ReleaseRefused(RuntimeError):
+    def __init__(self, agreement_id: str, refusals: list[Refusal]):
+        self.agreement_id, self.refusals = agreement_id, refusals
+        reasons = "; ".join(f"{r.rule}: {r.reason}" for r in refusals)
+        super().__init__(f"release under {agreement_id} refused: {reasons}")
+
+
+def gate(agreement: Agreement, lake: Lake, today: dt.date,
+         check_status: dict[str, dict[str, bool | None]]) -> list[Refusal]:
+    """Every reason to refuse. `check_status`: mart -> {blocking check: passed, or None if
+    it never ran}."""
+    refusals = []
+    if today < agreement.effective:
+        refusals.append(Refusal("not_yet_effective", f"the agreement takes effect on "
+                                f"{agreement.effective}; today is {today}"))
+    if today > agreement.expires:
+        refusals.append(Refusal("expired", f"the agreement expired on {agreement.expires}; "
+                                f"today is {today}"))
+    for mart, fields in agreement.release.items():
+        if mart not in agreement.permitted:
+            refusals.append(Refusal("mart_not_permitted", f"{mart} is not permitted"))
+            continue
+        extra = sorted(set(fields) - set(agreement.permitted[mart]))
+        if extra:
+            refusals.append(Refusal("field_not_permitted", f"{mart}: {extra} not permitted"))
+        if not delta.exists(lake.gold(mart)):
+            refusals.append(Refusal("mart_missing", f"{mart} has not been published"))
+            continue
+        columns = delta.table(lake.gold(mart)).schema().to_arrow().names
+        unknown = sorted(set(fields) - set(columns))
+        if unknown:
+            refusals.append(Refusal("unknown_field", f"{mart} has no fields {unknown}"))
+        for check, passed in check_status.get(mart, {}).items():
+            if passed is not True:
+                state = "never ran" if passed is None else "failed"
+                refusals.append(Refusal("upstream_check", f"{mart}:{check} {state}"))
+    return refusals
+
+
+def _research(frames: dict[str, pl.DataFrame], agreement: Agreement) -> dict[str, pl.DataFrame]:
+    key = derive_key(pseudonym_key(), f"release/{agreement.id}")
+    out = {m: f.with_columns(pseudonymise(f["pseudonym"], key).alias("pseudonym"))
+           for m, f in frames.items()}
+    if "research_person" in out:
+        persons = out["research_person"]
+        qis = [q for q in QUASI_IDENTIFIERS if q in persons.columns]
+        if qis and kanon.k_of(persons, qis) < agreement.k_anonymity:
+            sizes = persons.group_by(qis).len("_n")
+            persons = persons.join(sizes, on=qis).filter(
+                pl.col("_n") >= agreement.k_anonymity).drop("_n")
+            out["research_person"] = persons
+        if "research_spells" in out:
+            out["research_spells"] = out["research_spells"].join(
+                persons.select("pseudonym"), on="pseudonym", how="semi")
+    return out
+
+
+def _indicators(frames: dict[str, pl.DataFrame], agreement: Agreement, min_cell: int
+                ) -> dict[str, pl.DataFrame]:
+    out = dict(frames)
+    table = frames.get("indicators")
+    if table is not None and agreement.min_cell_size > min_cell:
+        stricter = suppress(table, indicators.ADDITIVE, indicators.FIXED, "persons",
+                            agreement.min_cell_size)
+        out["indicators"] = stricter.with_columns(
+            pl.when(pl.col("suppressed")).then(None).otherwise(pl.col("persons"))
+            .alias("persons"))
+    overlap = frames.get("program_overlap")
+    if overlap is not None and agreement.min_cell_size > min_cell:
+        small = pl.col("persons").is_between(1, agreement.min_cell_size - 1)
+        out["program_overlap"] = overlap.with_columns(
+            (pl.col("suppressed") | small.fill_null(False)).alias("suppressed"),
+            pl.when(small).then(None).otherwise(pl.col("persons")).alias("persons"))
+    return out
+
+
+def _operations(frames: dict[str, pl.DataFrame], agreement: Agreement
+                ) -> dict[str, pl.DataFrame]:
+    table = frames["contact_directory"]
+    if agreement.population_sources:
+        seen = pl.any_horizontal([pl.col("sources").str.split(",").list.contains(s)
+                                  for s in agreement.population_sources])
+        table = table.filter(seen)
+    return {"contact_directory": table}
+
+
+def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell: int
+            ) -> dict[str, pl.DataFrame]:
+    """The release's tables, from the gold marts at the given Delta versions."""
+    frames = {m: pl.from_arrow(delta.read(lake.gold(m), version=versions[m]))
+              for m in agreement.release}
+    if agreement.purpose == "operations":
+        frames = _operations(frames, agreement)
+    elif agreement.purpose == "indicators":
+        frames = _indicators(frames, agreement, min_cell)
+    else:
+        frames = _research(frames, agreement)
+    return {m: f.select(agreement.release[m]).sort(agreement.release[m], nulls_last=True)
+            for m, f in frames.items()}
+
+
+def _write(frames: dict[str, pl.DataFrame], folder: Path) -> list[dict]:
+    files = []
+    for mart, frame in sorted(frames.items()):
+        path = folder / f"{mart}.parquet"
+        pq.write_table(frame.to_arrow(), path, compression="zstd", write_statistics=False)
+        data = path.read_bytes()
+        files.append({"name": path.name, "mart": mart, "rows": frame.height,
+                      "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return files
+
+
+def release_root(lake: Lake, agreement_id: str) -> Path:
+    return lake.root / "releases" / agreement_id
+
+
+def next_version(lake: Lake, agreement_id: str) -> str:
+    done = [int(p.name[1:]) for p in release_root(lake, agreement_id).glob("v*")
+            if (p / MANIFEST).exists()]
+    return f"v{max(done, default=0) + 1:04d}"
+
+
+def release(lake: Lake, agreement: Agreement, today: dt.date,
+            check_status: dict[str, dict[str, bool | None]], run_id: str,
+            min_cell: int) -> dict:
+    refusals = gate(agreement, lake, today, check_status)
+    if refusals:
+        audit.record(lake, "release_refused", f"release under {agreement.id} refused",
+                     asset=f"releases/{agreement.id}", run_id=run_id,
+                     details={"agreement": agreement.id,
+                              "refusals": [r.__dict__ for r in refusals]})
+        raise ReleaseRefused(agreement.id, refusals)
+    versions = {m: delta.table(lake.gold(m)).version() for m in agreement.release}
+    frames = extract(lake, agreement, versions, min_cell)
+    version = next_version(lake, agreement.id)
+    final = release_root(lake, agreement.id) / version
+    staging = final.with_name(f".{version}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    manifest = {
+        "agreement": agreement.id, "agreement_sha256": fingerprint(agreement.id),
+        "version": version, "purpose": agreement.purpose,
+        "recipient": agreement.recipient.model_dump(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_id": run_id, "min_cell_size": min_cell,
+        "inputs": {m: {"table": f"gold/{m}", "delta_version": v} for m, v in versions.items()},
+        "files": _write(frames, staging),
+        "pseudonym_key": f"derived per agreement: release/{agreement.id}"
+        if agreement.purpose == "research" else None,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(staging, final)
+    audit.record(lake, "release_created", f"{agreement.id} {version} for "
+                 f"{agreement.recipient.organisation}", asset=f"releases/{agreement.id}",
+                 run_id=run_id, details={k: manifest[k] for k in
+                                         ("agreement", "version", "inputs", "files")})
+    return manifest
+
+
+def reproduce(lake: Lake, agreement: Agreement, version: str, into: Path) -> dict[str, bool]:
+    """Rebuild a release from its manifest (inputs at their recorded Delta versions) into
+    `into`; returns, per file, whether its SHA-256 matches the manifest."""
+    manifest = json.loads((release_root(lake, agreement.id) / version / MANIFEST).read_text())
+    versions = {m: i["delta_version"] for m, i in manifest["inputs"].items()}
+    into.mkdir(parents=True, exist_ok=True)
+    rebuilt = _write(extract(lake, agreement, versions, manifest["min_cell_size"]), into)
+    recorded = {f["name"]: f["sha256"] for f in manifest["files"]}
+    return {f["name"]: recorded.get(f["name"]) == f["sha256"] for f in rebuilt}

@@ -1,0 +1,75 @@
+"""Operations: the nightly schedule refreshes only when something new landed, and failed
+runs are written to the audit log."""
+
+from __future__ import annotations
+
+import shutil
+
+import polars as pl
+from dagster import (
+    DagsterInstance,
+    RunRequest,
+    SkipReason,
+    build_run_status_sensor_context,
+    build_schedule_context,
+    instance_for_test,
+    materialize,
+)
+
+from assets.ingest import bronze_key, files_partitions
+from ids_lakehouse import audit
+from ids_lakehouse.config import Lake
+from ids_lakehouse.ingest.landing import scan
+from ids_lakehouse.sources import load_sources
+from pipelines.definitions import build_definitions
+from pipelines.schedules import nightly_refresh
+from pipelines.sensors import audit_run_failures
+
+
+def _ingest_one(defs, instance, landing, source: str, extra: bytes = b""):
+    f = next(f for f in scan(landing, load_sources()) if f.source == source)
+    if extra:
+        path = f.path.with_name("broken_" + f.path.name)
+        path.write_bytes(extra)
+        f = next(g for g in scan(landing, load_sources()) if g.path == path)
+    instance.add_dynamic_partitions(files_partitions(source).name, [f.partition_key])
+    return materialize(list(defs.assets), selection=[bronze_key(source)],
+                       partition_key=f.partition_key, instance=instance,
+                       resources=defs.resources, raise_on_error=False)
+
+
+def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, monkeypatch):
+    shutil.copytree(tiny_landing, tmp_path / "landing")
+    monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    defs = build_definitions()
+    with instance_for_test() as instance:  # schedule contexts need an instance reference
+        first = nightly_refresh(build_schedule_context(instance=instance))
+        assert isinstance(first, SkipReason)                       # nothing landed yet
+        assert _ingest_one(defs, instance, tmp_path / "landing", "hmis").success
+        request = nightly_refresh(build_schedule_context(instance=instance))
+        assert isinstance(request, RunRequest) and request.tags["ids/stale_sources"] == "hmis"
+
+
+def test_failed_runs_are_audited_without_data(tmp_path, tiny_landing, monkeypatch):
+    shutil.copytree(tiny_landing, tmp_path / "landing")
+    monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    defs = build_definitions()
+    with DagsterInstance.ephemeral() as instance:
+        result = _ingest_one(defs, instance, tmp_path / "landing", "hmis",
+                             extra=b"PersonalID,FirstName\n1,Zebulon\n")
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        failure = next(e for e in instance.all_logs(result.run_id)
+                       if e.dagster_event and e.dagster_event.event_type_value ==
+                       "PIPELINE_FAILURE")
+        context = build_run_status_sensor_context(
+            sensor_name="audit_run_failures", dagster_instance=instance, dagster_run=run,
+            dagster_event=failure.dagster_event).for_run_failure()
+        audit_run_failures(context)
+    events = pl.from_arrow(audit.read(Lake(tmp_path / "lake")))
+    failed = events.filter(pl.col("kind") == "run_failed")
+    assert failed.height == 1 and failed["run_id"][0] == result.run_id
+    assert "bronze__hmis" in failed["details"][0]
+    assert "Zebulon" not in "".join(events["details"].to_list() + events["message"].to_list())

@@ -1,0 +1,212 @@
+"""Agreements, the release gate (every refusal), reproducible releases, and the catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from ids_lakehouse import audit, delta, releases
+from ids_lakehouse.agreements import AgreementError, agreements_dir, load_agreement, \
+    load_agreements
+from ids_lakehouse.config import Lake
+
+TODAY = dt.date(2026, 6, 1)
+KEY = "test-only-key-" + "0" * 32
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_landing) -> Path:
+    """A lake with every mart published by the real pipeline (built once per module)."""
+    from dagster import DagsterInstance
+
+    from ids_lakehouse.demo import Outcome, materialize_everything
+    from pipelines.definitions import build_definitions
+
+    root = tmp_path_factory.mktemp("published")
+    shutil.copytree(tiny_landing, root / "landing")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LANDING_ROOT", str(root / "landing"))
+        mp.setenv("LAKE_ROOT", str(root / "lake"))
+        mp.setenv("IDS_PSEUDONYM_KEY", KEY)
+        with DagsterInstance.ephemeral() as instance:
+            outcome = Outcome()
+            materialize_everything(build_definitions(), instance, outcome)
+    assert not outcome.runs_failed and not outcome.checks_failed, outcome
+    return root / "lake"
+
+
+@pytest.fixture
+def lake(tmp_path, published, monkeypatch) -> Lake:
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
+    shutil.copytree(published, tmp_path / "lake")
+    shutil.rmtree(tmp_path / "lake" / "releases", ignore_errors=True)
+    return Lake(tmp_path / "lake")
+
+
+def agreement(name: str):
+    return load_agreements()[name]
+
+
+PASSED = {m: {"contract": True} for m in
+          ("research_person", "research_spells", "indicators", "program_overlap",
+           "contact_directory")}
+
+
+def refused(lake, a, status=PASSED, today=TODAY) -> set[str]:
+    with pytest.raises(releases.ReleaseRefused) as info:
+        releases.release(lake, a, today, status, "run-x", 11)
+    assert not releases.release_root(lake, a.id).exists()          # nothing written
+    events = pl.from_arrow(audit.read(lake)).filter(pl.col("kind") == "release_refused")
+    assert events.height >= 1 and a.id in events["message"][-1]    # and it is audited
+    return {r.rule for r in info.value.refusals}
+
+
+def test_shipped_agreements_are_valid():
+    assert {a.purpose for a in load_agreements().values()} == {
+        "research", "indicators", "operations"}
+
+
+@pytest.mark.parametrize("change,key", [
+    ({"expires": "2020-01-01"}, "expires is before effective"),
+    ({"permitted": {"contact_directory": ["phone"]}}, "do not serve the purpose"),
+    ({"min_cell_size": 5}, "below the policy floor"),
+    ({"surprise": 1}, "key 'surprise'"),
+    ({"recipient": {"organisation": "x", "contact": "nobody"}}, "key 'recipient.contact'"),
+])
+def test_invalid_agreements_fail_at_load_naming_file_and_key(tmp_path, change, key):
+    data = yaml.safe_load((agreements_dir() / "dsa-housing-education-research.yaml")
+                          .read_text())
+    data.update(change)
+    path = tmp_path / "dsa-housing-education-research.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(AgreementError) as info:
+        load_agreement(path)
+    assert str(path) in str(info.value) and key in str(info.value)
+
+
+def test_gate_refuses_an_expired_agreement(lake):
+    a = agreement("dsa-housing-education-research")
+    assert refused(lake, a, today=a.expires + dt.timedelta(days=1)) == {"expired"}
+
+
+def test_gate_refuses_an_agreement_not_yet_in_force(lake):
+    a = agreement("dsa-housing-education-research")
+    assert refused(lake, a, today=a.effective - dt.timedelta(days=1)) == {"not_yet_effective"}
+
+
+def test_gate_refuses_a_field_the_agreement_does_not_permit(lake):
+    a = agreement("dsa-housing-education-research")
+    a = a.model_copy(update={"release": {**a.release, "research_person":
+                                         [*a.release["research_person"], "zip3"]}})
+    a = a.model_copy(update={"permitted": {**a.permitted, "research_person": [
+        f for f in a.permitted["research_person"] if f != "zip3"]}})
+    assert refused(lake, a) == {"field_not_permitted"}
+
+
+def test_gate_refuses_a_mart_the_agreement_does_not_permit(lake):
+    a = agreement("dsa-public-indicators")
+    a = a.model_copy(update={"permitted": {"indicators": a.permitted["indicators"]}})
+    assert refused(lake, a) == {"mart_not_permitted"}
+
+
+def test_gate_refuses_when_an_upstream_check_failed_or_never_ran(lake):
+    a = agreement("dsa-public-indicators")
+    failed = {**PASSED, "indicators": {"contract": True, "suppression": False}}
+    assert refused(lake, a, failed) == {"upstream_check"}
+    never = {**PASSED, "program_overlap": {"suppression": None}}
+    assert refused(lake, a, never) == {"upstream_check"}
+
+
+def test_gate_refuses_a_field_the_mart_does_not_have(lake):
+    a = agreement("dsa-public-indicators")
+    a = a.model_copy(update={"permitted": {**a.permitted, "indicators": [
+        *a.permitted["indicators"], "shoe_size"]}, "release": {**a.release, "indicators": [
+            *a.release["indicators"], "shoe_size"]}})
+    assert refused(lake, a) == {"unknown_field"}
+
+
+def test_release_reproduces_byte_identically_after_the_marts_move_on(lake, tmp_path):
+    a = agreement("dsa-housing-education-research")
+    manifest = releases.release(lake, a, TODAY, PASSED, "run-1", 11)
+    assert manifest["version"] == "v0001" and {f["name"] for f in manifest["files"]} == {
+        "research_person.parquet", "research_spells.parquet"}
+    # The gold table changes (a later night): the release still rebuilds from its inputs.
+    gold = pl.from_arrow(delta.read(lake.gold("research_person")))
+    from deltalake import write_deltalake
+
+    write_deltalake(str(lake.gold("research_person")), gold.head(5).to_arrow(),
+                    mode="overwrite")
+    same = releases.reproduce(lake, a, "v0001", tmp_path / "again")
+    assert same == {"research_person.parquet": True, "research_spells.parquet": True}
+    second = releases.release(lake, a, TODAY, PASSED, "run-2", 11)
+    assert second["version"] == "v0002"
+    assert second["files"][0]["sha256"] != manifest["files"][0]["sha256"]
+
+
+def test_research_pseudonyms_are_rekeyed_per_agreement(lake):
+    a = agreement("dsa-housing-education-research")
+    other = a.model_copy(update={"id": "dsa-other-recipient"})
+    releases.release(lake, a, TODAY, PASSED, "run-1", 11)
+    gold = set(pl.from_arrow(delta.read(lake.gold("research_person")))["pseudonym"])
+    mine = set(pl.read_parquet(releases.release_root(lake, a.id) / "v0001" /
+                               "research_person.parquet")["pseudonym"])
+    frames = releases.extract(lake, other, {"research_person": delta.table(
+        lake.gold("research_person")).version(), "research_spells": delta.table(
+        lake.gold("research_spells")).version()}, 11)
+    theirs = set(frames["research_person"]["pseudonym"])
+    assert mine and not mine & gold and not mine & theirs
+
+
+def test_operations_release_holds_only_the_agreed_population_and_fields(lake):
+    a = agreement("dsa-traveller-followup")
+    manifest = releases.release(lake, a, dt.date(2026, 1, 15), PASSED, "run-1", 11)
+    df = pl.read_parquet(releases.release_root(lake, a.id) / "v0001" /
+                         "contact_directory.parquet")
+    assert df.columns == a.release["contact_directory"]
+    directory = pl.from_arrow(delta.read(lake.gold("contact_directory")))
+    travellers = directory.filter(pl.col("sources").str.contains("travellers"))
+    assert df.height == travellers.height < directory.height
+    assert manifest["files"][0]["rows"] == df.height
+
+
+def test_stricter_agreement_suppresses_more(lake):
+    a = agreement("dsa-public-indicators").model_copy(update={"min_cell_size": 25})
+    frames = releases.extract(lake, a, {m: delta.table(lake.gold(m)).version()
+                                        for m in a.release}, 11)
+    persons = frames["indicators"]["persons"]
+    assert not persons.is_between(1, 24).any()
+    assert persons.null_count() > pl.from_arrow(delta.read(lake.gold("indicators")))[
+        "persons"].null_count()
+
+
+def test_catalog_files_describe_every_entity_source_and_mart(tmp_path):
+    from ids_lakehouse import catalog
+    from ids_lakehouse.model import load_model
+    from ids_lakehouse.sources import load_sources
+
+    files = catalog.write(tmp_path)
+    text = files["data_dictionary"].read_text()
+    model = load_model()
+    for name, entity in model.entities.items():
+        assert f"## Entity `{name}`" in text
+        for field, f in entity.fields.items():
+            assert f"| `{field}` | {f.type} | {f.classification} |" in text
+    cat = json.loads(files["catalog"].read_text())
+    required = {"title", "description", "keyword", "modified", "publisher", "contactPoint",
+                "identifier", "accessLevel", "bureauCode", "programCode"}
+    assert cat["conformsTo"] == "https://project-open-data.cio.gov/v1.1/schema"
+    for d in cat["dataset"]:
+        assert required <= set(d), d["identifier"]
+        assert d["accessLevel"] == "public" or "rights" in d
+    ids = {d["identifier"] for d in cat["dataset"]}
+    assert {f"ids-lakehouse/bronze/{s}" for s in load_sources()} <= ids
+    lineage = catalog.column_lineage("person_record")
+    assert ("hmis", "DOB") in lineage["dob"] and ("medicaid", "date_of_birth") in lineage["dob"]
+    classes = catalog.column_classification(load_sources()["hmis"], model)
+    assert classes["SSN"] == "direct_identifier" and classes["ProjectType"] == "sensitive"
