@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ids_lakehouse.declarations import DeclarationError, load
 from ids_lakehouse.deid.policy import load_policy
 
 Purpose = Literal["indicators", "research", "operations"]
@@ -75,24 +75,12 @@ class Agreement(BaseModel):
         return self.effective <= today <= self.expires
 
 
-class AgreementError(ValueError):
+class AgreementError(DeclarationError):
     pass
 
 
 def load_agreement(path: Path) -> Agreement:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        agreement = Agreement.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise AgreementError(f"{path}: not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"key '{'.'.join(str(p) for p in e['loc']) or '<root>'}': {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False))
-        raise AgreementError(f"{path}: {problems}") from None
-    if agreement.id != Path(path).stem:
-        raise AgreementError(f"{path}: key 'id': {agreement.id!r} must match the file name")
-    return agreement
+    return load(path, Agreement, name_key="id", error=AgreementError)
 
 
 def agreements_dir() -> Path:

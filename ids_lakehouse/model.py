@@ -9,8 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from ids_lakehouse.declarations import load
 
 Classification = Literal["direct_identifier", "quasi_identifier", "sensitive",
                          "non_identifying"]
@@ -91,15 +92,7 @@ class DataModel(_Strict):
 
 
 def load_model_file(path: Path) -> DataModel:
-    from pydantic import ValidationError
-
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    try:
-        return DataModel.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"key '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}"
-                             for e in exc.errors(include_url=False, include_input=False))
-        raise ValueError(f"{path}: {problems}") from None
+    return load(path, DataModel)
 
 
 @lru_cache(maxsize=1)

@@ -10,8 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ids_lakehouse.declarations import DeclarationError, load
 
 Format = Literal["csv", "parquet", "jsonl", "fixed_width", "xlsx"]
 
@@ -73,11 +74,19 @@ class SourceDefinition(_Strict):
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     mapping: dict[str, dict[str, FieldMap]] = {}
 
-    @model_validator(mode="after")
-    def _consistent(self) -> SourceDefinition:
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
         import codecs
 
-        codecs.lookup(self.encoding)  # LookupError names an unknown encoding
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceDefinition:
         known = set(self.columns)
         for key in ("required_columns",):
             missing = [c for c in getattr(self, key) if c not in known]
@@ -107,30 +116,12 @@ class SourceDefinition(_Strict):
         return self.format != "parquet"
 
 
-class SourceDefinitionError(ValueError):
+class SourceDefinitionError(DeclarationError):
     pass
 
 
 def load_source(path: Path) -> SourceDefinition:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SourceDefinitionError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SourceDefinitionError(f"{path}: expected a mapping at the top level")
-    try:
-        definition = SourceDefinition.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"key '{'.'.join(str(p) for p in e['loc']) or '<root>'}': {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False))
-        raise SourceDefinitionError(f"{path}: {problems}") from None
-    except LookupError as exc:
-        raise SourceDefinitionError(f"{path}: key 'encoding': {exc}") from None
-    if definition.source != Path(path).stem:
-        raise SourceDefinitionError(
-            f"{path}: key 'source': {definition.source!r} must match the file name")
-    return definition
+    return load(path, SourceDefinition, name_key="source", error=SourceDefinitionError)
 
 
 def sources_dir() -> Path:
