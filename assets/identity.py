@@ -38,6 +38,8 @@ def identity_key(table: str) -> AssetKey:
 class IdentityConfig(Config):
     retrain: bool = False
     """Train a new model version instead of reusing the latest saved one (audited)."""
+    full_rebuild: bool = False
+    """Score every pair again instead of only new and changed records."""
 
 
 @multi_asset(
@@ -59,18 +61,21 @@ class IdentityConfig(Config):
 def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeResource):
     store = lake.lake()
     records = pl.from_arrow(delta.read(store.silver("person_record")))
-    result = person_index.build(store, records, context.run_id, retrain=config.retrain)
+    result = person_index.build(store, records, context.run_id, retrain=config.retrain,
+                                full=config.full_rebuild)
     person_index.write(store, result)
     if result.trained:
         audit.record(store, "model_trained", f"linkage model v{result.model_version}",
                      asset="identity", run_id=context.run_id,
                      details={"version": result.model_version, "records": result.records,
                               "requested": config.retrain})
-    context.log.info(f"{result.records:,} records -> {result.people:,} people; "
+    context.log.info(f"{result.mode} linkage: scored {result.rescored:,} of "
+                     f"{result.records:,} records -> {result.people:,} people; "
                      f"events {result.events}; {result.review_pairs:,} pairs to review")
     yield _coverage(records, result.tables["person_xref"])
     yield _quality(lake, result.tables["person_xref"])
-    common = {"model_version": result.model_version, "run_trained_model": result.trained}
+    common = {"model_version": result.model_version, "run_trained_model": result.trained,
+              "linkage_mode": result.mode, "records_rescored": result.rescored}
     for table in TABLES:
         yield MaterializeResult(asset_key=identity_key(table), metadata={
             **common, "dagster/row_count": result.tables[table].height,

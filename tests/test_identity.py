@@ -46,6 +46,7 @@ def test_rerun_reuses_the_model_and_changes_no_id(silver_lake):
     before = xref(silver_lake)
     again = run(silver_lake, records, "r2")
     assert not again.trained and again.model_version == 1
+    assert again.mode == "incremental" and again.rescored == 0
     assert xref(silver_lake) == before and again.events == {}
 
 
@@ -106,3 +107,32 @@ def test_twins_are_not_auto_linked():
                                                linkage.FIRST_NAME_DISAGREES, 5],
                           "gamma_ssn": [-1, linkage.SSN_EXACT, -1]})
     assert linkage.auto_link(pairs).to_list() == [False, True, True]
+
+
+def test_incremental_night_scores_only_new_records_and_equals_a_full_rebuild(silver_lake):
+    first = run(silver_lake, person_records(silver_lake, exclude=("hmis",)), "night-1")
+    assert first.mode == "full"
+    everyone = person_records(silver_lake)
+    night = run(silver_lake, everyone, "night-2")
+    new = everyone.filter(pl.col("source") == "hmis").height
+    assert night.mode == "incremental" and night.rescored == new
+    links_incremental = night.tables["person_link"]
+    ids_incremental = xref(silver_lake)
+    rebuilt = run(silver_lake, everyone, "rebuild", full=True)
+    assert rebuilt.mode == "full" and rebuilt.rescored == everyone.height
+    assert xref(silver_lake) == ids_incremental                 # same IDs for everyone
+    cols = ["unique_id_l", "unique_id_r"]
+    a = links_incremental.select(*cols, pl.col("match_probability").round(9)).sort(cols)
+    b = rebuilt.tables["person_link"].select(*cols, pl.col("match_probability").round(9)
+                                             ).sort(cols)
+    assert a.equals(b)                                          # same pairs, same scores
+
+
+def test_a_changed_record_is_rescored(silver_lake):
+    records = person_records(silver_lake)
+    run(silver_lake, records, "r1")
+    edited = records.with_columns(
+        pl.when(pl.col("source_record_id") == records["source_record_id"][0])
+        .then(pl.lit("ZEBULON")).otherwise(pl.col("first_name")).alias("first_name"))
+    result = run(silver_lake, edited, "r2")
+    assert result.mode == "incremental" and result.rescored == 1

@@ -36,6 +36,8 @@ DECISIONS = ("match", "non_match")
 class IdentityResult:
     model_version: int
     trained: bool
+    mode: str               # full | incremental
+    rescored: int           # records whose pairs were scored in this run
     records: int
     people: int
     links: int
@@ -77,23 +79,62 @@ def record_decision(lake: Lake, left: str, right: str, decision: str, steward: s
     write_deltalake(str(lake.identity("steward_decisions")), row.to_arrow(), mode="append")
 
 
-def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> tuple[dict, int, bool]:
+@dataclass(frozen=True)
+class Model:
+    settings: dict
+    tf: dict[str, pl.DataFrame]
+    version: int
+    trained_now: bool
+
+
+def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model:
     """The saved model, or a newly trained one when asked (or none exists yet)."""
     saved = None if retrain else linkage.load_model(models_dir(lake))
     if saved is not None:
-        return saved[0], saved[1], False
-    model = linkage.train(records)
-    path = linkage.save_model(model, models_dir(lake))
-    return model, linkage.latest_version(path.parent), True
+        return Model(*saved, trained_now=False)
+    settings, tf = linkage.train(records)
+    return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)
+
+
+def score(lake: Lake, records: pl.DataFrame, model: Model, full: bool
+          ) -> tuple[pl.DataFrame, str, int]:
+    """Scored pairs for this run. Incremental when the previous index was built with the
+    same model: only new or changed records are scored (against everyone), and the previous
+    pairs among unchanged records are kept; otherwise every pair is scored."""
+    xref_path, link_path = lake.identity("person_xref"), lake.identity("person_link")
+    prior_columns = delta.table(xref_path).schema().to_arrow().names \
+        if delta.exists(xref_path) else []
+    if full or "record_hash" not in prior_columns or not delta.exists(link_path):
+        return linkage.predict(records, model.settings, model.tf), "full", records.height
+    prior = pl.from_arrow(delta.read(xref_path, columns=["unique_id", "record_hash",
+                                                         "model_version"]))
+    if prior.height == 0 or set(prior["model_version"].unique()) != {model.version}:
+        return linkage.predict(records, model.settings, model.tf), "full", records.height
+    current = records.select("unique_id").with_columns(linkage.fingerprint(records))
+    changed = current.join(prior.select("unique_id", "record_hash"),
+                           on=["unique_id", "record_hash"], how="anti")["unique_id"]
+    removed = prior.join(current, on="unique_id", how="anti")["unique_id"]
+    dirty = pl.concat([changed, removed]).implode()
+    kept = (pl.from_arrow(delta.read(link_path))
+            .filter(~pl.col("unique_id_l").is_in(dirty) & ~pl.col("unique_id_r").is_in(dirty)))
+    fresh = (linkage.predict_changed(records, changed, model.settings, model.tf)
+             if changed.len() else None)
+    columns = fresh.columns if fresh is not None else [
+        c for c in kept.columns if c not in ("run_id", "model_version")]
+    pairs = kept.select(columns) if fresh is None else pl.concat(
+        [kept.select(columns).cast(fresh.schema), fresh])
+    return pairs, "incremental", changed.len()
 
 
 def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
+          full: bool = False,
           review_band: tuple[float, float] = (linkage.LINK_FLOOR, linkage.MATCH_THRESHOLD),
           ) -> IdentityResult:
     now = dt.datetime.now(dt.timezone.utc)
     records = linkage.linkage_input(person_record)
-    model, version, trained = model_for(lake, records, retrain)
-    pairs = linkage.predict(records, model, floor=min(review_band[0], linkage.LINK_FLOOR))
+    model = model_for(lake, records, retrain)
+    version, trained = model.version, model.trained_now
+    pairs, mode, rescored = score(lake, records, model, full or trained)
     decisions = steward_decisions(lake)
     linked = linkage.auto_link(pairs)
     matches = pairs.filter(linked)
@@ -111,14 +152,16 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
                            best.select(pl.col("unique_id_r").alias("unique_id"),
                                        "match_probability")]) \
         .group_by("unique_id").agg(pl.col("match_probability").max())
+    hashes = records.select("unique_id", "source_dataset").with_columns(
+        linkage.fingerprint(records))
     xref = (result.xref.join(best_prob, on="unique_id", how="left")
-            .join(records.select("unique_id", "source_dataset"), on="unique_id")
+            .join(hashes, on="unique_id")
             .with_columns(pl.col("unique_id").str.splitn(":", 2).struct.field("field_1")
                           .alias("source_record_id"),
                           pl.lit(run_id).alias("run_id"), pl.lit(version).alias("model_version"))
             .rename({"source_dataset": "source"})
             .select("source", "source_record_id", "unique_id", "person_id",
-                    "match_probability", "run_id", "model_version"))
+                    "match_probability", "record_hash", "run_id", "model_version"))
     decided = decisions.select("unique_id_l", "unique_id_r")
     low, high = review_band
     in_band = (pl.col("match_probability") >= low) & (pl.col("match_probability") < high)
@@ -127,14 +170,16 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
               .drop("_linked")
               .join(decided, on=["unique_id_l", "unique_id_r"], how="anti")
               .with_columns(pl.lit(run_id).alias("run_id"), pl.lit("open").alias("status")))
-    links = pairs.filter(pl.col("match_probability") >= linkage.LINK_FLOOR).with_columns(
+    links = pairs.filter(pl.col("match_probability") >= linkage.LINK_FLOOR).sort(
+        ["unique_id_l", "unique_id_r"]).with_columns(
         pl.lit(run_id).alias("run_id"), pl.lit(version).alias("model_version"))
     events = result.events.with_columns(pl.lit(run_id).alias("run_id"),
                                         pl.lit(now).alias("recorded_at"))
     tables = {"person_link": links, "person_xref": xref, "review_queue": review,
               "person_index": result.index, "person_id_events": events}
     return IdentityResult(
-        model_version=version, trained=trained, records=records.height,
+        model_version=version, trained=trained, mode=mode, rescored=rescored,
+        records=records.height,
         people=xref["person_id"].n_unique(), links=links.height,
         events=dict(events.group_by("event").len().iter_rows()), review_pairs=review.height,
         tables=tables)

@@ -129,23 +129,32 @@ def settings():
                            retain_intermediate_calculation_columns=False)
 
 
-def _linker(records: pl.DataFrame, model: dict | None):
+def _linker(records: pl.DataFrame, model: dict | None,
+            tf: dict[str, pl.DataFrame] | None = None):
+    """A linker over `records`; with `tf`, the model's own term-frequency tables are used
+    instead of frequencies computed from today's records."""
     import duckdb
     from splink import DuckDBAPI, Linker
 
     db = DuckDBAPI(duckdb.connect())
-    table = db.register(records.to_arrow())
-    return Linker(table, model if model is not None else settings(),
-                  log_level=logging.WARNING)
+    table = db.register(records.to_arrow(), dataset_display_name="records")
+    linker = Linker(table, model if model is not None else settings(),
+                    log_level=logging.WARNING)
+    for column, lookup in (tf or {}).items():
+        linker.table_management.register_term_frequency_lookup(
+            db.register(lookup.to_arrow(), dataset_display_name=f"tf_{column}"), column)
+    return linker, db
 
 
-def train(records: pl.DataFrame, seed: int = 42) -> dict:
+def train(records: pl.DataFrame, seed: int = 42) -> tuple[dict, dict[str, pl.DataFrame]]:
     """Estimate the model from the records: prior from deterministic rules, u by random
-    sampling, m by EM on two blockings (each leaves the comparisons it blocks on free)."""
+    sampling, m by EM on two blockings (each leaves the comparisons it blocks on free).
+    Returns the model and its term-frequency tables: both belong to the model version, so
+    a pair's score depends only on the version and the two records."""
     from splink import block_on
 
     logging.getLogger("splink").setLevel(logging.WARNING)
-    linker = _linker(records, None)
+    linker, _ = _linker(records, None)
     linker.training.estimate_probability_two_random_records_match(
         [block_on(*r) for r in DETERMINISTIC_RULES], recall=0.7)
     linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
@@ -153,20 +162,57 @@ def train(records: pl.DataFrame, seed: int = 42) -> dict:
         block_on("dob"), estimate_without_term_frequencies=True)
     linker.training.estimate_parameters_using_expectation_maximisation(
         block_on("first_name", "last_name"), estimate_without_term_frequencies=True)
-    return linker.misc.save_model_to_json()
+    tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
+          for c in TF_COLUMNS}
+    return linker.misc.save_model_to_json(), tf
 
 
-def predict(records: pl.DataFrame, model: dict, floor: float = LINK_FLOOR) -> pl.DataFrame:
+def predict(records: pl.DataFrame, model: dict, tf: dict[str, pl.DataFrame],
+            floor: float = LINK_FLOOR) -> pl.DataFrame:
     """Scored pairs at or above `floor`: ids, probability, weight and each comparison's
     level (gamma); never the compared values."""
     logging.getLogger("splink").setLevel(logging.WARNING)
-    linker = _linker(records, model)
-    pairs = linker.inference.predict(threshold_match_probability=floor)
+    linker, _ = _linker(records, model, tf)
+    return _pairs(linker.inference.predict(threshold_match_probability=floor))
+
+
+def predict_changed(records: pl.DataFrame, changed: pl.Series, model: dict,
+                    tf: dict[str, pl.DataFrame], floor: float = LINK_FLOOR) -> pl.DataFrame:
+    """Scored pairs that involve at least one `changed` record (unique ids): changed
+    records against the others and among themselves; with the model's term frequencies
+    the scores equal those of a full predict()."""
+    logging.getLogger("splink").setLevel(logging.WARNING)
+    linker, db = _linker(records, model, tf)
+    is_changed = records["unique_id"].is_in(changed.implode())
+    new = db.register(records.filter(is_changed).to_arrow(), dataset_display_name="changed")
+    old = db.register(records.filter(~is_changed).to_arrow(), dataset_display_name="unchanged")
+    between = linker.inference.predict_between(new, old, threshold_match_probability=floor)
+    within = linker.inference.predict_within(new, threshold_match_probability=floor)
+    return pl.concat([_pairs(between), _pairs(within)])
+
+
+def _pairs(predictions) -> pl.DataFrame:
+    """Ids, weights and levels of scored pairs, each oriented (smaller id, larger id) so a
+    pair reads the same however it was scored (the comparisons are symmetric)."""
     keep = ["unique_id_l", "unique_id_r", "source_dataset_l", "source_dataset_r",
             "match_weight", "match_probability", *[f"gamma_{c}" for c in GAMMAS]]
-    return pl.from_arrow(pairs.as_duckdbpyrelation().select(", ".join(keep)).arrow())
+    df = predictions.as_duckdbpyrelation().select(", ".join(keep)).pl()
+    swap = pl.col("unique_id_l") > pl.col("unique_id_r")
+    return df.with_columns(
+        *[pl.when(swap).then(pl.col(f"{c}_r")).otherwise(pl.col(f"{c}_l")).alias(f"{c}_l")
+          for c in ("unique_id", "source_dataset")],
+        *[pl.when(swap).then(pl.col(f"{c}_l")).otherwise(pl.col(f"{c}_r")).alias(f"{c}_r")
+          for c in ("unique_id", "source_dataset")])
 
 
+def fingerprint(records: pl.DataFrame) -> pl.Series:
+    """A hash of each record's linkage columns: a record whose hash changed is re-scored.
+    (Polars hashes may change between versions; that only makes a run re-score more.)"""
+    return records.select(pl.struct(pl.exclude("unique_id")).hash(seed=0).reinterpret(signed=True)
+                          .alias("record_hash"))["record_hash"]
+
+
+TF_COLUMNS = ("first_name", "last_name")  # comparisons with term-frequency adjustments
 # Comparison levels (gamma) count down from the best level to 0 ("all other"); -1 is null.
 GAMMAS = ("first_name", "last_name", "middle_initial", "dob", "ssn", "location", "sex")
 FIRST_NAME_DISAGREES = 0
@@ -182,13 +228,16 @@ def auto_link(pairs: pl.DataFrame) -> pl.Series:
     return (pairs["match_probability"] >= MATCH_THRESHOLD) & ~twin_like
 
 
-def save_model(model: dict, directory: Path) -> Path:
-    """Write a new numbered version; earlier versions are kept."""
+def save_model(model: dict, tf: dict[str, pl.DataFrame], directory: Path) -> int:
+    """Write a new numbered version (model JSON and its term-frequency tables); earlier
+    versions are kept. The JSON is written last: it marks the version complete."""
     directory.mkdir(parents=True, exist_ok=True)
     version = latest_version(directory) + 1
-    path = directory / f"linkage_model_v{version:04d}.json"
-    path.write_text(json.dumps(model, indent=1, sort_keys=True))
-    return path
+    stem = directory / f"linkage_model_v{version:04d}"
+    for column, table in tf.items():
+        table.write_parquet(f"{stem}.tf_{column}.parquet")
+    Path(f"{stem}.json").write_text(json.dumps(model, indent=1, sort_keys=True))
+    return version
 
 
 def latest_version(directory: Path) -> int:
@@ -196,9 +245,10 @@ def latest_version(directory: Path) -> int:
     return max(versions, default=0)
 
 
-def load_model(directory: Path) -> tuple[dict, int] | None:
+def load_model(directory: Path) -> tuple[dict, dict[str, pl.DataFrame], int] | None:
     version = latest_version(directory)
     if not version:
         return None
-    path = directory / f"linkage_model_v{version:04d}.json"
-    return json.loads(path.read_text()), version
+    stem = directory / f"linkage_model_v{version:04d}"
+    tf = {c: pl.read_parquet(f"{stem}.tf_{c}.parquet") for c in TF_COLUMNS}
+    return json.loads(Path(f"{stem}.json").read_text()), tf, version
