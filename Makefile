@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PERSONS ?= 5000
 SEED ?= 42
 
-.PHONY: install demo test ui bench bench-quick clean
+.PHONY: install browser demo test ui bench bench-quick clean
 
 install: $(STAMP)
 
@@ -21,10 +21,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Chromium for the UI check (tests/test_ui.py): installed from Debian when missing, without a
+# prompt; sudo only when not root. Playwright's own browser download is not used.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 demo: $(STAMP)
 	$(PY) -m ids_lakehouse demo --persons $(PERSONS) --seed $(SEED)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 ui: $(STAMP)
