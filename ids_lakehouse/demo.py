@@ -40,9 +40,13 @@ def ensure_landing(persons: int, seed: int) -> Path:
     manifest = root / "_truth" / "manifest.json"
     if manifest.exists():
         m = json.loads(manifest.read_text())
-        if (m.get("persons"), m.get("seed")) == (persons, seed) or m.get("seed") == seed:
-            print(f"landing zone already holds the seed-{seed} population: {root}")
+        if (m.get("requested"), m.get("seed")) == (persons, seed):
+            print(f"landing zone already holds the seed-{seed} population "
+                  f"({m['persons']:,} people): {root}")
             return root
+        print(f"landing zone holds another population ({m.get('persons')} people, seed "
+              f"{m.get('seed')}); new extracts replace those files and land as new "
+              "deliveries")
     print(f"generating {persons:,} people (seed {seed}) into {root} ...")
     generate(persons, seed, root)
     return root

@@ -184,7 +184,7 @@ def generate(persons: int, seed: int, out: Path, chunk_size: int = DEFAULT_CHUNK
             persons_writer.close()
     manifest = {
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "persons": made, "seed": seed, "chunk_size": chunk_size,
+        "persons": made, "requested": persons, "seed": seed, "chunk_size": chunk_size,
         "agencies": {a.source: {"file": f"{a.source}/{a.file_name}", "format": a.fmt,
                                 "encoding": a.encoding, "rows": writers[a.source].rows,
                                 "clients": seqs[a.source], "rate": a.rate,
