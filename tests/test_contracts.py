@@ -109,3 +109,12 @@ def test_every_source_maps_only_model_fields():
         for entity, fields in defn.mapping.items():
             assert entity in model.entities, (defn.source, entity)
             assert set(fields) <= set(model.entities[entity].fields), (defn.source, entity)
+
+
+def test_contract_failures_are_counted_never_shown():
+    from schemas import failure_counts
+
+    counts = failure_counts(contract("person_record"), person(sex="Q", zip="9810",
+                                                              first_name_raw="Zebulon"))
+    assert counts == {"code_list:sex|sex": 1, "pattern|zip": 1}
+    assert failure_counts(contract("person_record"), person()) == {}
