@@ -36,7 +36,8 @@ test: $(STAMP) browser
 
 ui: $(STAMP)
 	$(PY) -m ids_lakehouse instance
-	set -m; exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	set -m; IDS_PSEUDONYM_KEY="$${IDS_PSEUDONYM_KEY:-$$(cat .ids_secrets/pseudonym.key 2>/dev/null)}" \
+		exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench-quick: $(STAMP)
 	$(PY) -m bench --quick
