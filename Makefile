@@ -39,10 +39,16 @@ ui: $(STAMP)
 	set -m; IDS_PSEUDONYM_KEY="$${IDS_PSEUDONYM_KEY:-$$(cat .ids_secrets/pseudonym.key 2>/dev/null)}" \
 		exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench-quick: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-quick: $(BENCH_STAMP)
 	$(PY) -m bench --quick
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(PY) -m bench
 
 clean:
