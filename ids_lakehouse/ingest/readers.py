@@ -118,7 +118,10 @@ class Reader:
 
     @property
     def schema(self) -> pa.Schema:
-        """The delivered columns; checks the file and its header on first use."""
+        return self.prepared()
+
+    def prepared(self) -> pa.Schema:
+        """Check the file and its header (once); returns the delivered columns."""
         if self._schema is None:
             self._schema = self.prepare()
         return self._schema
@@ -253,7 +256,7 @@ class FixedWidthReader(_LineReader):
 
     def batches(self) -> Iterator[Batch]:
         layout = self.defn.fixed_width or []
-        self.schema
+        self.prepared()
         cuts = [(c.start - 1, c.start - 1 + c.width) for c in layout]
         total = max(end for _, end in cuts)
         rows, numbers = [], []
@@ -357,7 +360,7 @@ class ParquetReader(Reader):
         return self._pf.schema_arrow
 
     def batches(self) -> Iterator[Batch]:
-        self.schema
+        self.prepared()
         pf = self._pf
         start = 1
         try:
