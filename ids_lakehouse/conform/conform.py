@@ -47,7 +47,9 @@ class _Failures:
 
     def add(self, index: pl.Series, mask: pl.Series, rule: str, column: str,
             reason: str) -> None:
-        hit = index.filter(mask.fill_null(False))
+        self.add_rows(index.filter(mask.fill_null(False)), rule, column, reason)
+
+    def add_rows(self, hit: pl.Series, rule: str, column: str, reason: str) -> None:
         if hit.len():
             self.frames.append(pl.DataFrame({
                 "_i": hit, "rule": [rule] * hit.len(), "column": [column] * hit.len(),
@@ -158,11 +160,10 @@ def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str
         if whole.height:
             raise ConformError(f"[{source}] silver.{entity} does not fit its contract as a "
                                f"whole: {whole.select('column', 'check').rows()}") from None
-        idx = frame["_i"]
         for (check, column), group in cases.group_by(["check", "column"]):
-            rows = group["index"].cast(pl.UInt32)
-            failures.add(idx, idx.is_in(idx.gather(rows).implode()), check,
-                         column or entity, f"{column or entity} breaks {check}")
+            rows = frame["_i"].gather(group["index"].cast(pl.UInt32)).unique()
+            failures.add_rows(rows, check, column or entity,
+                              f"{column or entity} breaks {check}")
 
 
 def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list[str]]:
