@@ -30,7 +30,6 @@ records that existed before and changed are counted from identity/person_xref.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -54,7 +53,9 @@ EXTRA_NAMES = {"medicaid": "medicaid_enrollment_2026-01-01.csv",
 TARGET_1M_S = 600
 TARGET_1M_RSS_MB = 8 * 1024
 TARGET_INCR = 0.15
-STOP_AT_UTC = (6, 55)        # hard stop: no measurement runs past this (UTC, today)
+# Time budget of the whole pipeline benchmark, from its start: no layer runs past it (a
+# layer still running then is killed and reported). BENCH_PIPELINE_BUDGET_MIN overrides it.
+BUDGET_MIN = float(os.environ.get("BENCH_PIPELINE_BUDGET_MIN", "45"))
 MIN_LEFT_1M_S = 14 * 60      # start the 1,000,000 size only with this much time left...
 MIN_FREE_1M_GIB = 18         # ...and this much available RAM (identity peaks ~16 GB)
 KEY = "bench-pipeline-test-key-0123456789abcdef"
@@ -202,10 +203,11 @@ def task_layer(layer: str, work: str, snapshot: str | None = None) -> dict:
 
 # -- one full run + incremental night, in the parent --------------------------------------
 
+_deadline = time.monotonic() + BUDGET_MIN * 60    # reset when run() starts
+
+
 def _seconds_left() -> float:
-    now = dt.datetime.now(dt.timezone.utc)
-    stop = now.replace(hour=STOP_AT_UTC[0], minute=STOP_AT_UTC[1], second=0, microsecond=0)
-    return (stop - now).total_seconds()
+    return _deadline - time.monotonic()
 
 
 def _past_stop() -> bool:
@@ -230,7 +232,7 @@ def one_run(prep: dict, incremental: bool) -> dict:
         for phase, _ in phases:
             if phase == "incr":
                 if _past_stop():
-                    out["incr_skipped"] = "stop time reached"
+                    out["incr_skipped"] = "time budget spent"
                     break
                 for source in EXTRA_SOURCES:
                     src = folder / "extra" / source / EXTRA_NAMES[source]
@@ -241,14 +243,14 @@ def one_run(prep: dict, incremental: bool) -> dict:
                     snap = str(work / f"xref_{phase}.parquet")
                 left = _seconds_left()
                 if left <= 0:
-                    raise BenchError(f"{phase} {layer}: not started, stop time reached")
+                    raise BenchError(f"{phase} {layer}: not started, time budget spent")
                 try:
                     s = run_in_subprocess("pipeline:task_layer", timeout=left, layer=layer,
                                           work=str(work), snapshot=snap)
                 except subprocess.TimeoutExpired:
-                    raise BenchError(f"{phase} {layer}: killed at the stop time "
-                                     f"({STOP_AT_UTC[0]:02d}:{STOP_AT_UTC[1]:02d} UTC) "
-                                     f"after {left:.0f}s") from None
+                    raise BenchError(f"{phase} {layer}: killed at the end of the "
+                                     f"{BUDGET_MIN:.0f}-minute budget after {left:.0f}s") \
+                        from None
                 out[phase][layer] = {"seconds": s.seconds, "peak_rss_mb": s.peak_rss_mb,
                                      "base_rss_mb": s.base_rss_mb, "process_s": s.process_s,
                                      **s.extra}
@@ -274,20 +276,22 @@ def one_run(prep: dict, incremental: bool) -> dict:
 
 
 def run(quick: bool, command: str) -> str:
+    global _deadline
+    _deadline = time.monotonic() + BUDGET_MIN * 60
     plan = [(20_000, 2)] if quick else [(100_000, 3), (1_000_000, 1)]
     results: dict = {"quick": quick, "command": command, "sizes": {}, "notes": []}
     started = time.perf_counter()
     for persons, runs in plan:
         if _past_stop():
-            results["notes"].append(f"{persons:,} people: not run (stop time reached)")
+            results["notes"].append(f"{persons:,} people: not run (time budget spent)")
             continue
         if persons >= 1_000_000 and (_seconds_left() < MIN_LEFT_1M_S
                                      or _available_gib() < MIN_FREE_1M_GIB):
             results["notes"].append(
                 f"{persons:,} people: not run: it needs ~{MIN_LEFT_1M_S // 60} min and "
                 f"~{MIN_FREE_1M_GIB} GiB free RAM (identity peaks ~16 GB); "
-                f"{max(0, _seconds_left()) / 60:.1f} min were left before the "
-                f"{STOP_AT_UTC[0]:02d}:{STOP_AT_UTC[1]:02d} UTC stop and "
+                f"{max(0, _seconds_left()) / 60:.1f} min were left of the "
+                f"{BUDGET_MIN:.0f}-minute budget and "
                 f"{_available_gib():.1f} GiB were available")
             continue
         prep = prepared(persons)
@@ -295,7 +299,7 @@ def run(quick: bool, command: str) -> str:
                                                           "errors": []})
         for i in range(runs):
             if _past_stop():
-                size["errors"].append(f"run {i + 1}: not started (stop time reached)")
+                size["errors"].append(f"run {i + 1}: not started (time budget spent)")
                 break
             log(f"pipeline {persons:,} people, run {i + 1}/{runs}")
             r = one_run(prep, incremental=True)
