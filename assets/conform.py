@@ -4,6 +4,7 @@ reconciliation and quarantine-rate checks, and a Great Expectations check."""
 import datetime as dt
 
 import polars as pl
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -11,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetOut,
+    Config,
     MaterializeResult,
     TableColumn,
     TableColumnDep,
@@ -68,6 +70,12 @@ def _check_specs() -> list[AssetCheckSpec]:
     return specs
 
 
+class ConformConfig(Config):
+    full_rebuild: bool = False
+    """Conform every source again, even one whose bronze table, data-model declarations
+    and conform code are unchanged since its silver rows last passed conform's checks."""
+
+
 @multi_asset(
     outs={e: AssetOut(key=silver_key(e), description=load_model().entities[e].description,
                       owners=OWNERS, kinds={"delta", "polars", "pandera"},
@@ -79,49 +87,89 @@ def _check_specs() -> list[AssetCheckSpec]:
     check_specs=_check_specs(),
     retry_policy=TRANSIENT_RETRY,
 )
-def conform(context: AssetExecutionContext, lake: LakeResource):
+def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeResource):
     store = lake.lake()
+    earlier = silver.conformed(store)
     results: list[ConformResult] = []
+    signatures: dict[str, tuple[str, int]] = {}
+    unchanged: list[str] = []
     for source, defn in load_sources().items():
-        bronze = silver.bronze_to_conform(store, defn)
-        if bronze is None:
+        if not delta.exists(store.bronze(source)):
             context.log.warning(f"{source}: no bronze table yet; skipped")
             continue
-        result = conform_source(defn, bronze)
+        sig, version = silver.signature(store, source)
+        if not config.full_rebuild and earlier.get(source, {}).get("signature") == sig:
+            unchanged.append(source)
+            context.log.info(f"{source}: unchanged since run {earlier[source]['run_id']} "
+                             f"(bronze version {version}); not conformed again")
+            continue
+        result = conform_source(defn, silver.bronze_to_conform(store, defn))
         silver.write(store, result, context.run_id)
         results.append(result)
+        signatures[source] = (sig, version)
         if any(result.schema_drift.values()):
             context.log.warning(f"{source}: schema drift {result.schema_drift}")
         context.log.info(f"{source}: {result.bronze_rows:,} bronze rows -> "
                          f"{result.row_entity_rows:,} silver, {result.quarantine.height:,} "
                          f"quarantined")
-    yield from _check_results(store, results)
+    checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged})
+    for result in results:
+        if result.source in passed:
+            silver.record_conformed(store, result, signatures[result.source][1],
+                                    signatures[result.source][0], context.run_id)
+        else:
+            silver.forget_conformed(store, result.source)
+    yield from checks
     for entity in ENTITIES:
         path = store.silver(entity)
         per_source = {r.source: r.entities[entity].height for r in results
                       if entity in r.entities}
         yield MaterializeResult(asset_key=silver_key(entity), metadata={
             "dagster/row_count": delta.count(path), "rows_by_source": per_source,
+            "sources_conformed": sorted(per_source), "sources_unchanged": unchanged,
             "path": str(path), "dagster/column_lineage": silver_lineage(entity)})
 
 
-def _check_results(store, results: list[ConformResult]):
+def _check_results(store, results: list[ConformResult], unchanged: dict[str, dict]):
+    """The checks over every source: those conformed in this run are validated now; an
+    unchanged source keeps the verdict it passed with (its rows have not changed since),
+    re-read only for reconciliation. Returns the check results and the conformed sources
+    that passed every check."""
     sources = load_sources()
+    ok = {r.source for r in results}
+    checks = []
     for entity in ENTITIES:
         path = store.silver(entity)
-        errors = (failure_counts(contract(entity), pl.from_arrow(delta.read(path)))
-                  if delta.exists(path) else {})
-        yield _result(entity, "contract", not errors, {"failures_by_check_and_column": errors})
-    rec = {r.source: silver.reconcile(store, r.source, r.bronze_rows) for r in results}
-    yield _result("person_record", "rows_reconcile", all(v["reconciles"] for v in rec.values()),
-                  {"by_source": rec})
-    rates = {r.source: round(r.quarantine.height / r.bronze_rows, 4) if r.bronze_rows else 0.0
-             for r in results}
+        errors: dict[str, int] = {}
+        for r in results:
+            if entity not in r.entities:
+                continue
+            rows = pl.from_arrow(delta.read(path, filter=pc.field("source") == r.source))
+            found = failure_counts(contract(entity), rows)
+            if found:
+                ok.discard(r.source)
+            for key, n in found.items():
+                errors[key] = errors.get(key, 0) + n
+        checks.append(_result(entity, "contract", not errors, {
+            "failures_by_check_and_column": errors,
+            "validated_sources": sorted(r.source for r in results if entity in r.entities),
+            "unchanged_sources": sorted(unchanged)}))
+    bronze_rows = {r.source: r.bronze_rows for r in results} | \
+        {s: state["bronze_rows"] for s, state in unchanged.items()}
+    rec = {s: silver.reconcile(store, s, n) for s, n in bronze_rows.items()}
+    ok -= {s for s, v in rec.items() if not v["reconciles"]}
+    checks.append(_result("person_record", "rows_reconcile",
+                          all(v["reconciles"] for v in rec.values()), {"by_source": rec}))
+    quarantined = {r.source: r.quarantine.height for r in results} | \
+        {s: state["quarantined_rows"] for s, state in unchanged.items()}
+    rates = {s: round(quarantined[s] / n, 4) if n else 0.0 for s, n in bronze_rows.items()}
     over = {s: rate for s, rate in rates.items() if rate > sources[s].max_quarantine_rate}
-    yield _result("person_record", "quarantine_rate", not over,
-                  {"rate_by_source": rates, "over_limit": over,
-                   "failures_by_rule": {r.source: r.failures for r in results},
-                   "schema_drift": {r.source: r.schema_drift for r in results}})
+    ok -= set(over)
+    checks.append(_result("person_record", "quarantine_rate", not over,
+                          {"rate_by_source": rates, "over_limit": over,
+                           "failures_by_rule": {r.source: r.failures for r in results},
+                           "schema_drift": {r.source: r.schema_drift for r in results}}))
+    return checks, ok
 
 
 def _result(entity: str, check: str, passed: bool, metadata: dict) -> AssetCheckResult:
@@ -131,23 +179,31 @@ def _result(entity: str, check: str, passed: bool, metadata: dict) -> AssetCheck
 
 @multi_asset_check(
     specs=[AssetCheckSpec("expectations", asset=silver_key(e),
-                          description="Great Expectations suite derived from the data model; "
-                                      "Data Docs in LAKE_ROOT/docs/data_docs.")
+                          description="Great Expectations suite derived from the data model, "
+                                      "over the rows of the sources conformed in the same run "
+                                      "(run on its own: the whole tables); Data Docs in "
+                                      "LAKE_ROOT/docs/data_docs.")
            for e in ENTITIES],
 )
 def silver_expectations(context: AssetCheckExecutionContext, lake: LakeResource):
     from ids_lakehouse.conform.expectations import run_suites
 
     store = lake.lake()
-    frames = {e: pl.from_arrow(delta.read(store.silver(e))) for e in ENTITIES
+    fresh = sorted(s for s, state in silver.conformed(store).items()
+                   if state["run_id"] == context.run.run_id)
+    where = pc.field("source").isin(fresh) if fresh else None
+    frames = {e: pl.from_arrow(delta.read(store.silver(e), filter=where)) for e in ENTITIES
               if delta.exists(store.silver(e))}
     docs = store.root / "docs" / "data_docs"
     outcome = run_suites(frames, docs)
     context.log.info(f"Data Docs: {docs / 'index.html'}")
+    scope = fresh or "all sources"
     for entity in ENTITIES:
         o = outcome.get(entity, {"success": False, "evaluated": 0, "failed": []})
         yield AssetCheckResult(asset_key=silver_key(entity), check_name="expectations",
                                passed=o["success"], metadata={
                                    "evaluated": o["evaluated"], "failed": o["failed"],
+                                   "sources_validated": scope, "rows_validated":
+                                   frames[entity].height if entity in frames else 0,
                                    "data_docs": str(docs / "index.html"),
                                    "checked_at": dt.datetime.now(dt.timezone.utc).isoformat()})

@@ -174,3 +174,76 @@ def test_marts_are_published_and_the_warehouse_answers_queries(env):
         assert "pseudonym" in columns and "person_id" not in columns
         with pytest.raises(duckdb.Error):
             con.execute("CREATE TABLE research.x AS SELECT 1")  # read-only for analysts
+
+
+def _conform(defs, instance, **config):
+    from dagster import materialize
+
+    from assets.conform import ENTITIES, silver_key
+
+    run_config = {"ops": {"conform": {"config": config}}} if config else None
+    return materialize([*defs.assets, *(defs.asset_checks or [])],
+                       selection=[silver_key(e) for e in ENTITIES], instance=instance,
+                       resources=defs.resources, raise_on_error=False, run_config=run_config)
+
+
+def _conform_metadata(result) -> dict:
+    from assets.conform import silver_key
+
+    return next({k: v.value for k, v in m.metadata.items()}
+                for m in result.asset_materializations_for_node("conform")
+                if m.asset_key == silver_key("person_record"))
+
+
+def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
+    import assets.conform as conform_assets
+
+    landing, lake = env
+    defs = build_definitions()
+    sources = sorted(load_sources())
+    with DagsterInstance.ephemeral() as instance:
+        materialize_everything(defs, instance, Outcome())
+        versions = {e: delta.table(lake.silver(e)).version()
+                    for e in ("person_record", "enrollment")}
+
+        # Nothing new: no source is conformed again, the silver tables are untouched, and
+        # every check still covers every source.
+        again = _conform(defs, instance)
+        assert again.success
+        meta = _conform_metadata(again)
+        assert meta["sources_conformed"] == [] and meta["sources_unchanged"] == sources
+        assert {e: delta.table(lake.silver(e)).version() for e in versions} == versions
+        checks = {c.check_name: c for c in again.get_asset_check_evaluations()}
+        assert all(c.passed for c in checks.values())
+        assert set(checks["rows_reconcile"].metadata["by_source"].value) == set(sources)
+
+        # A new hmis delivery: only hmis is conformed; the expectations cover its rows.
+        src = landing / "hmis" / "hmis_client_2025-12-31.csv"
+        (landing / "hmis" / "hmis_client_2026-01-01.csv").write_bytes(src.read_bytes() + b"\n")
+        materialize_everything(defs, instance, Outcome())
+        from assets.conform import silver_key
+
+        latest = instance.get_latest_materialization_event(silver_key("person_record"))
+        meta = {k: v.value for k, v in latest.asset_materialization.metadata.items()}
+        runs = instance.get_runs(limit=1)
+        assert meta["sources_conformed"] == ["hmis"]
+        gx = [e for e in instance.all_logs(runs[0].run_id) if e.is_dagster_event
+              and e.dagster_event_type.value == "ASSET_CHECK_EVALUATION"
+              and e.dagster_event.event_specific_data.check_name == "expectations"]
+        assert gx and all(e.dagster_event.event_specific_data.metadata[
+            "sources_validated"].value == ["hmis"] for e in gx)
+
+        # A source that fails a check is no longer recorded as conformed: every later run
+        # conforms and checks it again rather than trusting its failed rows.
+        strict = {s: d.model_copy(update={"max_quarantine_rate": 0.0}) if s == "medicaid"
+                  else d for s, d in load_sources().items()}
+        monkeypatch.setattr(conform_assets, "load_sources", lambda: strict)
+        for config, conformed in (({"full_rebuild": True}, sources), ({}, ["medicaid"])):
+            failed = _conform(defs, instance, **config)
+            rate = next(c for c in failed.get_asset_check_evaluations()
+                        if c.check_name == "quarantine_rate")
+            assert not rate.passed and set(rate.metadata["over_limit"].value) == {"medicaid"}
+            assert _conform_metadata(failed)["sources_conformed"] == conformed
+        monkeypatch.undo()
+        assert _conform_metadata(_conform(defs, instance))["sources_conformed"] == ["medicaid"]
+        assert _conform_metadata(_conform(defs, instance))["sources_conformed"] == []

@@ -1,9 +1,20 @@
 """Reading a source's bronze rows for conform, and writing its silver rows and conform
-quarantine, each replacing that source's earlier rows in one commit per table."""
+quarantine, each replacing that source's earlier rows in one commit per table.
+
+Conform is incremental per source: `silver/_conformed` records, for every source whose
+silver rows passed all of conform's checks, the input signature they were built from (the
+source's bronze table version, the data-model declarations, the conform code and the
+parsing libraries' versions). A source whose signature is unchanged is not conformed again:
+its silver rows would come out identical. A source is recorded only after its checks pass,
+so a source that failed a check is conformed (and checked) again on every run."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from functools import lru_cache
+from importlib import metadata, resources
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,6 +27,63 @@ from ids_lakehouse.ingest.bronze import QUARANTINE_SCHEMA
 from ids_lakehouse.sources import SourceDefinition
 
 STAGE = "conform"
+STATE = "_conformed"
+STATE_SCHEMA = pa.schema([("source", pa.string()), ("signature", pa.string()),
+                          ("bronze_version", pa.int64()), ("bronze_rows", pa.int64()),
+                          ("quarantined_rows", pa.int64()), ("run_id", pa.string()),
+                          ("conformed_at", pa.timestamp("us", tz="UTC"))])
+# Libraries whose upgrade can change what conform produces (parsing and reference data).
+PARSERS = ("polars", "pandera", "phonenumbers", "usaddress", "nameparser", "zipcodes")
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 over what decides how bronze becomes silver, other than the bronze rows:
+    the data-model declarations (model, code lists, source mappings), the conform code,
+    the silver contracts and the parsing libraries' versions."""
+    import schemas
+
+    h = hashlib.sha256()
+    declarations = Path(str(resources.files("data_model")))
+    code = Path(__file__).parent
+    files = [*sorted(declarations.glob("model.yaml")), *sorted(declarations.glob("code_lists/*")),
+             *sorted(declarations.glob("sources/*.yaml")), *sorted(code.glob("*.py")),
+             Path(schemas.__file__).parent / "silver.py"]
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for lib in PARSERS:
+        h.update(f"{lib}={metadata.version(lib)}".encode())
+    return h.hexdigest()
+
+
+def signature(lake: Lake, source: str) -> tuple[str, int]:
+    """The input signature of a source's conform and its bronze table version."""
+    version = delta.table(lake.bronze(source)).version()
+    return f"{version}:{code_digest()}", version
+
+
+def conformed(lake: Lake) -> dict[str, dict]:
+    """Per source, the state its current silver rows were conformed from (and passed)."""
+    path = lake.table("silver", STATE)
+    if not delta.exists(path):
+        return {}
+    return {r["source"]: r for r in delta.read(path).to_pylist()}
+
+
+def record_conformed(lake: Lake, result: ConformResult, version: int, sig: str,
+                     run_id: str) -> None:
+    row = {"source": result.source, "signature": sig, "bronze_version": version,
+           "bronze_rows": result.bronze_rows, "quarantined_rows": result.quarantine.height,
+           "run_id": run_id, "conformed_at": dt.datetime.now(dt.timezone.utc)}
+    delta.replace(lake.table("silver", STATE), pa.Table.from_pylist([row], schema=STATE_SCHEMA),
+                  f"source = '{result.source}'")
+
+
+def forget_conformed(lake: Lake, source: str) -> None:
+    """The source's silver rows failed a check: the next run must conform it again."""
+    path = lake.table("silver", STATE)
+    if delta.exists(path):
+        delta.table(path).delete(f"source = '{source}'")
 
 
 def bronze_to_conform(lake: Lake, defn: SourceDefinition) -> pl.DataFrame | None:
