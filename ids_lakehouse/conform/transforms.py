@@ -5,6 +5,7 @@ delivered values and returns the canonical values and a mask of values it could 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import polars as pl
 
@@ -56,35 +57,48 @@ def county_from_state_county(values: pl.Series, state_fips: str = "53") -> Resul
     return _per_distinct(values, parse)
 
 
+# One delivered value feeds several fields ("LAST, First Middle" -> first, middle and last;
+# a one-line address -> street, city and ZIP): each distinct value is parsed once and the
+# parts are shared between those fields' transforms.
+PARSE_CACHE = 200_000
+
+
+@lru_cache(maxsize=PARSE_CACHE)
+def _human_name(v: str) -> dict[str, str]:
+    from nameparser import HumanName
+
+    name = HumanName(v)
+    return {"first": name.first, "middle": name.middle, "last": name.last}
+
+
+@lru_cache(maxsize=PARSE_CACHE)
+def _address(v: str) -> dict[str, str] | None:
+    """usaddress's labelled parts, or None when the address is ambiguous."""
+    import usaddress
+
+    try:
+        return dict(usaddress.tag(v)[0])
+    except usaddress.RepeatedLabelError:
+        return None
+
+
 def _name_part(part: str) -> Callable[[pl.Series], Result]:
-    def transform(values: pl.Series) -> Result:
-        from nameparser import HumanName
+    def parse(v: str) -> str | None:
+        if "," not in v:
+            raise ValueError("not 'LAST, First Middle'")
+        return _human_name(v)[part] or None
 
-        def parse(v: str) -> str | None:
-            if "," not in v:
-                raise ValueError("not 'LAST, First Middle'")
-            return getattr(HumanName(v), part) or None
-
-        return _per_distinct(values, parse)
-
-    return transform
+    return lambda values: _per_distinct(values, parse)
 
 
 def _address_part(labels: tuple[str, ...]) -> Callable[[pl.Series], Result]:
-    def transform(values: pl.Series) -> Result:
-        import usaddress
+    def parse(v: str) -> str | None:
+        tagged = _address(v)
+        if tagged is None:
+            raise ValueError("ambiguous address")
+        return " ".join(tagged[k] for k in labels if k in tagged) or None
 
-        def parse(v: str) -> str | None:
-            try:
-                tagged, _ = usaddress.tag(v)
-            except usaddress.RepeatedLabelError:
-                raise ValueError("ambiguous address") from None
-            words = [tagged[k] for k in labels if k in tagged]
-            return " ".join(words) or None
-
-        return _per_distinct(values, parse)
-
-    return transform
+    return lambda values: _per_distinct(values, parse)
 
 
 STREET_LABELS = ("AddressNumber", "StreetNamePreDirectional", "StreetName",
