@@ -16,6 +16,7 @@ from assets.conform import OWNERS, silver_key
 from assets.ingest import TRANSIENT_RETRY
 from ids_lakehouse import audit, delta
 from ids_lakehouse.identity import index as person_index
+from ids_lakehouse.identity import linkage
 from ids_lakehouse.identity.quality import pairwise_quality
 from pipelines.resources import LakeResource
 
@@ -60,7 +61,8 @@ class IdentityConfig(Config):
 )
 def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeResource):
     store = lake.lake()
-    records = pl.from_arrow(delta.read(store.silver("person_record")))
+    records = pl.from_arrow(delta.read(store.silver("person_record"),
+                                       columns=linkage.SILVER_COLUMNS))
     result = person_index.build(store, records, context.run_id, retrain=config.retrain,
                                 full=config.full_rebuild)
     person_index.write(store, result)

@@ -6,6 +6,8 @@
 | LANDING_ROOT        | ./landing          | where agencies drop extracts, one dir/source |
 | DAGSTER_HOME        | ./.dagster_home    | Dagster instance (SQLite by default)         |
 | IDS_PSEUDONYM_KEY   | (none)             | secret for keyed pseudonyms; never printed   |
+| IDS_DUCKDB_MEMORY   | 3GiB               | memory DuckDB may use for record linkage     |
+|                     |                    | before it spills to disk (LAKE_ROOT/_spill)  |
 """
 
 from __future__ import annotations
@@ -60,6 +62,16 @@ def dagster_home() -> Path:
 
 def lake() -> Lake:
     return Lake(lake_root())
+
+
+def duckdb_config(spill: Path) -> dict[str, str]:
+    """DuckDB settings for the linkage engine. Beyond the memory limit DuckDB spills to
+    `spill`; the spill holds record comparisons (personal data), so callers put it inside
+    the lake (LAKE_ROOT/_spill) rather than in a shared temporary directory. DuckDB deletes
+    its files when done."""
+    spill.mkdir(parents=True, exist_ok=True)
+    return {"memory_limit": os.environ.get("IDS_DUCKDB_MEMORY", "3GiB"),
+            "temp_directory": str(spill)}
 
 
 class MissingSecretError(RuntimeError):

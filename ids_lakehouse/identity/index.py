@@ -50,6 +50,11 @@ def models_dir(lake: Lake) -> Path:
     return lake.root / "models" / "linkage"
 
 
+def spill_dir(lake: Lake) -> Path:
+    """Where the linkage engine may spill to disk (record comparisons: inside the lake)."""
+    return lake.root / "_spill"
+
+
 def _read(path: Path, schema: dict) -> pl.DataFrame:
     if not delta.exists(path):
         return pl.DataFrame(schema=schema)
@@ -92,7 +97,7 @@ def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model:
     saved = None if retrain else linkage.load_model(models_dir(lake))
     if saved is not None:
         return Model(*saved, trained_now=False)
-    settings, tf = linkage.train(records)
+    settings, tf = linkage.train(records, spill=spill_dir(lake))
     return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)
 
 
@@ -102,14 +107,17 @@ def score(lake: Lake, records: pl.DataFrame, model: Model, full: bool
     same model: only new or changed records are scored (against everyone), and the previous
     pairs among unchanged records are kept; otherwise every pair is scored."""
     xref_path, link_path = lake.identity("person_xref"), lake.identity("person_link")
+    spill = spill_dir(lake)
     prior_columns = delta.table(xref_path).schema().to_arrow().names \
         if delta.exists(xref_path) else []
     if full or "record_hash" not in prior_columns or not delta.exists(link_path):
-        return linkage.predict(records, model.settings, model.tf), "full", records.height
+        return (linkage.predict(records, model.settings, model.tf, spill=spill), "full",
+                records.height)
     prior = pl.from_arrow(delta.read(xref_path, columns=["unique_id", "record_hash",
                                                          "model_version"]))
     if prior.height == 0 or set(prior["model_version"].unique()) != {model.version}:
-        return linkage.predict(records, model.settings, model.tf), "full", records.height
+        return (linkage.predict(records, model.settings, model.tf, spill=spill), "full",
+                records.height)
     current = records.select("unique_id").with_columns(linkage.fingerprint(records))
     changed = current.join(prior.select("unique_id", "record_hash"),
                            on=["unique_id", "record_hash"], how="anti")["unique_id"]
@@ -117,8 +125,8 @@ def score(lake: Lake, records: pl.DataFrame, model: Model, full: bool
     dirty = pl.concat([changed, removed]).implode()
     kept = (pl.from_arrow(delta.read(link_path))
             .filter(~pl.col("unique_id_l").is_in(dirty) & ~pl.col("unique_id_r").is_in(dirty)))
-    fresh = (linkage.predict_changed(records, changed, model.settings, model.tf)
-             if changed.len() else None)
+    fresh = (linkage.predict_changed(records, changed, model.settings, model.tf,
+                                     spill=spill) if changed.len() else None)
     columns = fresh.columns if fresh is not None else [
         c for c in kept.columns if c not in ("run_id", "model_version")]
     pairs = kept.select(columns) if fresh is None else pl.concat(
