@@ -34,12 +34,17 @@ def _domain(model: DataModel, policy: DisclosurePolicy) -> dict[str, list[str]]:
 
 
 def _cube(facts: pl.DataFrame, fixed_rows: pl.DataFrame, domain: dict) -> pl.DataFrame:
-    """Distinct persons for every combination, with ALL totals, zeros included."""
+    """Distinct persons for every combination, with ALL totals, zeros included. A person
+    has one value of each additive dimension in a year (the dimensions are attributes of
+    the person, and the age band of the person in that year), so after keeping one row per
+    person, year and program, distinct persons add up: the finest cells are counted once
+    and every total is a sum of them."""
+    finest = (facts.unique(["person_id", *FIXED]).group_by([*FIXED, *ADDITIVE])
+              .agg(pl.len().cast(pl.Int64).alias("persons")))
     parts = []
     for r in range(len(ADDITIVE) + 1):
         for kept in itertools.combinations(ADDITIVE, r):
-            g = facts.group_by([*FIXED, *kept]).agg(pl.col("person_id").n_unique()
-                                                    .alias("persons"))
+            g = finest.group_by([*FIXED, *kept]).agg(pl.col("persons").sum())
             parts.append(g.with_columns([pl.lit(ALL).alias(d) for d in ADDITIVE
                                          if d not in kept]).select(*FIXED, *ADDITIVE,
                                                                    "persons"))
