@@ -151,7 +151,7 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
             f"research_person: local suppression removed {anonymity.suppression_rate:.1%} of "
             f"people (policy: {policy.max_local_suppression:.0%}) after every generalisation "
             "step; the population is too small for this level of detail")
-    full_names = set((records["first_name"] + " " + records["last_name"]).drop_nulls())
+    full_names = (records["first_name"] + " " + records["last_name"]).drop_nulls().unique()
     yield from _checks(store, policy, full_names)
     for mart in MARTS:
         metadata = {"dagster/row_count": built[mart].height, "purpose": MARTS[mart][0],
@@ -167,7 +167,7 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
 
 
-def _checks(store, policy, full_names: set[str]):
+def _checks(store, policy, full_names: pl.Series):
     tables = {m: pl.from_arrow(delta.read(store.gold(m))) for m in MARTS}
     for mart, frame in tables.items():
         failures = failure_counts(contract(mart), frame)

@@ -166,3 +166,73 @@ def test_scanner_finds_identifiers_and_ignores_safe_values():
         "birth_year": ["1990", "<=1935", "1980-1989"], "zip3": ["981", "000", "*"],
         "race": ["WHITE", "ASIAN", "HISPANIC"], "n": [1, 2, 3]})
     assert scanner.scan(safe, {"ANN LEE"}) == []
+
+
+def test_indicator_counts_are_distinct_people_in_every_cell():
+    """The cube sums its finest cells into totals; check every cell against a direct
+    distinct count, with people in several programs and years and a birthday that moves
+    them between age bands."""
+    import itertools
+    import random
+
+    from ids_lakehouse.deid.policy import load_policy
+    from ids_lakehouse.marts import indicators
+    from ids_lakehouse.model import load_model
+
+    model, policy = load_model(), load_policy()
+    rng = random.Random(7)
+    counties = model.codes("county_fips")[:3]
+    persons = pl.DataFrame({
+        "person_id": [f"P{i:03d}" for i in range(300)],
+        "county_fips": [rng.choice([*counties, None]) for _ in range(300)],
+        "dob": [dt.date(rng.randint(1940, 2020), rng.randint(1, 12), rng.randint(1, 28))
+                for _ in range(300)],
+        "sex": [rng.choice(["F", "M", None]) for _ in range(300)],
+        "race_ethnicity": [rng.choice(["WHITE", "BLACK", "HISPANIC"]) for _ in range(300)]})
+    years = pl.DataFrame(
+        [(p, prog, y) for p in persons["person_id"] for prog in ("MEDICAID", "SNAP")
+         for y in (2022, 2023) if rng.random() < 0.6],
+        schema={"person_id": pl.String, "program": pl.String, "year": pl.Int32},
+        orient="row")
+    cube = indicators.build(years, persons, model, policy)
+    facts = indicators._facts(years, persons)
+    rates_checked = 0
+    for r in range(len(indicators.ADDITIVE) + 1):
+        for kept in itertools.combinations(indicators.ADDITIVE, r):
+            direct = facts.group_by(["year", "program", *kept]).agg(
+                pl.col("person_id").n_unique().alias("direct")).join(
+                facts.group_by(["year", *kept]).agg(  # served in any program: the rate's base
+                    pl.col("person_id").n_unique().alias("served")), on=["year", *kept])
+            cells = cube.filter(*[pl.col(d) == ALL for d in indicators.ADDITIVE
+                                  if d not in kept], *[pl.col(d) != ALL for d in kept],
+                                ~pl.col("suppressed"))
+            joined = cells.join(direct, on=["year", "program", *kept], how="left")
+            assert joined.height > 0
+            assert (joined["persons"] == joined["direct"].fill_null(0)).all(), kept
+            rated = joined.filter(pl.col("rate_per_1000_served").is_not_null())
+            rates_checked += rated.height
+            assert (rated["rate_per_1000_served"] ==
+                    (rated["persons"] * 1000 / rated["served"]).round(1)).all(), kept
+    assert rates_checked > 20
+
+
+def test_golden_person_takes_the_most_common_value_and_the_smallest_on_a_tie():
+    from ids_lakehouse.marts import people
+
+    records = pl.DataFrame({
+        "source": ["a", "b", "c", "a", "b"],
+        "source_record_id": ["1", "2", "3", "4", "5"],
+        **{c: [None] * 5 for c in people.ATTRIBUTES},
+        "race": ["WHITE", "ASIAN", "ASIAN", None, None],
+        "hispanic": [None, None, None, "Y", "N"],
+        "first_name": ["ANN", "ANNE", "ANN", "BO", "BOB"],
+    }, schema_overrides={"dob": pl.Date})
+    xref = pl.DataFrame({"source": ["a", "b", "c", "a", "b"],
+                         "source_record_id": ["1", "2", "3", "4", "5"],
+                         "person_id": ["P2", "P2", "P2", "P1", "P1"]})
+    golden = people.golden_persons(records, xref)
+    assert golden["person_id"].to_list() == ["P1", "P2"]
+    p1, p2 = golden.rows(named=True)
+    assert (p2["first_name"], p2["race"], p2["sources"]) == ("ANN", "ASIAN", "a,b,c")
+    assert (p1["first_name"], p1["hispanic"], p1["race_ethnicity"]) == ("BO", "N", "UNKNOWN")
+    assert p1["dob"] is None and p1["sources"] == "a,b"

@@ -4,6 +4,7 @@ how many rows matched: never the value."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import polars as pl
@@ -26,8 +27,13 @@ class Finding:
     rows: int
 
 
-def scan(df: pl.DataFrame, full_names: set[str] | None = None) -> list[Finding]:
-    """`full_names`: 'FIRST LAST' strings from the silver layer, looked for as values."""
+def scan(df: pl.DataFrame, full_names: Iterable[str] | pl.Series | None = None
+         ) -> list[Finding]:
+    """`full_names`: 'FIRST LAST' strings from the silver layer, looked for as values.
+    Each distinct value of a column is tested once and its rows counted."""
+    names = None if full_names is None else pl.Series(
+        full_names if isinstance(full_names, pl.Series) else list(full_names),
+        dtype=pl.String)
     findings = []
     for name, dtype in df.schema.items():
         if dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
@@ -35,13 +41,15 @@ def scan(df: pl.DataFrame, full_names: set[str] | None = None) -> list[Finding]:
             continue
         if dtype != pl.String:
             continue
-        col = df[name].drop_nulls()
+        counts = df[name].drop_nulls().value_counts(name="_rows")
+        values = counts[name]
         for rule, pattern in PATTERNS.items():
-            hits = int(col.str.contains(pattern).sum())
+            hits = int(counts["_rows"].filter(values.str.contains(pattern)).sum())
             if hits:
                 findings.append(Finding(name, rule, hits))
-        if full_names:
-            hits = int(col.str.to_uppercase().is_in(list(full_names)).sum())
+        if names is not None and names.len():
+            hits = int(counts["_rows"].filter(values.str.to_uppercase().is_in(names.implode()))
+                       .sum())
             if hits:
                 findings.append(Finding(name, "full_name", hits))
     return findings
