@@ -14,7 +14,7 @@ import time
 
 from bench.common import DOC, header_markdown, log, machine_info, write_section
 
-BENCHMARKS = {"ingest": "bench.ingest", "linkage": "bench.linkage",
+BENCHMARKS = {"ingest": "bench.ingest", "conform": "bench.conform", "linkage": "bench.linkage",
               "pipeline": "bench.pipeline"}
 
 

@@ -18,7 +18,7 @@ import polars as pl
 
 from bench.common import OUT, log, run_in_subprocess
 
-GEN_VERSION = 1          # bump when the generator changes, so caches are rebuilt
+GEN_VERSION = 2          # bump when the generator changes, so caches are rebuilt
 SEED = 20250101
 LANDING = OUT / "landing"
 
@@ -63,7 +63,7 @@ Harbor Market Commercial Division Capitol Airport Canyon Orchard Prospect Summit
 """.split() + ["Martin Luther King Jr", "Old Military", "Lake City"]
 SUFFIXES = ["St", "Ave", "Rd", "Blvd", "Dr", "Ln", "Way", "Ct", "Pl", "Hwy"]
 DIRECTIONS = ["", "", "", "", "N ", "S ", "E ", "W ", "NE ", "NW ", "SE ", "SW "]
-# (city, county FIPS, first ZIP, ZIP span)
+# (city, state+county FIPS, first ZIP, ZIP span)
 CITIES = [("Seattle", "53033", 98101, 99), ("Spokane", "53063", 99201, 24),
           ("Tacoma", "53053", 98402, 21), ("Vancouver", "53011", 98660, 23),
           ("Bellevue", "53033", 98004, 4), ("Kent", "53033", 98030, 3),
@@ -163,7 +163,7 @@ def medicaid_frame(n: int, seed: int = SEED) -> pl.DataFrame:
         city=pl.col("city").str.to_uppercase(),
         state=pl.col("state"),
         zip=(pl.col("zip_base") + pl.col("zip_off").cast(pl.Int64)).cast(pl.String).str.zfill(5),
-        county_code=pl.col("county"),
+        county_code=pl.col("county").str.slice(2),   # county within the state, as Medicaid sends it
         phone=pl.when(pl.col("has_phone")).then(pl.format(
             "({}) {}-{}", pl.col("phone_area"), pl.col("phone_mid"), z("phone_end", 4))),
         eligibility_start=pl.col("start").dt.strftime(iso),
