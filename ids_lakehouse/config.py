@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +70,12 @@ def duckdb_config(spill: Path) -> dict[str, str]:
     `spill`; the spill holds record comparisons (personal data), so callers put it inside
     the lake (LAKE_ROOT/_spill) rather than in a shared temporary directory. DuckDB deletes
     its files when done."""
+    limit = os.environ.get("IDS_DUCKDB_MEMORY", "3GiB").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", limit, flags=re.IGNORECASE):
+        raise ValueError(f"IDS_DUCKDB_MEMORY={limit!r} is not a memory size: write it like "
+                         "3GiB, 4096MiB or 8GB")
     spill.mkdir(parents=True, exist_ok=True)
-    return {"memory_limit": os.environ.get("IDS_DUCKDB_MEMORY", "3GiB"),
-            "temp_directory": str(spill)}
+    return {"memory_limit": limit, "temp_directory": str(spill)}
 
 
 class MissingSecretError(RuntimeError):

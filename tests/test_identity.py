@@ -147,3 +147,13 @@ def test_the_linkage_engine_is_memory_limited_and_spills_inside_the_lake(silver_
         "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
     assert limit == "512.0 MiB"
     assert spill == str(silver_lake.root / "_spill") and (silver_lake.root / "_spill").is_dir()
+
+
+def test_a_bad_memory_setting_is_a_clear_error(tmp_path, monkeypatch):
+    from ids_lakehouse import config
+
+    monkeypatch.setenv("IDS_DUCKDB_MEMORY", "lots")
+    with pytest.raises(ValueError, match="IDS_DUCKDB_MEMORY='lots' is not a memory size"):
+        config.duckdb_config(tmp_path / "_spill")
+    monkeypatch.setenv("IDS_DUCKDB_MEMORY", "1.5GB")
+    assert config.duckdb_config(tmp_path / "_spill")["memory_limit"] == "1.5GB"

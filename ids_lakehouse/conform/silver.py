@@ -39,16 +39,19 @@ PARSERS = ("polars", "pandera", "phonenumbers", "usaddress", "nameparser", "zipc
 @lru_cache(maxsize=1)
 def code_digest() -> str:
     """SHA-256 over what decides how bronze becomes silver, other than the bronze rows:
-    the data-model declarations (model, code lists, source mappings), the conform code,
-    the silver contracts and the parsing libraries' versions."""
+    the data-model declarations (model, code lists, source mappings) and the code that
+    loads them, the conform code, the silver contracts and the parsing libraries'
+    versions."""
     import schemas
+    from ids_lakehouse import model, sources
 
     h = hashlib.sha256()
     declarations = Path(str(resources.files("data_model")))
     code = Path(__file__).parent
     files = [*sorted(declarations.glob("model.yaml")), *sorted(declarations.glob("code_lists/*")),
              *sorted(declarations.glob("sources/*.yaml")), *sorted(code.glob("*.py")),
-             Path(schemas.__file__).parent / "silver.py"]
+             Path(schemas.__file__).parent / "silver.py", Path(model.__file__),
+             Path(sources.__file__)]
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     for lib in PARSERS:
