@@ -119,13 +119,11 @@ def task_prepare(persons: int, folder: str) -> dict:
 
 def install_clamp_shim() -> list:
     """Splink 5 raises ValueError when EM estimates an m or u probability below 1e-300
-    (`M_U_CLAMP_MIN`; it cannot be represented accurately in float64). On this benchmark's
-    100,000-people population the project's `linkage.train` hits exactly that: EM blocked on
-    first+last name estimates m = 1.7e-321 for the location level "same e-mail", and
-    `index.build` fails. The benchmark cannot change ids_lakehouse/, so its worker processes
-    clamp such a value to 1e-300 (the weight stays "practically never a match", as the
-    estimate says) instead of failing, and record each clamp; the report prints them. It is a
-    no-op when no estimate underflows, and it is installed for bare Splink too."""
+    (`M_U_CLAMP_MIN`). An earlier model hit it (a "same e-mail" location level that only one
+    agency could fill; the level is gone). The workers clamp such a value to 1e-300 instead
+    of failing and record each clamp, so a recurrence is reported in the doc rather than
+    ending the benchmark; with no underflow it changes nothing. Installed for bare Splink
+    too."""
     import splink.internals.comparison_level as clm
 
     hits: list = []
@@ -218,12 +216,35 @@ def _error_analysis(xref, truth_path: str, persons_path: str | None, links=None)
     return out
 
 
-# Ours' comparison levels (gamma; -1 null, 0 "else"), for reading error patterns.
-LEVELS = {"first_name": {5: "exact", 4: "nickname", 3: "swapped", 2: "JW≥.92", 1: "JW≥.80"},
-          "last_name": {4: "exact", 3: "swapped", 2: "JW≥.92", 1: "JW≥.80"},
-          "dob": {4: "exact", 3: "d/m transposed", 2: "1 edit", 1: "same year"},
-          "ssn": {3: "exact", 2: "last4", 1: "1 edit"},
-          "location": {4: "street+zip", 3: "phone", 2: "e-mail", 1: "zip"}}
+PATTERN_COLUMNS = ("first_name", "last_name", "dob", "ssn", "location")
+
+
+def _short(label: str) -> str:
+    """A comparison level's chart label, shortened for the error-pattern lists."""
+    import re
+
+    for pattern, short in ((r"^Exact match on ", "exact"),
+                           (r"^Jaro-Winkler distance of \w+ >= 0?(\.\d+)", r"JW≥\1"),
+                           (r"^Damerau-Levenshtein distance of \w+ <= (\d+)", r"\1 edit")):
+        if re.search(pattern, label):
+            return "exact" if short == "exact" else re.sub(pattern + ".*", short, label)
+    return label
+
+
+def _levels() -> dict[str, dict[int, str]]:
+    """Ours' comparison levels (gamma -> label; -1 is null, 0 "all other"), read from the
+    model's own comparisons so the labels cannot drift from the code."""
+    from ids_lakehouse.identity import linkage
+
+    out = {}
+    for comparison in linkage._comparisons():
+        c = comparison.get_comparison("duckdb")
+        if c.output_column_name in PATTERN_COLUMNS:
+            out[c.output_column_name] = {
+                lv.comparison_vector_value: _short(lv.label_for_charts)
+                for lv in c.comparison_levels
+                if not lv.is_null_level and lv.comparison_vector_value > 0}
+    return out
 
 
 def _fp_patterns(fp, links, top: int = 4) -> dict:
@@ -231,21 +252,22 @@ def _fp_patterns(fp, links, top: int = 4) -> dict:
     other records, and the commonest comparison patterns of the direct ones, per kind."""
     import polars as pl
 
+    levels = _levels()
     lk = links.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("unique_id"),
                       pl.max_horizontal("unique_id_l", "unique_id_r").alias("unique_id_r"),
-                      "match_probability", *[f"gamma_{c}" for c in LEVELS])
+                      "match_probability", *[f"gamma_{c}" for c in levels])
     j = fp.join(lk, on=["unique_id", "unique_id_r"], how="left")
     direct = j.filter(pl.col("match_probability") >= THRESHOLD)
     out = {"direct": direct.height, "transitive": j.height - direct.height, "patterns": {}}
     for kind in direct["kind"].unique().sort():
         d = direct.filter(pl.col("kind") == kind)
-        rows = (d.group_by([f"gamma_{c}" for c in LEVELS]).len("n").sort("n", descending=True)
+        rows = (d.group_by([f"gamma_{c}" for c in levels]).len("n").sort("n", descending=True)
                 .head(top).iter_rows(named=True))
         def label(c, g):
-            return "null" if g == -1 else LEVELS[c].get(g, "differs")
+            return "null" if g == -1 else levels[c].get(g, "differs")
 
         out["patterns"][kind] = [
-            ("; ".join(f"{c.replace('_name', '')} {label(c, r[f'gamma_{c}'])}" for c in LEVELS),
+            ("; ".join(f"{c.replace('_name', '')} {label(c, r[f'gamma_{c}'])}" for c in levels),
              r["n"]) for r in rows]
     return out
 
@@ -360,6 +382,7 @@ def task_bare(records: str, truth: str, model_path: str, train: bool,
     import polars as pl
     from splink import DuckDBAPI, Linker, block_on
 
+    from ids_lakehouse.config import duckdb_config
     from ids_lakehouse.identity.linkage import DETERMINISTIC_RULES
     from ids_lakehouse.identity.quality import pairwise_quality
 
@@ -370,7 +393,10 @@ def task_bare(records: str, truth: str, model_path: str, train: bool,
         pl.col("source").alias("source_dataset")).select(BARE_COLUMNS)
 
     def run():
-        db = DuckDBAPI(duckdb.connect())
+        # The same DuckDB settings as ours (IDS_DUCKDB_MEMORY cap, spilling to disk), so
+        # the ratio compares the linkage work, not two memory budgets.
+        spill = Path(model_path).parent / "_spill"
+        db = DuckDBAPI(duckdb.connect(config=duckdb_config(spill)))
         table = db.register(df.to_arrow())
         model = _bare_settings() if train else json.loads(Path(model_path).read_text())
         linker = Linker(table, model, log_level=logging.WARNING)
@@ -813,8 +839,8 @@ def report(quick: bool, command: str, runners: list[Runner], febrl: dict,
         f"Measured {measured or f'{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}'} "
         f"by `{command}` "
         f"(alone: `python -m bench --only linkage{' --quick' if quick else ''}`); this "
-        f"section took {elapsed / 60:.1f} min. The machine (2 cores) was **shared** with "
-        "another engineer's test runs during the measurement, so times are noisy: each "
+        f"section took {elapsed / 60:.1f} min. The machine (2 cores) may be shared with "
+        "other work, so times are noisy: each "
         "figure is the median (min–max) of the runs, each run a fresh process, and the "
         "compared variants were interleaved round by round (order alternated).",
         "",
