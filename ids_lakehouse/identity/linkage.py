@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -138,6 +139,20 @@ def settings():
                            retain_intermediate_calculation_columns=False)
 
 
+@contextmanager
+def _engine(records: pl.DataFrame, model: dict | None, spill: Path,
+            tf: dict[str, pl.DataFrame] | None = None):
+    """A linker (and its DuckDB) whose database is closed on leaving the block. Without
+    the close, the training database outlived train() (Splink keeps references to it) and
+    still held its memory while predict's database filled up: two capped DuckDBs at once,
+    the first run's memory peak."""
+    linker, db = _linker(records, model, spill, tf)
+    try:
+        yield linker, db
+    finally:
+        db.duckdb_con.close()
+
+
 def _linker(records: pl.DataFrame, model: dict | None, spill: Path,
             tf: dict[str, pl.DataFrame] | None = None):
     """A linker over `records` on a DuckDB limited to IDS_DUCKDB_MEMORY, spilling to
@@ -167,17 +182,17 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
     from splink import block_on
 
     logging.getLogger("splink").setLevel(logging.WARNING)
-    linker, _ = _linker(records, None, spill)
-    linker.training.estimate_probability_two_random_records_match(
-        [block_on(*r) for r in DETERMINISTIC_RULES], recall=0.7)
-    linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("dob"), estimate_without_term_frequencies=True)
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("first_name", "last_name"), estimate_without_term_frequencies=True)
-    tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
-          for c in TF_COLUMNS}
-    return linker.misc.save_model_to_json(), tf
+    with _engine(records, None, spill) as (linker, _):
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on(*r) for r in DETERMINISTIC_RULES], recall=0.7)
+        linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("dob"), estimate_without_term_frequencies=True)
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on("first_name", "last_name"), estimate_without_term_frequencies=True)
+        tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
+              for c in TF_COLUMNS}
+        return linker.misc.save_model_to_json(), tf
 
 
 def predict(records: pl.DataFrame, model: dict, tf: dict[str, pl.DataFrame], *,
@@ -185,8 +200,8 @@ def predict(records: pl.DataFrame, model: dict, tf: dict[str, pl.DataFrame], *,
     """Scored pairs at or above `floor`: ids, probability, weight and each comparison's
     level (gamma); never the compared values."""
     logging.getLogger("splink").setLevel(logging.WARNING)
-    linker, _ = _linker(records, model, spill, tf)
-    return _pairs(linker.inference.predict(threshold_match_probability=floor))
+    with _engine(records, model, spill, tf) as (linker, _):
+        return _pairs(linker.inference.predict(threshold_match_probability=floor))
 
 
 def predict_changed(records: pl.DataFrame, changed: pl.Series, model: dict,
@@ -196,13 +211,14 @@ def predict_changed(records: pl.DataFrame, changed: pl.Series, model: dict,
     records against the others and among themselves; with the model's term frequencies
     the scores equal those of a full predict()."""
     logging.getLogger("splink").setLevel(logging.WARNING)
-    linker, db = _linker(records, model, spill, tf)
     is_changed = records["unique_id"].is_in(changed.implode())
-    new = db.register(records.filter(is_changed).to_arrow(), dataset_display_name="changed")
-    old = db.register(records.filter(~is_changed).to_arrow(), dataset_display_name="unchanged")
-    between = linker.inference.predict_between(new, old, threshold_match_probability=floor)
-    within = linker.inference.predict_within(new, threshold_match_probability=floor)
-    return pl.concat([_pairs(between), _pairs(within)])
+    with _engine(records, model, spill, tf) as (linker, db):
+        new = db.register(records.filter(is_changed).to_arrow(), dataset_display_name="changed")
+        old = db.register(records.filter(~is_changed).to_arrow(),
+                          dataset_display_name="unchanged")
+        between = linker.inference.predict_between(new, old, threshold_match_probability=floor)
+        within = linker.inference.predict_within(new, threshold_match_probability=floor)
+        return pl.concat([_pairs(between), _pairs(within)])
 
 
 def _pairs(predictions) -> pl.DataFrame:
