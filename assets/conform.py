@@ -115,8 +115,8 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
     checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged})
     for result in results:
         if result.source in passed:
-            silver.record_conformed(store, result, signatures[result.source][1],
-                                    signatures[result.source][0], context.run_id)
+            sig, version = signatures[result.source]
+            silver.record_conformed(store, result, version, sig, context.run_id)
         else:
             silver.forget_conformed(store, result.source)
     yield from checks

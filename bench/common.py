@@ -65,6 +65,23 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def time_calls(phases: dict[str, float], module, name: str, phase: str) -> None:
+    """Replace `module.name` by a wrapper that adds each call's wall seconds to
+    `phases[phase]` (callers reach it through the module attribute); no-op if absent."""
+    fn = getattr(module, name, None)
+    if fn is None:
+        return
+
+    def timed_fn(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+
+    setattr(module, name, timed_fn)
+
+
 # -- in the parent ----------------------------------------------------------------------
 
 @dataclass

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.common import (OUT, REPO, Sample, Stats, log, remove, rss_mb, run_in_subprocess,
-                          scratch_dir, summarize, timed, warm_page_cache)
+                          scratch_dir, summarize, time_calls, timed, warm_page_cache)
 
 SECTION = "conform"
 ROOT = OUT / "conform"
@@ -79,28 +79,15 @@ def task_conform(folder: str, out: str) -> dict:
 
     defn = _definition()
     bronze = pl.read_parquet(Path(folder) / "bronze.parquet")
-    phase_s = {"validate_s": [], "phones_s": []}
-
-    def timer(module, name, key):
-        original = getattr(module, name)
-
-        def timed_call(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                phase_s[key].append(time.perf_counter() - t0)
-
-        setattr(module, name, timed_call)
-
-    timer(conform, "_validate", "validate_s")
-    timer(std, "phones", "phones_s")
+    phases = {"validate_s": 0.0, "phones_s": 0.0}
+    time_calls(phases, conform, "_validate", "validate_s")
+    time_calls(phases, std, "phones", "phones_s")
     base = rss_mb()
     seconds, result = timed(lambda: conform.conform_source(defn, bronze))
     peak = rss_mb()
     write_s, _ = timed(lambda: silver.write(Lake(Path(out)), result, "bench-run"))
     return {"seconds": seconds, "base_rss_mb": base, "peak_rss_mb": peak,
-            "rows": bronze.height, **{k: sum(v) for k, v in phase_s.items()},
+            "rows": bronze.height, **phases,
             "write_s": write_s, "distinct_phones": bronze["phone"].n_unique(),
             "silver": {e: f.height for e, f in result.entities.items()},
             "quarantined": result.quarantine.height, "failures": result.failures}

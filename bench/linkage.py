@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from bench.common import (OUT, BenchError, Sample, Stats, log, remove, rss_mb,
-                          run_in_subprocess, scratch_dir, summarize, timed, warm_page_cache)
+                          run_in_subprocess, scratch_dir, summarize, time_calls, timed,
+                          warm_page_cache)
 
 SECTION = "linkage"
 SEED = 20250301
@@ -278,28 +279,14 @@ def _phase_timers(index, linkage) -> dict:
     """Wrap the stages `index.build` calls (by module attribute) to time them; the wrappers
     only add a perf_counter around each call."""
     phases: dict[str, float] = {}
-
-    def wrap(module, name, phase):
-        fn = getattr(module, name, None)
-        if fn is None:
-            return
-
-        def timed_fn(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
-
-        setattr(module, name, timed_fn)
-
-    wrap(linkage, "linkage_input", "linkage input")
-    wrap(linkage, "train", "train (EM)")
-    wrap(linkage, "predict", "predict (all pairs)")
-    wrap(linkage, "predict_changed", "predict (changed records)")
-    wrap(index, "score", "score (incl. reading prior pairs)")
-    wrap(index, "connected_components", "connected components")
-    wrap(index, "assign", "stable IDs (assign)")
+    for module, name, phase in (
+            (linkage, "linkage_input", "linkage input"), (linkage, "train", "train (EM)"),
+            (linkage, "predict", "predict (all pairs)"),
+            (linkage, "predict_changed", "predict (changed records)"),
+            (index, "score", "score (incl. reading prior pairs)"),
+            (index, "connected_components", "connected components"),
+            (index, "assign", "stable IDs (assign)")):
+        time_calls(phases, module, name, phase)
     return phases
 
 

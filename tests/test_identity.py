@@ -142,9 +142,10 @@ def test_the_linkage_engine_is_memory_limited_and_spills_inside_the_lake(silver_
                                                                          monkeypatch):
     monkeypatch.setenv("IDS_DUCKDB_MEMORY", "512MiB")
     records = linkage.linkage_input(person_records(silver_lake))
-    _, db = linkage._linker(records, None, index.spill_dir(silver_lake))
-    limit, spill = db.duckdb_con.execute(
-        "SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    with linkage._engine(records, None, index.spill_dir(silver_lake)) as (_, db):
+        limit, spill = db.duckdb_con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
     assert limit == "512.0 MiB"
     assert spill == str(silver_lake.root / "_spill") and (silver_lake.root / "_spill").is_dir()
 

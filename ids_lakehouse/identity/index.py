@@ -101,29 +101,35 @@ def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model:
     return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)
 
 
-def score(lake: Lake, records: pl.DataFrame, model: Model, full: bool
-          ) -> tuple[pl.DataFrame, str, int]:
-    """Scored pairs for this run. Incremental when the previous index was built with the
-    same model: only new or changed records are scored (against everyone), and the previous
-    pairs among unchanged records are kept; otherwise every pair is scored."""
+def _prior_hashes(lake: Lake, version: int) -> pl.DataFrame | None:
+    """unique_id and record_hash of the previous index, when it was built with model
+    `version` and its pairs are kept; None means every pair must be scored."""
     xref_path, link_path = lake.identity("person_xref"), lake.identity("person_link")
-    spill = spill_dir(lake)
-    prior_columns = delta.table(xref_path).schema().to_arrow().names \
-        if delta.exists(xref_path) else []
-    if full or "record_hash" not in prior_columns or not delta.exists(link_path):
-        return (linkage.predict(records, model.settings, model.tf, spill=spill), "full",
-                records.height)
+    if not delta.exists(xref_path) or not delta.exists(link_path) or \
+            "record_hash" not in delta.table(xref_path).schema().to_arrow().names:
+        return None
     prior = pl.from_arrow(delta.read(xref_path, columns=["unique_id", "record_hash",
                                                          "model_version"]))
-    if prior.height == 0 or set(prior["model_version"].unique()) != {model.version}:
+    if prior.height == 0 or set(prior["model_version"].unique()) != {version}:
+        return None
+    return prior.drop("model_version")
+
+
+def score(lake: Lake, records: pl.DataFrame, current: pl.DataFrame, model: Model,
+          full: bool) -> tuple[pl.DataFrame, str, int]:
+    """Scored pairs for this run. Incremental when the previous index was built with the
+    same model: only new or changed records (by `current`'s record_hash) are scored
+    (against everyone), and the previous pairs among unchanged records are kept; otherwise
+    every pair is scored."""
+    spill = spill_dir(lake)
+    prior = None if full else _prior_hashes(lake, model.version)
+    if prior is None:
         return (linkage.predict(records, model.settings, model.tf, spill=spill), "full",
                 records.height)
-    current = records.select("unique_id").with_columns(linkage.fingerprint(records))
-    changed = current.join(prior.select("unique_id", "record_hash"),
-                           on=["unique_id", "record_hash"], how="anti")["unique_id"]
+    changed = current.join(prior, on=["unique_id", "record_hash"], how="anti")["unique_id"]
     removed = prior.join(current, on="unique_id", how="anti")["unique_id"]
     dirty = pl.concat([changed, removed]).implode()
-    kept = (pl.from_arrow(delta.read(link_path))
+    kept = (pl.from_arrow(delta.read(lake.identity("person_link")))
             .filter(~pl.col("unique_id_l").is_in(dirty) & ~pl.col("unique_id_r").is_in(dirty)))
     fresh = (linkage.predict_changed(records, changed, model.settings, model.tf,
                                      spill=spill) if changed.len() else None)
@@ -142,7 +148,10 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
     records = linkage.linkage_input(person_record)
     model = model_for(lake, records, retrain)
     version, trained = model.version, model.trained_now
-    pairs, mode, rescored = score(lake, records, model, full or trained)
+    hashes = records.select("unique_id", "source_dataset").with_columns(
+        linkage.fingerprint(records))
+    pairs, mode, rescored = score(lake, records, hashes.select("unique_id", "record_hash"),
+                                  model, full or trained)
     decisions = steward_decisions(lake)
     linked = linkage.auto_link(pairs)
     matches = pairs.filter(linked)
@@ -160,8 +169,6 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
                            best.select(pl.col("unique_id_r").alias("unique_id"),
                                        "match_probability")]) \
         .group_by("unique_id").agg(pl.col("match_probability").max())
-    hashes = records.select("unique_id", "source_dataset").with_columns(
-        linkage.fingerprint(records))
     xref = (result.xref.join(best_prob, on="unique_id", how="left")
             .join(hashes, on="unique_id")
             .with_columns(pl.col("unique_id").str.splitn(":", 2).struct.field("field_1")

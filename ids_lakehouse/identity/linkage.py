@@ -142,35 +142,27 @@ def settings():
 @contextmanager
 def _engine(records: pl.DataFrame, model: dict | None, spill: Path,
             tf: dict[str, pl.DataFrame] | None = None):
-    """A linker (and its DuckDB) whose database is closed on leaving the block. Without
-    the close, the training database outlived train() (Splink keeps references to it) and
-    still held its memory while predict's database filled up: two capped DuckDBs at once,
-    the first run's memory peak."""
-    linker, db = _linker(records, model, spill, tf)
-    try:
-        yield linker, db
-    finally:
-        db.duckdb_con.close()
-
-
-def _linker(records: pl.DataFrame, model: dict | None, spill: Path,
-            tf: dict[str, pl.DataFrame] | None = None):
-    """A linker over `records` on a DuckDB limited to IDS_DUCKDB_MEMORY, spilling to
+    """A linker over `records` and its DuckDB, limited to IDS_DUCKDB_MEMORY and spilling to
     `spill`; with `tf`, the model's own term-frequency tables are used instead of
-    frequencies computed from today's records."""
+    frequencies computed from today's records. The database is closed on leaving the
+    block: otherwise the training database outlived train() (Splink keeps references to
+    it) and held its memory while predict's filled up, two capped DuckDBs at once."""
     import duckdb
     from splink import DuckDBAPI, Linker
 
     from ids_lakehouse.config import duckdb_config
 
     db = DuckDBAPI(duckdb.connect(config=duckdb_config(spill)))
-    table = db.register(records.to_arrow(), dataset_display_name="records")
-    linker = Linker(table, model if model is not None else settings(),
-                    log_level=logging.WARNING)
-    for column, lookup in (tf or {}).items():
-        linker.table_management.register_term_frequency_lookup(
-            db.register(lookup.to_arrow(), dataset_display_name=f"tf_{column}"), column)
-    return linker, db
+    try:
+        table = db.register(records.to_arrow(), dataset_display_name="records")
+        linker = Linker(table, model if model is not None else settings(),
+                        log_level=logging.WARNING)
+        for column, lookup in (tf or {}).items():
+            linker.table_management.register_term_frequency_lookup(
+                db.register(lookup.to_arrow(), dataset_display_name=f"tf_{column}"), column)
+        yield linker, db
+    finally:
+        db.duckdb_con.close()
 
 
 def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
