@@ -25,7 +25,38 @@ class CsvOptions(_Strict):
     delimiter: str = Field(",", min_length=1, max_length=1)
     quote_char: str = Field('"', min_length=1, max_length=1)
     header: bool = True
-    multiline_values: bool = False  # quoted values may span lines (row numbers, not lines)
+    # Quoted values may span lines (a record's _row_number is the line it starts on). When
+    # false (the default) a record spanning lines (an RFC 4180 quoted line break, or an
+    # unbalanced quote swallowing the lines after it) fails the file with rule
+    # `newline_in_value` and the line; nothing is merged silently.
+    multiline_values: bool = False
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+class IngestLimits(_Strict):
+    """Bounds on what one delivered file may cost to read; a file past a limit fails with a
+    clear rule instead of exhausting time or memory. Every limit has a default; a source
+    declares its own under `limits:` only when its deliveries legitimately need more."""
+
+    # Decompressed bytes of a gzip file, and the uncompressed bytes of all the parts of an
+    # xlsx workbook (rule `decompression_limit`).
+    max_expanded_bytes: int = Field(16 * GIB, ge=1)
+    # Decompressed / compressed bytes, checked while streaming once 256 KiB have been
+    # expanded (gzip), for each xlsx part over 1 MiB, and for a Parquet file's pages. Real
+    # extracts compress 3-30x; a bomb of repeated bytes approaches deflate's 1032x.
+    max_expansion_ratio: float = Field(200.0, ge=1)
+    # The sharedStrings part of an xlsx workbook, which the reader holds in memory.
+    max_shared_strings_bytes: int = Field(256 * MIB, ge=1)
+    # One physical line of a text file, in bytes (rule `line_too_long`, the file fails). CSV
+    # lines are also bounded by the parser's block size (1 MiB).
+    max_line_bytes: int = Field(1 * MIB, ge=16)
+    # One delivered value (CSV field, JSON string, fixed-width field, Excel cell), in
+    # characters; longer values quarantine their row (rule `value_too_long`). The default is
+    # Excel's own cell limit.
+    max_value_chars: int = Field(32_767, ge=1)
 
 
 class FixedWidthColumn(_Strict):
@@ -72,6 +103,10 @@ class SourceDefinition(_Strict):
     # incremental: each file adds records (conform reads them all).
     delivery: Literal["snapshot", "incremental"] = "snapshot"
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    # Parquet list/struct/map columns are refused (rule `nested_type`) unless declared here:
+    # a nested value is never flattened or cast to text silently.
+    allow_nested_types: bool = False
+    limits: IngestLimits = IngestLimits()
     mapping: dict[str, dict[str, FieldMap]] = {}
 
     @field_validator("encoding")

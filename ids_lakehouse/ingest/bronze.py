@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.exceptions import SchemaMismatchError
 
-from ids_lakehouse import delta
+from ids_lakehouse import crash, delta
 from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest import readers
 from ids_lakehouse.ingest.csv_reader import CsvReader
@@ -71,23 +71,29 @@ class IngestResult:
     rules: dict[str, int] = field(default_factory=dict)
 
     def as_metadata(self) -> dict:
-        return asdict(self)
+        """For logs, audit and Dagster: the names of undeclared columns are delivered text
+        (a headerless file makes them someone's name), so they are counted, not shown."""
+        out = asdict(self)
+        out["extra_columns"] = len(self.extra_columns)
+        out["renamed_columns"] = len(self.renamed_columns)
+        return out
 
 
 def make_reader(defn: SourceDefinition, path: Path, name: str) -> readers.Reader:
     return READERS[defn.format](defn, path, name)
 
 
-def _predicate(sha256: str, extra: str = "") -> str:
+def file_predicate(sha256: str, extra: str = "", column: str = "_file_sha256") -> str:
+    """The rows of one file version (by its content hash), optionally narrowed."""
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError("not a SHA-256 hex digest")
-    return f"_file_sha256 = '{sha256}'" + (f" AND {extra}" if extra else "")
+    return f"{column} = '{sha256}'" + (f" AND {extra}" if extra else "")
 
 
 def replace_file_rows(path: Path, data, sha256: str, extra: str = "") -> None:
     """Write `data` as the rows of one file version, replacing earlier rows of that version,
     in one commit."""
-    delta.replace(path, data, _predicate(sha256, extra))
+    delta.replace(path, data, file_predicate(sha256, extra))
 
 
 def ingest_file(defn: SourceDefinition, landed: LandedFile, lake: Lake, run_id: str
@@ -126,18 +132,21 @@ def ingest_file(defn: SourceDefinition, landed: LandedFile, lake: Lake, run_id: 
             raise
 
     try:
+        readers.check_bronze_schema(reader, lake.bronze(defn.source), out_schema)
         replace_file_rows(lake.bronze(defn.source),
                           pa.RecordBatchReader.from_batches(out_schema, stamped()),
                           landed.sha256)
+    except IngestError:
+        raise
     except SchemaMismatchError as exc:
         raise reader.fail("schema_conflict", "the file's column types conflict with earlier "
                           f"deliveries of this source ({type(exc).__name__})") from None
-    except Exception:
-        if failure:
-            raise failure[0] from None
-        raise
+    except Exception as exc:  # never a library's message: it may quote a delivered value
+        raise readers.write_failure(reader, failure[0] if failure else exc,
+                                    from_reader=bool(failure)) from None
     if failure:
-        raise failure[0]
+        raise readers.write_failure(reader, failure[0], from_reader=True) from None
+    crash.point("ingest.after_bronze")
     write_quarantine(lake, defn.source, landed, run_id, now, reader.rejects, stage="ingest")
     rules: dict[str, int] = {}
     for r in reader.rejects:

@@ -39,3 +39,9 @@ class Reject:
     reason: str
     raw: str | None  # the delivered text of the row; restricted, never logged
     column: str | None = None
+
+
+class BronzeWriteError(RuntimeError):
+    """The Delta write of a file's rows failed for a reason other than the file (I/O, a
+    commit race): transient, so the run may be retried. The message names source and file
+    and the exception class only; a library's own message may quote a delivered value."""
