@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from assets.ingest import TRANSIENT_RETRY, bronze_key
-from ids_lakehouse import catalog, delta
+from ids_lakehouse import catalog, crash, delta, locks
 from ids_lakehouse.conform import silver
 from ids_lakehouse.conform.conform import ConformResult, conform_source
 from ids_lakehouse.model import load_model
@@ -89,36 +89,39 @@ class ConformConfig(Config):
 )
 def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeResource):
     store = lake.lake()
-    earlier = silver.conformed(store)
-    results: list[ConformResult] = []
-    signatures: dict[str, tuple[str, int]] = {}
-    unchanged: list[str] = []
-    for source, defn in load_sources().items():
-        if not delta.exists(store.bronze(source)):
-            context.log.warning(f"{source}: no bronze table yet; skipped")
-            continue
-        sig, version = silver.signature(store, source)
-        if not config.full_rebuild and earlier.get(source, {}).get("signature") == sig:
-            unchanged.append(source)
-            context.log.info(f"{source}: unchanged since run {earlier[source]['run_id']} "
-                             f"(bronze version {version}); not conformed again")
-            continue
-        result = conform_source(defn, silver.bronze_to_conform(store, defn))
-        silver.write(store, result, context.run_id)
-        results.append(result)
-        signatures[source] = (sig, version)
-        if any(result.schema_drift.values()):
-            context.log.warning(f"{source}: schema drift {result.schema_drift}")
-        context.log.info(f"{source}: {result.bronze_rows:,} bronze rows -> "
-                         f"{result.row_entity_rows:,} silver, {result.quarantine.height:,} "
-                         f"quarantined")
-    checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged})
-    for result in results:
-        if result.source in passed:
-            sig, version = signatures[result.source]
-            silver.record_conformed(store, result, version, sig, context.run_id)
-        else:
-            silver.forget_conformed(store, result.source)
+    with locks.exclusive(store, "silver"):
+        earlier = silver.conformed(store)
+        results: list[ConformResult] = []
+        signatures: dict[str, str] = {}
+        unchanged: list[str] = []
+        for source, defn in load_sources().items():
+            shas = silver.deliveries_to_conform(store, defn)
+            if not shas:
+                context.log.warning(f"{source}: no accepted delivery yet; skipped")
+                continue
+            sig = silver.signature(shas)
+            if not config.full_rebuild and earlier.get(source, {}).get("signature") == sig:
+                unchanged.append(source)
+                context.log.info(f"{source}: unchanged since run "
+                                 f"{earlier[source]['run_id']}; not conformed again")
+                continue
+            result = conform_source(defn, silver.bronze_to_conform(store, defn, shas))
+            silver.write(store, result, context.run_id)
+            crash.point("conform.after_first_source")
+            results.append(result)
+            signatures[source] = sig
+            if any(result.schema_drift.values()):
+                context.log.warning(f"{source}: schema drift {result.schema_drift}")
+            context.log.info(f"{source}: {result.bronze_rows:,} bronze rows -> "
+                             f"{result.row_entity_rows:,} silver, "
+                             f"{result.quarantine.height:,} quarantined")
+        checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged})
+        for result in results:
+            if result.source in passed:
+                silver.record_conformed(store, result, signatures[result.source],
+                                        context.run_id)
+            else:
+                silver.forget_conformed(store, result.source)
     yield from checks
     for entity in ENTITIES:
         path = store.silver(entity)

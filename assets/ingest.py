@@ -17,10 +17,8 @@ from dagster import (
 )
 
 from ids_lakehouse import audit, catalog
-from ids_lakehouse.ingest.bronze import IngestResult, ingest_file
-from ids_lakehouse.ingest.errors import IngestError
+from ids_lakehouse.ingest.delivery import ingest_delivery
 from ids_lakehouse.ingest.landing import FileChangedError, find_landed
-from ids_lakehouse.ingest.reconcile import reconcile
 from ids_lakehouse.sources import SourceDefinition, load_sources
 from pipelines.resources import LakeResource
 
@@ -52,29 +50,33 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
     lake, key = lake_resource.lake(), context.partition_key
     try:
         landed = find_landed(lake_resource.landing, defn, key)
-        result: IngestResult = ingest_file(defn, landed, lake, context.run_id)
-    except IngestError as exc:
-        raise _fail(lake, defn, context, exc.message, exc.as_dict()) from None
     except (FileNotFoundError, FileChangedError) as exc:
         raise _fail(lake, defn, context, str(exc), {"source": defn.source, "partition": key}
                     ) from None
-    rec = reconcile(defn, landed, lake, result.rows_read)
+    delivery = ingest_delivery(defn, landed, lake, context.run_id)
+    result, rec = delivery.result, delivery.reconciliation
+    if not delivery.accepted:
+        error = delivery.error
+        counts = result.as_metadata() if result else {}
+        raise _fail(lake, defn, context, f"delivery rejected: {error.message}",
+                    {**error.as_dict(), "rows_read": counts.get("rows_read"),
+                     "rows_quarantined": counts.get("rows_quarantined")})
     counts = {"rows_read": result.rows_read, "rows_written": result.rows_written,
               "rows_quarantined": result.rows_quarantined}
-    audit.record(lake, "ingest_succeeded", f"{landed.name}: {counts}", source=defn.source,
-                 asset=bronze_key(defn.source).to_user_string(), partition=key,
-                 run_id=context.run_id, details=result.as_metadata())
-    context.log.info(f"{landed.name}: read {result.rows_read:,} rows, wrote "
+    audit.record(lake, "ingest_succeeded", f"{landed.name}: accepted {counts}",
+                 source=defn.source, asset=bronze_key(defn.source).to_user_string(),
+                 partition=key, run_id=context.run_id, details=result.as_metadata())
+    context.log.info(f"{landed.name}: accepted; read {result.rows_read:,} rows, wrote "
                      f"{result.rows_written:,}, quarantined {result.rows_quarantined:,} "
                      f"in {result.duration_s:.2f}s")
     if result.extra_columns or result.missing_columns:
-        context.log.warning(f"{landed.name}: schema drift: extra columns "
-                            f"{result.extra_columns}, missing columns {result.missing_columns}")
+        context.log.warning(f"{landed.name}: schema drift: {len(result.extra_columns)} extra "
+                            f"columns, missing columns {result.missing_columns}")
     return MaterializeResult(
-        metadata={**counts, "dagster/row_count": result.rows_written,
+        metadata={**counts, "dagster/row_count": result.rows_written, "delivery": "accepted",
                   "bytes": result.bytes, "file": landed.name, "file_sha256": landed.sha256,
                   "duration_s": result.duration_s, "blank_lines": result.blank_lines,
-                  "extra_columns": result.extra_columns,
+                  "extra_columns": len(result.extra_columns),
                   "missing_columns": result.missing_columns,
                   "quarantine_rules": result.rules},
         check_results=[AssetCheckResult(

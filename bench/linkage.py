@@ -80,7 +80,7 @@ def task_prepare(persons: int, folder: str) -> dict:
     from ids_lakehouse.conform import silver
     from ids_lakehouse.conform.conform import conform_source
     from ids_lakehouse.ingest import landing
-    from ids_lakehouse.ingest.bronze import ingest_file
+    from ids_lakehouse.ingest.delivery import ingest_delivery
     from ids_lakehouse.sources import load_sources
     from ids_lakehouse.synth.generate import TRUTH_DIR, generate
 
@@ -92,7 +92,7 @@ def task_prepare(persons: int, folder: str) -> dict:
         sources = load_sources()
         t0 = time.perf_counter()
         for landed in landing.scan(land, sources):
-            ingest_file(sources[landed.source], landed, lake, "bench-prepare")
+            ingest_delivery(sources[landed.source], landed, lake, "bench-prepare")
         ingest_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _, defn in sources.items():
@@ -317,7 +317,7 @@ def task_ours(records: str, truth: str, lake: str, persons: str | None = None,
     kwargs = {"full": True} if full else {}
     seconds, result = timed(lambda: index.build(store, df, run_id, **kwargs))
     peak = rss_mb()
-    write_s, _ = timed(lambda: index.write(store, result))
+    write_s, _ = timed(lambda: index.write(store, result, run_id))
     xref = result.tables["person_xref"].select("unique_id", "person_id")
     out = {"seconds": seconds, "base_rss_mb": base, "peak_rss_mb": peak,
            "write_s": write_s, "records": result.records, "people": result.people,

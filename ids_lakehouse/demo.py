@@ -60,6 +60,7 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
 
     from assets.ingest import bronze_key, files_partitions
     from ids_lakehouse.ingest import landing
+    from ids_lakehouse.ingest.delivery import ledger
     from ids_lakehouse.sources import load_sources
     from pipelines.sensors import plan_landing
 
@@ -74,16 +75,21 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
         print(f"  {note}")
     for source, keys in new.items():
         instance.add_dynamic_partitions(files_partitions(source).name, keys)
-    if not runs:
+    # A registered file whose ingest never reached a decision (its run died) is ingested
+    # again; a decided one (accepted or rejected) is not.
+    decided = set(ledger(config.lake())["file_sha256"].to_pylist())
+    retry = [(f.source, f.partition_key) for f in files
+             if f.partition_key in registered.get(f.source, []) and f.sha256 not in decided]
+    todo = [(r.tags["ids/source"], r.partition_key) for r in runs] + retry
+    if not todo:
         print("  no new files to ingest")
-    for run in runs:
-        source = run.tags["ids/source"]
+    for source, partition in todo:
         started = time.perf_counter()
         result = materialize(assets, selection=[bronze_key(source)],
-                             partition_key=run.partition_key, instance=instance,
+                             partition_key=partition, instance=instance,
                              resources=resources, raise_on_error=False, run_config=QUIET,
                              tags={"ids/source": source, "ids/trigger": "demo"})
-        outcome.add(f"bronze/{source} [{run.partition_key}]", result)
+        outcome.add(f"bronze/{source} [{partition}]", result)
         status = "ok" if result.success else "FAILED"
         print(f"  ingest {source:<11} {status} ({time.perf_counter() - started:.1f}s)")
     unpartitioned = [k for a in defs.assets if not a.partitions_def for k in a.keys]

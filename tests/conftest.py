@@ -29,13 +29,13 @@ def tiny_silver(tmp_path_factory, tiny_landing) -> Lake:
     from ids_lakehouse.conform import silver
     from ids_lakehouse.conform.conform import conform_source
     from ids_lakehouse.ingest import landing
-    from ids_lakehouse.ingest.bronze import ingest_file
+    from ids_lakehouse.ingest.delivery import ingest_delivery
     from ids_lakehouse.sources import load_sources
 
     lake = Lake(tmp_path_factory.mktemp("silver") / "lake")
     sources = load_sources()
     for landed in landing.scan(tiny_landing, sources):
-        ingest_file(sources[landed.source], landed, lake, "setup")
+        assert ingest_delivery(sources[landed.source], landed, lake, "setup").accepted
     for source, defn in sources.items():
         silver.write(lake, conform_source(defn, silver.bronze_to_conform(lake, defn)), "setup")
     return lake

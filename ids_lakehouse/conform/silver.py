@@ -3,7 +3,7 @@ quarantine, each replacing that source's earlier rows in one commit per table.
 
 Conform is incremental per source: `silver/_conformed` records, for every source whose
 silver rows passed all of conform's checks, the input signature they were built from (the
-source's bronze table version, the data-model declarations, the conform code and the
+accepted deliveries it read, the data-model declarations, the conform code and the
 parsing libraries' versions). A source whose signature is unchanged is not conformed again:
 its silver rows would come out identical. A source is recorded only after its checks pass,
 so a source that failed a check is conformed (and checked) again on every run."""
@@ -23,13 +23,14 @@ import polars as pl
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
 from ids_lakehouse.conform.conform import ROW_ENTITIES, ConformResult
+from ids_lakehouse.ingest import delivery
 from ids_lakehouse.ingest.bronze import QUARANTINE_SCHEMA
 from ids_lakehouse.sources import SourceDefinition
 
 STAGE = "conform"
 STATE = "_conformed"
 STATE_SCHEMA = pa.schema([("source", pa.string()), ("signature", pa.string()),
-                          ("bronze_version", pa.int64()), ("bronze_rows", pa.int64()),
+                          ("bronze_rows", pa.int64()),
                           ("quarantined_rows", pa.int64()), ("run_id", pa.string()),
                           ("conformed_at", pa.timestamp("us", tz="UTC"))])
 # Libraries whose upgrade can change what conform produces (parsing and reference data).
@@ -59,10 +60,19 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def signature(lake: Lake, source: str) -> tuple[str, int]:
-    """The input signature of a source's conform and its bronze table version."""
-    version = delta.table(lake.bronze(source)).version()
-    return f"{version}:{code_digest()}", version
+def deliveries_to_conform(lake: Lake, defn: SourceDefinition) -> list[str]:
+    """The file versions (SHA-256) whose rows conform reads: the latest accepted delivery
+    of a snapshot source, every accepted delivery of an incremental one. A delivery that
+    is not accepted (rejected, or its ingest died) is never read."""
+    shas = delivery.accepted(lake, defn.source)["file_sha256"].to_pylist()
+    if defn.delivery == "incremental":
+        return shas
+    return shas[-1:]
+
+
+def signature(shas: list[str]) -> str:
+    """The input signature of a source's conform: the deliveries it reads and the code."""
+    return hashlib.sha256(",".join(shas).encode()).hexdigest()[:16] + ":" + code_digest()
 
 
 def conformed(lake: Lake) -> dict[str, dict]:
@@ -73,9 +83,8 @@ def conformed(lake: Lake) -> dict[str, dict]:
     return {r["source"]: r for r in delta.read(path).to_pylist()}
 
 
-def record_conformed(lake: Lake, result: ConformResult, version: int, sig: str,
-                     run_id: str) -> None:
-    row = {"source": result.source, "signature": sig, "bronze_version": version,
+def record_conformed(lake: Lake, result: ConformResult, sig: str, run_id: str) -> None:
+    row = {"source": result.source, "signature": sig,
            "bronze_rows": result.bronze_rows, "quarantined_rows": result.quarantine.height,
            "run_id": run_id, "conformed_at": dt.datetime.now(dt.timezone.utc)}
     delta.replace(lake.table("silver", STATE), pa.Table.from_pylist([row], schema=STATE_SCHEMA),
@@ -89,19 +98,14 @@ def forget_conformed(lake: Lake, source: str) -> None:
         delta.table(path).delete(f"source = '{source}'")
 
 
-def bronze_to_conform(lake: Lake, defn: SourceDefinition) -> pl.DataFrame | None:
-    """The rows to conform: the latest delivered file for snapshot sources, every file for
-    incremental ones. None when the source has no bronze table yet."""
-    path = lake.bronze(defn.source)
-    if not delta.exists(path):
+def bronze_to_conform(lake: Lake, defn: SourceDefinition,
+                      shas: list[str] | None = None) -> pl.DataFrame | None:
+    """The bronze rows of the deliveries conform reads; None when there is none."""
+    shas = deliveries_to_conform(lake, defn) if shas is None else shas
+    if not shas:
         return None
-    if defn.delivery == "incremental":
-        return pl.from_arrow(delta.read(path))
-    files = pl.from_arrow(delta.read(path, columns=["_file_sha256", "_landed_at", "_file"]))
-    if files.height == 0:
-        return pl.from_arrow(delta.read(path))
-    latest = files.unique().sort(["_landed_at", "_file"])["_file_sha256"][-1]
-    return pl.from_arrow(delta.read(path, filter=pc.field("_file_sha256") == latest))
+    return pl.from_arrow(delta.read(lake.bronze(defn.source),
+                                    filter=pc.field("_file_sha256").isin(shas)))
 
 
 def write(lake: Lake, result: ConformResult, run_id: str) -> None:
