@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from assets.conform import conform, silver_expectations
 from assets.governance import catalog_files
@@ -11,19 +11,25 @@ from assets.ingest import bronze_assets
 from assets.marts import marts, warehouse_views
 from assets.releases import release_assets
 from pipelines.resources import LakeResource
-from pipelines.schedules import nightly_job, nightly_refresh
+from pipelines.jobs import ingest_jobs, nightly_job
+from pipelines.schedules import nightly_refresh
+from pipelines.automation import automated, downstream_automation
 from pipelines.sensors import audit_run_failures, landing_sensor
 
 
 def build_definitions() -> Definitions:
     return Definitions(
-        assets=[*bronze_assets(), conform, identity, marts, warehouse_views,
-                *release_assets(), catalog_files],
+        assets=automated([*bronze_assets(), conform, identity, marts, warehouse_views,
+                          *release_assets(), catalog_files]),
         asset_checks=[silver_expectations],
-        jobs=[nightly_job],
+        jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],
-        sensors=[landing_sensor, audit_run_failures],
+        sensors=[landing_sensor, downstream_automation, audit_run_failures],
         resources={"lake": LakeResource.from_env()},
+        # One process per run: the layers run one after another anyway, and a step process
+        # per asset costs seconds of start-up each. A run whose process dies is retried
+        # whole by the instance (run_retries).
+        executor=in_process_executor,
     )
 
 

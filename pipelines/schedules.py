@@ -1,23 +1,25 @@
-"""The nightly refresh: rebuild everything downstream of bronze when any bronze partition
-has been materialized since silver was last built; otherwise skip and say why."""
+"""The nightly refresh: the backstop of the downstream automation. It rebuilds everything
+downstream of bronze when a delivery was accepted since silver was last built, or a
+steward decided a review pair since the master person index was last built; otherwise it
+skips and says why."""
+
+from __future__ import annotations
 
 from dagster import (
-    AssetSelection,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
-    define_asset_job,
     schedule,
 )
 
 from assets.conform import silver_key
+from assets.identity import identity_key
 from assets.ingest import bronze_key
+from ids_lakehouse.identity.index import steward_decisions
 from ids_lakehouse.sources import load_sources
-
-DOWNSTREAM = AssetSelection.groups("conform", "identity", "marts", "releases", "governance")
-nightly_job = define_asset_job("nightly_refresh", selection=DOWNSTREAM,
-                               description="Conform, link, publish and release.")
+from pipelines.jobs import DOWNSTREAM_TAG, nightly_job
+from pipelines.resources import LakeResource
 
 
 def _latest(instance, key) -> float | None:
@@ -25,21 +27,27 @@ def _latest(instance, key) -> float | None:
     return event.timestamp if event else None
 
 
-def stale(instance) -> list[str]:
-    """Sources delivered since silver was last built."""
+def stale(instance, lake: LakeResource) -> list[str]:
+    """Why a refresh is due: sources delivered since silver was last built, and
+    'steward_decisions' when a decision is newer than the last identity build."""
     built = _latest(instance, silver_key("person_record"))
     out = []
     for source in load_sources():
         landed = _latest(instance, bronze_key(source))
         if landed is not None and (built is None or landed > built):
             out.append(source)
+    linked = _latest(instance, identity_key("person_xref"))
+    decided = steward_decisions(lake.lake())["decided_at"].max()
+    if decided is not None and linked is not None and decided.timestamp() > linked:
+        out.append("steward_decisions")
     return out
 
 
 @schedule(job=nightly_job, cron_schedule="0 2 * * *", execution_timezone="America/Los_Angeles",
           default_status=DefaultScheduleStatus.RUNNING, name="nightly_refresh")
-def nightly_refresh(context: ScheduleEvaluationContext):
-    sources = stale(context.instance)
-    if not sources:
-        return SkipReason("no new deliveries since the last build")
-    return RunRequest(tags={"ids/trigger": "nightly", "ids/stale_sources": ",".join(sources)})
+def nightly_refresh(context: ScheduleEvaluationContext, lake: LakeResource):
+    reasons = stale(context.instance, lake)
+    if not reasons:
+        return SkipReason("no new deliveries or steward decisions since the last build")
+    return RunRequest(tags={**DOWNSTREAM_TAG, "ids/trigger": "nightly",
+                            "ids/stale": ",".join(reasons)})

@@ -1,8 +1,12 @@
-"""The landing sensor: a new file under LANDING_ROOT/<source>/ becomes a partition of
-bronze/<source> and a run that ingests exactly that file."""
+"""Sensors: the landing sensor turns each new landed file into a partition and a run of its
+source's ingest job; a run-failure sensor writes every failed run to the audit log. A
+landing tick that fails is written to the audit log too, so a team sees it without opening
+the sensor's page. (The downstream refresh is in pipelines/automation.py.)"""
 
+from __future__ import annotations
 
 import json
+import os
 
 from dagster import (
     DefaultSensorStatus,
@@ -15,11 +19,21 @@ from dagster import (
     sensor,
 )
 
-from assets.ingest import bronze_key, files_partitions
-from ids_lakehouse import config
+from assets.ingest import files_partitions
+from ids_lakehouse import audit
 from ids_lakehouse.ingest import landing
-from ids_lakehouse.ingest.landing import LandedFile, parse_partition_key
+from ids_lakehouse.ingest.landing import LandedFile, Refusal, parse_partition_key
 from ids_lakehouse.sources import load_sources
+from pipelines.jobs import ingest_job_name, ingest_jobs
+from pipelines.resources import LakeResource
+
+
+def interval(env: str, default: int) -> int:
+    """Sensor intervals in seconds; tests shorten them through the environment."""
+    value = os.environ.get(env, str(default))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{env}={value!r} is not a whole number of seconds")
+    return int(value)
 
 
 def plan_landing(files: list[LandedFile], registered: dict[str, list[str]]
@@ -37,25 +51,53 @@ def plan_landing(files: list[LandedFile], registered: dict[str, list[str]]
             continue
         new.setdefault(f.source, []).append(f.partition_key)
         runs.append(RunRequest(run_key=f"{f.source}:{f.sha256}", partition_key=f.partition_key,
-                               asset_selection=[bronze_key(f.source)],
-                               tags={"ids/source": f.source}))
+                               job_name=ingest_job_name(f.source),
+                               tags={"ids/source": f.source, "ids/trigger": "landing"}))
     return new, runs, notes
 
 
-@sensor(name="landing_sensor", minimum_interval_seconds=30,
+def report_refusals(lake, refused: list[Refusal], reported: dict[str, str], log) -> dict:
+    """Write each entry the scanner cannot place to the audit log and the sensor log once
+    (again only when its reason changes); returns what is reported now."""
+    now = {r.name: r.reason for r in refused}
+    for r in refused:
+        if reported.get(r.name) != r.reason:
+            log.warning(f"landing: {r.name} is not ingested: {r.reason}")
+            audit.record(lake, "landing_refused", f"{r.name}: {r.reason}",
+                         details={"entry": r.name, "reason": r.reason})
+    return now
+
+
+@sensor(name="landing_sensor", jobs=list(ingest_jobs.values()),
+        minimum_interval_seconds=interval("IDS_LANDING_SENSOR_INTERVAL_S", 30),
         default_status=DefaultSensorStatus.RUNNING,
-        description="Registers each new landed file as a partition and requests its ingest.")
-def landing_sensor(context: SensorEvaluationContext):
+        description="Registers each new landed file as a partition of its source and requests "
+                    "its ingest; reports once anything in the landing zone it cannot place.")
+def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
+    try:
+        return _landing_tick(context, lake)
+    except Exception as exc:
+        # Class only: an exception message may quote a path or a value.
+        audit.record(lake.lake(), "sensor_tick_failed",
+                     f"landing_sensor tick failed: {type(exc).__name__}",
+                     details={"sensor": "landing_sensor", "error": type(exc).__name__})
+        raise
+
+
+def _landing_tick(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
     sources = load_sources()
-    known = {k: tuple(v) for k, v in json.loads(context.cursor or "{}").items()}
-    files = landing.scan(config.landing_root(), sources, known=known)
+    state = json.loads(context.cursor or "{}")
+    known = {k: tuple(v) for k, v in state.get("files", {}).items()}
+    found = landing.survey(lake.landing, sources, known=known)
+    reported = report_refusals(lake.lake(), found.refused, state.get("refused", {}),
+                               context.log)
     registered = {s: list(context.instance.get_dynamic_partitions(files_partitions(s).name))
                   for s in sources}
-    new, runs, notes = plan_landing(files, registered)
+    new, runs, notes = plan_landing(found.files, registered)
     for note in notes:
         context.log.info(note)
-    cursor = json.dumps({str(f.path): [f.size, f.path.stat().st_mtime_ns, f.sha256]
-                         for f in files})
+    cursor = json.dumps({"files": {str(f.path): [f.size, f.path.lstat().st_mtime_ns, f.sha256]
+                                   for f in found.files}, "refused": reported})
     if not runs:
         return SensorResult(skip_reason=SkipReason("no new files in the landing zone"),
                             cursor=cursor)
@@ -67,15 +109,13 @@ def landing_sensor(context: SensorEvaluationContext):
 
 @run_failure_sensor(name="audit_run_failures", default_status=DefaultSensorStatus.RUNNING,
                     description="Writes every failed run to LAKE_ROOT/audit/events.")
-def audit_run_failures(context: RunFailureSensorContext):
-    from ids_lakehouse import audit
-
+def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
     run = context.dagster_run
     failed_steps = [e.step_key for e in context.get_step_failure_events()]
     # Step keys and error classes only: an exception message may quote data.
     errors = sorted({e.event_specific_data.error.cls_name
                      for e in context.get_step_failure_events()
                      if e.event_specific_data and e.event_specific_data.error})
-    audit.record(config.lake(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
+    audit.record(lake.lake(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
                  run_id=run.run_id, details={"job": run.job_name, "steps": failed_steps,
                                               "errors": errors, "tags": dict(run.tags)})

@@ -23,11 +23,19 @@ def graph_summary(d: Definitions) -> str:
         node = repo.asset_graph.get(key)
         parts = node.partitions_def.name if hasattr(node.partitions_def, "name") else \
             ("-" if node.partitions_def is None else type(node.partitions_def).__name__)
-        lines.append(f"asset {key.to_user_string()} group={node.group_name} partitions={parts}")
+        condition = node.automation_condition.get_label() if node.automation_condition \
+            else "-"
+        lines.append(f"asset {key.to_user_string()} group={node.group_name} partitions={parts} "
+                     f"automation={condition}")
     for check in sorted(repo.asset_graph.asset_check_keys, key=str):
         spec = repo.asset_graph.get_check_spec(check)
         lines.append(f"check {check.asset_key.to_user_string()}:{check.name} "
                      f"blocking={spec.blocking}")
+    for job in sorted(repo.get_all_jobs(), key=lambda j: j.name):
+        if job.name.startswith("__"):
+            continue
+        keys = sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+        lines.append(f"job {job.name} assets={','.join(keys)} tags={dict(job.run_tags)}")
     lines += [f"sensor {s.name}" for s in sorted(repo.sensor_defs, key=lambda s: s.name)]
     lines += [f"schedule {s.name} {s.cron_schedule}"
               for s in sorted(repo.schedule_defs, key=lambda s: s.name)]

@@ -22,6 +22,7 @@ from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest.landing import scan
 from ids_lakehouse.sources import load_sources
 from pipelines.definitions import build_definitions
+from pipelines.resources import LakeResource
 from pipelines.schedules import nightly_refresh
 from pipelines.sensors import audit_run_failures
 
@@ -43,12 +44,36 @@ def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, 
     monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
     defs = build_definitions()
+    lake = {"lake": LakeResource.from_env()}
     with instance_for_test() as instance:  # schedule contexts need an instance reference
-        first = nightly_refresh(build_schedule_context(instance=instance))
+        first = nightly_refresh(build_schedule_context(instance=instance, resources=lake))
         assert isinstance(first, SkipReason)                       # nothing landed yet
         assert _ingest_one(defs, instance, tmp_path / "landing", "hmis").success
-        request = nightly_refresh(build_schedule_context(instance=instance))
-        assert isinstance(request, RunRequest) and request.tags["ids/stale_sources"] == "hmis"
+        request = nightly_refresh(build_schedule_context(instance=instance, resources=lake))
+        assert isinstance(request, RunRequest) and request.tags["ids/stale"] == "hmis"
+        assert request.tags["ids/writes"] == "downstream"
+
+
+def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, tiny_landing,
+                                                                monkeypatch):
+    from ids_lakehouse.demo import Outcome, materialize_everything
+    from ids_lakehouse.identity.index import record_decision
+
+    shutil.copytree(tiny_landing, tmp_path / "landing")
+    monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", "test-only-key-" + "0" * 32)
+    defs = build_definitions()
+    lake = {"lake": LakeResource.from_env()}
+    with instance_for_test() as instance:
+        materialize_everything(defs, instance, Outcome())
+        assert isinstance(nightly_refresh(build_schedule_context(instance=instance,
+                                                                 resources=lake)), SkipReason)
+        record_decision(Lake(tmp_path / "lake"), "hmis:1", "medicaid:2", "non_match",
+                        "steward@example.gov", "different people")
+        request = nightly_refresh(build_schedule_context(instance=instance, resources=lake))
+        assert isinstance(request, RunRequest)
+        assert request.tags["ids/stale"] == "steward_decisions"
 
 
 def test_failed_runs_are_audited_without_data(tmp_path, tiny_landing, monkeypatch):
@@ -66,7 +91,8 @@ def test_failed_runs_are_audited_without_data(tmp_path, tiny_landing, monkeypatc
                        "PIPELINE_FAILURE")
         context = build_run_status_sensor_context(
             sensor_name="audit_run_failures", dagster_instance=instance, dagster_run=run,
-            dagster_event=failure.dagster_event).for_run_failure()
+            dagster_event=failure.dagster_event,
+            resources={"lake": LakeResource.from_env()}).for_run_failure()
         audit_run_failures(context)
     events = pl.from_arrow(audit.read(Lake(tmp_path / "lake")))
     failed = events.filter(pl.col("kind") == "run_failed")

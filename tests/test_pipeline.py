@@ -31,7 +31,10 @@ def env(tmp_path, tiny_landing, monkeypatch):
 
 
 def _sensor(instance, cursor=None) -> SensorResult:
-    return landing_sensor(build_sensor_context(instance=instance, cursor=cursor))
+    from pipelines.resources import LakeResource
+
+    return landing_sensor(build_sensor_context(instance=instance, cursor=cursor,
+                                               resources={"lake": LakeResource.from_env()}))
 
 
 def test_sensor_registers_each_file_once(env):

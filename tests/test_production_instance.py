@@ -77,7 +77,10 @@ def pg_env(tmp_path, tiny_landing, monkeypatch):
 def test_profiles_share_the_run_limits_and_postgres_reads_its_connection_from_env():
     embedded = yaml.safe_load(profile_template("embedded").read_text())
     postgres = yaml.safe_load(profile_template("postgres").read_text())
-    assert postgres["concurrency"] == embedded["concurrency"]
+    for section in ("concurrency", "run_monitoring", "run_retries"):
+        assert postgres[section] == embedded[section], section
+    assert embedded["run_monitoring"]["enabled"] and embedded["run_retries"]["enabled"]
+    assert embedded["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert postgres["telemetry"] == {"enabled": False}
     db = postgres["storage"]["postgres"]["postgres_db"]
     assert db.pop("scheme") == "postgresql+psycopg2"

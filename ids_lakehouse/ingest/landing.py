@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
-from dataclasses import dataclass
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ids_lakehouse.sources import SourceDefinition
@@ -17,8 +19,10 @@ KEY_HASH_CHARS = 12
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The content hash; a symlink is never followed (O_NOFOLLOW)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -55,40 +59,106 @@ def usable_name(name: str) -> bool:
     return "..." not in name and name.isprintable()
 
 
-def candidate_files(landing_root: Path, defn: SourceDefinition) -> list[Path]:
-    folder = Path(landing_root) / defn.source
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".")
-                  and not p.name.endswith(IN_PROGRESS_SUFFIXES)
-                  and usable_name(p.name)
-                  and fnmatch.fnmatch(p.name, defn.file_pattern))
+@dataclass(frozen=True)
+class Refusal:
+    """Something in the landing zone that is not a delivery the scanner can place."""
+
+    name: str            # path relative to the landing root
+    reason: str
+
+
+@dataclass
+class Survey:
+    files: list[LandedFile] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def waiting(name: str) -> bool:
+    """Hidden files and files still being written are left alone, silently."""
+    return name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """File patterns match regardless of case: HMIS_2025.CSV is a *.csv."""
+    return fnmatch.fnmatchcase(name.lower(), pattern.lower())
+
+
+def _refusal(path: Path, defn: SourceDefinition) -> str | None:
+    """Why a directory entry of a source folder is not a delivery (None: it is one)."""
+    if path.is_symlink():
+        return "a symbolic link; deliveries must be regular files (links are never followed)"
+    if not stat.S_ISREG(path.lstat().st_mode):
+        return "not a regular file"
+    if not usable_name(path.name):
+        return "the file name has control characters or '...'; rename the file"
+    if not _matches(path.name, defn.file_pattern):
+        return f"the name does not match the source's file_pattern {defn.file_pattern!r}"
+    return None
 
 
 def landed_file(landing_root: Path, defn: SourceDefinition, path: Path,
                 sha256: str | None = None) -> LandedFile:
     path = Path(path)
-    st = path.stat()
+    st = path.lstat()
+    if not stat.S_ISREG(st.st_mode):
+        raise FileNotFoundError(f"[{defn.source}] {path.name} is not a regular file "
+                                "(symbolic links are never followed)")
     return LandedFile(source=defn.source, path=path,
                       name=path.relative_to(landing_root).as_posix(),
                       sha256=sha256 or file_sha256(path), size=st.st_size,
                       landed_at=dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
 
 
+def survey(landing_root: Path, sources: dict[str, SourceDefinition],
+           known: dict[str, tuple[int, int, str]] | None = None) -> Survey:
+    """Every delivery in the landing zone, and everything else there, each with the reason
+    it is not one. `known` maps a path to (size, mtime_ns, sha256) from an earlier survey,
+    so unchanged files are not hashed again. One unreadable entry is refused alone."""
+    known = known or {}
+    root = Path(landing_root)
+    out = Survey()
+    if not root.is_dir():
+        return out
+    for entry in sorted(root.iterdir()):
+        rel = entry.name
+        if waiting(rel) or rel.startswith("_"):
+            continue   # _truth and other underscore folders belong to the operators
+        defn = sources.get(rel)
+        if defn is None or entry.is_symlink() or not entry.is_dir():
+            reason = ("a symbolic link; never followed" if entry.is_symlink() else
+                      "not inside a source folder" if not entry.is_dir() else
+                      "no source definition has this folder's name")
+            out.refused.append(Refusal(rel, reason))
+            continue
+        try:
+            children = sorted(entry.iterdir())
+        except OSError as exc:
+            out.refused.append(Refusal(rel, f"the folder cannot be read "
+                                            f"({type(exc).__name__})"))
+            continue
+        for path in children:
+            name = f"{rel}/{path.name}"
+            if waiting(path.name):
+                continue
+            try:
+                reason = _refusal(path, defn)
+                if reason is None:
+                    st = path.lstat()
+                    cached = known.get(str(path))
+                    sha = cached[2] if cached and tuple(cached[:2]) == (
+                        st.st_size, st.st_mtime_ns) else None
+                    out.files.append(landed_file(root, defn, path, sha))
+                    continue
+            except OSError as exc:
+                reason = f"the file cannot be read ({type(exc).__name__})"
+            out.refused.append(Refusal(name, reason))
+    return out
+
+
 def scan(landing_root: Path, sources: dict[str, SourceDefinition],
          known: dict[str, tuple[int, int, str]] | None = None) -> list[LandedFile]:
-    """Every landed file of every source. `known` maps a path to (size, mtime_ns, sha256)
-    from an earlier scan, so unchanged files are not hashed again."""
-    known = known or {}
-    out = []
-    for defn in sources.values():
-        for path in candidate_files(landing_root, defn):
-            st = path.stat()
-            cached = known.get(str(path))
-            sha = cached[2] if cached and cached[:2] == (st.st_size, st.st_mtime_ns) else None
-            out.append(landed_file(landing_root, defn, path, sha))
-    return out
+    """Every delivery in the landing zone (see `survey` for what is refused and why)."""
+    return survey(landing_root, sources, known).files
 
 
 def find_landed(landing_root: Path, defn: SourceDefinition, key: str) -> LandedFile:
