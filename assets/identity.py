@@ -63,9 +63,11 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     store = lake.lake()
     records = pl.from_arrow(delta.read(store.silver("person_record"),
                                        columns=linkage.SILVER_COLUMNS))
-    result = person_index.build(store, records, context.run_id, retrain=config.retrain,
-                                full=config.full_rebuild)
-    person_index.write(store, result)
+    result = person_index.update(store, records, context.run_id, retrain=config.retrain,
+                                 full=config.full_rebuild)
+    if result.rolled_back:
+        context.log.warning(f"rolled back what a dead identity build left: "
+                            f"{result.rolled_back}")
     if result.trained:
         audit.record(store, "model_trained", f"linkage model v{result.model_version}",
                      asset="identity", run_id=context.run_id,
@@ -77,6 +79,7 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     yield _coverage(records, result.tables["person_xref"])
     yield _quality(lake, result.tables["person_xref"])
     common = {"model_version": result.model_version, "run_trained_model": result.trained,
+              "rolled_back_rows": result.rolled_back,
               "linkage_mode": result.mode, "records_rescored": result.rescored}
     for table in TABLES:
         yield MaterializeResult(asset_key=identity_key(table), metadata={

@@ -22,7 +22,7 @@ from dagster import (
 
 from assets.conform import OWNERS, silver_key
 from assets.identity import identity_key
-from ids_lakehouse import config, delta, warehouse
+from ids_lakehouse import config, crash, delta, locks, warehouse
 from ids_lakehouse.deid import kanon, scanner
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key
@@ -142,9 +142,11 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         "research_spells": research_file.spells,
         "contact_directory": contacts.build(persons),
     }
-    for mart, frame in built.items():
-        write_deltalake(str(store.gold(mart)), frame.to_arrow(), mode="overwrite",
-                        schema_mode="overwrite")
+    with locks.exclusive(store, "gold"):
+        for mart, frame in built.items():
+            write_deltalake(str(store.gold(mart)), frame.to_arrow(), mode="overwrite",
+                            schema_mode="overwrite")
+            crash.point("marts.after_first_mart")
     anonymity = research_file.anonymity
     if anonymity.suppression_rate > policy.max_local_suppression:
         context.log.warning(

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from ids_lakehouse import audit, delta
+from ids_lakehouse import audit, crash, delta, locks
 from ids_lakehouse.agreements import Agreement, fingerprint
 from ids_lakehouse.config import Lake, pseudonym_key
 from ids_lakehouse.deid import kanon
@@ -161,6 +161,20 @@ def next_version(lake: Lake, agreement_id: str) -> str:
     return f"v{max(done, default=0) + 1:04d}"
 
 
+def _latest_with(lake: Lake, agreement: Agreement, inputs: dict) -> dict | None:
+    """The latest published release when it was built from exactly these inputs under this
+    agreement text (so a re-run, or a run that died after publishing, adds no version)."""
+    done = sorted(p for p in release_root(lake, agreement.id).glob("v*")
+                  if (p / MANIFEST).exists())
+    if not done:
+        return None
+    manifest = json.loads((done[-1] / MANIFEST).read_text())
+    if manifest["inputs"] != inputs or \
+            manifest["agreement_sha256"] != fingerprint(agreement.id):
+        return None
+    return manifest
+
+
 def release(lake: Lake, agreement: Agreement, today: dt.date,
             check_status: dict[str, dict[str, bool | None]], run_id: str,
             min_cell: int) -> dict:
@@ -171,7 +185,18 @@ def release(lake: Lake, agreement: Agreement, today: dt.date,
                      details={"agreement": agreement.id,
                               "refusals": [r.__dict__ for r in refusals]})
         raise ReleaseRefused(agreement.id, refusals)
+    with locks.exclusive(lake, f"release-{agreement.id}"):
+        return _publish(lake, agreement, run_id, min_cell)
+
+
+def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> dict:
+    """Extract, stage and rename into place the next version (one publisher at a time)."""
     versions = {m: delta.table(lake.gold(m)).version() for m in agreement.release}
+    inputs = {m: {"table": f"gold/{m}", "delta_version": v} for m, v in versions.items()}
+    same = _latest_with(lake, agreement, inputs)
+    if same is not None:    # a re-run over unchanged inputs hands out nothing new
+        _audit_created(lake, agreement, same, run_id, only_if_missing=True)
+        return same
     frames = extract(lake, agreement, versions, min_cell)
     version = next_version(lake, agreement.id)
     final = release_root(lake, agreement.id) / version
@@ -184,18 +209,32 @@ def release(lake: Lake, agreement: Agreement, today: dt.date,
         "recipient": agreement.recipient.model_dump(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run_id": run_id, "min_cell_size": min_cell,
-        "inputs": {m: {"table": f"gold/{m}", "delta_version": v} for m, v in versions.items()},
+        "inputs": inputs,
         "files": _write(frames, staging),
         "pseudonym_key": f"derived per agreement: release/{agreement.id}"
         if agreement.purpose == "research" else None,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    crash.point("release.after_files")
     os.replace(staging, final)
-    audit.record(lake, "release_created", f"{agreement.id} {version} for "
-                 f"{agreement.recipient.organisation}", asset=f"releases/{agreement.id}",
-                 run_id=run_id, details={k: manifest[k] for k in
-                                         ("agreement", "version", "inputs", "files")})
+    _audit_created(lake, agreement, manifest, run_id)
     return manifest
+
+
+def _audit_created(lake: Lake, agreement: Agreement, manifest: dict, run_id: str,
+                   only_if_missing: bool = False) -> None:
+    """Every published version has its release_created event (a run that died between
+    publishing and auditing gets it written by the next run)."""
+    asset = f"releases/{agreement.id}"
+    if only_if_missing:
+        events = audit.read(lake).to_pylist()
+        if any(e["kind"] == "release_created" and e["asset"] == asset and
+               json.loads(e["details"]).get("version") == manifest["version"]
+               for e in events):
+            return
+    audit.record(lake, "release_created", f"{agreement.id} {manifest['version']} for "
+                 f"{agreement.recipient.organisation}", asset=asset, run_id=run_id,
+                 details={k: manifest[k] for k in ("agreement", "version", "inputs", "files")})
 
 
 def reproduce(lake: Lake, agreement: Agreement, version: str, into: Path) -> dict[str, bool]:

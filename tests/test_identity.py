@@ -18,7 +18,7 @@ def person_records(lake, exclude: tuple[str, ...] = ()) -> pl.DataFrame:
 
 def run(lake, records, run_id, **kw) -> index.IdentityResult:
     result = index.build(lake, records, run_id, **kw)
-    index.write(lake, result)
+    index.write(lake, result, run_id)
     return result
 
 
@@ -158,3 +158,68 @@ def test_a_bad_memory_setting_is_a_clear_error(tmp_path, monkeypatch):
         config.duckdb_config(tmp_path / "_spill")
     monkeypatch.setenv("IDS_DUCKDB_MEMORY", "1.5GB")
     assert config.duckdb_config(tmp_path / "_spill")["memory_limit"] == "1.5GB"
+
+
+def test_a_build_that_dies_before_person_xref_is_rolled_back(silver_lake, tmp_path,
+                                                              monkeypatch):
+    """kill -9 after the index and events of a build were written but before person_xref:
+    the next build removes them, so every minted ID has an event and nothing else."""
+    import signal
+    import subprocess
+    import sys
+
+    full = person_records(silver_lake)
+    first = full.filter(pl.col("source") != "travellers")
+    run(silver_lake, first, "r1")
+    (tmp_path / "crash").mkdir()
+    (tmp_path / "crash" / "identity.before_xref").touch()
+    script = ("import sys, polars as pl; from pathlib import Path\n"
+              "from ids_lakehouse.config import Lake\n"
+              "from ids_lakehouse.identity import index\n"
+              "lake = Lake(Path(sys.argv[1])); records = pl.read_parquet(sys.argv[2])\n"
+              "index.write(lake, index.build(lake, records, 'dead'), 'dead')\n")
+    full.write_parquet(tmp_path / "records.parquet")
+    proc = subprocess.run([sys.executable, "-c", script, str(silver_lake.root),
+                           str(tmp_path / "records.parquet")], timeout=600,
+                          env={**__import__("os").environ,
+                               "IDS_CRASH_DIR": str(tmp_path / "crash")})
+    assert proc.returncode == -signal.SIGKILL
+    events = pl.from_arrow(delta.read(silver_lake.identity("person_id_events")))
+    assert "dead" in events["run_id"].to_list()          # the dead build wrote events...
+
+    after = run(silver_lake, full, "r2")
+    assert after.rolled_back["person_id_events"] > 0     # ...which the next one removed
+    events = pl.from_arrow(delta.read(silver_lake.identity("person_id_events")))
+    minted = pl.from_arrow(delta.read(silver_lake.identity("person_index")))
+    assert "dead" not in events["run_id"].to_list()
+    assert "dead" not in minted["minted_run"].to_list()
+    assert set(events.filter(pl.col("event") != "merged")["person_id"]) == \
+        set(minted["person_id"])
+    assert set(xref(silver_lake).values()) <= set(minted["person_id"])
+
+
+def test_two_builds_at_once_mint_each_person_once(silver_lake):
+    """Two identity runs started together: the second waits for the first and then sees
+    its index, so no ID is minted twice and every event names an ID in the index."""
+    import threading
+
+    records = person_records(silver_lake)
+    results, errors = [], []
+
+    def go(run_id):
+        try:
+            results.append(index.update(silver_lake, records, run_id))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(f"r{i}",)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert not errors
+    assert sorted(r.events.get("created", 0) for r in results) == [0, results[0].people]
+    minted = pl.from_arrow(delta.read(silver_lake.identity("person_index")))
+    events = pl.from_arrow(delta.read(silver_lake.identity("person_id_events")))
+    assert minted["person_id"].is_unique().all()
+    assert set(events["person_id"]) == set(minted["person_id"]) == set(xref(silver_lake).values())

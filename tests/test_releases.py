@@ -210,3 +210,28 @@ def test_catalog_files_describe_every_entity_source_and_mart(tmp_path):
     assert ("hmis", "DOB") in lineage["dob"] and ("medicaid", "date_of_birth") in lineage["dob"]
     classes = catalog.column_classification(load_sources()["hmis"], model)
     assert classes["SSN"] == "direct_identifier" and classes["ProjectType"] == "sensitive"
+
+
+def test_two_releases_at_once_publish_one_version(lake):
+    """Two runs releasing under one agreement at the same moment: one publishes, the other
+    finds the same inputs already released (the lake lock serialises them)."""
+    import threading
+
+    a = agreement("dsa-housing-education-research")
+    results, errors = [], []
+
+    def go():
+        try:
+            results.append(releases.release(lake, a, TODAY, PASSED, "concurrent", 11))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert [r["version"] for r in results] == [results[0]["version"]] * 2
+    folders = sorted(p.name for p in releases.release_root(lake, a.id).iterdir())
+    assert folders == [results[0]["version"]]

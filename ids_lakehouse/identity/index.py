@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import write_deltalake
 
-from ids_lakehouse import delta
+from ids_lakehouse import crash, delta, locks
 from ids_lakehouse.config import Lake
 from ids_lakehouse.identity import linkage
 from ids_lakehouse.identity.stable_ids import (
@@ -44,6 +44,7 @@ class IdentityResult:
     events: dict[str, int]
     review_pairs: int
     tables: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
+    rolled_back: dict[str, int] = field(default_factory=dict)   # left by a dead build
 
 
 def models_dir(lake: Lake) -> Path:
@@ -144,6 +145,7 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
           full: bool = False,
           review_band: tuple[float, float] = (linkage.LINK_FLOOR, linkage.MATCH_THRESHOLD),
           ) -> IdentityResult:
+    rolled_back = discard_uncommitted(lake)
     now = dt.datetime.now(dt.timezone.utc)
     records = linkage.linkage_input(person_record)
     model = model_for(lake, records, retrain)
@@ -197,14 +199,59 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
         records=records.height,
         people=xref["person_id"].n_unique(), links=links.height,
         events=dict(events.group_by("event").len().iter_rows()), review_pairs=review.height,
-        tables=tables)
+        tables=tables, rolled_back=rolled_back)
 
 
-def write(lake: Lake, result: IdentityResult) -> None:
+def update(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
+           full: bool = False) -> IdentityResult:
+    """Build and write the index: the identity layer's one entry point. One build at a time
+    on a lake (a second waits for the first), so two runs never mint IDs from the same
+    prior index."""
+    with locks.exclusive(lake, "identity"):
+        result = build(lake, person_record, run_id, retrain=retrain, full=full)
+        write(lake, result, run_id)
+    return result
+
+
+# person_xref is written last: its commit is what makes a build the current one. Rows a
+# build wrote before dying (index entries, events) are rolled back by the next build.
+WRITE_ORDER = ("person_link", "review_queue", "person_index", "person_id_events",
+               "person_xref")
+
+
+def write(lake: Lake, result: IdentityResult, run_id: str) -> None:
     """Replace the current tables (Delta keeps every earlier version); append events."""
-    for name, frame in result.tables.items():
+    from deltalake import CommitProperties
+
+    for name in WRITE_ORDER:
+        frame = result.tables[name]
         mode = "append" if name == "person_id_events" else "overwrite"
         if mode == "append" and frame.height == 0:
             continue
+        if name == "person_xref":
+            crash.point("identity.before_xref")
         write_deltalake(str(lake.identity(name)), frame.to_arrow(), mode=mode,
-                        schema_mode="merge" if mode == "append" else "overwrite")
+                        schema_mode="merge" if mode == "append" else "overwrite",
+                        commit_properties=CommitProperties(
+                            custom_metadata={"ids_run_id": run_id}))
+
+
+def discard_uncommitted(lake: Lake) -> dict[str, int]:
+    """Roll back what a build that died before committing person_xref left behind: ID
+    events and index entries written after the last person_xref commit. (Identity builds
+    never overlap: the downstream run limit serialises them.)"""
+    xref = lake.identity("person_xref")
+    cutoff = None
+    if delta.exists(xref):
+        last = delta.table(xref).history(limit=1)[0]
+        cutoff = dt.datetime.fromtimestamp(last["timestamp"] / 1000, dt.timezone.utc)
+    removed = {}
+    for name, column in (("person_id_events", "recorded_at"), ("person_index", "minted_at")):
+        path = lake.identity(name)
+        if not delta.exists(path):
+            continue
+        where = None if cutoff is None else \
+            f"{column} > '{cutoff.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+        metrics = delta.table(path).delete(where)
+        removed[name] = metrics.get("num_deleted_rows", 0)
+    return {k: v for k, v in removed.items() if v}
