@@ -168,14 +168,9 @@ class CsvReader(Reader):
     def _spans(self, batch: pa.RecordBatch) -> np.ndarray | None:
         """Physical lines each row covers (multi-line sources); None when all are one."""
         spans = None
-        for col in batch.columns:
-            data = col.buffers()[2]
-            if data is None:
-                continue
-            raw = data.to_pybytes()
-            if b"\n" in raw or b"\r" in raw:
-                n = pc.count_substring_regex(col, _BREAKS).to_numpy(zero_copy_only=False)
-                spans = n if spans is None else spans + n
+        for col in _columns_with_breaks(batch):
+            n = pc.count_substring_regex(col, _BREAKS).to_numpy(zero_copy_only=False)
+            spans = n if spans is None else spans + n
         return None if spans is None else spans.astype(np.int64) + 1
 
     def _place(self, position: tuple[int, int], n: int, spans: np.ndarray | None,
@@ -216,16 +211,11 @@ class CsvReader(Reader):
         """A single-line source: a value holding a line break means the parser merged
         lines (a quoted line break, or an unbalanced quote)."""
         first = None
-        for col in batch.columns:
-            data = col.buffers()[2]
-            if data is None:
-                continue
-            raw = data.to_pybytes()
-            if b"\n" in raw or b"\r" in raw:
-                hit = pc.match_substring_regex(col, "[\\r\\n]").to_numpy(zero_copy_only=False)
-                rows = np.flatnonzero(hit)
-                if rows.size and (first is None or rows[0] < first):
-                    first = int(rows[0])
+        for col in _columns_with_breaks(batch):
+            hit = pc.match_substring_regex(col, "[\\r\\n]").to_numpy(zero_copy_only=False)
+            rows = np.flatnonzero(hit)
+            if rows.size and (first is None or rows[0] < first):
+                first = int(rows[0])
         if first is not None:
             raise self._spanning(int(lines[first]))
 
@@ -303,3 +293,12 @@ class CsvReader(Reader):
                 if not multiline and rows.line_num - before > 1:
                     return before + 1
                 before = rows.line_num
+
+
+def _columns_with_breaks(batch: pa.RecordBatch):
+    """The string columns of a batch whose data holds a CR or LF somewhere (a cheap scan of
+    the raw buffer before any per-value work)."""
+    for col in batch.columns:
+        data = col.buffers()[2]
+        if data is not None and (b"\n" in (raw := data.to_pybytes()) or b"\r" in raw):
+            yield col
