@@ -58,7 +58,8 @@ def test_bad_rows_are_quarantined_with_every_rule(medicaid):
     result = conform_source(medicaid, bronze)
     q = result.quarantine.sort("_row_number")
     assert q["_row_number"].to_list() == [3, 4, 5, 6, 7]
-    assert q["_rule"].to_list() == ["unparseable_date", "unknown_code", "not_after",
+    assert q["_rule"].to_list() == ["unparseable_date", "unknown_code",
+                                    "not_after; dob_after_enrollment_start",
                                     "end_not_before_start", "unknown_code; not_nullable"]
     assert q["_column"].to_list()[:3] == ["dob", "sex", "dob"]
     assert "race" in q["_column"][4] and "last_name" in q["_column"][4]
@@ -93,7 +94,7 @@ def test_snapshot_conform_reads_the_latest_delivery_even_after_a_reingest(tmp_pa
                                                                           medicaid):
     import os
 
-    from ids_lakehouse.ingest.bronze import ingest_file
+    from ids_lakehouse.ingest.delivery import ingest_delivery
     from ids_lakehouse.ingest.landing import landed_file
 
     folder = tmp_path / "medicaid"
@@ -106,6 +107,102 @@ def test_snapshot_conform_reads_the_latest_delivery_even_after_a_reingest(tmp_pa
     os.utime(old, (1_700_000_000, 1_700_000_000))
     os.utime(new, (1_700_100_000, 1_700_100_000))
     for path in (old, new, old):  # the January file is re-ingested last
-        ingest_file(medicaid, landed_file(tmp_path, medicaid, path), lake, "run")
+        assert ingest_delivery(medicaid, landed_file(tmp_path, medicaid, path), lake,
+                               "run").accepted
     rows = silver.bronze_to_conform(lake, medicaid)
     assert set(rows["_file"]) == {"medicaid/feb.csv"} and rows.height == 2
+
+
+def traveller_rows(*changes: dict) -> pl.DataFrame:
+    good = {"traveller_ref": "T1", "full_name": "LEE, Ann", "date_of_birth": "01/05/1990",
+            "nationality": "GB", "phone": "", "email": "", "port_of_entry": "SEA",
+            "arrival_date": "2025-03-01T10:00:00", "flight_no": "BA49",
+            "destination_address": "1234 Smith Avenue, Seattle WA 98101"}
+    rows = [{**good, "traveller_ref": f"T{i}", **c} for i, c in enumerate(changes, start=1)]
+    return pl.DataFrame(rows).with_columns(
+        pl.lit("travellers").alias("_source"), pl.lit("travellers/x.xlsx").alias("_file"),
+        pl.lit("c" * 64).alias("_file_sha256"),
+        pl.Series("_row_number", range(2, len(rows) + 2), dtype=pl.Int64))
+
+
+def assert_no_delivered_value_in_reasons(quarantine: pl.DataFrame) -> None:
+    import json
+
+    for row in quarantine.iter_rows(named=True):
+        said = " ".join([row["_reason"], row["_rule"], row["_column"]])
+        values = [v for v in json.loads(row["_raw"]).values()
+                  if isinstance(v, str) and len(v) >= 3]
+        assert values and not [v for v in values if v in said], row["_row_number"]
+
+
+def test_dob_after_the_enrollment_start_is_quarantined(medicaid, lake):
+    bronze = medicaid_rows(
+        {},                                                          # born 1990, spell 2020
+        {"date_of_birth": "2020-01-01"},                             # born the day it starts
+        {"date_of_birth": "2020-06-30", "first_name": SECRET},       # born after it started
+        {"date_of_birth": "2021-03-04", "eligibility_start": "2019-01-01",
+         "eligibility_end": ""},
+        {"member_id": "WA1", "eligibility_start": "1989-01-01",      # one of WA1's spells
+         "eligibility_end": "1989-06-01"},
+    )
+    result = conform_source(medicaid, bronze)
+    q = result.quarantine.sort("_row_number")
+    assert q["_row_number"].to_list() == [4, 5, 6]
+    assert set(q["_rule"]) == {"dob_after_enrollment_start"} and set(q["_column"]) == {"dob"}
+    assert result.failures == {"dob_after_enrollment_start|dob": 3}
+    assert_no_delivered_value_in_reasons(q)
+    assert not any("2020-06-30" in r or "1989" in r for r in q["_reason"])
+    assert result.entities["enrollment"].height == 2
+    assert result.entities["enrollment"].height + q.height == bronze.height
+    # WA1 keeps the person record of its good row; WA3 and WA4 are only in quarantine
+    assert sorted(result.entities["person_record"]["source_record_id"]) == ["WA1", "WA2"]
+    silver.write(lake, result, "run-1")
+    assert silver.reconcile(lake, "medicaid", bronze.height) == {
+        "bronze_rows": 5, "silver_rows": 2, "quarantined_rows": 3, "reconciles": True}
+
+
+def test_dob_after_the_event_date_is_quarantined():
+    sources = load_sources()
+    bronze = traveller_rows({}, {"date_of_birth": "01/03/2025"},        # born the arrival day
+                            {"date_of_birth": "02/03/2025", "full_name": f"{SECRET}, Ann"})
+    result = conform_source(sources["travellers"], bronze)
+    q = result.quarantine
+    assert q["_row_number"].to_list() == [4]
+    assert (q["_rule"][0], q["_column"][0]) == ("dob_after_event_date", "dob")
+    assert_no_delivered_value_in_reasons(q)
+    assert result.entities["service_event"].height + q.height == bronze.height == 3
+    assert "dob_after_enrollment_start|dob" not in result.failures
+
+
+def test_a_birth_record_whose_event_is_the_birth_passes():
+    births = load_sources()["births"]
+    bronze = pl.DataFrame({
+        "cert_number": ["2025000001"], "child_first": ["Ann"], "child_middle": [""],
+        "child_last": ["Lee"], "sex": ["F"], "birth_date": ["20250301"],
+        "birth_county": ["033"], "mother_first": ["Bea"], "mother_maiden": ["Ray"],
+        "mother_dob": ["19900501"], "birth_weight_g": ["3400"]}).with_columns(
+        pl.lit("births").alias("_source"), pl.lit("births/x.txt").alias("_file"),
+        pl.lit("d" * 64).alias("_file_sha256"), pl.lit(2, dtype=pl.Int64).alias("_row_number"))
+    result = conform_source(births, bronze)
+    assert result.quarantine.height == 0 and result.entities["service_event"].height == 1
+
+
+def test_an_invalid_zip_is_nulled_with_a_status_and_kept_raw(medicaid):
+    bronze = medicaid_rows(
+        {"zip": "9810", "county_code": ""},          # 4 digits
+        {"zip": "98101-1234", "county_code": ""},    # ZIP+4: county from the ZIP
+        {"zip": "", "county_code": ""},
+        {"zip": "98101-12", "county_code": ""},      # not ZIP+4: no county from its prefix
+        {"zip": "00000", "county_code": "033"},      # delivered county kept
+        {},
+    )
+    result = conform_source(medicaid, bronze)
+    assert result.quarantine.height == 0              # flagged on the field, record kept
+    p = result.entities["person_record"].sort("_row_number")
+    assert p["zip"].to_list() == [None, "98101", None, None, None, "98101"]
+    assert p["zip_status"].to_list() == ["invalid", "valid", "missing", "invalid", "invalid",
+                                         "valid"]
+    assert p["zip_raw"].to_list() == ["9810", "98101-1234", None, "98101-12", "00000",
+                                      "98101"]
+    assert p["county_fips"].to_list() == [None, "033", None, None, "033", "033"]
+    assert (p["name_status"].to_list() == p["address_status"].to_list() == ["valid"] * 6)

@@ -14,6 +14,8 @@ from schemas.silver import contract
 GOOD_PERSON = {
     "source": "medicaid", "source_record_id": "WA1", "first_name": "ANN", "middle_name": None,
     "last_name": "LEE", "name_suffix": None, "first_name_raw": "Ann", "last_name_raw": "Lee",
+    "name_status": "valid", "address_status": "valid", "zip_raw": "98101",
+    "zip_status": "valid",
     "dob": dt.date(1990, 5, 1), "sex": "F", "race": "ASIAN", "hispanic": "N",
     "ssn": "123450001", "ssn_last4": "0001", "ssn_status": "valid", "street": "1 MAIN ST",
     "city": "SEATTLE", "state": "WA", "zip": "98101", "county_fips": "033",
@@ -51,6 +53,8 @@ def test_good_rows_pass():
     ({"sex": "Q"}, ("sex", "code_list:sex")),                                 # code list
     ({"county_fips": "999"}, ("county_fips", "code_list:county_fips")),       # code list (file)
     ({"zip": "9810"}, ("zip", "pattern")),                                    # pattern
+    ({"zip_status": "bogus"}, ("zip_status", "code_list:zip_status")),
+    ({"name_status": None}, ("name_status", "not_nullable")),
     ({"ssn": "12345678X"}, ("ssn", "pattern")),
     ({"phone": "2065550123"}, ("phone", "pattern")),
     ({"dob": dt.date(2099, 1, 1)}, ("dob", "not_after")),                    # not in the future

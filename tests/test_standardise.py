@@ -64,3 +64,29 @@ def test_transforms_report_what_they_cannot_read():
     city, _ = tf.TRANSFORMS["city_from_one_line"](
         pl.Series(["1234 Smith Avenue Apt 12, Seattle WA 98101"]))
     assert city.to_list() == ["Seattle"]
+
+
+@pytest.mark.parametrize("raw,zip_,status", [
+    ("98101", "98101", "valid"),
+    (" 98101-1234 ", "98101", "valid"),
+    ("981011234", "98101", "valid"),
+    ("9810", None, "invalid"),        # a 4-digit ZIP (e.g. a lost leading zero): never padded
+    ("abcde", None, "invalid"),
+    ("98101-12", None, "invalid"),
+    ("00000", None, "invalid"),
+    ("", None, "missing"),
+    (None, None, "missing"),
+])
+def test_zip_invalid_values_are_nulled_with_a_status_and_kept_raw(raw, zip_, status):
+    out = pl.select(std.zip_frame(pl.lit(raw, dtype=pl.String))).row(0, named=True)
+    assert out == {"zip": zip_, "zip_raw": raw, "zip_status": status}
+
+
+def test_text_statuses_and_the_most_severe_of_several():
+    raw = pl.Series(["Ann", "\u0405mith", "Иванов", "", None], dtype=pl.String)
+    out = pl.select(std.text_status(pl.lit(raw), std.name(pl.lit(raw)))).to_series()
+    assert out.to_list() == ["valid", "transliterated", "unmapped", "missing", "missing"]
+    frame = pl.DataFrame({"a": ["valid", "valid", "missing", "missing", "unmapped"],
+                          "b": ["transliterated", "missing", "missing", "valid", "valid"]})
+    worst = frame.select(std.worst_status(pl.col("a"), pl.col("b"))).to_series()
+    assert worst.to_list() == ["transliterated", "valid", "missing", "valid", "unmapped"]

@@ -1,7 +1,9 @@
 """Bronze -> silver for one source: map delivered columns to the canonical model, parse,
-standardise, validate against the contracts, and split the rows into silver and
-quarantine. Every bronze row ends up in exactly one row-level silver entity or in
-quarantine (one quarantine row per bronze row, with all of its failures)."""
+standardise, validate against the contracts and the rules across one row's entities
+(`ROW_RULES`), and split the rows into silver and quarantine. Every bronze row ends up in
+exactly one row-level silver entity or in quarantine (one quarantine row per bronze row,
+with all of its failures). A field problem that does not break a contract (an invalid
+SSN, phone or ZIP, a name in another script) is flagged in the field's status instead."""
 
 from __future__ import annotations
 
@@ -129,19 +131,29 @@ def _standardise_person(p: pl.DataFrame) -> pl.DataFrame:
     def col(name: str) -> pl.Expr:
         return pl.col(name) if name in p.columns else pl.lit(None, dtype=pl.String)
 
-    last = std.name(col("last_name"))
+    text = {"first_name": std.name, "middle_name": std.name, "last_name": std.name,
+            "street": std.street, "city": std.name}
+    p = p.with_columns([col(n).alias(f"_raw_{n}") for n in text])
+    p = p.with_columns([fn(pl.col(f"_raw_{n}")).alias(n) for n, fn in text.items()])
+    status = {n: std.text_status(pl.col(f"_raw_{n}"), pl.col(n)) for n in text}
     p = p.with_columns(
-        col("first_name").alias("first_name_raw"), col("last_name").alias("last_name_raw"),
-        std.name(col("first_name")).alias("first_name"),
-        std.name(col("middle_name")).alias("middle_name"),
-        std.without_suffix(last).alias("last_name"), std.suffix(last).alias("name_suffix"),
+        pl.col("_raw_first_name").alias("first_name_raw"),
+        pl.col("_raw_last_name").alias("last_name_raw"),
+        std.without_suffix(pl.col("last_name")).alias("last_name"),
+        std.suffix(pl.col("last_name")).alias("name_suffix"),
+        std.worst_status(status["first_name"], status["middle_name"], status["last_name"])
+        .alias("name_status"),
+        std.worst_status(status["street"], status["city"]).alias("address_status"),
         *std.ssn_frame(col("ssn")),
-        std.zip5(col("zip")).alias("zip"),
-        std.street(col("street")).alias("street"), std.name(col("city")).alias("city"),
+        *std.zip_frame(col("zip")),
         col("state").str.strip_chars().str.to_uppercase().alias("state"),
         std.email(col("email")).alias("email"),
-    )
-    by_zip = p["zip"].replace_strict(std.zip_county(), default=None, return_dtype=pl.String)
+    ).drop([f"_raw_{n}" for n in text])
+    # County from the ZIP only when the ZIP itself is valid (an invalid one is null, and
+    # never matched by a prefix or a guess).
+    by_zip = (p.select(pl.when(pl.col("zip_status") == "valid").then(pl.col("zip")))
+              .to_series()
+              .replace_strict(std.zip_county(), default=None, return_dtype=pl.String))
     county = p["county_fips"] if "county_fips" in p.columns else pl.Series(
         [None] * p.height, dtype=pl.String)
     phone = std.phones(p["phone"] if "phone" in p.columns else
@@ -164,6 +176,23 @@ def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str
             rows = frame["_i"].gather(group["index"].cast(pl.UInt32)).unique()
             failures.add_rows(rows, check, column or entity,
                               f"{column or entity} breaks {check}")
+
+
+# Rules across the entities of one bronze row: a person cannot be born after the row's
+# enrollment started or its event happened. (rule, entity, date column, what it is)
+ROW_RULES = [("dob_after_enrollment_start", "enrollment", "start_date",
+              "the enrollment start_date"),
+             ("dob_after_event_date", "service_event", "event_date", "the event_date")]
+
+
+def _row_rules(frames: dict[str, pl.DataFrame], failures: _Failures) -> None:
+    person = frames["person_record"].select("_i", "dob")
+    for rule, entity, column, what in ROW_RULES:
+        if entity not in frames:
+            continue
+        row = person.join(frames[entity].select("_i", column), on="_i")
+        failures.add(row["_i"], row["dob"] > row[column], rule, "dob",
+                     f"dob is after {what} of the same row")
 
 
 def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list[str]]:
@@ -194,6 +223,7 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
     frames = {e: _entity(df, defn, e, model, failures) for e in wanted}
     for entity, frame in frames.items():
         _validate(frame, entity, failures, defn.source)
+    _row_rules(frames, failures)
     fails = failures.frame()
     rejected = fails.group_by("_i").agg(
         pl.col("rule").unique(maintain_order=True).str.join("; ").alias("_rule"),

@@ -1,9 +1,19 @@
 """Standardisation of identifying fields, vectorised in polars where a rule is simple and
 delegated to well-kept libraries where it is not (phonenumbers for phones, nameparser and
-usaddress in transforms)."""
+usaddress in transforms).
+
+Free text (names, street, city) is made comparable in two steps. Values that are pure
+ASCII -- nearly all of them -- go straight to the polars expressions. Every distinct
+non-ASCII value is first folded once in Python (`fold_text`): invisible format characters
+removed, NFKC normalisation, accents stripped from Latin letters, the Latin letters that do
+not decompose (Ł, Ø, ß, Æ...) spelled out, and, in a word that mixes them with Latin
+letters, Cyrillic and Greek letters that look the same as a Latin letter replaced by it.
+A word holding any other letter, or written wholly in another script, keeps its letters as
+delivered (upper-cased) and the field's status says so: a letter is never dropped."""
 
 from __future__ import annotations
 
+import unicodedata
 from functools import lru_cache
 
 import polars as pl
@@ -13,6 +23,158 @@ _SUFFIX_RE = r"\s+(JR|SR|II|III|IV)$"
 # SSNs that were never issued or are known to be invalid (advertising, test numbers).
 KNOWN_INVALID_SSNS = ["078051120", "219099999", "123456789", "111111111", "999999999"]
 
+# -- Unicode ---------------------------------------------------------------------------
+
+# Status of a standardised free-text field (code list `text_status`), most severe last.
+TEXT_STATUSES = ("missing", "valid", "transliterated", "unmapped")
+
+# Cyrillic and Greek letters whose glyph is the same as a Latin letter's, and that letter.
+# Source: Unicode Technical Standard #39 (Unicode Security Mechanisms), confusables.txt,
+# version 14.0.0 (https://www.unicode.org/Public/security/14.0.0/confusables.txt): its
+# single-letter Latin prototypes for Cyrillic and Greek letters, keeping the case of the
+# letter (TR39 maps I-shaped capitals to a small "l"; as names are compared upper-cased,
+# they map to "I" here) and leaving out those only similar in some fonts (e.g. Cyrillic
+# Ь -> b, г -> r, ѡ -> w; Greek σ -> o, γ -> y), symbols of Greek musical notation, and
+# those that stand for two Latin letters (Ы, Ю, Ӕ). Every entry was checked against the
+# file: each maps as TR39 does.
+CONFUSABLES: dict[str, str] = {
+    # Cyrillic capitals
+    "\u0410": "A", "\u0412": "B", "\u0421": "C", "\u0415": "E", "\u050C": "G",
+    "\u041D": "H", "\u0406": "I", "\u04C0": "I", "\u0408": "J", "\u041A": "K",
+    "\u041C": "M", "\u041E": "O", "\u0420": "P", "\u0405": "S", "\u0422": "T",
+    "\u0474": "V", "\u051C": "W", "\u0425": "X", "\u0423": "Y", "\u04AE": "Y",
+    # Cyrillic small letters
+    "\u0430": "a", "\u0441": "c", "\u0501": "d", "\u0435": "e", "\u04BB": "h",
+    "\u0456": "i", "\u04CF": "i", "\u0458": "j", "\u043E": "o", "\u0440": "p",
+    "\u051B": "q", "\u0455": "s", "\u0475": "v", "\u051D": "w", "\u0445": "x",
+    "\u0443": "y", "\u04AF": "y",
+    # Greek capitals
+    "\u0391": "A", "\u0392": "B", "\u03F9": "C", "\u0395": "E", "\u03DC": "F",
+    "\u0397": "H", "\u0399": "I", "\u037F": "J", "\u039A": "K", "\u039C": "M",
+    "\u039D": "N", "\u039F": "O", "\u03A1": "P", "\u03A4": "T", "\u03A5": "Y",
+    "\u03A7": "X", "\u0396": "Z",
+    # Greek small letters
+    "\u03B1": "a", "\u03F2": "c", "\u03B9": "i", "\u03F3": "j", "\u03BF": "o",
+    "\u03C1": "p", "\u03C5": "u", "\u03BD": "v",
+}
+# Latin letters with no canonical decomposition, so NFKD leaves no ASCII base to keep.
+LATIN_FOLD: dict[str, str] = {
+    "Æ": "AE", "æ": "ae", "Ð": "D", "ð": "d", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h",
+    "ı": "i", "Ł": "L", "ł": "l", "Ŋ": "NG", "ŋ": "ng", "Ø": "O", "ø": "o", "Œ": "OE",
+    "œ": "oe", "ß": "ss", "ẞ": "SS", "Þ": "TH", "þ": "th", "Ŧ": "T", "ŧ": "t",
+}
+# Apostrophe-like characters, removed (not spaced) as the ASCII apostrophe is: O'Neil,
+# Kaʻahumanu (ʻokina), Nuʼu.
+APOSTROPHES = "'’‘`ʻʼʽ"
+# Default-ignorable code points that are not of category Cf (Cf is tested by category):
+# combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation
+# selectors, variation selectors.
+_IGNORABLE = {chr(c) for c in (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C,
+                               0x180D, 0x180F, 0x3164, 0xFFA0, *range(0xFE00, 0xFE10),
+                               *range(0xE0100, 0xE01F0))}
+
+
+def _invisible(c: str) -> bool:
+    return c in _IGNORABLE or unicodedata.category(c) == "Cf"
+
+
+def _fold_word(word: str) -> str:
+    """A run of letters and marks in Latin letters, or as it is when one of its letters has
+    no Latin equivalent, or when it has no Latin letter at all: look-alikes are replaced
+    only in a word that mixes them with Latin letters (TR39's mixed-script confusable; a
+    word wholly in Cyrillic or Greek is taken to be written in that script)."""
+    out, latin = [], False
+    for c in unicodedata.normalize("NFKD", word):
+        if c.isascii() or c in LATIN_FOLD:
+            out.append(LATIN_FOLD.get(c, c))
+            latin = latin or c.isalpha()
+        elif unicodedata.category(c).startswith("M"):
+            continue  # an accent on a Latin (or look-alike) base letter
+        elif c in CONFUSABLES:
+            out.append(CONFUSABLES[c])
+        elif c in APOSTROPHES:
+            out.append(c)
+        else:
+            return word
+    return "".join(out) if latin else word
+
+
+def clean_text(value: str) -> str:
+    """Invisible format characters removed and NFKC normalisation: what a parser of
+    delivered text (nameparser, usaddress) should see."""
+    if value.isascii():
+        return value
+    text = "".join(c for c in value if not _invisible(c))
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if not _invisible(c))
+
+
+@lru_cache(maxsize=200_000)
+def fold_text(value: str) -> str:
+    """One delivered value, folded as the module docstring says: invisible characters
+    removed, NFKC, each Latin or mixed-script word in Latin letters where every letter has
+    a Latin equivalent, dashes as "-", digits of any script as ASCII digits. Anything else
+    is left as it is for the expressions (punctuation becomes a space there)."""
+    text = clean_text(value)
+    out, word = [], []
+    for c in text:
+        cat = unicodedata.category(c)
+        if cat[0] in "LM" and not c.isascii() or c.isascii() and c.isalpha():
+            word.append(c)
+            continue
+        if word:
+            out.append(_fold_word("".join(word)))
+            word = []
+        if cat == "Pd":
+            out.append("-")
+        elif cat == "Nd" and not c.isascii():
+            out.append(str(unicodedata.decimal(c)))
+        else:
+            out.append(c)
+    if word:
+        out.append(_fold_word("".join(word)))
+    return "".join(out)
+
+
+def _fold_non_ascii(values: pl.Series) -> pl.Series:
+    """fold_text over the distinct non-ASCII values only; ASCII values pass untouched."""
+    wide = values.str.len_bytes() != values.str.len_chars()
+    if not wide.any():
+        return values
+    distinct = values.filter(wide).unique().to_list()
+    return values.replace({v: fold_text(v) for v in distinct})
+
+
+def unicode_text(expr: pl.Expr) -> pl.Expr:
+    return expr.map_batches(_fold_non_ascii, return_dtype=pl.String)
+
+
+def text_status(raw: pl.Expr, out: pl.Expr) -> pl.Expr:
+    """Status of a standardised free-text field: `missing` (nothing left), `unmapped`
+    (letters with no Latin equivalent, or a word wholly in another script, kept as
+    delivered), `transliterated` (Cyrillic or Greek look-alikes in a word with Latin
+    letters replaced by those Latin letters), or `valid` (Latin letters, accents removed)."""
+    return (pl.when(out.is_null()).then(pl.lit("missing"))
+            .when(out.str.len_bytes() != out.str.len_chars()).then(pl.lit("unmapped"))
+            .when(raw.str.contains(r"[\p{Cyrillic}\p{Greek}]")).then(pl.lit("transliterated"))
+            .otherwise(pl.lit("valid")))
+
+
+def worst_status(*statuses: pl.Expr) -> pl.Expr:
+    """The most severe of several fields' text statuses (`missing` only when all are)."""
+    expr = pl.lit(TEXT_STATUSES[0])
+    for level in TEXT_STATUSES[1:]:
+        expr = pl.when(pl.any_horizontal([s == level for s in statuses])).then(
+            pl.lit(level)).otherwise(expr)
+    return expr
+
+
+# What becomes a space: punctuation, symbols, separators, controls and, in names, numbers.
+# Letters and marks of any script stay, and so do private-use code points and those the
+# regex engine's Unicode tables do not know yet (letters newer than its tables): never
+# dropped. Hyphens stay; in streets ASCII digits and "#" too.
+NAME_SPACE = r"[^\p{L}\p{M}\p{Cn}\p{Co}\- ]"
+STREET_SPACE = r"[^\p{L}\p{M}\p{Cn}\p{Co}0-9#\- ]"
+
 
 def blank_to_null(expr: pl.Expr) -> pl.Expr:
     stripped = expr.cast(pl.String).str.strip_chars()
@@ -20,19 +182,21 @@ def blank_to_null(expr: pl.Expr) -> pl.Expr:
 
 
 def name(expr: pl.Expr) -> pl.Expr:
-    """Upper case, accents and punctuation removed, hyphens kept, spaces collapsed."""
-    out = (expr.str.normalize("NFKD").str.replace_all(r"\p{M}", "").str.to_uppercase()
-           .str.replace_all(r"[’'`.]", "").str.replace_all(r"[^A-Z\- ]", " ")
+    """Upper case, accents and punctuation removed, hyphens kept, spaces collapsed;
+    look-alike letters in Latin, other letters kept (see `fold_text`)."""
+    out = (unicode_text(expr).str.to_uppercase()
+           .str.replace_all(f"[{APOSTROPHES}.]", "").str.replace_all(NAME_SPACE, " ")
            .str.replace_all(r"\s+", " ").str.strip_chars())
-    return pl.when(out == "").then(None).otherwise(out)
+    return out.replace("", None)  # (one reference: the chain is evaluated once)
 
 
 def street(expr: pl.Expr) -> pl.Expr:
     """Upper case, accents and punctuation removed; house and unit numbers kept."""
-    out = (expr.str.normalize("NFKD").str.replace_all(r"\p{M}", "").str.to_uppercase()
-           .str.replace_all(r"[.,'’]", "").str.replace_all(r"[^A-Z0-9#\- ]", " ")
+    out = (unicode_text(expr).str.to_uppercase()
+           .str.replace_all(f"[.,{APOSTROPHES}]", "")
+           .str.replace_all(STREET_SPACE, " ")
            .str.replace_all(r"\s+", " ").str.strip_chars())
-    return pl.when(out == "").then(None).otherwise(out)
+    return out.replace("", None)  # (one reference: the chain is evaluated once)
 
 
 def suffix(last: pl.Expr) -> pl.Expr:
@@ -66,8 +230,23 @@ def ssn_frame(raw: pl.Expr) -> list[pl.Expr]:
             status.alias("ssn_status")]
 
 
+ZIP_RE = r"^([0-9]{5})(?:-?[0-9]{4})?$"
+
+
 def zip5(expr: pl.Expr) -> pl.Expr:
-    return expr.str.strip_chars().str.extract(r"^([0-9]{5})(?:-?[0-9]{4})?$", 1)
+    return expr.str.strip_chars().str.extract(ZIP_RE, 1)
+
+
+def zip_frame(raw: pl.Expr) -> list[pl.Expr]:
+    """zip (5 digits or null), zip_raw (as delivered) and zip_status: a ZIP that is not
+    5 digits (optionally ZIP+4) or is 00000 is nulled with the status, never guessed."""
+    s = raw.str.strip_chars()
+    five = s.str.extract(ZIP_RE, 1)
+    status = (pl.when(s.is_null() | (s == "")).then(pl.lit("missing"))
+              .when(five.is_null() | (five == "00000")).then(pl.lit("invalid"))
+              .otherwise(pl.lit("valid")))
+    return [pl.when(status == "valid").then(five).otherwise(None).alias("zip"),
+            raw.alias("zip_raw"), status.alias("zip_status")]
 
 
 def _e164(number: str) -> str | None:

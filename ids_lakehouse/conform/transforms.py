@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import polars as pl
 
-from ids_lakehouse.conform.standardise import blank_to_null
+from ids_lakehouse.conform.standardise import blank_to_null, clean_text
 
 Result = tuple[pl.Series, pl.Series]
 _HMIS_RACE = {"1": "AIAN", "2": "ASIAN", "3": "BLACK", "4": "NHPI", "5": "WHITE"}
@@ -84,6 +84,7 @@ def _address(v: str) -> dict[str, str] | None:
 
 def _name_part(part: str) -> Callable[[pl.Series], Result]:
     def parse(v: str) -> str | None:
+        v = clean_text(v)  # a zero-width character must not split or join name parts
         if "," not in v:
             raise ValueError("not 'LAST, First Middle'")
         return _human_name(v)[part] or None
@@ -93,7 +94,7 @@ def _name_part(part: str) -> Callable[[pl.Series], Result]:
 
 def _address_part(labels: tuple[str, ...]) -> Callable[[pl.Series], Result]:
     def parse(v: str) -> str | None:
-        tagged = _address(v)
+        tagged = _address(clean_text(v))
         if tagged is None:
             raise ValueError("ambiguous address")
         return " ".join(tagged[k] for k in labels if k in tagged) or None
