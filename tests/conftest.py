@@ -47,3 +47,16 @@ def silver_lake(tmp_path, tiny_silver) -> Lake:
 
     shutil.copytree(tiny_silver.root, tmp_path / "lake")
     return Lake(tmp_path / "lake")
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_dagster_defs_state():
+    """Dagster keeps the current definitions-state storage in a context variable that
+    entering an instance sets; when instances are entered and left out of order across
+    fixtures, it can be left pointing at a disposed instance, and the next in-process
+    materialization fails with 'undefined DagsterInstance weakref'. Each test starts
+    without one (a test that needs it enters its own instance)."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

@@ -54,19 +54,21 @@ def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, 
         assert request.tags["ids/writes"] == "downstream"
 
 
-def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, tiny_landing,
-                                                                monkeypatch):
-    from ids_lakehouse.demo import Outcome, materialize_everything
+def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, monkeypatch):
+    from dagster import AssetMaterialization
+
+    from assets.conform import silver_key
+    from assets.identity import identity_key
     from ids_lakehouse.identity.index import record_decision
 
-    shutil.copytree(tiny_landing, tmp_path / "landing")
     monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("IDS_PSEUDONYM_KEY", "test-only-key-" + "0" * 32)
-    defs = build_definitions()
     lake = {"lake": LakeResource.from_env()}
     with instance_for_test() as instance:
-        materialize_everything(defs, instance, Outcome())
+        # The state after a nightly build: deliveries, silver and identity all built.
+        for key in (bronze_key("hmis"), silver_key("person_record"),
+                    identity_key("person_xref")):
+            instance.report_runless_asset_event(AssetMaterialization(key))
         assert isinstance(nightly_refresh(build_schedule_context(instance=instance,
                                                                  resources=lake)), SkipReason)
         record_decision(Lake(tmp_path / "lake"), "hmis:1", "medicaid:2", "non_match",
