@@ -67,7 +67,10 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
     sources = load_sources()
     assets = [*defs.assets, *(defs.asset_checks or [])]
     resources = defs.resources
-    files = landing.scan(config.landing_root(), sources)
+    found = landing.survey(config.landing_root(), sources)
+    for refusal in found.refused:
+        print(f"  not ingested: {refusal.name}: {refusal.reason}")
+    files = found.files
     registered = {s: list(instance.get_dynamic_partitions(files_partitions(s).name))
                   for s in sources}
     new, runs, notes = plan_landing(files, registered)

@@ -161,15 +161,20 @@ def next_version(lake: Lake, agreement_id: str) -> str:
     return f"v{max(done, default=0) + 1:04d}"
 
 
-def _latest_with(lake: Lake, agreement: Agreement, inputs: dict) -> dict | None:
-    """The latest published release when it was built from exactly these inputs under this
-    agreement text (so a re-run, or a run that died after publishing, adds no version)."""
+def _digest(files: list[dict]) -> list[tuple[str, str]]:
+    return sorted((f["name"], f["sha256"]) for f in files)
+
+
+def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | None:
+    """The latest published release when it holds exactly these files (by SHA-256) under
+    this agreement text: a re-run, a refresh whose marts came out the same, or a run that
+    died after publishing adds no version."""
     done = sorted(p for p in release_root(lake, agreement.id).glob("v*")
                   if (p / MANIFEST).exists())
     if not done:
         return None
     manifest = json.loads((done[-1] / MANIFEST).read_text())
-    if manifest["inputs"] != inputs or \
+    if _digest(manifest["files"]) != _digest(files) or \
             manifest["agreement_sha256"] != fingerprint(agreement.id):
         return None
     return manifest
@@ -193,16 +198,18 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
     """Extract, stage and rename into place the next version (one publisher at a time)."""
     versions = {m: delta.table(lake.gold(m)).version() for m in agreement.release}
     inputs = {m: {"table": f"gold/{m}", "delta_version": v} for m, v in versions.items()}
-    same = _latest_with(lake, agreement, inputs)
-    if same is not None:    # a re-run over unchanged inputs hands out nothing new
-        _audit_created(lake, agreement, same, run_id, only_if_missing=True)
-        return same
     frames = extract(lake, agreement, versions, min_cell)
     version = next_version(lake, agreement.id)
     final = release_root(lake, agreement.id) / version
     staging = final.with_name(f".{version}.building")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    files = _write(frames, staging)
+    same = _latest_same(lake, agreement, files)
+    if same is not None:    # nothing new to hand out
+        shutil.rmtree(staging)
+        _audit_created(lake, agreement, same, run_id, only_if_missing=True)
+        return same
     manifest = {
         "agreement": agreement.id, "agreement_sha256": fingerprint(agreement.id),
         "version": version, "purpose": agreement.purpose,
@@ -210,7 +217,7 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run_id": run_id, "min_cell_size": min_cell,
         "inputs": inputs,
-        "files": _write(frames, staging),
+        "files": files,
         "pseudonym_key": f"derived per agreement: release/{agreement.id}"
         if agreement.purpose == "research" else None,
     }

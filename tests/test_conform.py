@@ -80,6 +80,14 @@ def test_empty_mapped_column_is_reported(medicaid):
     assert result.schema_drift["empty_mapped_columns"] == ["phone"]
 
 
+def test_a_new_column_is_counted_never_named(medicaid):
+    """An undeclared column's name is delivered text: a person's name in a header."""
+    rows = medicaid_rows({}).with_columns(pl.lit("x").alias("Jeremy_Gonzalez_812630965"))
+    result = conform_source(medicaid, rows)
+    assert result.schema_drift["new_columns"] == 1
+    assert "Jeremy" not in repr(result.schema_drift) + repr(result.failures)
+
+
 def test_write_and_reconcile_on_real_delta_tables(medicaid, lake):
     bronze = medicaid_rows({}, {"sex": "Q"}, {"member_id": "WA1"})
     result = conform_source(medicaid, bronze)

@@ -45,6 +45,9 @@ def test_everything_that_is_not_a_delivery_is_refused_with_a_reason(zone, tmp_pa
     (zone / "hmis" / "sub").mkdir()
     (zone / "hmis" / "notes.txt").write_text("not a delivery")
     (zone / "hmis" / "bad\x07name.csv").write_text("a\n")
+    (zone / "hmis" / "forged\nline.csv").write_text("a\n")
+    with open(bytes(zone / "hmis") + b"/bad\xff\xfeutf8.csv", "wb") as fh:   # not UTF-8
+        fh.write(b"a\n")
     os.mkfifo(zone / "hmis" / "pipe.csv")
     (zone / "hmis" / "upload.csv.part").write_text("in progress")   # waits silently
 
@@ -56,7 +59,10 @@ def test_everything_that_is_not_a_delivery_is_refused_with_a_reason(zone, tmp_pa
     assert refused["stray.csv"] == "not inside a source folder"
     assert refused["hmis/sub"] == "not a regular file"
     assert "file_pattern" in refused["hmis/notes.txt"]
-    assert "control characters" in refused["hmis/bad\x07name.csv"]
+    assert "control characters" in refused["hmis/bad\\x07name.csv"]
+    assert "control characters" in refused["hmis/forged\\nline.csv"]
+    assert "not UTF-8" in refused["hmis/bad\\xff\\xfeutf8.csv"]
+    assert all(name.isprintable() for name in refused)
     assert refused["hmis/pipe.csv"] == "not a regular file"
     assert not any("upload" in name for name in refused)
     assert len(landing.scan(zone, sources)) == delivered   # nothing refused is delivered
@@ -79,13 +85,18 @@ def _tick(instance, cursor=None):
 
 def test_the_sensor_reports_each_refusal_once(zone, tmp_path):
     (zone / "unknown_agency").mkdir()
+    with open(bytes(zone / "medicaid") + b"/bad\xff.csv", "wb") as fh:  # a name not UTF-8
+        fh.write(b"member_id\n1\n")
     lake = Lake(tmp_path / "lake")
     with DagsterInstance.ephemeral() as instance:
         first = _tick(instance)
         second = _tick(instance, first.cursor)
         _tick(instance, second.cursor)
+    # The bad name stops nothing: every source's delivery is requested in the first tick.
+    assert {r.tags["ids/source"] for r in first.run_requests} == set(load_sources())
     events = pl.from_arrow(audit.read(lake)).filter(pl.col("kind") == "landing_refused")
-    assert events.height == 1 and events["message"][0].startswith("unknown_agency:")
+    assert sorted(m.split(":")[0] for m in events["message"]) == [
+        "medicaid/bad\\xff.csv", "unknown_agency"]
 
 
 def test_a_failed_sensor_tick_is_audited(zone, tmp_path, monkeypatch):

@@ -235,3 +235,25 @@ def test_two_releases_at_once_publish_one_version(lake):
     assert [r["version"] for r in results] == [results[0]["version"]] * 2
     folders = sorted(p.name for p in releases.release_root(lake, a.id).iterdir())
     assert folders == [results[0]["version"]]
+
+
+def test_a_refresh_that_changes_nothing_releases_no_new_version(lake):
+    """The marts are rewritten every night (new Delta versions); a release whose files
+    would come out byte for byte the same is not handed out again."""
+    from deltalake import write_deltalake
+
+    a = agreement("dsa-public-indicators")
+
+    def created() -> int:
+        return sum(e["kind"] == "release_created" and e["asset"] == f"releases/{a.id}"
+                   for e in audit.read(lake).to_pylist())
+
+    first = releases.release(lake, a, TODAY, PASSED, "run-1", 11)
+    events = created()
+    for mart in a.release:
+        same = delta.read(lake.gold(mart))
+        write_deltalake(str(lake.gold(mart)), same, mode="overwrite")
+    again = releases.release(lake, a, TODAY, PASSED, "run-2", 11)
+    assert again["version"] == first["version"] == "v0001"
+    assert sorted(p.name for p in releases.release_root(lake, a.id).iterdir()) == ["v0001"]
+    assert created() == events      # the second call handed out nothing and audited nothing

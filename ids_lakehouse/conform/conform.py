@@ -36,7 +36,7 @@ class ConformResult:
     entities: dict[str, pl.DataFrame]
     quarantine: pl.DataFrame                 # one row per rejected bronze row
     failures: dict[str, int] = field(default_factory=dict)   # "rule|column" -> rows
-    schema_drift: dict[str, list[str]] = field(default_factory=dict)
+    schema_drift: dict[str, list[str] | int] = field(default_factory=dict)
 
     @property
     def row_entity_rows(self) -> int:
@@ -195,10 +195,11 @@ def _row_rules(frames: dict[str, pl.DataFrame], failures: _Failures) -> None:
                      f"dob is after {what} of the same row")
 
 
-def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list[str]]:
+def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list[str] | int]:
     """How the delivered columns differ from what the definition maps. A mapped column
-    that is absent stops the conform; new columns and mapped columns that arrived empty
-    are reported."""
+    that is absent stops the conform; mapped columns that arrived empty are named, and new
+    columns counted: an undeclared column's name is delivered text (it can be someone's
+    name), so it never reaches a log or Dagster metadata."""
     delivered = [c for c in bronze.columns if not c.startswith("_")]
     mapped = {fm.column for fields in defn.mapping.values() for fm in fields.values()
               if fm.column} | {defn.record_id}
@@ -209,7 +210,7 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list
     empty = sorted(c for c in mapped if bronze.height and
                    bronze[c].cast(pl.String).str.strip_chars().replace("", None)
                    .null_count() == bronze.height)
-    return {"new_columns": sorted(set(delivered) - set(defn.columns)),
+    return {"new_columns": len(set(delivered) - set(defn.columns)),
             "empty_mapped_columns": empty}
 
 

@@ -55,8 +55,33 @@ def parse_partition_key(key: str) -> tuple[str, str]:
 
 
 def usable_name(name: str) -> bool:
-    """Dagster partition keys may not contain '...' or control characters."""
-    return "..." not in name and name.isprintable()
+    """Dagster partition keys may not contain '...' or control characters, and a name that
+    is not valid UTF-8 (undecodable bytes, kept by Python as lone surrogates) cannot be
+    stored or logged."""
+    return "..." not in name and name.isprintable() and _utf8(name)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str) -> str:
+    """A landing-zone name as it may be logged: control characters and bytes that are not
+    UTF-8 escaped (\\n, \\xff), so a name can neither forge a log line nor break a write."""
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:          # an undecodable byte (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF or not ch.isprintable():
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,8 @@ def _refusal(path: Path, defn: SourceDefinition) -> str | None:
     if not stat.S_ISREG(path.lstat().st_mode):
         return "not a regular file"
     if not usable_name(path.name):
-        return "the file name has control characters or '...'; rename the file"
+        return ("the file name has control characters, bytes that are not UTF-8, or "
+                "'...'; rename the file")
     if not _matches(path.name, defn.file_pattern):
         return f"the name does not match the source's file_pattern {defn.file_pattern!r}"
     return None
@@ -120,7 +146,7 @@ def survey(landing_root: Path, sources: dict[str, SourceDefinition],
     if not root.is_dir():
         return out
     for entry in sorted(root.iterdir()):
-        rel = entry.name
+        rel = shown(entry.name)
         if waiting(rel) or rel.startswith("_"):
             continue   # _truth and other underscore folders belong to the operators
         defn = sources.get(rel)
@@ -137,7 +163,7 @@ def survey(landing_root: Path, sources: dict[str, SourceDefinition],
                                             f"({type(exc).__name__})"))
             continue
         for path in children:
-            name = f"{rel}/{path.name}"
+            name = f"{rel}/{shown(path.name)}"
             if waiting(path.name):
                 continue
             try:
