@@ -52,11 +52,13 @@ def silver_lake(tmp_path, tiny_silver) -> Lake:
 @pytest.fixture(autouse=True)
 def _no_stale_dagster_defs_state():
     """Dagster keeps the current definitions-state storage in a context variable that
-    entering an instance sets; when instances are entered and left out of order across
-    fixtures, it can be left pointing at a disposed instance, and the next in-process
-    materialization fails with 'undefined DagsterInstance weakref'. Each test starts
-    without one (a test that needs it enters its own instance)."""
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
+    entering an instance sets. A schedule or sensor context built from an instance
+    reference enters an instance of its own and, unless the context is closed, leaves the
+    variable pointing at it after it is gone; the next in-process materialization then
+    fails with 'undefined DagsterInstance weakref'. Tests close such contexts; this makes
+    sure each test starts and ends without one."""
+    from dagster._core.storage.defs_state.base import _current_storage
 
-    with set_defs_state_storage(None):
-        yield
+    _current_storage.set(None)
+    yield
+    _current_storage.set(None)

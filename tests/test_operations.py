@@ -39,6 +39,13 @@ def _ingest_one(defs, instance, landing, source: str, extra: bytes = b""):
                        resources=defs.resources, raise_on_error=False)
 
 
+def _tick(instance, resources):
+    """One evaluation of the nightly schedule; the context is closed after it (it enters
+    an instance of its own from the reference)."""
+    with build_schedule_context(instance=instance, resources=resources) as context:
+        return nightly_refresh(context)
+
+
 def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, monkeypatch):
     shutil.copytree(tiny_landing, tmp_path / "landing")
     monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
@@ -46,10 +53,10 @@ def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, 
     defs = build_definitions()
     lake = {"lake": LakeResource.from_env()}
     with instance_for_test() as instance:  # schedule contexts need an instance reference
-        first = nightly_refresh(build_schedule_context(instance=instance, resources=lake))
+        first = _tick(instance, lake)
         assert isinstance(first, SkipReason)                       # nothing landed yet
         assert _ingest_one(defs, instance, tmp_path / "landing", "hmis").success
-        request = nightly_refresh(build_schedule_context(instance=instance, resources=lake))
+        request = _tick(instance, lake)
         assert isinstance(request, RunRequest) and request.tags["ids/stale"] == "hmis"
         assert request.tags["ids/writes"] == "downstream"
 
@@ -69,11 +76,10 @@ def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, monkey
         for key in (bronze_key("hmis"), silver_key("person_record"),
                     identity_key("person_xref")):
             instance.report_runless_asset_event(AssetMaterialization(key))
-        assert isinstance(nightly_refresh(build_schedule_context(instance=instance,
-                                                                 resources=lake)), SkipReason)
+        assert isinstance(_tick(instance, lake), SkipReason)
         record_decision(Lake(tmp_path / "lake"), "hmis:1", "medicaid:2", "non_match",
                         "steward@example.gov", "different people")
-        request = nightly_refresh(build_schedule_context(instance=instance, resources=lake))
+        request = _tick(instance, lake)
         assert isinstance(request, RunRequest)
         assert request.tags["ids/stale"] == "steward_decisions"
 
