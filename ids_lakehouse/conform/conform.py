@@ -7,7 +7,6 @@ SSN, phone or ZIP, a name in another script) is flagged in the field's status in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import pandera.errors
