@@ -155,10 +155,16 @@ def release_root(lake: Lake, agreement_id: str) -> Path:
     return lake.root / "releases" / agreement_id
 
 
+def published(lake: Lake, agreement_id: str) -> list[Path]:
+    """The published versions, oldest first (a version is published once its manifest is
+    in place; a staging folder is not)."""
+    return sorted((p for p in release_root(lake, agreement_id).glob("v*")
+                   if (p / MANIFEST).exists()), key=lambda p: int(p.name[1:]))
+
+
 def next_version(lake: Lake, agreement_id: str) -> str:
-    done = [int(p.name[1:]) for p in release_root(lake, agreement_id).glob("v*")
-            if (p / MANIFEST).exists()]
-    return f"v{max(done, default=0) + 1:04d}"
+    done = published(lake, agreement_id)
+    return f"v{int(done[-1].name[1:]) + 1 if done else 1:04d}"
 
 
 def _digest(files: list[dict]) -> list[tuple[str, str]]:
@@ -169,8 +175,7 @@ def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | 
     """The latest published release when it holds exactly these files (by SHA-256) under
     this agreement text: a re-run, a refresh whose marts came out the same, or a run that
     died after publishing adds no version."""
-    done = sorted(p for p in release_root(lake, agreement.id).glob("v*")
-                  if (p / MANIFEST).exists())
+    done = published(lake, agreement.id)
     if not done:
         return None
     manifest = json.loads((done[-1] / MANIFEST).read_text())
