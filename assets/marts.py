@@ -23,10 +23,9 @@ from dagster import (
 from assets.conform import OWNERS, silver_key
 from assets.identity import identity_key
 from ids_lakehouse import config, crash, delta, locks, warehouse
-from ids_lakehouse.deid import kanon, scanner
+from ids_lakehouse.deid import cellkey, holdback, kanon, scanner
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key
-from ids_lakehouse.deid.suppression import audit as suppression_audit
 from ids_lakehouse.marts import contacts, indicators, overlap, people, research
 from ids_lakehouse.model import load_model
 from pipelines.resources import LakeResource
@@ -34,23 +33,29 @@ from schemas import failure_counts
 from schemas.gold import contract
 
 FIRST_YEAR = 2019
+BASIS = "indicator_basis"   # restricted: what the aggregate marts are computed from
 # The marts are published nightly; older than 36 hours means the nightly run failed twice.
 MART_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=36),
                                              warn_window=dt.timedelta(hours=26))
 MARTS = {
     "indicators": ("indicators", "Unduplicated person counts by year, program, county, age "
                    "band, sex and race/ethnicity, with ALL totals and rates per 1,000 served; "
-                   "counts 1-10 suppressed, plus complementary suppression."),
+                   "cell-key perturbed (|noise| <= 3), counts under 11 (zero included) null; "
+                   "small changes held back between nights."),
     "program_overlap": ("indicators", "Unduplicated people per program and per pair of "
-                        "programs, and children under six in any early-childhood program."),
+                        "programs, and children under six in any early-childhood program; "
+                        "protected like the indicators."),
     "research_person": ("research", "De-identified linked person file: keyed pseudonym, "
-                        "birth year, sex, race/ethnicity, ZIP3, county; k-anonymous."),
-    "research_spells": ("research", "Program spells of the research persons, dates as "
-                        "years."),
+                        "birth year, sex, race/ethnicity, ZIP3, county (generalised as "
+                        "needed); k-anonymous over the whole record with participation."),
+    "research_participation": ("research", "Program participation of the research persons "
+                               "per period (years at the finest), part of the k-anonymous "
+                               "record."),
     "contact_directory": ("operations", "RESTRICTED: identified contact details per person; "
                           "leaves only through a gated release."),
 }
-NOT_IDENTIFYING = ["indicators", "program_overlap", "research_person", "research_spells"]
+AGGREGATES = ("indicators", "program_overlap")
+NOT_IDENTIFYING = ["indicators", "program_overlap", "research_person", "research_participation"]
 
 
 def _lineage(pairs: dict[str, list[tuple[str, str]]]) -> TableColumnLineage:
@@ -66,11 +71,10 @@ LINEAGE = {
         "birth_year": [(PERSON, "dob")], "sex": [(PERSON, "sex")],
         "race_ethnicity": [(PERSON, "race"), (PERSON, "hispanic")],
         "zip3": [(PERSON, "zip")], "county_fips": [(PERSON, "county_fips")]},
-    "research_spells": {
+    "research_participation": {
         "pseudonym": [("identity/person_xref", "person_id")],
         "program": [("silver/enrollment", "program")],
-        "start": [("silver/enrollment", "start_date")],
-        "end": [("silver/enrollment", "end_date")]},
+        "period": [("silver/enrollment", "start_date"), ("silver/enrollment", "end_date")]},
     "indicators": {
         "persons": [("identity/person_xref", "person_id"), ("silver/enrollment", "program")],
         "county_fips": [(PERSON, "county_fips")], "age_band": [(PERSON, "dob")],
@@ -102,13 +106,18 @@ def _specs() -> list[AssetCheckSpec]:
                              description="No SSN, phone, e-mail, full date, person_id or "
                                          "silver full name anywhere in the mart.")
               for m in NOT_IDENTIFYING]
-    specs += [AssetCheckSpec("suppression", asset=gold_key(m), blocking=True,
-                             description="No published count 1-10; no suppressed cell "
-                                         "recoverable from published totals.")
-              for m in ("indicators", "program_overlap")]
+    specs += [AssetCheckSpec("min_cell_size", asset=gold_key(m), blocking=True,
+                             description="No published count under the minimum cell size "
+                                         "(counts are cell-key perturbed).")
+              for m in AGGREGATES]
     specs.append(AssetCheckSpec("k_anonymity", asset=gold_key("research_person"),
                                 blocking=True,
-                                description="Every quasi-identifier class has >= k people."))
+                                description="Every class of whole records (person row and "
+                                            "participation) has >= k people."))
+    specs.append(AssetCheckSpec("local_suppression", asset=gold_key("research_person"),
+                                blocking=True,
+                                description="Local suppression removed no more records than "
+                                            "the policy allows."))
     return specs
 
 
@@ -124,52 +133,71 @@ def _specs() -> list[AssetCheckSpec]:
 def marts(context: AssetExecutionContext, lake: LakeResource):
     store, model, policy = lake.lake(), load_model(), load_policy()
     try:
-        key = derive_key(config.pseudonym_key(), "gold/research_person")
+        master = config.pseudonym_key()
     except config.MissingSecretError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
+    key = derive_key(master, "gold/research_person")
+    cell_secret = derive_key(master, "cellkey")
     xref = pl.from_arrow(delta.read(store.identity("person_xref")))
     records = pl.from_arrow(delta.read(store.silver("person_record")))
     enrollment = pl.from_arrow(delta.read(store.silver("enrollment")))
     persons = people.golden_persons(records, xref)
     years = people.program_years(enrollment, xref, FIRST_YEAR, model.as_of)
-    research_file = research.build(persons, people.linked(enrollment, xref), key, policy,
-                                   model.as_of)
-    built = {
-        "indicators": indicators.build(years, persons, model, policy),
-        "program_overlap": overlap.build(years, persons, policy.min_cell_size, FIRST_YEAR,
-                                         model.as_of.year),
-        "research_person": research_file.persons,
-        "research_spells": research_file.spells,
-        "contact_directory": contacts.build(persons),
-    }
+    keys = persons.select("person_id", cellkey.record_keys(persons["person_id"], cell_secret))
+    research_file = research.build(persons, years, key, policy, FIRST_YEAR, model.as_of)
     with locks.exclusive(store, "gold"):
+        previous = (pl.from_arrow(delta.read(store.restricted(BASIS)))
+                    if delta.exists(store.restricted(BASIS)) else None)
+        moved = holdback.advance(previous, indicators.facts(years, persons), indicators.UNIT,
+                                 indicators.ATTRIBUTES, policy.min_cell_size)
+        ind, ind_cells = indicators.build(moved.basis, keys, model, policy)
+        ov, ov_cells = overlap.build(moved.basis, keys, policy, FIRST_YEAR, model.as_of.year)
+        built = {"indicators": ind, "program_overlap": ov,
+                 "research_person": research_file.persons,
+                 "research_participation": research_file.spells,
+                 "contact_directory": contacts.build(persons)}
+        # The basis first: the marts are a function of it, so a run that dies between
+        # the two writes is completed by the next one.
+        restricted = {BASIS: moved.basis, "indicators_cells": ind_cells,
+                      "program_overlap_cells": ov_cells}
+        for name, frame in restricted.items():
+            write_deltalake(str(store.restricted(name)), frame.to_arrow(), mode="overwrite",
+                            schema_mode="overwrite")
         for mart, frame in built.items():
             write_deltalake(str(store.gold(mart)), frame.to_arrow(), mode="overwrite",
                             schema_mode="overwrite")
             crash.point("marts.after_first_mart")
     anonymity = research_file.anonymity
     if anonymity.suppression_rate > policy.max_local_suppression:
-        context.log.warning(
+        context.log.error(
             f"research_person: local suppression removed {anonymity.suppression_rate:.1%} of "
-            f"people (policy: {policy.max_local_suppression:.0%}) after every generalisation "
-            "step; the population is too small for this level of detail")
+            f"people (policy: at most {policy.max_local_suppression:.0%}) after every "
+            "generalisation step; the local_suppression check fails and no research "
+            "release can be made until the population is larger or the ladder coarser")
     full_names = (records["first_name"] + " " + records["last_name"]).drop_nulls().unique()
-    yield from _checks(store, policy, full_names)
+    yield from _checks(store, policy, full_names, anonymity)
     for mart in MARTS:
         metadata = {"dagster/row_count": built[mart].height, "purpose": MARTS[mart][0],
                     "dagster/column_lineage": _lineage(LINEAGE[mart])}
         if mart == "research_person":
             metadata |= {"k_required": policy.k_anonymity, "k_achieved": anonymity.k,
                          "generalisation_level": anonymity.level,
+                         "generalisation_applied": anonymity.applied or ["none"],
+                         "participation_period": str(anonymity.participation_years),
                          "records_suppressed": anonymity.suppressed,
                          "suppression_rate": anonymity.suppression_rate,
-                         "quasi_identifiers": policy.research_quasi_identifiers}
-        if "suppressed" in built[mart].columns:
-            metadata["cells_suppressed"] = int(built[mart]["suppressed"].sum())
+                         "quasi_identifiers": [*policy.research_quasi_identifiers,
+                                               "participation (program x period)"]}
+        if mart in AGGREGATES:
+            metadata["cells_not_published"] = int(built[mart]["persons"].is_null().sum())
+        if mart == "indicators":
+            metadata |= {"changes_applied": moved.applied,
+                         "changes_held_back": moved.held_back,
+                         "max_perturbation": policy.max_perturbation}
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
 
 
-def _checks(store, policy, full_names: pl.Series):
+def _checks(store, policy, full_names: pl.Series, anonymity: kanon.Anonymised):
     tables = {m: pl.from_arrow(delta.read(store.gold(m))) for m in MARTS}
     for mart, frame in tables.items():
         failures = failure_counts(contract(mart), frame)
@@ -180,19 +208,22 @@ def _checks(store, policy, full_names: pl.Series):
         yield AssetCheckResult(asset_key=gold_key(mart), check_name="no_direct_identifiers",
                                passed=not findings,
                                metadata={"findings": [f.__dict__ for f in findings]})
-    ind = suppression_audit(tables["indicators"], indicators.ADDITIVE, indicators.FIXED,
-                            "persons", policy.min_cell_size)
-    yield AssetCheckResult(asset_key=gold_key("indicators"), check_name="suppression",
-                           passed=ind.pop("passed"), metadata=ind)
-    ov = tables["program_overlap"]
-    small = ov.filter(pl.col("persons").is_between(1, policy.min_cell_size - 1)).height
-    yield AssetCheckResult(asset_key=gold_key("program_overlap"), check_name="suppression",
-                           passed=small == 0, metadata={"published_small_cells": small})
-    rp = tables["research_person"]
-    k = kanon.k_of(rp, policy.research_quasi_identifiers)
+    for mart in AGGREGATES:
+        small = tables[mart].filter(pl.col("persons") < policy.min_cell_size).height
+        yield AssetCheckResult(asset_key=gold_key(mart), check_name="min_cell_size",
+                               passed=small == 0, metadata={"published_small_cells": small})
+    rp, rs = tables["research_person"], tables["research_participation"]
+    k = kanon.whole_record_k(rp, rs, policy.research_quasi_identifiers)
     yield AssetCheckResult(asset_key=gold_key("research_person"), check_name="k_anonymity",
                            passed=rp.height == 0 or k >= policy.k_anonymity,
-                           metadata={"k_measured": k, "k_required": policy.k_anonymity})
+                           metadata={"k_measured_whole_record": k,
+                                     "k_required": policy.k_anonymity})
+    within = anonymity.suppression_rate <= policy.max_local_suppression
+    yield AssetCheckResult(asset_key=gold_key("research_person"),
+                           check_name="local_suppression", passed=within,
+                           metadata={"suppression_rate": anonymity.suppression_rate,
+                                     "max_local_suppression": policy.max_local_suppression,
+                                     "generalisation_level": anonymity.level})
 
 
 @asset(

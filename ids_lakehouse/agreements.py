@@ -19,7 +19,7 @@ from ids_lakehouse.deid.policy import load_policy
 Purpose = Literal["indicators", "research", "operations"]
 PURPOSE_MARTS: dict[str, frozenset[str]] = {
     "indicators": frozenset({"indicators", "program_overlap"}),
-    "research": frozenset({"research_person", "research_spells"}),
+    "research": frozenset({"research_person", "research_participation"}),
     "operations": frozenset({"contact_directory"}),
 }
 
@@ -45,7 +45,6 @@ class Agreement(BaseModel):
     expires: dt.date
     min_cell_size: int = Field(ge=2)
     k_anonymity: int = Field(ge=2)
-    date_precision: Literal["year", "month"] = "year"
     permitted: dict[str, list[str]] = Field(min_length=1)   # mart -> fields
     release: dict[str, list[str]] = Field(min_length=1)     # what a release extracts
     population_sources: list[str] = []                      # operations: people seen here
@@ -67,8 +66,6 @@ class Agreement(BaseModel):
         if self.k_anonymity < policy.k_anonymity:
             raise ValueError(f"k_anonymity {self.k_anonymity} is below the policy floor "
                              f"{policy.k_anonymity}")
-        if self.date_precision == "month" and self.purpose != "research":
-            raise ValueError("date_precision month only applies to research agreements")
         return self
 
     def in_force(self, today: dt.date) -> bool:

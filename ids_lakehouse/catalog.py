@@ -17,10 +17,12 @@ ACCESS_LEVEL = {"indicators": "public", "research": "restricted public",
                 "operations": "non-public"}
 MART_DESCRIPTIONS = {
     "indicators": "Unduplicated person counts by year, program, county, age band, sex and "
-                  "race/ethnicity, small cells suppressed.",
-    "program_overlap": "People per program and per pair of programs, small cells suppressed.",
-    "research_person": "De-identified, k-anonymous linked person file (keyed pseudonyms).",
-    "research_spells": "Program spells of the research persons, dates as years.",
+                  "race/ethnicity; counts cell-key perturbed, under 11 not published.",
+    "program_overlap": "People per program and per pair of programs; counts cell-key "
+                       "perturbed, under 11 not published.",
+    "research_person": "De-identified linked person file (keyed pseudonyms), k-anonymous "
+                       "over the whole record including participation.",
+    "research_participation": "Program participation of the research persons per period.",
     "contact_directory": "Identified contact details per person (restricted).",
 }
 

@@ -45,6 +45,11 @@ class Lake:
     def gold(self, mart: str) -> Path:
         return self.table("gold", mart)
 
+    def restricted(self, name: str) -> Path:
+        """Tables only the platform reads: disclosure-control state and registers (true
+        counts of protected cells, the held-back basis)."""
+        return self.table("restricted", name)
+
     def audit(self, log: str = "events") -> Path:
         return self.table("audit", log)
 

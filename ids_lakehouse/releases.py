@@ -24,13 +24,11 @@ import pyarrow.parquet as pq
 from ids_lakehouse import audit, crash, delta, locks
 from ids_lakehouse.agreements import Agreement, fingerprint
 from ids_lakehouse.config import Lake, pseudonym_key
-from ids_lakehouse.deid import kanon
+from ids_lakehouse.deid import holdback, kanon
+from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key, pseudonymise
-from ids_lakehouse.deid.suppression import suppress
-from ids_lakehouse.marts import indicators
 
 MANIFEST = "manifest.json"
-QUASI_IDENTIFIERS = ["birth_year", "sex", "race_ethnicity", "zip3", "county_fips"]
 
 
 @dataclass(frozen=True)
@@ -78,40 +76,73 @@ def gate(agreement: Agreement, lake: Lake, today: dt.date,
     return refusals
 
 
-def _research(frames: dict[str, pl.DataFrame], agreement: Agreement) -> dict[str, pl.DataFrame]:
+def _records(persons: pl.DataFrame, participation: pl.DataFrame | None) -> pl.DataFrame:
+    """One row per released person: their row and the signature of their participation."""
+    if participation is None:
+        return persons.with_columns(pl.lit("").alias(kanon.PARTICIPATION))
+    sig = kanon.signatures(participation.rename({"pseudonym": "person_id"})).rename(
+        {"person_id": "pseudonym"})
+    return persons.join(sig, on="pseudonym", how="left").with_columns(
+        pl.col(kanon.PARTICIPATION).fill_null(""))
+
+
+def _unrecord(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    persons = records.drop(kanon.PARTICIPATION)
+    tokens = (records.select("pseudonym", pl.col(kanon.PARTICIPATION).str.split("|")
+                             .alias("_t")).explode("_t").filter(pl.col("_t") != "")
+              .with_columns(pl.col("_t").str.split_exact(":", 1).alias("_p")).unnest("_p"))
+    participation = tokens.select("pseudonym", pl.col("field_0").alias("program"),
+                                  pl.col("field_1").alias("period"))
+    return persons, participation
+
+
+def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
+              previous: dict[str, pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
+    """Re-keys the pseudonyms for this agreement; keeps k over the whole released record
+    (person row and participation); and, against the recipient's previous release, lets
+    changes through only in groups of at least k identical changes (deid/holdback.py), so
+    comparing two versions singles nobody out. Returns the frames and what was held."""
     key = derive_key(pseudonym_key(), f"release/{agreement.id}")
     out = {m: f.with_columns(pseudonymise(f["pseudonym"], key).alias("pseudonym"))
            for m, f in frames.items()}
-    if "research_person" in out:
-        persons = out["research_person"]
-        qis = [q for q in QUASI_IDENTIFIERS if q in persons.columns]
-        if qis and kanon.k_of(persons, qis) < agreement.k_anonymity:
-            sizes = persons.group_by(qis).len("_n")
-            persons = persons.join(sizes, on=qis).filter(
-                pl.col("_n") >= agreement.k_anonymity).drop("_n")
-            out["research_person"] = persons
-        if "research_spells" in out:
-            out["research_spells"] = out["research_spells"].join(
-                persons.select("pseudonym"), on="pseudonym", how="semi")
-    return out
+    k = agreement.k_anonymity
+    if "research_person" not in out:
+        return out, {}
+    persons, participation = out["research_person"], out.get("research_participation")
+    fields = [c for c in agreement.release["research_person"] if c != "pseudonym"]
+    records = _records(persons.select("pseudonym", *fields), participation)
+    keys = [*fields, kanon.PARTICIPATION]
+    records = records.filter(pl.len().over(keys) >= k)      # k over what is released
+    held = {"records_removed_for_k": persons.height - records.height}
+    if previous is not None and "research_person" in previous:
+        before = _records(previous["research_person"], previous.get("research_participation"))
+        if set(before.columns) == set(records.columns):
+            moved = holdback.advance(before, records, ["pseudonym"], keys, k)
+            candidate = moved.basis
+            if candidate.height and kanon.k_of(candidate, keys) < k:
+                # Applying even the large groups would leave a class under k: hold the
+                # whole change set until the next version can move without that.
+                candidate, held["whole_change_set_held"] = before.select(records.columns), True
+            records = candidate
+            held |= {"changes_applied": moved.applied, "changes_held_back": moved.held_back}
+    persons, participation_rows = _unrecord(records)
+    out["research_person"] = persons
+    if "research_participation" in out:
+        out["research_participation"] = participation_rows
+    return out, held
 
 
 def _indicators(frames: dict[str, pl.DataFrame], agreement: Agreement, min_cell: int
                 ) -> dict[str, pl.DataFrame]:
-    out = dict(frames)
-    table = frames.get("indicators")
-    if table is not None and agreement.min_cell_size > min_cell:
-        stricter = suppress(table, indicators.ADDITIVE, indicators.FIXED, "persons",
-                            agreement.min_cell_size)
-        out["indicators"] = stricter.with_columns(
-            pl.when(pl.col("suppressed")).then(None).otherwise(pl.col("persons"))
-            .alias("persons"))
-    overlap = frames.get("program_overlap")
-    if overlap is not None and agreement.min_cell_size > min_cell:
-        small = pl.col("persons").is_between(1, agreement.min_cell_size - 1)
-        out["program_overlap"] = overlap.with_columns(
-            (pl.col("suppressed") | small.fill_null(False)).alias("suppressed"),
-            pl.when(small).then(None).otherwise(pl.col("persons")).alias("persons"))
+    """A stricter agreement hides every published count under its own minimum."""
+    if agreement.min_cell_size <= min_cell:
+        return dict(frames)
+    hidden = pl.col("persons") < agreement.min_cell_size
+    out = {}
+    for mart, frame in frames.items():
+        out[mart] = frame.with_columns(
+            [pl.when(hidden).then(None).otherwise(pl.col(c)).alias(c)
+             for c in ("persons", "rate_per_1000_served") if c in frame.columns])
     return out
 
 
@@ -125,19 +156,23 @@ def _operations(frames: dict[str, pl.DataFrame], agreement: Agreement
     return {"contact_directory": table}
 
 
-def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell: int
-            ) -> dict[str, pl.DataFrame]:
-    """The release's tables, from the gold marts at the given Delta versions."""
+def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell: int,
+            previous: Path | None = None) -> tuple[dict[str, pl.DataFrame], dict]:
+    """The release's tables, from the gold marts at the given Delta versions and (research)
+    the recipient's previous release `previous`; and what was held back."""
     frames = {m: pl.from_arrow(delta.read(lake.gold(m), version=versions[m]))
               for m in agreement.release}
+    held: dict = {}
     if agreement.purpose == "operations":
         frames = _operations(frames, agreement)
     elif agreement.purpose == "indicators":
         frames = _indicators(frames, agreement, min_cell)
     else:
-        frames = _research(frames, agreement)
+        before = None if previous is None else {
+            p.stem: pl.read_parquet(p) for p in previous.glob("*.parquet")}
+        frames, held = _research(frames, agreement, before)
     return {m: f.select(agreement.release[m]).sort(agreement.release[m], nulls_last=True)
-            for m, f in frames.items()}
+            for m, f in frames.items()}, held
 
 
 def _write(frames: dict[str, pl.DataFrame], folder: Path) -> list[dict]:
@@ -203,7 +238,9 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
     """Extract, stage and rename into place the next version (one publisher at a time)."""
     versions = {m: delta.table(lake.gold(m)).version() for m in agreement.release}
     inputs = {m: {"table": f"gold/{m}", "delta_version": v} for m, v in versions.items()}
-    frames = extract(lake, agreement, versions, min_cell)
+    done = published(lake, agreement.id)
+    previous = done[-1] if done else None
+    frames, held = extract(lake, agreement, versions, min_cell, previous)
     version = next_version(lake, agreement.id)
     final = release_root(lake, agreement.id) / version
     staging = final.with_name(f".{version}.building")
@@ -222,6 +259,9 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run_id": run_id, "min_cell_size": min_cell,
         "inputs": inputs,
+        "based_on": previous.name if previous is not None and agreement.purpose == "research"
+        else None,
+        "held_back": held,
         "files": files,
         "pseudonym_key": f"derived per agreement: release/{agreement.id}"
         if agreement.purpose == "research" else None,
@@ -255,6 +295,9 @@ def reproduce(lake: Lake, agreement: Agreement, version: str, into: Path) -> dic
     manifest = json.loads((release_root(lake, agreement.id) / version / MANIFEST).read_text())
     versions = {m: i["delta_version"] for m, i in manifest["inputs"].items()}
     into.mkdir(parents=True, exist_ok=True)
-    rebuilt = _write(extract(lake, agreement, versions, manifest["min_cell_size"]), into)
+    based_on = manifest.get("based_on")
+    previous = release_root(lake, agreement.id) / based_on if based_on else None
+    frames, _ = extract(lake, agreement, versions, manifest["min_cell_size"], previous)
+    rebuilt = _write(frames, into)
     recorded = {f["name"]: f["sha256"] for f in manifest["files"]}
     return {f["name"]: recorded.get(f["name"]) == f["sha256"] for f in rebuilt}

@@ -14,7 +14,7 @@ from ids_lakehouse.config import Lake
 
 VIEWS = {  # schema -> view name -> gold table
     "indicators": {"person_counts": "indicators", "program_overlap": "program_overlap"},
-    "research": {"persons": "research_person", "spells": "research_spells"},
+    "research": {"persons": "research_person", "participation": "research_participation"},
     "operations": {"contact_directory": "contact_directory"},
 }
 

@@ -26,33 +26,33 @@ def contract(mart: str) -> pa.DataFrameSchema:
                 programs, error="code_list:program")),
             "county_fips": pa.Column(pl.String), "age_band": pa.Column(pl.String),
             "sex": pa.Column(pl.String), "race_ethnicity": pa.Column(pl.String),
-            "persons": count, "suppressed": pa.Column(pl.Boolean),
+            "persons": count,
             "rate_per_1000_served": pa.Column(pl.Float64, nullable=True,
                                               checks=pa.Check.ge(0, error="non_negative")),
-        }, unique=["year", "program", "county_fips", "age_band", "sex", "race_ethnicity"]),
+        }, unique=["year", "program", "county_fips", "age_band", "sex", "race_ethnicity"],
+            strict=True),
         "program_overlap": pa.DataFrameSchema({
             "program_a": pa.Column(pl.String), "program_b": pa.Column(pl.String, nullable=True),
-            "persons": count, "suppressed": pa.Column(pl.Boolean),
-        }, unique=["program_a", "program_b"]),
+            "persons": count, "first_year": pa.Column(pl.Int32),
+            "last_year": pa.Column(pl.Int32),
+        }, unique=["program_a", "program_b"], strict=True),
         "research_person": pa.DataFrameSchema({
             "pseudonym": pa.Column(pl.String, unique=True, checks=pa.Check.str_matches(
                 PSEUDONYM, error="pseudonym")),
             "birth_year": pa.Column(pl.String), "sex": pa.Column(pl.String, checks=pa.Check.isin(
-                ["F", "M", "U"], error="code_list:sex")),
+                ["F", "M", "U", "*"], error="code_list:sex")),
             "race_ethnicity": pa.Column(pl.String),
             "zip3": pa.Column(pl.String, checks=pa.Check.str_matches(
                 r"^([0-9]{3}|\*|UNKNOWN)$", error="zip3")),
             "county_fips": pa.Column(pl.String),
         }, strict=True),
-        "research_spells": pa.DataFrameSchema({
+        "research_participation": pa.DataFrameSchema({
             "pseudonym": pa.Column(pl.String, checks=pa.Check.str_matches(
                 PSEUDONYM, error="pseudonym")),
             "program": pa.Column(pl.String, checks=pa.Check.isin(programs,
                                                                  error="code_list:program")),
-            "start": pa.Column(pl.String, checks=pa.Check.str_matches(
-                r"^[0-9]{4}(-[0-9]{2})?$", error="coarse_date")),
-            "end": pa.Column(pl.String, nullable=True, checks=pa.Check.str_matches(
-                r"^[0-9]{4}(-[0-9]{2})?$", error="coarse_date")),
+            "period": pa.Column(pl.String, checks=pa.Check.str_matches(
+                r"^[0-9]{4}-[0-9]{4}$", error="period")),
         }, strict=True),
         "contact_directory": pa.DataFrameSchema({
             "person_id": pa.Column(pl.String, unique=True),

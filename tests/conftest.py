@@ -7,7 +7,7 @@ import pytest
 from ids_lakehouse.config import Lake
 from ids_lakehouse.synth.generate import generate
 
-TINY_PERSONS = 800
+TINY_PERSONS = 2000
 
 
 @pytest.fixture(scope="session")

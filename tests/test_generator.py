@@ -11,6 +11,7 @@ from ids_lakehouse.ingest.landing import scan
 from ids_lakehouse.sources import load_sources
 from ids_lakehouse.synth.agencies import AGENCIES
 from ids_lakehouse.synth.generate import generate
+from tests.conftest import TINY_PERSONS
 from tests.extracts import ID_COLUMN, read_extract
 
 SOURCES = [a.source for a in AGENCIES]
@@ -18,7 +19,7 @@ SOURCES = [a.source for a in AGENCIES]
 
 def test_same_seed_gives_identical_extracts(tmp_path, tiny_landing):
     again = tmp_path / "again"
-    generate(800, seed=7, out=again, chunk_size=300)
+    generate(TINY_PERSONS, seed=7, out=again, chunk_size=300)
     for spec in AGENCIES:
         a = tiny_landing / spec.source / spec.file_name
         b = again / spec.source / spec.file_name

@@ -54,7 +54,7 @@ def agreement(name: str):
 
 
 PASSED = {m: {"contract": True} for m in
-          ("research_person", "research_spells", "indicators", "program_overlap",
+          ("research_person", "research_participation", "indicators", "program_overlap",
            "contact_directory")}
 
 
@@ -135,7 +135,7 @@ def test_release_reproduces_byte_identically_after_the_marts_move_on(lake, tmp_p
     a = agreement("dsa-housing-education-research")
     manifest = releases.release(lake, a, TODAY, PASSED, "run-1", 11)
     assert manifest["version"] == "v0001" and {f["name"] for f in manifest["files"]} == {
-        "research_person.parquet", "research_spells.parquet"}
+        "research_person.parquet", "research_participation.parquet"}
     # The gold table changes (a later night): the release still rebuilds from its inputs.
     gold = pl.from_arrow(delta.read(lake.gold("research_person")))
     from deltalake import write_deltalake
@@ -143,7 +143,7 @@ def test_release_reproduces_byte_identically_after_the_marts_move_on(lake, tmp_p
     write_deltalake(str(lake.gold("research_person")), gold.head(5).to_arrow(),
                     mode="overwrite")
     same = releases.reproduce(lake, a, "v0001", tmp_path / "again")
-    assert same == {"research_person.parquet": True, "research_spells.parquet": True}
+    assert same == {"research_person.parquet": True, "research_participation.parquet": True}
     second = releases.release(lake, a, TODAY, PASSED, "run-2", 11)
     assert second["version"] == "v0002"
     assert second["files"][0]["sha256"] != manifest["files"][0]["sha256"]
@@ -156,9 +156,9 @@ def test_research_pseudonyms_are_rekeyed_per_agreement(lake):
     gold = set(pl.from_arrow(delta.read(lake.gold("research_person")))["pseudonym"])
     mine = set(pl.read_parquet(releases.release_root(lake, a.id) / "v0001" /
                                "research_person.parquet")["pseudonym"])
-    frames = releases.extract(lake, other, {"research_person": delta.table(
-        lake.gold("research_person")).version(), "research_spells": delta.table(
-        lake.gold("research_spells")).version()}, 11)
+    frames, _ = releases.extract(lake, other, {"research_person": delta.table(
+        lake.gold("research_person")).version(), "research_participation": delta.table(
+        lake.gold("research_participation")).version()}, 11)
     theirs = set(frames["research_person"]["pseudonym"])
     assert mine and not mine & gold and not mine & theirs
 
@@ -177,10 +177,12 @@ def test_operations_release_holds_only_the_agreed_population_and_fields(lake):
 
 def test_stricter_agreement_suppresses_more(lake):
     a = agreement("dsa-public-indicators").model_copy(update={"min_cell_size": 25})
-    frames = releases.extract(lake, a, {m: delta.table(lake.gold(m)).version()
+    frames, _ = releases.extract(lake, a, {m: delta.table(lake.gold(m)).version()
                                         for m in a.release}, 11)
     persons = frames["indicators"]["persons"]
-    assert not persons.is_between(1, 24).any()
+    assert not persons.is_between(0, 24).any()
+    assert frames["indicators"].filter(pl.col("persons").is_null())[
+        "rate_per_1000_served"].null_count() == persons.null_count()
     assert persons.null_count() > pl.from_arrow(delta.read(lake.gold("indicators")))[
         "persons"].null_count()
 
@@ -257,3 +259,52 @@ def test_a_refresh_that_changes_nothing_releases_no_new_version(lake):
     assert again["version"] == first["version"] == "v0001"
     assert sorted(p.name for p in releases.release_root(lake, a.id).iterdir()) == ["v0001"]
     assert created() == events      # the second call handed out nothing and audited nothing
+
+
+def _add_research_people(lake: Lake, count: int, signature: str, start: int) -> None:
+    """New people in the gold research marts, all with the same whole record: the row of an
+    existing person and `signature` as their participation ("PROGRAM:period|...")."""
+    from deltalake import write_deltalake
+
+    rp = pl.from_arrow(delta.read(lake.gold("research_person")))
+    rs = pl.from_arrow(delta.read(lake.gold("research_participation")))
+    template = rp.row(0, named=True)
+    new = [f"{i:032x}" for i in range(10**6 + start, 10**6 + start + count)]
+    rp = pl.concat([rp, pl.DataFrame([{**template, "pseudonym": p} for p in new])])
+    rows = [(p, *t.split(":")) for p in new for t in signature.split("|")]
+    rs = pl.concat([rs, pl.DataFrame(rows, schema=rs.schema, orient="row")])
+    write_deltalake(str(lake.gold("research_person")), rp.to_arrow(), mode="overwrite")
+    write_deltalake(str(lake.gold("research_participation")), rs.to_arrow(), mode="overwrite")
+
+
+def _released(lake: Lake, a, version: str) -> pl.DataFrame:
+    folder = releases.release_root(lake, a.id) / version
+    persons = pl.read_parquet(folder / "research_person.parquet")
+    spells = pl.read_parquet(folder / "research_participation.parquet")
+    return persons, spells
+
+
+def test_consecutive_research_releases_hold_back_changes_under_k(lake):
+    """Three new people with a rare record would be exactly what differs between two
+    versions: they are held back until k people share their change."""
+    from ids_lakehouse.deid import kanon
+
+    a = agreement("dsa-housing-education-research")
+    first = releases.release(lake, a, TODAY, PASSED, "run-1", 11)
+    before = _released(lake, a, first["version"])
+    rare = "CHILDCARE_SUBSIDY:2019-2025|HMIS:2019-2025|K12:2019-2025|MEDICAID:2019-2025"
+    _add_research_people(lake, 3, rare, start=0)
+    second = releases.release(lake, a, TODAY, PASSED, "run-2", 11)
+    assert second["version"] == first["version"]             # nothing new handed out
+    # Eight more of the same kind: eleven identical changes move together.
+    _add_research_people(lake, 8, rare, start=3)
+    third = releases.release(lake, a, TODAY, PASSED, "run-3", 11)
+    assert third["version"] == "v0002" and third["held_back"]["changes_applied"] >= 11
+    assert third["based_on"] == "v0001"
+    after = _released(lake, a, "v0002")
+    added = set(after[0]["pseudonym"]) - set(before[0]["pseudonym"])
+    assert len(added) == 11
+    qis = [c for c in a.release["research_person"] if c != "pseudonym"]
+    assert kanon.whole_record_k(*after, qis) >= a.k_anonymity
+    # The release can still be rebuilt byte for byte from its manifest.
+    assert all(releases.reproduce(lake, a, "v0002", lake.root / "again").values())

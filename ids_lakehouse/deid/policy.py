@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 from functools import lru_cache
 from importlib import resources
-from typing import Literal
-
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LADDER_COLUMNS = {"birth_year", "zip3", "county_fips", "race_ethnicity", "sex",
+                  "participation"}
 
 
 class DisclosurePolicy(BaseModel):
@@ -18,10 +19,28 @@ class DisclosurePolicy(BaseModel):
     k_anonymity: int = Field(ge=2)
     max_local_suppression: float = Field(ge=0, le=1)
     age_top_code: int = Field(ge=1)
-    research_date_precision: Literal["year", "month"]
     age_bands: list[tuple[int, int]]
+    cell_key_perturbation: dict[int, float]
     research_quasi_identifiers: list[str]
+    participation_period_years: int = Field(ge=1)
     generalisation: list[dict[str, int | str]]
+
+    @model_validator(mode="after")
+    def _sound(self) -> DisclosurePolicy:
+        p = self.cell_key_perturbation
+        if abs(sum(p.values()) - 1) > 1e-9 or min(p.values()) < 0:
+            raise ValueError("cell_key_perturbation: probabilities must be >= 0 and sum to 1")
+        if any(abs(p.get(v, 0) - p.get(-v, 0)) > 1e-12 for v in p):
+            raise ValueError("cell_key_perturbation must be symmetric (mean zero)")
+        for step in self.generalisation:
+            unknown = sorted(set(step) - LADDER_COLUMNS)
+            if unknown:
+                raise ValueError(f"generalisation: unknown columns {unknown}")
+        return self
+
+    @property
+    def max_perturbation(self) -> int:
+        return max(abs(v) for v in self.cell_key_perturbation)
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,7 @@
 """Program overlap: unduplicated people per program and per pair of programs over the whole
-window, plus children under six served by any early-childhood program, with suppression.
-
-A pair count is suppressed when it is small, or when subtracting it from either program's
-count would reveal a small number (people in one program but not the other)."""
+window, plus children under six served by any early-childhood program, from the same
+held-back basis as the indicators and protected the same way (cell-key perturbation and a
+minimum cell size: a pair count minus a program count is noise, not a small group)."""
 
 from __future__ import annotations
 
@@ -10,40 +9,35 @@ import itertools
 
 import polars as pl
 
-from ids_lakehouse.deid.safe_harbor import age_on
+from ids_lakehouse.deid import cellkey
+from ids_lakehouse.deid.policy import DisclosurePolicy
 
 EARLY_CHILDHOOD = ("CHILDCARE_SUBSIDY", "MEDICAID")
 EARLY_CHILDHOOD_LABEL = "EARLY_CHILDHOOD_UNDER_6"
 
 
-def _small(expr: pl.Expr, min_cell: int) -> pl.Expr:
-    return (expr >= 1) & (expr < min_cell)
-
-
-def build(program_years: pl.DataFrame, persons: pl.DataFrame, min_cell: int,
-          first_year: int, last_year: int) -> pl.DataFrame:
-    members = program_years.group_by("program").agg(pl.col("person_id").unique())
+def build(basis: pl.DataFrame, record_keys: pl.DataFrame, policy: DisclosurePolicy,
+          first_year: int, last_year: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(published table, restricted cell register). `basis`: indicators.facts() rows as
+    published; `record_keys`: person_id, record_key."""
+    keys = dict(record_keys.select("person_id", "record_key").iter_rows())
+    members = basis.group_by("program").agg(pl.col("person_id").unique())
     sets = {p: set(ids) for p, ids in members.iter_rows()}
-    rows = [(p, None, len(s)) for p, s in sorted(sets.items())]
-    rows += [(a, b, len(sets[a] & sets[b])) for a, b in itertools.combinations(sorted(sets), 2)]
-    young = (program_years.filter(pl.col("program").is_in(EARLY_CHILDHOOD))
-             .join(persons.select("person_id", "dob"), on="person_id")
-             .filter(age_on(pl.col("dob"), pl.col("year")) < 6))
-    rows.append((EARLY_CHILDHOOD_LABEL, None, young["person_id"].n_unique()))
-    df = pl.DataFrame(rows, schema={"program_a": pl.String, "program_b": pl.String,
-                                    "persons": pl.Int64}, orient="row")
-    single = df.filter(pl.col("program_b").is_null()).select("program_a", "persons")
-    df = (df.join(single.rename({"persons": "n_a"}), on="program_a", how="left")
-          .join(single.rename({"program_a": "program_b", "persons": "n_b"}), on="program_b",
-                how="left"))
-    primary = _small(pl.col("persons"), min_cell)
-    complementary = pl.col("program_b").is_not_null() & ~primary & (
-        _small(pl.col("n_a") - pl.col("persons"), min_cell)
-        | _small(pl.col("n_b") - pl.col("persons"), min_cell))
-    return df.with_columns(
-        (primary | complementary).alias("suppressed"),
-        pl.when(primary).then(pl.lit("primary")).when(complementary)
-        .then(pl.lit("complementary")).otherwise(None).alias("suppression"),
-        pl.lit(first_year).alias("first_year"), pl.lit(last_year).alias("last_year"),
-    ).with_columns(pl.when(pl.col("suppressed")).then(None).otherwise(pl.col("persons"))
-                   .alias("persons")).drop("n_a", "n_b")
+    young = set(basis.filter(pl.col("program").is_in(EARLY_CHILDHOOD)
+                             & pl.col("under_6"))["person_id"])
+    groups = [(p, None, s) for p, s in sorted(sets.items())]
+    groups += [(a, b, sets[a] & sets[b]) for a, b in itertools.combinations(sorted(sets), 2)]
+    groups.append((EARLY_CHILDHOOD_LABEL, None, young))
+    df = pl.DataFrame([(a, b, len(s), sum(keys[p] for p in s)) for a, b, s in groups],
+                      schema={"program_a": pl.String, "program_b": pl.String,
+                              "persons": pl.Int64, "key_sum": pl.Int64}, orient="row")
+    published, reason = cellkey.publish(pl.col("persons"), cellkey.cell_key(pl.col("key_sum")),
+                                        policy.cell_key_perturbation, policy.min_cell_size)
+    cells = df.with_columns(published.alias("published"), reason.alias("reason"))
+    table = cells.select("program_a", "program_b", pl.col("published").alias("persons"),
+                         pl.lit(first_year).alias("first_year"),
+                         pl.lit(last_year).alias("last_year"))
+    register = cells.filter(pl.col("persons") > 0).select(
+        "program_a", "program_b", pl.col("persons").alias("true_persons"), "published",
+        "reason", cellkey.cell_key(pl.col("key_sum")).alias("cell_key"))
+    return table, register

@@ -1,9 +1,11 @@
 """Analytics, research & evaluation: a linked, de-identified, longitudinal person file.
 
 Safe Harbor: no direct identifiers; birth year only (top-coded); ZIP3 (000 for restricted
-areas); dates of spells as years (or months where policy allows). Pseudonyms are keyed per
-release. k-anonymity over the declared quasi-identifiers by generalisation, then local
-suppression; what was done is returned for the asset's metadata."""
+areas); program participation released per period (years at the finest), never as dates.
+Pseudonyms are keyed per release. k-anonymity holds over the whole record of a person —
+demographics and participation with its timing — reached by generalisation along the
+declared ladder, then local suppression; what was done is returned for the asset's
+metadata."""
 
 from __future__ import annotations
 
@@ -25,29 +27,26 @@ class ResearchFile:
     anonymity: kanon.Anonymised
 
 
-def _coarse(date: pl.Expr, precision: str) -> pl.Expr:
-    return date.dt.strftime("%Y-%m") if precision == "month" else date.dt.year().cast(pl.String)
-
-
-def build(persons: pl.DataFrame, enrollment_linked: pl.DataFrame, key: bytes,
-          policy: DisclosurePolicy, as_of: dt.date) -> ResearchFile:
+def build(persons: pl.DataFrame, program_years: pl.DataFrame, key: bytes,
+          policy: DisclosurePolicy, first_year: int, as_of: dt.date) -> ResearchFile:
+    """`program_years`: (person_id, program, year) for every year a person was in a
+    program (marts.people.program_years)."""
     qis = policy.research_quasi_identifiers
     people = persons.select(
-        pseudonymise(persons["person_id"], key).alias("pseudonym"),
+        pl.col("person_id"),
         birth_year(pl.col("dob"), as_of.year).alias("birth_year"),
         pl.col("sex").fill_null("U"),
         "race_ethnicity",
         zip3(pl.col("zip")).fill_null("UNKNOWN").alias("zip3"),
-        pl.col("county_fips").fill_null("UNKNOWN"),
-        pl.col("person_id"))
-    result = kanon.anonymise(people, qis, policy.k_anonymity, policy.generalisation,
-                             policy.max_local_suppression)
-    kept = result.frame.select("person_id", "pseudonym")
-    precision = policy.research_date_precision
-    spells = (enrollment_linked.join(kept, on="person_id", how="inner")
-              .select("pseudonym", "program",
-                      _coarse(pl.col("start_date"), precision).alias("start"),
-                      _coarse(pl.col("end_date"), precision).alias("end"))
-              .unique().sort(["pseudonym", "program", "start", "end"], nulls_last=True))
-    return ResearchFile(persons=result.frame.drop("person_id").sort("pseudonym"),
-                        spells=spells, anonymity=result)
+        pl.col("county_fips").fill_null("UNKNOWN"))
+    result = kanon.anonymise(people, program_years, qis, policy.k_anonymity,
+                             policy.generalisation, policy.max_local_suppression,
+                             first_year, as_of.year, policy.participation_period_years)
+    names = result.persons.select("person_id", pseudonymise(
+        result.persons["person_id"], key).alias("pseudonym"))
+    research_person = (result.persons.join(names, on="person_id")
+                       .select("pseudonym", *qis).sort("pseudonym"))
+    spells = (result.periods.join(names, on="person_id")
+              .select("pseudonym", "program", "period")
+              .sort(["pseudonym", "program", "period"]))
+    return ResearchFile(persons=research_person, spells=spells, anonymity=result)
