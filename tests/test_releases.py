@@ -117,9 +117,9 @@ def test_gate_refuses_a_mart_the_agreement_does_not_permit(lake):
 
 def test_gate_refuses_when_an_upstream_check_failed_or_never_ran(lake):
     a = agreement("dsa-public-indicators")
-    failed = {**PASSED, "indicators": {"contract": True, "suppression": False}}
+    failed = {**PASSED, "indicators": {"contract": True, "min_cell_size": False}}
     assert refused(lake, a, failed) == {"upstream_check"}
-    never = {**PASSED, "program_overlap": {"suppression": None}}
+    never = {**PASSED, "program_overlap": {"min_cell_size": None}}
     assert refused(lake, a, never) == {"upstream_check"}
 
 
