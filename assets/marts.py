@@ -40,7 +40,7 @@ MART_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=36),
 MARTS = {
     "indicators": ("indicators", "Unduplicated person counts by year, program, county, age "
                    "band, sex and race/ethnicity, with ALL totals and rates per 1,000 served; "
-                   "cell-key perturbed (|noise| <= 3), counts under 11 (zero included) null; "
+                   "cell-key perturbed (|noise| <= 5), counts under 11 (zero included) null; "
                    "small changes held back between nights."),
     "program_overlap": ("indicators", "Unduplicated people per program and per pair of "
                         "programs, and children under six in any early-childhood program; "

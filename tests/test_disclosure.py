@@ -39,7 +39,7 @@ def test_cell_key_perturbation_is_consistent_bounded_and_keyed():
     assert published_count(ids) == published_count(ids)             # same persons, same value
     assert published_count(ids.reverse()) == published_count(ids)   # order does not matter
     values = {published_count(people(40, prefix=p))[0] for p in "ABCDEFGHJK"}
-    assert len(values) > 1 and all(37 <= v <= 43 for v in values)  # noise, within +-3
+    assert len(values) > 1 and all(35 <= v <= 45 for v in values)  # noise, within +-5
     # The noise depends on the secret: another key gives other values for the same people.
     assert {published_count(people(40, p), b"t" * 32)[0] for p in "ABCDEFGHJK"} != values
 
@@ -86,7 +86,7 @@ def test_indicator_totals_are_perturbed_independently_and_never_expose_small_cel
                         pl.col("race_ethnicity") == "WHITE")
     three = cell.filter(pl.col("age_band") == "45-64")["persons"][0]
     total, big = (cell.filter(pl.col("age_band") == b)["persons"][0] for b in ("ALL", "25-44"))
-    assert three is None and 57 <= total <= 63 and 54 <= big <= 60
+    assert three is None and 55 <= total <= 65 and 52 <= big <= 62
     # The suppressed reason and the true count live in the restricted register only.
     assert set(table.columns) == {*indicators.FIXED, *indicators.ADDITIVE, "persons",
                                   "rate_per_1000_served"}
