@@ -121,30 +121,73 @@ def _specs() -> list[AssetCheckSpec]:
     return specs
 
 
-@multi_asset(
-    outs={m: AssetOut(key=gold_key(m), description=d, owners=OWNERS,
-                      kinds={"delta", "polars"}, tags={"ids/layer": "gold", "ids/purpose": p},
-                      freshness_policy=MART_FRESHNESS)
-          for m, (p, d) in MARTS.items()},
-    deps=[identity_key("person_xref"), silver_key("person_record"), silver_key("enrollment")],
-    group_name="marts",
-    check_specs=_specs(),
-)
-def marts(context: AssetExecutionContext, lake: LakeResource):
-    store, model, policy = lake.lake(), load_model(), load_policy()
+RESEARCH = ("research_person", "research_participation")
+PUBLISHED = tuple(m for m in MARTS if m not in RESEARCH)
+DEPS = [identity_key("person_xref"), silver_key("person_record"), silver_key("enrollment")]
+
+
+def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
+    return {m: AssetOut(key=gold_key(m), description=MARTS[m][1], owners=OWNERS,
+                        kinds={"delta", "polars"},
+                        tags={"ids/layer": "gold", "ids/purpose": MARTS[m][0]},
+                        freshness_policy=MART_FRESHNESS) for m in marts}
+
+
+def _secret() -> bytes:
     try:
-        master = config.pseudonym_key()
+        return config.pseudonym_key()
     except config.MissingSecretError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
-    key = derive_key(master, "gold/research_person")
-    cell_secret = derive_key(master, "cellkey")
+
+
+def _people(store, model) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(silver person records, golden persons, program years) of the linked people."""
     xref = pl.from_arrow(delta.read(store.identity("person_xref")))
     records = pl.from_arrow(delta.read(store.silver("person_record")))
     enrollment = pl.from_arrow(delta.read(store.silver("enrollment")))
     persons = people.golden_persons(records, xref)
-    years = people.program_years(enrollment, xref, FIRST_YEAR, model.as_of)
+    return records, persons, people.program_years(enrollment, xref, FIRST_YEAR, model.as_of)
+
+
+def _write(store, path_of, frames: dict[str, pl.DataFrame]) -> None:
+    for name, frame in frames.items():
+        write_deltalake(str(path_of(name)), frame.to_arrow(), mode="overwrite",
+                        schema_mode="overwrite")
+        crash.point("marts.after_first_mart")
+
+
+def _full_names(records: pl.DataFrame) -> pl.Series:
+    return (records["first_name"] + " " + records["last_name"]).drop_nulls().unique()
+
+
+def _common_checks(store, marts: tuple[str, ...], full_names: pl.Series):
+    tables = {m: pl.from_arrow(delta.read(store.gold(m))) for m in marts}
+    for mart, frame in tables.items():
+        failures = failure_counts(contract(mart), frame)
+        yield AssetCheckResult(asset_key=gold_key(mart), check_name="contract",
+                               passed=not failures, metadata={"failures": failures})
+        if mart in NOT_IDENTIFYING:
+            findings = scanner.scan(frame, full_names)
+            yield AssetCheckResult(asset_key=gold_key(mart), check_name="no_direct_identifiers",
+                                   passed=not findings,
+                                   metadata={"findings": [f.__dict__ for f in findings]})
+    return tables
+
+
+def _metadata(mart: str, frame: pl.DataFrame) -> dict:
+    return {"dagster/row_count": frame.height, "purpose": MARTS[mart][0],
+            "dagster/column_lineage": _lineage(LINEAGE[mart])}
+
+
+@multi_asset(outs=_outs(PUBLISHED), deps=DEPS, group_name="marts",
+             check_specs=[s for s in _specs() if s.asset_key.path[-1] in PUBLISHED])
+def marts(context: AssetExecutionContext, lake: LakeResource):
+    """Indicators and overlap (cell-key perturbed, from the held-back basis) and the
+    restricted contact directory."""
+    store, model, policy = lake.lake(), load_model(), load_policy()
+    cell_secret = derive_key(_secret(), "cellkey")
+    records, persons, years = _people(store, model)
     keys = persons.select("person_id", cellkey.record_keys(persons["person_id"], cell_secret))
-    research_file = research.build(persons, years, key, policy, FIRST_YEAR, model.as_of)
     with locks.exclusive(store, "gold"):
         previous = (pl.from_arrow(delta.read(store.restricted(BASIS)))
                     if delta.exists(store.restricted(BASIS)) else None)
@@ -153,41 +196,19 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         ind, ind_cells = indicators.build(moved.basis, keys, model, policy)
         ov, ov_cells = overlap.build(moved.basis, keys, policy, FIRST_YEAR, model.as_of.year)
         built = {"indicators": ind, "program_overlap": ov,
-                 "research_person": research_file.persons,
-                 "research_participation": research_file.spells,
                  "contact_directory": contacts.build(persons)}
         # The basis first: the marts are a function of it, so a run that dies between
         # the two writes is completed by the next one.
-        restricted = {BASIS: moved.basis, "indicators_cells": ind_cells,
-                      "program_overlap_cells": ov_cells}
-        for name, frame in restricted.items():
-            write_deltalake(str(store.restricted(name)), frame.to_arrow(), mode="overwrite",
-                            schema_mode="overwrite")
-        for mart, frame in built.items():
-            write_deltalake(str(store.gold(mart)), frame.to_arrow(), mode="overwrite",
-                            schema_mode="overwrite")
-            crash.point("marts.after_first_mart")
-    anonymity = research_file.anonymity
-    if anonymity.suppression_rate > policy.max_local_suppression:
-        context.log.error(
-            f"research_person: local suppression removed {anonymity.suppression_rate:.1%} of "
-            f"people (policy: at most {policy.max_local_suppression:.0%}) after every "
-            "generalisation step; the local_suppression check fails and no research "
-            "release can be made until the population is larger or the ladder coarser")
-    full_names = (records["first_name"] + " " + records["last_name"]).drop_nulls().unique()
-    yield from _checks(store, policy, full_names, anonymity)
-    for mart in MARTS:
-        metadata = {"dagster/row_count": built[mart].height, "purpose": MARTS[mart][0],
-                    "dagster/column_lineage": _lineage(LINEAGE[mart])}
-        if mart == "research_person":
-            metadata |= {"k_required": policy.k_anonymity, "k_achieved": anonymity.k,
-                         "generalisation_level": anonymity.level,
-                         "generalisation_applied": anonymity.applied or ["none"],
-                         "participation_period": str(anonymity.participation_years),
-                         "records_suppressed": anonymity.suppressed,
-                         "suppression_rate": anonymity.suppression_rate,
-                         "quasi_identifiers": [*policy.research_quasi_identifiers,
-                                               "participation (program x period)"]}
+        _write(store, store.restricted, {BASIS: moved.basis, "indicators_cells": ind_cells,
+                                         "program_overlap_cells": ov_cells})
+        _write(store, store.gold, built)
+    tables = yield from _common_checks(store, PUBLISHED, _full_names(records))
+    for mart in AGGREGATES:
+        small = tables[mart].filter(pl.col("persons") < policy.min_cell_size).height
+        yield AssetCheckResult(asset_key=gold_key(mart), check_name="min_cell_size",
+                               passed=small == 0, metadata={"published_small_cells": small})
+    for mart in PUBLISHED:
+        metadata = _metadata(mart, built[mart])
         if mart in AGGREGATES:
             metadata["cells_not_published"] = int(built[mart]["persons"].is_null().sum())
         if mart == "indicators":
@@ -197,33 +218,51 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
 
 
-def _checks(store, policy, full_names: pl.Series, anonymity: kanon.Anonymised):
-    tables = {m: pl.from_arrow(delta.read(store.gold(m))) for m in MARTS}
-    for mart, frame in tables.items():
-        failures = failure_counts(contract(mart), frame)
-        yield AssetCheckResult(asset_key=gold_key(mart), check_name="contract",
-                               passed=not failures, metadata={"failures": failures})
-    for mart in NOT_IDENTIFYING:
-        findings = scanner.scan(tables[mart], full_names)
-        yield AssetCheckResult(asset_key=gold_key(mart), check_name="no_direct_identifiers",
-                               passed=not findings,
-                               metadata={"findings": [f.__dict__ for f in findings]})
-    for mart in AGGREGATES:
-        small = tables[mart].filter(pl.col("persons") < policy.min_cell_size).height
-        yield AssetCheckResult(asset_key=gold_key(mart), check_name="min_cell_size",
-                               passed=small == 0, metadata={"published_small_cells": small})
+@multi_asset(outs=_outs(RESEARCH), deps=DEPS, group_name="marts",
+             check_specs=[s for s in _specs() if s.asset_key.path[-1] in RESEARCH])
+def research_file(context: AssetExecutionContext, lake: LakeResource):
+    """The de-identified research person file and its participation, k-anonymous over the
+    whole record. A separate step: when the population cannot support it within the
+    policy, its blocking checks stop the research release and nothing else."""
+    store, model, policy = lake.lake(), load_model(), load_policy()
+    key = derive_key(_secret(), "gold/research_person")
+    records, persons, years = _people(store, model)
+    built = research.build(persons, years, key, policy, FIRST_YEAR, model.as_of)
+    frames = {"research_person": built.persons, "research_participation": built.spells}
+    with locks.exclusive(store, "gold"):
+        _write(store, store.gold, frames)
+    anonymity = built.anonymity
+    if anonymity.suppression_rate > policy.max_local_suppression:
+        context.log.error(
+            f"research_person: local suppression removed {anonymity.suppression_rate:.1%} of "
+            f"people (policy: at most {policy.max_local_suppression:.0%}) after every "
+            "generalisation step; the local_suppression check fails and no research "
+            "release can be made until the population is larger or the ladder coarser")
+    tables = yield from _common_checks(store, RESEARCH, _full_names(records))
     rp, rs = tables["research_person"], tables["research_participation"]
     k = kanon.whole_record_k(rp, rs, policy.research_quasi_identifiers)
     yield AssetCheckResult(asset_key=gold_key("research_person"), check_name="k_anonymity",
                            passed=rp.height == 0 or k >= policy.k_anonymity,
                            metadata={"k_measured_whole_record": k,
                                      "k_required": policy.k_anonymity})
-    within = anonymity.suppression_rate <= policy.max_local_suppression
     yield AssetCheckResult(asset_key=gold_key("research_person"),
-                           check_name="local_suppression", passed=within,
+                           check_name="local_suppression",
+                           passed=anonymity.suppression_rate <= policy.max_local_suppression,
                            metadata={"suppression_rate": anonymity.suppression_rate,
                                      "max_local_suppression": policy.max_local_suppression,
                                      "generalisation_level": anonymity.level})
+    for mart, frame in frames.items():
+        metadata = _metadata(mart, frame)
+        if mart == "research_person":
+            metadata |= {"k_required": policy.k_anonymity, "k_achieved": anonymity.k,
+                         "generalisation_level": anonymity.level,
+                         "generalisation_applied": anonymity.applied or ["none"],
+                         "participation_period": str(anonymity.participation_years),
+                         "records_suppressed": anonymity.suppressed,
+                         "suppression_rate": anonymity.suppression_rate,
+                         "quasi_identifiers": [*policy.research_quasi_identifiers,
+                                               "participation (program x period)"]}
+        yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
 
 
 @asset(

@@ -8,7 +8,7 @@ from assets.conform import conform, silver_expectations
 from assets.governance import catalog_files
 from assets.identity import identity
 from assets.ingest import bronze_assets
-from assets.marts import marts, warehouse_views
+from assets.marts import marts, research_file, warehouse_views
 from assets.releases import release_assets
 from pipelines.resources import LakeResource
 from pipelines.jobs import ingest_jobs, nightly_job
@@ -19,8 +19,8 @@ from pipelines.sensors import audit_run_failures, landing_sensor
 
 def build_definitions() -> Definitions:
     return Definitions(
-        assets=automated([*bronze_assets(), conform, identity, marts, warehouse_views,
-                          *release_assets(), catalog_files]),
+        assets=automated([*bronze_assets(), conform, identity, marts, research_file,
+                          warehouse_views, *release_assets(), catalog_files]),
         asset_checks=[silver_expectations],
         jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],

@@ -179,6 +179,28 @@ def test_marts_are_published_and_the_warehouse_answers_queries(env):
             con.execute("CREATE TABLE research.x AS SELECT 1")  # read-only for analysts
 
 
+def test_a_population_too_small_for_the_research_policy_stops_only_research(
+        tmp_path, monkeypatch):
+    """Local suppression beyond the policy fails the research file's blocking check: the
+    research release is not made, and the indicators and the operations release are."""
+    from ids_lakehouse.synth.generate import generate
+
+    landing = tmp_path / "landing"
+    generate(300, seed=3, out=landing, chunk_size=300)
+    monkeypatch.setenv("LANDING_ROOT", str(landing))
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", "test-only-key-" + "0" * 32)
+    lake = Lake(tmp_path / "lake")
+    with DagsterInstance.ephemeral() as instance:
+        outcome = Outcome()
+        materialize_everything(build_definitions(), instance, outcome)
+    assert outcome.checks_failed == ["gold/research_person:local_suppression"], outcome
+    released = {p.parent.parent.name for p in (lake.root / "releases").glob("*/v*/"
+                                                                           "manifest.json")}
+    assert released == {"dsa-public-indicators", "dsa-traveller-followup"}
+    assert delta.exists(lake.gold("indicators"))
+
+
 def _conform(defs, instance, **config):
     from dagster import materialize
 
