@@ -109,6 +109,62 @@ def test_twins_are_not_auto_linked():
     assert linkage.auto_link(pairs).to_list() == [False, True, True]
 
 
+def _lookalike_records(people: int = 200, pairs: int = 20) -> pl.DataFrame:
+    """Each person once in each of two sources, identically; plus pairs of different people
+    who share only a birth date, and pairs who share only a name (and birth year)."""
+    import datetime as dt
+
+    rows = []
+
+    def add(source, rid, first, last, dob, n):
+        rows.append({"source": source, "source_record_id": rid, "first_name": first,
+                     "middle_name": "ABCDEFGH"[n % 8], "last_name": last, "dob": dob,
+                     "sex": "FM"[n % 2], "ssn": f"{100000000 + n}", "ssn_last4": f"{n:04d}",
+                     "street": f"{n} MAIN ST", "zip": f"{10000 + n}",
+                     "phone": f"{5550000000 + n}"})
+
+    for i in range(people):
+        for source in ("a", "b"):
+            add(source, f"p{i}", f"FIRST{i:04d}", f"LAST{i:04d}",
+                dt.date(1950 + i % 60, 1 + i % 12, 1 + i % 28), i)
+    for j in range(pairs):
+        n = 1000 + 2 * j
+        birthday = dt.date(1930, 1 + j % 12, 1 + j % 28)
+        add("a", f"t{j}a", f"TWINA{j:03d}", f"TWINA{j:03d}", birthday, n)
+        add("b", f"t{j}b", f"TWINB{j:03d}", f"TWINB{j:03d}", birthday, n + 1)
+        n = 3000 + 2 * j
+        add("a", f"n{j}a", f"NAME{j:03d}", f"SAKE{j:03d}", dt.date(1920, 1, 3), n)
+        add("b", f"n{j}b", f"NAME{j:03d}", f"SAKE{j:03d}", dt.date(1920, 7, 25), n + 1)
+    return linkage.linkage_input(pl.DataFrame(rows).select(linkage.SILVER_COLUMNS))
+
+
+def _m_probabilities(model: dict) -> dict[tuple[str, str], float]:
+    return {(c["output_column_name"], level["label_for_charts"]): level["m_probability"]
+            for c in model["comparisons"] for level in c["comparison_levels"]
+            if "m_probability" in level}
+
+
+def test_training_survives_an_m_probability_that_em_drives_below_splinks_floor(tmp_path,
+                                                                              caplog):
+    """No namesake shares a birth date, so EM (blocked on names) drives the m of 'same
+    year' to 0.0, which Splink 5's setter rejects (below 1e-300): training used to fail.
+    The level is pinned at the floor and the session rerun; training is deterministic."""
+    from splink.internals.comparison_level import M_U_CLAMP_MIN
+
+    records = _lookalike_records()
+    with caplog.at_level("WARNING", logger=linkage.__name__):
+        model, tf = linkage.train(records, spill=tmp_path / "spill")
+    assert "'same year' below 1e-300: pinned there" in caplog.text
+    m = _m_probabilities(model)
+    assert m["dob", "same year"] == M_U_CLAMP_MIN
+    assert not [level for c in model["comparisons"] for level in c["comparison_levels"]
+                if level.get("fix_m_probability")]  # pins are released after their session
+    again, _ = linkage.train(records, spill=tmp_path / "spill")
+    assert _m_probabilities(again) == pytest.approx(m, rel=1e-9, abs=0)
+    pairs = linkage.predict(records, model, tf, spill=tmp_path / "spill")
+    linked = pairs.filter(linkage.auto_link(pairs)).select("unique_id_l", "unique_id_r")
+    assert set(linked.iter_rows()) == {(f"a:p{i}", f"b:p{i}") for i in range(200)}
+
 def test_incremental_night_scores_only_new_records_and_equals_a_full_rebuild(silver_lake):
     first = run(silver_lake, person_records(silver_lake, exclude=("hmis",)), "night-1")
     assert first.mode == "full"

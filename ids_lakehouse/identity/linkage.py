@@ -178,13 +178,83 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
         linker.training.estimate_probability_two_random_records_match(
             [block_on(*r) for r in DETERMINISTIC_RULES], recall=0.7)
         linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("dob"), estimate_without_term_frequencies=True)
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("first_name", "last_name"), estimate_without_term_frequencies=True)
+        _estimate_m_by_em(linker, block_on("dob"))
+        _estimate_m_by_em(linker, block_on("first_name", "last_name"))
         tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
               for c in TF_COLUMNS}
         return linker.misc.save_model_to_json(), tf
+
+
+def _estimate_m_by_em(linker, blocking_rule) -> list[tuple[str, int]]:
+    """One EM session estimating m (u fixed, no term frequencies). Returns the levels it
+    pinned, as (comparison, comparison vector value).
+
+    EM drives the m of a level that no match among the training pairs reaches towards 0,
+    geometrically, and on some data below 1e-300 within its iterations. Splink 5's m
+    setter rejects any value under M_U_CLAMP_MIN (1e-300), so the session failed with
+    "m_probability value ... is below the minimum allowed value". Splink (unfixed
+    upstream) clamps m and u to M_U_CLAMP_MIN only where it turns them into match
+    weights (ComparisonLevel._match_weight); its EM does not clamp. Here, when a session
+    fails on exactly that check, the level that underflowed is pinned at M_U_CLAMP_MIN,
+    the value Splink's match weight uses for it anyway, and the session is run again from
+    its start; that repeats once per level that underflows. The pin is this session's
+    estimate of the level: it is released after the session and Splink combines it with
+    other sessions' estimates as usual. Same records, same pins, same model: deterministic.
+    Any other error, or an underflow the pins cannot explain, is raised unchanged.
+    Splink has no public way to name the failing level or to fix one level's m between
+    sessions, hence the reads of its traceback and the private attributes below."""
+    from splink.internals.comparison_level import M_U_CLAMP_MIN
+
+    settings = linker._settings_obj
+    pinned: list[tuple[str, int]] = []
+    while True:
+        # A failing session leaves the linker's parameters half-changed (it drops the
+        # comparisons it blocks on and changes the prior before EM starts): keep a copy.
+        before = settings.core_model_settings.copy()
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                blocking_rule, estimate_without_term_frequencies=True)
+            break
+        except ValueError as error:
+            level = _underflowed_level(error)
+            if level is None or level in pinned:
+                raise
+            settings.core_model_settings = before
+            pinned.append(level)
+            cl = _level(settings, *level)
+            cl.m_probability = M_U_CLAMP_MIN
+            cl._fix_m_probability = True
+            logging.getLogger(__name__).warning(
+                "EM drove the m of %s level %r below %g: pinned there, session rerun",
+                level[0], cl.label_for_charts, M_U_CLAMP_MIN)
+    if pinned:
+        for level in pinned:
+            _level(settings, *level)._fix_m_probability = False
+        # As Splink does after each session: m is the median of the sessions' estimates
+        # (it skipped the pinned levels, which were fixed then).
+        linker._populate_m_u_from_trained_values()
+    return pinned
+
+
+def _underflowed_level(error: ValueError) -> tuple[str, int] | None:
+    """The level whose EM estimate of m Splink's setter rejected as below M_U_CLAMP_MIN,
+    read from the failing frame (splink's expectation_maximisation.populate_m_u_from_lookup
+    and its arguments); None if the error is anything else."""
+    import traceback
+
+    if not str(error).startswith("m_probability value ") or "below the minimum" not in str(error):
+        return None
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if (frame.f_code.co_name == "populate_m_u_from_lookup"
+                and frame.f_globals.get("__name__") == "splink.internals.expectation_maximisation"):
+            args = frame.f_locals
+            return args["output_column_name"], args["comparison_level"].comparison_vector_value
+    return None
+
+
+def _level(settings, comparison: str, vector_value: int):
+    return (settings.core_model_settings.get_comparison_by_output_column_name(comparison)
+            ._get_comparison_level_by_comparison_vector_value(vector_value))
 
 
 def predict(records: pl.DataFrame, model: dict, tf: dict[str, pl.DataFrame], *,
