@@ -22,7 +22,7 @@ from dagster import (
 
 from assets.conform import OWNERS, silver_key
 from assets.identity import identity_key
-from ids_lakehouse import config, crash, delta, locks, warehouse
+from ids_lakehouse import audit, config, crash, delta, locks, warehouse
 from ids_lakehouse.deid import cellkey, holdback, kanon, scanner
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key
@@ -133,6 +133,18 @@ def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
                         freshness_policy=MART_FRESHNESS) for m in marts}
 
 
+def approximately(count: int) -> str:
+    """A count for metadata, rounded to tens: exact small changes between nights are
+    themselves disclosive (the exact figure goes to the restricted audit log)."""
+    return "0" if count == 0 else "under 10" if count < 10 else f"about {round(count, -1):,}"
+
+
+def _audit_holdback(store, context, asset: str, applied: int, held: int) -> None:
+    audit.record(store, "disclosure_holdback", f"{asset}: changes applied and held back",
+                 asset=asset, run_id=context.run_id,
+                 details={"changes_applied": applied, "changes_held_back": held})
+
+
 def _secret() -> bytes:
     try:
         return config.pseudonym_key()
@@ -192,7 +204,8 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         previous = (pl.from_arrow(delta.read(store.restricted(BASIS)))
                     if delta.exists(store.restricted(BASIS)) else None)
         moved = holdback.advance(previous, indicators.facts(years, persons), indicators.UNIT,
-                                 indicators.ATTRIBUTES, policy.min_cell_size)
+                                 indicators.ATTRIBUTES, policy.min_cell_size,
+                                 **holdback.thresholds("indicators"))
         ind, ind_cells = indicators.build(moved.basis, keys, model, policy)
         ov, ov_cells = overlap.build(moved.basis, keys, policy, FIRST_YEAR, model.as_of.year)
         built = {"indicators": ind, "program_overlap": ov,
@@ -212,10 +225,10 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         if mart in AGGREGATES:
             metadata["cells_not_published"] = int(built[mart]["persons"].is_null().sum())
         if mart == "indicators":
-            metadata |= {"changes_applied": moved.applied,
-                         "changes_held_back": moved.held_back,
+            metadata |= {"changes_held_back": approximately(moved.held_back),
                          "max_perturbation": policy.max_perturbation}
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
+    _audit_holdback(store, context, "gold/indicators", moved.applied, moved.held_back)
 
 
 @multi_asset(outs=_outs(RESEARCH), deps=DEPS, group_name="marts",
@@ -228,9 +241,20 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
     key = derive_key(_secret(), "gold/research_person")
     records, persons, years = _people(store, model)
     built = research.build(persons, years, key, policy, FIRST_YEAR, model.as_of)
-    frames = {"research_person": built.persons, "research_participation": built.spells}
     with locks.exclusive(store, "gold"):
+        # Night to night, the file changes only in groups of identical changes (analysts
+        # read it, so comparing two versions must single nobody out).
+        before = None
+        if delta.exists(store.gold("research_person")):
+            before = tuple(pl.from_arrow(delta.read(store.gold(m))) for m in RESEARCH)
+        moved = holdback.advance_file(before, built.persons, built.spells,
+                                      policy.research_quasi_identifiers, policy.k_anonymity,
+                                      **holdback.thresholds("gold/research"))
+        frames = {"research_person": moved.persons.sort("pseudonym"),
+                  "research_participation": moved.participation.sort(
+                      ["pseudonym", "program", "period"])}
         _write(store, store.gold, frames)
+    _audit_holdback(store, context, "gold/research_person", moved.applied, moved.held_back)
     anonymity = built.anonymity
     if anonymity.suppression_rate > policy.max_local_suppression:
         context.log.error(
@@ -248,7 +272,7 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
     yield AssetCheckResult(asset_key=gold_key("research_person"),
                            check_name="local_suppression",
                            passed=anonymity.suppression_rate <= policy.max_local_suppression,
-                           metadata={"suppression_rate": anonymity.suppression_rate,
+                           metadata={"suppression_rate": round(anonymity.suppression_rate, 2),
                                      "max_local_suppression": policy.max_local_suppression,
                                      "generalisation_level": anonymity.level})
     for mart, frame in frames.items():
@@ -258,8 +282,9 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
                          "generalisation_level": anonymity.level,
                          "generalisation_applied": anonymity.applied or ["none"],
                          "participation_period": str(anonymity.participation_years),
-                         "records_suppressed": anonymity.suppressed,
-                         "suppression_rate": anonymity.suppression_rate,
+                         "records_suppressed": approximately(anonymity.suppressed),
+                         "suppression_rate": round(anonymity.suppression_rate, 2),
+                         "changes_held_back": approximately(moved.held_back),
                          "quasi_identifiers": [*policy.research_quasi_identifiers,
                                                "participation (program x period)"]}
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)

@@ -188,6 +188,69 @@ def added_combinations(nights: Nights) -> pl.DataFrame:
     return facts.select("person_id", *indicators.FIXED, *indicators.ADDITIVE)
 
 
+def _linked(nights: Nights) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(golden persons, program years) as the marts compute them, from night 2's lake."""
+    from ids_lakehouse import delta
+    from ids_lakehouse.config import Lake
+    from ids_lakehouse.marts import people
+    from ids_lakehouse.model import load_model
+
+    lake = Lake(nights.lake)
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    records = pl.from_arrow(delta.read(lake.silver("person_record")))
+    enrollment = pl.from_arrow(delta.read(lake.silver("enrollment")))
+    return (people.golden_persons(records, xref),
+            people.program_years(enrollment, xref, 2019, load_model().as_of))
+
+
+def old_style_indicators(nights: Nights, without_added: bool) -> pl.DataFrame:
+    """Control: the indicators as the audit found them (exact counts, 1-10 hidden, zeros
+    published, no hold-back), from every current fact; `without_added` leaves out the
+    people added on night 2 (so: night 1)."""
+    from ids_lakehouse.deid.policy import load_policy
+    from ids_lakehouse.marts import indicators
+    from ids_lakehouse.model import load_model
+
+    policy, model = load_policy(), load_model()
+    persons, years = _linked(nights)
+    if without_added:
+        added = added_combinations(nights)["person_id"].unique()
+        persons = persons.filter(~pl.col("person_id").is_in(added.implode()))
+    facts = indicators.facts(years, persons).with_columns(pl.lit(0).alias("record_key"))
+    cube = indicators._cube(facts, indicators._domain(model, policy))
+    small = pl.col("persons").is_between(1, policy.min_cell_size - 1)
+    return cube.with_columns(pl.when(small).then(None).otherwise(pl.col("persons"))
+                             .alias("persons")).drop("key_sum")
+
+
+def old_style_reidentification(nights: Nights) -> dict:
+    """Control: the research file as the audit found it (k on demographics only, spells
+    by year) attacked the same way."""
+    from ids_lakehouse.deid import attacks, kanon
+    from ids_lakehouse.deid.policy import load_policy
+    from ids_lakehouse.deid.safe_harbor import birth_year, zip3
+    from ids_lakehouse.model import load_model
+
+    policy, model = load_policy(), load_model()
+    persons, years = _linked(nights)
+    demo = persons.select("person_id", birth_year(pl.col("dob"), model.as_of.year)
+                          .alias("birth_year"), pl.col("sex").fill_null("U"),
+                          "race_ethnicity", zip3(pl.col("zip")).fill_null("UNKNOWN")
+                          .alias("zip3"), pl.col("county_fips").fill_null("UNKNOWN"))
+    old = kanon.anonymise(demo, years.clear(), policy.research_quasi_identifiers,
+                          policy.k_anonymity,
+                          [{"birth_year": 5}, {"birth_year": 10}, {"zip3": "drop"},
+                           {"birth_year": 20, "race_ethnicity": "broad"},
+                           {"county_fips": "drop"}], policy.max_local_suppression,
+                          2019, model.as_of.year)
+    spells = kanon.periods(years, 1, 2019, model.as_of.year).join(
+        old.persons.select("person_id"), on="person_id", how="semi")
+    truth = _true_person(nights.lake, nights.landing).rename({"person_id": "pseudonym"})
+    return attacks.reidentification_attack(
+        old.persons.rename({"person_id": "pseudonym"}),
+        spells.rename({"person_id": "pseudonym"}), background(nights), truth)
+
+
 def lp_audit(lake: Path, table: pl.DataFrame, budget_s: float,
              max_lp_cells: int | None = None) -> dict:
     """The LP interval attack on every cell of an indicators table, made complete: cells the
@@ -270,6 +333,12 @@ def attack(nights: Nights, lp_budget_s: float = 1800.0, max_lp_cells: int | None
     out["research_differencing"] = attacks.research_differencing(
         r_first["research_person"], r_first["research_participation"],
         r_last["research_person"], r_last["research_participation"], m)
+    # The gold research file as analysts read it, night 1 and night 2 (same pseudonyms).
+    def gold_file(version: int | None) -> list[pl.DataFrame]:
+        return [pl.from_arrow(delta.read(Lake(nights.lake).gold(t), version=version))
+                for t in ("research_person", "research_participation")]
+    out["gold_research_differencing"] = attacks.research_differencing(
+        *gold_file(nights.night1["research_person"]), *gold_file(None), m)
     # Re-identification, scored with the release's own pseudonyms of the true people.
     persons, spells = r_last["research_person"], r_last["research_participation"]
     # A release re-keys the gold pseudonym (itself keyed on the person_id).
@@ -284,6 +353,18 @@ def attack(nights: Nights, lp_budget_s: float = 1800.0, max_lp_cells: int | None
         persons, spells, background(nights), truth.select("pseudonym", "true_person_id"))
     qis = [c for c in persons.columns if c != "pseudonym"]
     out["k_whole_record"] = attacks.k_whole_record(persons, spells, qis, k=m)
+    # What the protection holds back, and the same attacks on the audit's tables.
+    from ids_lakehouse.deid import holdback
+    persons_now, years_now = _linked(nights)
+    basis = pl.from_arrow(delta.read(Lake(nights.lake).restricted("indicator_basis")))
+    out["held_back"] = holdback.advance(
+        basis, indicators.facts(years_now, persons_now), indicators.UNIT,
+        indicators.ATTRIBUTES, m).held_back
+    out["control_differencing"] = attacks.differencing_attack(
+        old_style_indicators(nights, without_added=True),
+        old_style_indicators(nights, without_added=False), indicators.FIXED,
+        indicators.ADDITIVE, truth=added.drop("person_id"))
+    out["control_reidentification"] = old_style_reidentification(nights)
     return out
 
 
@@ -299,8 +380,8 @@ def targets_met(result: dict) -> dict[str, bool]:
         "differencing: nobody isolated": all(
             result[d]["isolated_keys"] == 0 and result[d]["claims"] == 0
             for d in ("differencing", "differencing_releases")),
-        "research releases: no change under k": result["research_differencing"][
-            "delta_below_k"] == 0,
+        "research releases and gold: no change under k": result["research_differencing"][
+            "delta_below_k"] == 0 and result["gold_research_differencing"]["delta_below_k"] == 0,
         "re-identification: no unique correct match":
             result["reidentification"]["correct_unique"] == 0,
         "k over the whole record >= 11 (pycanon)":
@@ -329,6 +410,8 @@ def run(quick: bool = False, command: str = "") -> str:
         lp, den, dif = result["lp"], result["denominator"], result["differencing"]
         rid, rd, kw = (result["reidentification"], result["research_differencing"],
                        result["k_whole_record"])
+        cd, cr = result["control_differencing"], result["control_reidentification"]
+        gd = result["gold_research_differencing"]
         lines += [
             f"### {n:,} people (two nights built in {built:.0f} s)", "",
             "| attack | measured | target |", "|---|---|---|",
@@ -341,13 +424,24 @@ def run(quick: bool = False, command: str = "") -> str:
             f"{den['claims']:,} differenced) | certain small {den['certain']} | 0 |",
             f"| program_overlap differences | exact {result['overlap']['exact']}, narrow "
             f"small {result['overlap']['narrow_small']} | 0 |",
-            f"| two nights, indicators ({dif['cells_changed']:,} cells changed) | isolated "
-            f"keys {dif['isolated_keys']}, claims {dif['claims']} | 0 |",
+            f"| two nights, indicators ({dif['cells_changed']:,} cells changed; "
+            f"{result['held_back']} changed facts held back) | isolated keys "
+            f"{dif['isolated_keys']}, claims {dif['claims']}, added people isolated "
+            f"{dif['persons_isolated']} of {result['added_persons']} | 0 |",
             f"| two research releases | delta records {rd['delta_records']}, under k "
             f"{rd['delta_below_k']} | 0 |",
+            f"| gold research file, night 1 vs night 2 | delta records "
+            f"{gd['delta_records']}, under k {gd['delta_below_k']} | 0 |",
             f"| re-identification ({rid['records']:,} records vs the true population) | "
             f"unique {rid['unique_matches']}, correct {rid['correct_unique']} | 0 |",
             f"| k over the whole record | {kw['k']} (pycanon {kw['k_pycanon']}) | ≥ 11 |",
+            "", "The same attacks on the same data as the audit found it (controls):", "",
+            "| attack | measured |", "|---|---|",
+            f"| two nights, exact counts with zeros published, no hold-back | added people "
+            f"isolated {cd['persons_isolated']} of {result['added_persons']} |",
+            f"| re-identification of a file k-anonymous on demographics only, spells by "
+            f"year ({cr['records']:,} records) | correct unique {cr['correct_unique']:,} "
+            f"({cr['correct_unique'] / max(cr['records'], 1):.1%}) |",
             "", "Targets met: " + ", ".join(f"{k}: {'yes' if v else 'NO'}"
                                             for k, v in met.items()), ""]
     return "\n".join(lines)

@@ -76,26 +76,6 @@ def gate(agreement: Agreement, lake: Lake, today: dt.date,
     return refusals
 
 
-def _records(persons: pl.DataFrame, participation: pl.DataFrame | None) -> pl.DataFrame:
-    """One row per released person: their row and the signature of their participation."""
-    if participation is None:
-        return persons.with_columns(pl.lit("").alias(kanon.PARTICIPATION))
-    sig = kanon.signatures(participation.rename({"pseudonym": "person_id"})).rename(
-        {"person_id": "pseudonym"})
-    return persons.join(sig, on="pseudonym", how="left").with_columns(
-        pl.col(kanon.PARTICIPATION).fill_null(""))
-
-
-def _unrecord(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    persons = records.drop(kanon.PARTICIPATION)
-    tokens = (records.select("pseudonym", pl.col(kanon.PARTICIPATION).str.split("|")
-                             .alias("_t")).explode("_t").filter(pl.col("_t") != "")
-              .with_columns(pl.col("_t").str.split_exact(":", 1).alias("_p")).unnest("_p"))
-    participation = tokens.select("pseudonym", pl.col("field_0").alias("program"),
-                                  pl.col("field_1").alias("period"))
-    return persons, participation
-
-
 def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
               previous: dict[str, pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
     """Re-keys the pseudonyms for this agreement; keeps k over the whole released record
@@ -110,26 +90,18 @@ def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
         return out, {}
     persons, participation = out["research_person"], out.get("research_participation")
     fields = [c for c in agreement.release["research_person"] if c != "pseudonym"]
-    records = _records(persons.select("pseudonym", *fields), participation)
-    keys = [*fields, kanon.PARTICIPATION]
-    records = records.filter(pl.len().over(keys) >= k)      # k over what is released
-    held = {"records_removed_for_k": persons.height - records.height}
-    if previous is not None and "research_person" in previous:
-        before = _records(previous["research_person"], previous.get("research_participation"))
-        if set(before.columns) == set(records.columns):
-            moved = holdback.advance(before, records, ["pseudonym"], keys, k)
-            candidate = moved.basis
-            if candidate.height and kanon.k_of(candidate, keys) < k:
-                # Applying even the large groups would leave a class under k: hold the
-                # whole change set until the next version can move without that.
-                candidate, held["whole_change_set_held"] = before.select(records.columns), True
-            records = candidate
-            held |= {"changes_applied": moved.applied, "changes_held_back": moved.held_back}
-    persons, participation_rows = _unrecord(records)
-    out["research_person"] = persons
+    rows = holdback.records(persons.select("pseudonym", *fields), participation)
+    rows = rows.filter(pl.len().over([*fields, kanon.PARTICIPATION]) >= k)  # k as released
+    persons, participation = holdback.unrecords(rows)
+    before = None if previous is None or "research_person" not in previous else (
+        previous["research_person"], previous.get("research_participation"))
+    moved = holdback.advance_file(before, persons, participation, fields, k,
+                                  **holdback.thresholds(f"release/{agreement.id}"))
+    out["research_person"] = moved.persons
     if "research_participation" in out:
-        out["research_participation"] = participation_rows
-    return out, held
+        out["research_participation"] = moved.participation
+    return out, {"changes_applied": moved.applied, "changes_held_back": moved.held_back,
+                 "whole_change_set_held": moved.whole_change_set_held}
 
 
 def _indicators(frames: dict[str, pl.DataFrame], agreement: Agreement, min_cell: int
@@ -241,6 +213,10 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
     done = published(lake, agreement.id)
     previous = done[-1] if done else None
     frames, held = extract(lake, agreement, versions, min_cell, previous)
+    if held:    # exact counts are for the restricted audit log, not the recipient's manifest
+        audit.record(lake, "disclosure_holdback", f"release under {agreement.id}: changes "
+                     "applied and held back", asset=f"releases/{agreement.id}", run_id=run_id,
+                     details=held)
     version = next_version(lake, agreement.id)
     final = release_root(lake, agreement.id) / version
     staging = final.with_name(f".{version}.building")
@@ -261,7 +237,6 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
         "inputs": inputs,
         "based_on": previous.name if previous is not None and agreement.purpose == "research"
         else None,
-        "held_back": held,
         "files": files,
         "pseudonym_key": f"derived per agreement: release/{agreement.id}"
         if agreement.purpose == "research" else None,

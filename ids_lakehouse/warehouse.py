@@ -12,10 +12,11 @@ import duckdb
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
 
-VIEWS = {  # schema -> view name -> gold table
+# schema -> view name -> gold table. The identified contact directory has no view: it
+# leaves the lake only through a gated release to the agreed people and fields.
+VIEWS = {
     "indicators": {"person_counts": "indicators", "program_overlap": "program_overlap"},
     "research": {"persons": "research_person", "participation": "research_participation"},
-    "operations": {"contact_directory": "contact_directory"},
 }
 
 

@@ -122,6 +122,31 @@ def test_holdback_lets_a_change_through_only_when_k_units_share_it():
     assert not set(fourth.basis["person_id"]) & {f"P{i}" for i in range(1, 11)}
 
 
+def test_holdback_thresholds_are_secret_per_change_and_bounded():
+    from ids_lakehouse.deid import holdback
+
+    def night(n_new: int, county: str) -> pl.DataFrame:
+        ids = [f"P{i}" for i in range(30)] + [f"N{county}{i}" for i in range(n_new)]
+        return pl.DataFrame({"person_id": ids, "county": ["A"] * 30 + [county] * n_new})
+
+    first = holdback.advance(None, night(0, "B"), ["person_id"], ["county"], 11).basis
+    moved = {}
+    for county in "BCDEFGHJKLMNPQRSTUVW":
+        for n in range(11, 22):
+            step = holdback.advance(first, night(n, county), ["person_id"], ["county"], 11,
+                                    secret=b"k" * 32, spread=10)
+            if step.applied:
+                moved[county] = n
+                break
+    # Every kind of change moves by k + 10 at the latest, at its own secret threshold...
+    assert set(moved) == set("BCDEFGHJKLMNPQRSTUVW")
+    assert len(set(moved.values())) > 3 and all(11 <= n <= 21 for n in moved.values())
+    # ...which does not change for the same kind of change.
+    again = holdback.advance(first, night(moved["B"], "B"), ["person_id"], ["county"], 11,
+                             secret=b"k" * 32, spread=10)
+    assert again.applied == moved["B"]
+
+
 def participation_facts(rng, ids, years=range(2019, 2026)):
     return pl.DataFrame([(p, prog, y) for p in ids for prog in ("HMIS", "MEDICAID", "K12")
                          if rng.random() < 0.4 for y in years if rng.random() < 0.5],

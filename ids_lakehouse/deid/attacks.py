@@ -196,34 +196,291 @@ class _Cube:
         return lv, uv, Lc, Uc, Sl, Su, it + 1
 
 
-class _TableLP:
-    """The attacker's LP for one table: finest cells bounded by propagation, every
-    aggregate cell's published interval as a constraint (rows the bounds already imply
-    are left out), solved by HiGHS."""
+def _highs_object_api():
+    """The HiGHS object interface bundled with scipy (the solver behind
+    linprog(method="highs")), or None when this scipy does not expose it."""
+    try:
+        from scipy.optimize._highspy import _core
+        _core._Highs, _core.HighsLp, _core.MatrixFormat  # noqa: B018
+        return _core
+    except Exception:  # pragma: no cover - depends on the scipy build
+        return None
 
-    def __init__(self, A_t, lv, uv, Lc, Uc, Sl, Su, aggregate):
-        eq = aggregate & (Lc == Uc) & ~((Sl == Lc) & (Su == Uc))
-        ub = aggregate & ~eq & (Uc < Su - _EPS)
-        lb = aggregate & ~eq & (Lc > Sl + _EPS)
-        self.A_eq = A_t[eq] if eq.any() else None
-        self.b_eq = Lc[eq] if eq.any() else None
-        if ub.any() or lb.any():
-            self.A_ub = sparse.vstack([A_t[ub], -A_t[lb]]).tocsr()
-            self.b_ub = np.concatenate([Uc[ub], -Lc[lb]])
-        else:
-            self.A_ub, self.b_ub = None, None
-        u = np.where(uv >= BIG / 2, np.inf, uv)
-        self.bounds = np.column_stack([lv, u])
+
+class _Probe:
+    """Can a cell reach a value? Feasibility (zero objective) of one table's LP with one
+    bound raised, re-solved by dual simplex from the previous basis (the classic audit
+    step of cell suppression); the bound is restored afterwards. Infeasible means the LP
+    maximum of the cell is below the value."""
+
+    def __init__(self, A: sparse.csr_matrix, rlo, rhi, lv, uv, use_object_api: bool):
+        self.A = A
+        self.rlo, self.rhi = np.asarray(rlo, float), np.where(rhi >= BIG / 2, np.inf, rhi)
+        self.lv, self.uv = np.asarray(lv, float), np.where(uv >= BIG / 2, np.inf, uv)
+        self.core = _highs_object_api() if use_object_api else None
         self.solves = 0
+        if self.core is not None:
+            core = self.core
+            inf = core.kHighsInf
+            csc = A.tocsc()
+            lp = core.HighsLp()
+            lp.num_col_, lp.num_row_ = csc.shape[1], csc.shape[0]
+            lp.col_cost_ = np.zeros(csc.shape[1])
+            lp.col_lower_ = self.lv
+            lp.col_upper_ = np.where(np.isinf(self.uv), inf, self.uv)
+            lp.row_lower_ = self.rlo
+            lp.row_upper_ = np.where(np.isinf(self.rhi), inf, self.rhi)
+            lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+            lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+            lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+            lp.a_matrix_.value_ = csc.data.astype(float)
+            self.h = core._Highs()
+            self.h.setOptionValue("output_flag", False)
+            self.h.passModel(lp)
 
-    def solve(self, c: np.ndarray, time_limit: float):
+    def optimise(self, c: np.ndarray, time_limit: float) -> np.ndarray | None:
+        """An optimal vertex for objective c (interior point method, then crossover to a
+        basis); the objective is reset to zero afterwards, so the next probes start from
+        that basis."""
         self.solves += 1
-        res = linprog(c, A_ub=self.A_ub, b_ub=self.b_ub, A_eq=self.A_eq, b_eq=self.b_eq,
-                      bounds=self.bounds, method="highs",
-                      options={"time_limit": max(time_limit, 1.0), "presolve": True})
-        if res.status != 0:
-            return None
-        return res.x
+        if self.core is None:
+            lv, uv, rlo, rhi = self.lv, self.uv, self.rlo, self.rhi
+            eq = rlo == rhi
+            up = ~eq & np.isfinite(rhi)
+            dn = ~eq & np.isfinite(rlo)
+            res = linprog(c, A_ub=sparse.vstack([self.A[up], -self.A[dn]]).tocsr(),
+                          b_ub=np.concatenate([rhi[up], -rlo[dn]]),
+                          A_eq=self.A[eq] if eq.any() else None,
+                          b_eq=rlo[eq] if eq.any() else None,
+                          bounds=np.column_stack([lv, uv]), method="highs",
+                          options={"time_limit": max(time_limit, 1.0)})
+            return res.x if res.status == 0 else None
+        h, n = self.h, self.A.shape[1]
+        cols = np.arange(n, dtype=np.int32)
+        h.changeColsCost(n, cols, np.asarray(c, float))
+        h.setOptionValue("solver", "ipm")
+        h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 1.0))
+        h.run()
+        ok = h.getModelStatus() == self.core.HighsModelStatus.kOptimal
+        x = np.array(h.getSolution().col_value) if ok else None
+        h.changeColsCost(n, cols, np.zeros(n))
+        h.setOptionValue("solver", "simplex")
+        return x
+
+    def reach(self, row: int | None, col: int | None, lo: float | None, hi: float | None,
+              time_limit: float):
+        """Is the cell (a column, or a row of the model) able to be >= lo (or <= hi)?
+        (status, x): True = yes (x a feasible point), False = no, None = undecided."""
+        self.solves += 1
+        if col is not None:
+            old = (self.lv[col], self.uv[col])
+        else:
+            old = (self.rlo[row], self.rhi[row])
+        new = (old[0] if lo is None else max(lo, old[0]),
+               old[1] if hi is None else min(hi, old[1]))
+        if new[0] > new[1] + _EPS:
+            return False, None
+        if self.core is not None:
+            h, inf = self.h, self.core.kHighsInf
+            fin = lambda v: inf if np.isinf(v) else float(v)  # noqa: E731
+            change = h.changeColBounds if col is not None else h.changeRowBounds
+            idx = col if col is not None else row
+            change(idx, float(new[0]), fin(new[1]))
+            h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 1.0))
+            h.run()
+            status = h.getModelStatus()
+            x = np.array(h.getSolution().col_value) \
+                if status == self.core.HighsModelStatus.kOptimal else None
+            change(idx, float(old[0]), fin(old[1]))
+            if x is not None:
+                return True, x
+            if status == self.core.HighsModelStatus.kInfeasible:
+                return False, None
+            return None, None
+        lv, uv, rlo, rhi = self.lv.copy(), self.uv.copy(), self.rlo.copy(), self.rhi.copy()
+        if col is not None:
+            lv[col], uv[col] = new
+        else:
+            rlo[row], rhi[row] = new
+        eq = rlo == rhi
+        up = ~eq & np.isfinite(rhi)
+        dn = ~eq & np.isfinite(rlo)
+        A_ub = sparse.vstack([self.A[up], -self.A[dn]]).tocsr()
+        b_ub = np.concatenate([rhi[up], -rlo[dn]])
+        res = linprog(np.zeros(self.A.shape[1]), A_ub=A_ub, b_ub=b_ub,
+                      A_eq=self.A[eq] if eq.any() else None, b_eq=rlo[eq] if eq.any() else None,
+                      bounds=np.column_stack([lv, uv]), method="highs",
+                      options={"time_limit": max(time_limit, 1.0)})
+        if res.status == 0:
+            return True, res.x
+        return (False, None) if res.status == 2 else (None, None)
+
+
+    def reach_all(self, cells: list[tuple[int | None, int | None, float | None, float | None]],
+                  time_limit: float):
+        """Can every cell (row, col, lo, hi) be inside its requested bounds at once?
+        (status, x) as `reach`."""
+        if len(cells) == 1 or self.core is None:
+            if len(cells) != 1:
+                return None, None
+            row, col, lo, hi = cells[0]
+            return self.reach(row, col, lo, hi, time_limit)
+        self.solves += 1
+        h, inf = self.h, self.core.kHighsInf
+        fin = lambda v: inf if np.isinf(v) else float(v)  # noqa: E731
+        undo = []
+        for row, col, lo, hi in cells:
+            old = (self.lv[col], self.uv[col]) if col is not None else \
+                (self.rlo[row], self.rhi[row])
+            new = (old[0] if lo is None else max(lo, old[0]),
+                   old[1] if hi is None else min(hi, old[1]))
+            if new[0] > new[1] + _EPS:
+                for change, idx, o in undo:
+                    change(idx, float(o[0]), fin(o[1]))
+                return False, None
+            change = h.changeColBounds if col is not None else h.changeRowBounds
+            idx = col if col is not None else row
+            change(idx, float(new[0]), fin(new[1]))
+            undo.append((change, idx, old))
+        h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 1.0))
+        h.run()
+        status = h.getModelStatus()
+        x = np.array(h.getSolution().col_value) \
+            if status == self.core.HighsModelStatus.kOptimal else None
+        for change, idx, o in undo:
+            change(idx, float(o[0]), fin(o[1]))
+        if x is not None:
+            return True, x
+        if status == self.core.HighsModelStatus.kInfeasible:
+            return False, None
+        return None, None
+
+
+class _Table:
+    """One table of the release for the LP attack: its rows, propagated bounds, targets,
+    and the inner bounds (hull of values at feasible points, widened by feasible moves)."""
+
+    def __init__(self, cube: _Cube, t: int, lv, uv, Lc, Uc, target_rows: np.ndarray):
+        self.t = t
+        self.rows = np.flatnonzero(cube.row_table == t)
+        sl = slice(t * cube.nfin, (t + 1) * cube.nfin)
+        self.A = cube.A[self.rows][:, sl].tocsr()
+        self.lv, self.uv = lv[sl], uv[sl]
+        self.lo, self.hi = Lc[self.rows], Uc[self.rows]
+        self.codes = cube.codes[self.rows]
+        self.pattern = cube.pattern[self.rows]
+        self.sizes, self.strides = cube.sizes, cube.strides
+        pos = np.full(cube.n_rows, -1)
+        pos[self.rows] = np.arange(self.rows.size)
+        self.tgt = pos[target_rows]                    # local rows of the targets
+        self.lookup = np.full([n + 1 for n in cube.sizes], -1, dtype=np.int64)
+        self.lookup[tuple((self.codes + 1).T)] = np.arange(self.rows.size)
+        self.i_lo = np.full(self.tgt.size, np.inf)
+        self.i_hi = np.full(self.tgt.size, -np.inf)
+        Sl, Su = self.A @ self.lv, self.A @ self.uv
+        agg = (self.pattern > 0) & ~((Sl >= self.lo - _EPS) & (Su <= self.hi + _EPS))
+        self.agg_rows = np.flatnonzero(agg)
+
+    def probe(self, use_object_api: bool) -> _Probe:
+        if "_probe" not in self.__dict__:
+            rows = np.union1d(self.agg_rows, self.tgt[self.pattern[self.tgt] > 0])
+            self.probe_rows = rows
+            self.probe_pos = np.full(self.rows.size, -1)
+            self.probe_pos[rows] = np.arange(rows.size)
+            self.__dict__["_probe"] = _Probe(self.A[rows], self.lo[rows], self.hi[rows],
+                                             self.lv, self.uv, use_object_api)
+        return self.__dict__["_probe"]
+
+    @property
+    def solves(self) -> int:
+        return self.__dict__["_probe"].solves if "_probe" in self.__dict__ else 0
+
+    def feasible(self, x: np.ndarray, tol: float = 1e-5) -> bool:
+        y = self.A @ x
+        return bool((y >= self.lo - tol).all() and (y <= self.hi + tol).all()
+                    and (x >= self.lv - tol).all() and (x <= self.uv + tol).all())
+
+    def see(self, x: np.ndarray, which: np.ndarray, rng, trials: int) -> None:
+        """Widen the inner bounds of targets `which` (indices into self.tgt) from point
+        x: the value at x, then moves that keep every row inside its bounds. A move
+        alternates +d/-d over the corners of a box spanned by the target and partner
+        values in its non-ALL dimensions (inside the target's ALL dimensions it fixes a
+        finest value), so it changes exactly 16 rows by +-d; d is the smallest slack."""
+        y = self.A @ x
+        su = np.where(self.hi >= BIG / 2, np.inf, self.hi - y)
+        sd = y - self.lo
+        vu, vd = self.uv - x, x - self.lv
+        vu = np.where(self.uv >= BIG / 2, np.inf, vu)
+        k = len(self.sizes)
+        rows = self.tgt[which]
+        val = y[rows]
+        self.i_lo[which] = np.minimum(self.i_lo[which], val)
+        self.i_hi[which] = np.maximum(self.i_hi[which], val)
+        if trials <= 0 or which.size == 0:
+            return
+        pat = self.pattern[rows]
+        for p in np.unique(pat):
+            sel = np.flatnonzero(pat == p)
+            w = which[sel]
+            C = self.codes[rows[sel]]
+            m = sel.size
+            free = [d for d in range(k) if not (p >> d & 1) and self.sizes[d] >= 2]
+            best_up = np.zeros(m)
+            best_dn = np.zeros(m)
+            for trial in range(trials):
+                # alternate every free dimension, or (every other trial) a random subset
+                alt = free if trial % 2 == 0 or len(free) < 2 else \
+                    [d for d in free if rng.random() < 0.5] or [free[rng.integers(len(free))]]
+                fixed = [d for d in range(k) if d not in alt]
+                P = C.copy()
+                F = C.copy()
+                for d in fixed:
+                    if p >> d & 1:
+                        F[:, d] = rng.integers(0, self.sizes[d], m)
+                greedy = trial % 3 == 1
+                for d in alt:
+                    if greedy:
+                        # the partner whose neighbouring corner has the most room down
+                        # (it gives way when the target goes up)
+                        cand = np.repeat(F[:, None, :], self.sizes[d], axis=1)
+                        cand[:, :, d] = np.arange(self.sizes[d])[None, :]
+                        room = vd[cand @ np.asarray(self.strides)] \
+                            if not (p & ~(1 << d)) else np.ones((m, self.sizes[d]))
+                        room = room + rng.random(room.shape) * 1e-3
+                        room[np.arange(m), C[:, d]] = -np.inf
+                        P[:, d] = np.argmax(room, axis=1)
+                    else:
+                        P[:, d] = (C[:, d] + rng.integers(1, self.sizes[d], m)) % self.sizes[d]
+                up = np.full(m, np.inf)
+                dn = np.full(m, np.inf)
+                for kappa in itertools.product((0, 1), repeat=len(alt)):
+                    sign = -1 if sum(kappa) % 2 else 1
+                    base = F.copy()
+                    for d, kd in zip(alt, kappa):
+                        if kd:
+                            base[:, d] = P[:, d]
+                    for r in range(len(fixed) + 1):
+                        for Q in itertools.combinations(fixed, r):
+                            codes = base.copy()
+                            for d in Q:
+                                codes[:, d] = -1
+                            row = self.lookup[tuple((codes + 1).T)]
+                            if not Q:        # a finest cell: its variable's bounds
+                                var = codes @ np.asarray(self.strides)
+                                s_up, s_dn = vu[var], vd[var]
+                            else:
+                                ok = row >= 0
+                                s_up = np.where(ok, su[np.maximum(row, 0)], np.inf)
+                                s_dn = np.where(ok, sd[np.maximum(row, 0)], np.inf)
+                            if sign > 0:
+                                up, dn = np.minimum(up, s_up), np.minimum(dn, s_dn)
+                            else:
+                                up, dn = np.minimum(up, s_dn), np.minimum(dn, s_up)
+                best_up = np.maximum(best_up, np.clip(up, 0, BIG))
+                best_dn = np.maximum(best_dn, np.clip(dn, 0, BIG))
+            v = y[rows[sel]]
+            self.i_lo[w] = np.minimum(self.i_lo[w], v - best_dn)
+            self.i_hi[w] = np.maximum(self.i_hi[w], v + best_up)
 
 
 def _single_line_recoverable(cube: _Cube, null: np.ndarray) -> np.ndarray:
@@ -243,153 +500,331 @@ def _single_line_recoverable(cube: _Cube, null: np.ndarray) -> np.ndarray:
 
 def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarray,
                    published: np.ndarray, min_cell: int, time_budget_s: float, sample: int,
-                   seed: int, n_probe: int, truth: np.ndarray | None) -> dict:
+                   seed: int, trials: int, truth: np.ndarray | None,
+                   use_object_api: bool = True, rounds: int = 1,
+                   decide_zeros: bool = True, zero_batch: int = 128,
+                   see_every: int = 10) -> dict:
     start = time.perf_counter()
+    deadline = start + time_budget_s
     lv, uv, Lc, Uc, Sl, Su, iterations = cube.propagate(lo, hi)
-    infeasible_rows = Lc > Uc + _EPS
-    bad_var = np.zeros(cube.nvar, dtype=bool)
-    bad_var[lv > uv + _EPS] = True
-    bad_tables = set(np.unique(cube.row_table[infeasible_rows]).tolist())
-    bad_tables |= set(np.unique(np.flatnonzero(bad_var) // cube.nfin).tolist())
+    bad_tables = set(np.unique(cube.row_table[Lc > Uc + _EPS]).tolist())
+    bad_tables |= set(np.unique(np.flatnonzero(lv > uv + _EPS) // cube.nfin).tolist())
     prop_seconds = time.perf_counter() - start
 
     tidx = np.flatnonzero(target)
     o_lo, o_hi = Lc[tidx], Uc[tidx]
-    # Inner bounds: value ranges seen at feasible points of the LP (vertices). The LP's
-    # interval contains them, so a cell whose inner range is already wide and reaches 0
-    # or min_cell is proven safe without solving its own LPs.
-    i_lo = np.full(tidx.size, np.inf)
-    i_hi = np.full(tidx.size, -np.inf)
-    lp_lo = np.full(tidx.size, np.nan)
-    lp_hi = np.full(tidx.size, np.nan)
-    t_of = cube.row_table[tidx]
     pub_t = published[tidx]
+    t_of = cube.row_table[tidx]
+    n = tidx.size
+    lp_lo = np.full(n, np.nan)
+    lp_hi = np.full(n, np.nan)
+    i_lo = np.full(n, np.inf)
+    i_hi = np.full(n, -np.inf)
     rng = np.random.default_rng(seed)
-    lps: dict[int, _TableLP] = {}
-    tgt_by_table: dict[int, np.ndarray] = {}
-    for t in np.unique(t_of):
-        tgt_by_table[int(t)] = np.flatnonzero(t_of == t)
-    aggregate = cube.pattern > 0
-    solves = 0
-    deadline = start + time_budget_s
+    feasible = ~np.isin(t_of, sorted(bad_tables))
+    tables: dict[int, _Table] = {}
+    members: dict[int, np.ndarray] = {}
+    for t in np.unique(t_of[feasible]).tolist():
+        members[t] = np.flatnonzero(t_of == t)
+    x_truth = None
+    if truth is not None:
+        fin = (cube.pattern == 0) & ~np.isnan(truth)
+        x_truth = np.zeros(cube.nvar)
+        x_truth[cube._base(cube.row_table[fin], cube.codes[fin])] = truth[fin]
 
-    def table_lp(t: int) -> _TableLP:
-        if t not in lps:
-            rows = np.flatnonzero(cube.row_table == t)
-            sl = slice(t * cube.nfin, (t + 1) * cube.nfin)
-            A_t = cube.A[rows][:, sl].tocsr()
-            lp = _TableLP(A_t, lv[sl], uv[sl], Lc[rows], Uc[rows], Sl[rows], Su[rows],
-                          aggregate[rows])
-            lp.rows = rows
-            pos = np.full(cube.n_rows, -1)
-            pos[rows] = np.arange(rows.size)
-            lp.tA = A_t[pos[tidx[tgt_by_table[t]]]]
-            lps[t] = lp
-        return lps[t]
+    def rounded(a_lo, a_hi):
+        return np.ceil(a_lo - _EPS), np.floor(a_hi + _EPS)
 
-    def seen(t: int, x: np.ndarray) -> None:
-        lp = lps[t]
-        vals = lp.tA @ x
-        k = tgt_by_table[t]
-        i_lo[k] = np.minimum(i_lo[k], vals)
-        i_hi[k] = np.maximum(i_hi[k], vals)
+    def safe_of(a_lo, a_hi, pub):
+        """Proven not to be `exact_nonzero` nor `narrow_small` (a perturbed cell: not
+        exact). A feasible point at 0 suffices for a suppressed cell."""
+        a, b = rounded(a_lo, a_hi)
+        return np.where(pub, b - a >= 1,
+                        (a <= 0) | (b - a >= 3) | ((b >= min_cell) & (b - a >= 1)))
 
-    def safe(k: np.ndarray) -> np.ndarray:
-        a, b = np.ceil(i_lo[k] - _EPS), np.floor(i_hi[k] + _EPS)
-        return (b - a >= 1) & (pub_t[k] | (a <= 0) | (b >= min_cell))
+    def zero_open(a_lo, a_hi, pub):
+        """Suppressed cells seen only at 0 so far: exact zeros unless a point reaches 1."""
+        a, b = rounded(a_lo, a_hi)
+        return ~pub & (a <= 0) & (b < 1)
 
-    def solved(k: np.ndarray) -> np.ndarray:
-        return ~np.isnan(lp_lo[k]) & ~np.isnan(lp_hi[k])
+    def unsafe(tb: _Table, k: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(~safe_of(tb.i_lo, tb.i_hi, pub_t[k]))
+
+    def see_all(tb: _Table, k: np.ndarray, x: np.ndarray) -> None:
+        todo = np.flatnonzero(~safe_of(tb.i_lo, tb.i_hi, pub_t[k])
+                              | zero_open(tb.i_lo, tb.i_hi, pub_t[k]))
+        tb.see(x, np.arange(k.size), rng, 0)
+        tb.see(x, todo, rng, trials)
+
+    def is_unsafe(tb, k, j):
+        return not safe_of(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1], pub_t[k[j:j + 1]])[0]
+
+    def is_zero_open(tb, k, j):
+        return bool(zero_open(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1], pub_t[k[j:j + 1]])[0])
 
     out_of_time = False
-    # 1. probes per table: min and max of the sum of its targets, then random objectives
-    for t, k in tgt_by_table.items():
-        if t in bad_tables:
-            continue
-        lp = table_lp(t)
-        objectives = [np.asarray(lp.tA.sum(axis=0)).ravel()]
-        objectives.append(-objectives[0])
-        for _ in range(n_probe):
-            objectives.append(rng.normal(size=cube.nfin))
-        for c in objectives:
-            if time.perf_counter() > deadline:
-                out_of_time = True
-                break
-            x = lp.solve(c, deadline - time.perf_counter())
-            if x is not None:
-                seen(t, x)
-            if safe(k).all():
-                break
-    probe_solves = sum(lp.solves for lp in lps.values())
-
-    # 2. the cells not proven safe, narrowest propagated interval first; then a sample
-    feasible = ~np.isin(t_of, list(bad_tables)) if bad_tables else np.ones(tidx.size, bool)
-    unsafe = np.flatnonzero(feasible & ~safe(np.arange(tidx.size)))
-    unsafe = unsafe[np.argsort(o_hi[unsafe] - o_lo[unsafe], kind="stable")]
-    others = np.setdiff1d(np.flatnonzero(feasible), unsafe)
-    sampled = rng.choice(others, size=min(sample, others.size), replace=False) \
-        if others.size else np.array([], dtype=np.int64)
-    queue = [(int(i), False) for i in unsafe] + [(int(i), True) for i in sampled]
-    for i, is_sample in queue:
+    # 1. per table: feasible points (the truth when given; interior points of HiGHS'
+    #    interior point method: the min of the suppressed targets' sum, the max of the sum
+    #    of those not yet proven), each widened by feasible moves, and midpoints.
+    for t, k in members.items():
         if time.perf_counter() > deadline:
             out_of_time = True
             break
-        if not is_sample and safe(np.array([i]))[0]:
-            continue
-        t = int(t_of[i])
-        lp = table_lp(t)
-        row = lp.tA[tgt_by_table[t].searchsorted(i)].toarray().ravel()
-        for sense, store, outer in ((1.0, lp_lo, o_lo), (-1.0, lp_hi, o_hi)):
-            reached = (i_lo[i] <= outer[i] + _EPS) if sense > 0 else (i_hi[i] >= outer[i] - _EPS)
-            if reached:
-                store[i] = outer[i]
-                continue
-            x = lp.solve(sense * row, deadline - time.perf_counter())
-            if x is None:
+        tb = _Table(cube, t, lv, uv, Lc, Uc, tidx[k])
+        tables[t] = tb
+        sl = slice(t * cube.nfin, (t + 1) * cube.nfin)
+        points = []
+        if x_truth is not None and tb.feasible(x_truth[sl]):
+            points.append(x_truth[sl])
+            see_all(tb, k, x_truth[sl])
+        model = tb.probe(use_object_api)
+        null_rows = tb.tgt[~pub_t[k]]
+        objectives = [np.asarray(tb.A[null_rows].sum(axis=0)).ravel()] if null_rows.size \
+            else []
+        first = len(objectives)
+        for r in range(rounds + first):
+            if r >= len(objectives):
+                todo = np.flatnonzero(~safe_of(tb.i_lo, tb.i_hi, pub_t[k])
+                                      | zero_open(tb.i_lo, tb.i_hi, pub_t[k]))
+                if todo.size == 0:
+                    break
+                w = np.ones(todo.size)
+                if r > first:         # perturbed cells pushed up or down at random
+                    w = np.where(pub_t[k][todo], rng.choice([-1.0, 1.0], todo.size), 1.0)
+                objectives.append(-np.asarray(tb.A[tb.tgt[todo]].T @ w).ravel())
+            if time.perf_counter() > deadline:
+                out_of_time = True
                 break
-            seen(t, x)
-            val = float(row @ x)
-            store[i] = math.ceil(val - _EPS) if sense > 0 else math.floor(val + _EPS)
-    solves = sum(lp.solves for lp in lps.values())
+            x = model.optimise(objectives[r], deadline - time.perf_counter())
+            if x is None:
+                continue
+            see_all(tb, k, x)
+            for other in points:
+                see_all(tb, k, 0.5 * (x + other))
+            points.append(x)
+    ipm_solves = sum(tb.solves for tb in tables.values())
+    phase = {"points": round(time.perf_counter() - start, 2)}
+    probes = 0
 
-    done = solved(np.arange(tidx.size))
-    proven_safe = ~done & safe(np.arange(tidx.size)) & feasible
+    def where(tb: _Table, j: int):
+        """(row, col) of target j in the table's feasibility model."""
+        local = tb.tgt[j]
+        tb.probe(use_object_api)
+        if tb.pattern[local] == 0:
+            return None, int(tb.codes[local] @ np.asarray(tb.strides))
+        return int(tb.probe_pos[local]), None
+
+    def locate(i: int):
+        t = int(t_of[i])
+        return tables[t], members[t], int(np.searchsorted(members[t], i))
+
+    def reach(i: int, lo_, hi_):
+        nonlocal probes
+        tb, k, j = locate(i)
+        probes += 1
+        status, x = tb.probe(use_object_api).reach(*where(tb, j), lo_, hi_,
+                                                   deadline - time.perf_counter())
+        if status:
+            tb.see(x, np.arange(k.size), rng, 0)
+        return status
+
+    def exact_interval(i: int) -> None:
+        """The attacker's integer interval [ceil(LP min), floor(LP max)] by bisection
+        with feasibility probes (the LP min is <= v iff the cell can be <= v)."""
+        nonlocal out_of_time
+        tb, k, j = locate(i)
+        a, b = rounded(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1])
+        a, b = float(a[0]), float(b[0])     # the cell can be <= a and >= b
+        lo_, hi_ = float(o_lo[i]), min(a, float(o_hi[i]))     # min in [lo_, hi_]
+        while lo_ < hi_:
+            mid = math.floor((lo_ + hi_) / 2)
+            status = reach(i, None, mid)
+            if status is None:
+                out_of_time = True
+                return
+            lo_, hi_ = (lo_, mid) if status else (mid + 1, hi_)
+        low = lo_
+        lo_, hi_ = max(b, low), float(o_hi[i])                 # max in [lo_, hi_]
+        while lo_ < hi_:
+            mid = math.ceil((lo_ + hi_) / 2)
+            status = reach(i, mid, None)
+            if status is None:
+                out_of_time = True
+                return
+            lo_, hi_ = (mid, hi_) if status else (lo_, mid - 1)
+        lp_lo[i], lp_hi[i] = low, lo_
+
+    def group_test(t: int, items: list[int], ask, still_open, on_impossible) -> None:
+        """Group testing with feasibility probes: ask the targets `items` (of table t) to
+        move where `ask(i)` = (lo, hi) says, all together; a feasible point settles them
+        all (and is seen), an infeasible group is halved, and a single target that cannot
+        move goes to `on_impossible(i)`."""
+        nonlocal probes, out_of_time
+        if time.perf_counter() > deadline:
+            out_of_time = True
+            return
+        tb, k = tables[t], members[t]
+        js = [int(np.searchsorted(k, i)) for i in items]
+        js = [j for j in js if still_open(tb, k, j)]
+        if not js:
+            return
+        cells = [(*where(tb, j), *ask(int(k[j]))) for j in js]
+        status, x = tb.probe(use_object_api).reach_all(cells, deadline - time.perf_counter())
+        probes += 1
+        if status:
+            tb.see(x, np.arange(k.size), rng, 0)
+            if probes % see_every == 0:
+                see_all(tb, k, x)
+        elif len(js) == 1:
+            if status is False:
+                on_impossible(int(k[js[0]]))
+        else:
+            half = len(js) // 2
+            group_test(t, [int(k[j]) for j in js[:half]], ask, still_open, on_impossible)
+            group_test(t, [int(k[j]) for j in js[half:]], ask, still_open, on_impossible)
+
+    def batches(items: list[int], alone) -> list[tuple[int, list[int]]]:
+        """Per table: targets `alone` says are likely to fail one by one, the others
+        shuffled (unrelated cells move together more easily) in batches."""
+        out = []
+        by_table: dict[int, list[int]] = {}
+        for i in items:
+            by_table.setdefault(int(t_of[i]), []).append(i)
+        for t, its in by_table.items():
+            out += [(t, [i]) for i in its if alone(i)]
+            rest = [i for i in its if not alone(i)]
+            rest = [rest[r] for r in rng.permutation(len(rest))]
+            out += [(t, rest[g:g + zero_batch]) for g in range(0, len(rest), zero_batch)]
+        return out
+
+    def hull(i: int):
+        tb, k, j = locate(i)
+        a, b = rounded(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1])
+        return float(a[0]), float(b[0])
+
+    # 2. every target not proven: can a suppressed one reach 0, a perturbed one leave its
+    #    interval (up or down, at random)? Feasibility probes, group tested; where it
+    #    cannot, the exact interval by bisection.
+    pending = []
+    for t, tb in tables.items():
+        pending += members[t][unsafe(tb, members[t])].tolist()
+    phase["pending"] = len(pending)
+    direction = {i: bool(rng.random() < 0.5) for i in pending}
+
+    def ask_out(i: int):
+        if not pub_t[i]:
+            return None, 0.0
+        a, b = hull(i)
+        up, down = b + 1 <= o_hi[i], a - 1 >= o_lo[i]
+        if up and (direction[i] or not down):
+            return b + 1, None
+        if down:
+            return None, a - 1
+        return None, -1.0       # neither: propagation already bounds it to [a, b]
+
+    stuck: list[int] = []
+    hopeless = [i for i in pending if not pub_t[i] and o_lo[i] >= 1]  # propagation: >= 1
+    hopeful = [i for i in pending if pub_t[i] or o_lo[i] < 1]
+    for t, group in batches(hopeful, lambda i: not pub_t[i] and o_hi[i] - o_lo[i] <= 3):
+        group_test(t, group, ask_out, is_unsafe, stuck.append)
+    for i in stuck:                  # perturbed cells: the other direction
+        if pub_t[i]:
+            tb, k, j = locate(i)
+            if is_unsafe(tb, k, j):
+                direction[i] = not direction[i]
+                group_test(int(t_of[i]), [i], ask_out, is_unsafe, hopeless.append)
+        else:
+            hopeless.append(i)
+    for i in hopeless:
+        if time.perf_counter() > deadline:
+            out_of_time = True
+            break
+        tb, k, j = locate(i)
+        if is_unsafe(tb, k, j):
+            exact_interval(i)
+    phase["pending_done"] = round(time.perf_counter() - start, 2)
+    phase["pending_probes"] = probes
+
+    # 3. suppressed cells seen only at 0: can they reach 1? (else exact zeros)
+    if decide_zeros:
+        zeros = []
+        for t, tb in tables.items():
+            zeros += members[t][zero_open(tb.i_lo, tb.i_hi, pub_t[members[t]])].tolist()
+        phase["zeros_pending"] = len(zeros)
+
+        def exact_zero(i: int) -> None:
+            lp_lo[i] = lp_hi[i] = 0.0          # min 0 was seen; max < 1
+
+        for t, group in batches(zeros, lambda i: o_hi[i] <= 2):
+            group_test(t, group, lambda i: (1.0, None), is_zero_open, exact_zero)
+        phase["zeros_done"] = round(time.perf_counter() - start, 2)
+    # 4. exact intervals of a random sample of the rest, for the distribution of widths
+    for t, tb in tables.items():
+        i_lo[members[t]], i_hi[members[t]] = tb.i_lo, tb.i_hi
+    pool = np.flatnonzero(feasible & np.isnan(lp_lo) & np.isin(t_of, list(tables)))
+    if sample and pool.size:
+        for i in rng.choice(pool, size=min(sample, pool.size), replace=False):
+            if time.perf_counter() > deadline:
+                out_of_time = True
+                break
+            exact_interval(int(i))
+    solves = sum(tb.solves for tb in tables.values())
+    for t, tb in tables.items():
+        i_lo[members[t]], i_hi[members[t]] = tb.i_lo, tb.i_hi
+
+    done = ~np.isnan(lp_lo) & ~np.isnan(lp_hi)
     best_lo = np.where(done, lp_lo, o_lo)
     best_hi = np.where(done, lp_hi, o_hi)
+    # a feasible point outside the propagated interval cannot exist; inner bounds refine
+    # only what is already decided
     classes = _disclosure(best_lo, best_hi, min_cell)
     prop = _disclosure(o_lo, o_hi, min_cell)
     null_t = ~pub_t
-    unresolved = feasible & ~done & ~proven_safe & ~(classes["exact"] | classes["narrow_small"])
+    proven = feasible & safe_of(i_lo, i_hi, pub_t)
+    unresolved = feasible & ~done & ~proven & ~(classes["exact_nonzero"]
+                                                 | classes["narrow_small"])
+    zero_undecided = feasible & ~done & zero_open(i_lo, i_hi, pub_t) & ~classes["exact"]
+    a, b = rounded(i_lo, i_hi)
+    inside_undecided = feasible & ~done & null_t & ~classes["inside_small"] \
+        & ~((a <= 0) | (b >= min_cell))
+    exact_zero = classes["exact"] & (best_lo == 0)
     result = {
         "tables": cube.n_tables, "cells": cube.n_rows,
-        "targets": int(tidx.size), "targets_suppressed": int(null_t.sum()),
+        "targets": int(n), "targets_suppressed": int(null_t.sum()),
         "targets_published": int(pub_t.sum()),
         "exact": int(classes["exact"].sum()),
         "exact_nonzero": int(classes["exact_nonzero"].sum()),
-        "exact_suppressed_nonzero": int((classes["exact_nonzero"] & null_t).sum()),
+        "exact_zero": int(exact_zero.sum()),
         "published_exact": int((classes["exact"] & pub_t).sum()),
         "narrow_small": int(classes["narrow_small"].sum()),
         "inside_small": int(classes["inside_small"].sum()),
+        "unresolved": int(unresolved.sum()),
+        "zero_undecided": int(zero_undecided.sum()),
+        "inside_small_undecided": int(inside_undecided.sum()),
         "prop_exact": int(prop["exact"].sum()),
+        "prop_exact_nonzero": int(prop["exact_nonzero"].sum()),
         "prop_narrow_small": int(prop["narrow_small"].sum()),
         "prop_inside_small": int(prop["inside_small"].sum()),
         "lp_checked": int(done.sum()),
-        "proven_safe_by_feasible_points": int(proven_safe.sum()),
-        "unresolved": int(unresolved.sum()),
+        "proven_safe_by_feasible_points": int((proven & ~done).sum()),
         "infeasible_tables": len(bad_tables),
-        "lp_solves": int(solves), "lp_probe_solves": int(probe_solves),
+        "lp_solves": int(solves), "lp_optimisations": int(ipm_solves),
+        "feasibility_probes": probes,
         "out_of_time": out_of_time,
         "propagation_iterations": int(iterations),
         "propagation_seconds": round(prop_seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
         "width_hist": _width_bucket(best_hi - best_lo),
         "width_hist_lp_checked": _width_bucket((best_hi - best_lo)[done]),
+        "phases": phase,
     }
     if truth is not None:
         tv = truth[tidx]
         ok = ~np.isnan(tv)
         result["truth_outside_interval"] = int((ok & ((tv < best_lo) | (tv > best_hi))).sum())
         result["exact_correct"] = int((ok & classes["exact"] & (tv == best_lo)).sum())
+    result["_detail"] = {"rows": tidx, "lo": best_lo, "hi": best_hi, "decided": done,
+                         "proven_safe": proven & ~done, "outer_lo": o_lo, "outer_hi": o_hi}
     return result
 
 
@@ -397,32 +832,53 @@ def lp_interval_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
                        count: str, D: int, null_bounds: tuple[float, float | None],
                        cells: pl.DataFrame | None = None, time_budget_s: float = 600.0, *,
                        min_cell: int = 11, published_min: int | None = None,
-                       sample: int = 200, seed: int = 0, n_probe: int = 4,
-                       truth: pl.DataFrame | None = None, all_value: str = ALL) -> dict:
-    """Interval (LP) attack on every table of a release (one table per `fixed` key).
+                       sample: int = 0, seed: int = 0, trials: int = 6,
+                       truth: pl.DataFrame | None = None, all_value: str = ALL,
+                       decide_zeros: bool = True, use_object_api: bool = True,
+                       cells_detail: bool = False) -> dict:
+    """Interval (LP) attack on every table of a release (one table per `fixed` key), as in
+    the audit of cell suppression: the attacker's integer interval [ceil(LP min),
+    floor(LP max)] of every target cell.
 
     Variables: the finest cells (no `all_value` in any additive dimension) of each table.
     Each published cell bounds the sum of its finest cells: a published p by
-    [max(p-D, published_min), p+D], a null by `null_bounds` (upper None = unbounded).
-    Published counts with D = 0 are exact. Targets: every null cell, and with D > 0 every
-    published cell too; `cells` (a frame of key columns) restricts them.
+    [max(p-D, published_min), p+D] (published_min defaults to min_cell when D > 0, else
+    0), a null by `null_bounds` (upper None = unbounded). Targets: every null cell, and
+    with D > 0 every published cell too; `cells` (a frame of key columns) restricts them.
+    Every cell of a table is a constraint, whether it is a target or not.
 
-    Method: (1) iterated interval propagation over all sum equations (integer rounding);
-    (2) per table, a few LPs (min/max of the targets' sum, random objectives) give feasible
-    points, so a target whose values at those points already span >= 1 and reach 0 or
-    `min_cell` is proven safe; (3) HiGHS min and max for every other target, narrowest
-    first, then for a random `sample` of the proven-safe ones, until `time_budget_s`.
+    Method, exact but organised to solve few LPs (HiGHS through scipy):
+    (1) iterated interval propagation over every sum equation, with integer rounding: an
+        outer bound (what the LP interval lies inside), found in well under a second;
+    (2) per table, two optimal vertices (min of the suppressed targets' sum; max of the
+        targets not yet proven) and midpoints with the truth when given; every feasible
+        point, widened by feasible "box" moves (+d/-d on the 2^k corners of a box, which
+        keep every margin), is an inner bound (the LP interval contains it). A suppressed
+        cell seen at 0 and at >= 1 cannot be exact or narrow inside 1..min_cell-1, nor
+        one seen over a width >= 3; a perturbed cell seen at two integers is not exact;
+    (3) the others: feasibility probes (dual simplex from the previous basis with one
+        bound moved: can the cell be 0? leave its interval?), tested in groups, and where
+        they cannot, the exact interval by bisection with probes;
+    (4) with `decide_zeros`, suppressed cells seen only at 0 are probed for 1 (group
+        testing); those that cannot reach 1 are exact zeros;
+    (5) exact intervals for a random `sample` of the rest (for `width_hist_lp_checked`).
+    `time_budget_s` bounds the whole; what is left is counted as `unresolved` /
+    `zero_undecided` and `out_of_time` is set. `use_object_api=False` uses
+    scipy.optimize.linprog(method="highs") for every solve (same results, much slower).
 
-    Returns counts over the targets, on the best interval known (LP when solved, else the
-    propagated one, which is itself an attack): `exact` (width 0), `exact_nonzero`,
-    `narrow_small` (width <= 2 inside [1, min_cell-1]), `inside_small` (inside
-    [1, min_cell-1], any width), `published_exact` (a perturbed cell recovered exactly),
-    `prop_*` (propagation alone), `single_line_recoverable` (null cells alone in a line: the
-    classic one-subtraction attack), `lp_checked`, `proven_safe_by_feasible_points`,
-    `unresolved` (not proven either way within the budget: must be 0 for a complete audit),
-    `width_hist`, and, given `truth` (key columns + `count` with the true values),
-    `truth_outside_interval` (0 unless the assumed protection model is wrong) and
-    `exact_correct`."""
+    Returns counts over the targets, each on the best interval known (the exact one where
+    decided, else the propagated one; a proven-safe cell is safe on both):
+    `exact` (width 0), `exact_nonzero`, `exact_zero`, `published_exact` (a perturbed cell
+    recovered exactly), `narrow_small` (width <= 2 inside [1, min_cell-1]), `inside_small`
+    (inside [1, min_cell-1], any width; `inside_small_undecided` cells were not decided),
+    `prop_*` (propagation alone), `single_line_recoverable` (null cells alone in a line:
+    the classic one-subtraction attack), `lp_checked` (exact interval computed),
+    `proven_safe_by_feasible_points`, `unresolved` (not proven either way: must be 0 for a
+    complete audit), `zero_undecided`, `width_hist`, timings, and given `truth` (key
+    columns + `count` with the true values) `truth_outside_interval` (0 unless the assumed
+    protection model is wrong) and `exact_correct`. `cells_detail=True` adds the per-cell
+    intervals (a frame: keys, published value, lo, hi, lp_decided, proven_safe,
+    propagated_lo/hi), for debugging; it is disclosive, keep it out of reports."""
     if published_min is None:
         published_min = min_cell if D > 0 else 0
     fixed, additive = list(fixed), list(additive)
@@ -445,9 +901,19 @@ def lp_interval_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
                              on=[*fixed, *additive], how="left")
                        .sort("_r")[count].cast(pl.Float64).fill_null(np.nan).to_numpy())
     result = _interval_core(cube, lo, hi, target, ~null, min_cell, time_budget_s, sample,
-                            seed, n_probe, true_values)
+                            seed, trials, true_values, use_object_api,
+                            decide_zeros=decide_zeros)
     result["single_line_recoverable"] = int((_single_line_recoverable(cube, null)
                                              & target).sum())
+    detail = result.pop("_detail")
+    if cells_detail:
+        result["cells_detail"] = cube.frame.select([*fixed, *additive, count])[
+            detail["rows"]].with_columns(
+            pl.Series("lo", detail["lo"]), pl.Series("hi", detail["hi"]),
+            pl.Series("lp_decided", detail["decided"]),
+            pl.Series("proven_safe", detail["proven_safe"]),
+            pl.Series("propagated_lo", detail["outer_lo"]),
+            pl.Series("propagated_hi", detail["outer_hi"]))
     return result
 
 
@@ -486,8 +952,9 @@ def recover_served(table: pl.DataFrame, fixed: Sequence[str], additive: Sequence
     return est.group_by(keys).agg(
         pl.col("lo").max().alias("served_lo"), pl.col("hi").min().alias("served_hi"),
         pl.col("point").median().round(0).alias("served")).with_columns(
-        (pl.col("served_lo") > pl.col("served_hi")).alias("inconsistent"),
-        pl.col("served").clip(pl.col("served_lo"), pl.col("served_hi")))
+        (pl.col("served_lo") > pl.col("served_hi")).alias("inconsistent")).with_columns(
+        pl.when(pl.col("inconsistent")).then(pl.col("served"))
+        .otherwise(pl.col("served").clip(pl.col("served_lo"), pl.col("served_hi"))))
 
 
 def denominator_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequence[str],
@@ -603,7 +1070,8 @@ def denominator_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
                 how="left").sort("_r")["_true"].cast(pl.Float64).fill_null(np.nan).to_numpy())
         # sc.frame keeps cube's row order (left join, order maintained)
         result["lp"] = _interval_core(sc, s_lo, s_hi, ~known, known, min_cell,
-                                      time_budget_s, 0, 0, 2, truth)
+                                      time_budget_s, 0, 0, 6, truth)
+        result["lp"].pop("_detail")
     return result
 
 

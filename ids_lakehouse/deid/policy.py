@@ -21,6 +21,7 @@ class DisclosurePolicy(BaseModel):
     age_top_code: int = Field(ge=1)
     age_bands: list[tuple[int, int]]
     cell_key_perturbation: dict[int, float]
+    holdback_threshold_spread: int = Field(ge=0)
     research_quasi_identifiers: list[str]
     participation_period_years: int = Field(ge=1)
     generalisation: list[dict[str, int | str]]
