@@ -177,6 +177,9 @@ def test_marts_are_published_and_the_warehouse_answers_queries(env):
         assert "pseudonym" in columns and "person_id" not in columns
         with pytest.raises(duckdb.Error):
             con.execute("CREATE TABLE research.x AS SELECT 1")  # read-only for analysts
+        schemas = {r[0] for r in con.execute(
+            "SELECT schema_name FROM information_schema.schemata").fetchall()}
+        assert "operations" not in schemas         # the identified directory has no view
 
 
 def test_a_population_too_small_for_the_research_policy_stops_only_research(
