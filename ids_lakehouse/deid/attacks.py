@@ -502,7 +502,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
                    published: np.ndarray, min_cell: int, time_budget_s: float, sample: int,
                    seed: int, trials: int, truth: np.ndarray | None,
                    use_object_api: bool = True, rounds: int = 1,
-                   decide_zeros: bool = True, zero_batch: int = 128,
+                   decide_zeros: bool = True, zero_batch: int = 64,
                    see_every: int = 10) -> dict:
     start = time.perf_counter()
     deadline = start + time_budget_s
