@@ -321,6 +321,7 @@ def attack(nights: Nights, lp_budget_s: float = 1800.0, max_lp_cells: int | None
     after = pl.from_arrow(delta.read(gold))
     added = added_combinations(nights)
     out["added_persons"] = added["person_id"].n_unique()
+    out["added_facts"] = added.height
     out["differencing"] = attacks.differencing_attack(
         before, after, indicators.FIXED, indicators.ADDITIVE,
         truth=added.drop("person_id"))
@@ -426,8 +427,9 @@ def run(quick: bool = False, command: str = "") -> str:
             f"small {result['overlap']['narrow_small']} | 0 |",
             f"| two nights, indicators ({dif['cells_changed']:,} cells changed; "
             f"{result['held_back']} changed facts held back) | isolated keys "
-            f"{dif['isolated_keys']}, claims {dif['claims']}, added people isolated "
-            f"{dif['persons_isolated']} of {result['added_persons']} | 0 |",
+            f"{dif['isolated_keys']}, claims {dif['claims']}; facts (person × year × "
+            f"program) of the {result['added_persons']} added people isolated "
+            f"{dif['persons_isolated']} of {result['added_facts']} | 0 |",
             f"| two research releases | delta records {rd['delta_records']}, under k "
             f"{rd['delta_below_k']} | 0 |",
             f"| gold research file, night 1 vs night 2 | delta records "
@@ -437,8 +439,8 @@ def run(quick: bool = False, command: str = "") -> str:
             f"| k over the whole record | {kw['k']} (pycanon {kw['k_pycanon']}) | ≥ 11 |",
             "", "The same attacks on the same data as the audit found it (controls):", "",
             "| attack | measured |", "|---|---|",
-            f"| two nights, exact counts with zeros published, no hold-back | added people "
-            f"isolated {cd['persons_isolated']} of {result['added_persons']} |",
+            f"| two nights, exact counts with zeros published, no hold-back | facts of "
+            f"the added people isolated {cd['persons_isolated']} of {result['added_facts']} |",
             f"| re-identification of a file k-anonymous on demographics only, spells by "
             f"year ({cr['records']:,} records) | correct unique {cr['correct_unique']:,} "
             f"({cr['correct_unique'] / max(cr['records'], 1):.1%}) |",
