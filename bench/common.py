@@ -271,3 +271,16 @@ def write_section(name: str, body: str, doc: Path = DOC, after: Sequence[str] = 
             text = text.rstrip() + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
+
+
+def append_to_snapshot(original: Path, rows, codec: str, out: Path) -> None:
+    """A snapshot source's next delivery: the original file's bytes plus `rows` (a polars
+    frame with the file's columns), written to `out` in the file's encoding."""
+    base = original.read_bytes()
+    header = base.split(b"\n", 1)[0].decode(codec).strip().split(",")
+    if header != rows.columns:
+        raise ValueError(f"{original.name}: extra columns {rows.columns} != {header}")
+    if not base.endswith(b"\n"):
+        base += b"\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(base + rows.write_csv(include_header=False).encode(codec, "replace"))

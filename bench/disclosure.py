@@ -52,6 +52,7 @@ class Nights:
 
 def _add_hmis_clients(landing: Path, folder: Path, count: int) -> list[str]:
     """Night 2's HMIS delivery: yesterday's extract plus `count` new clients."""
+    from bench.common import append_to_snapshot
     from ids_lakehouse.synth.generate import generate
 
     extra = folder / "extra_gen"
@@ -67,14 +68,7 @@ def _add_hmis_clients(landing: Path, folder: Path, count: int) -> list[str]:
     ids = recent.unique("PersonalID", keep="first", maintain_order=True)["PersonalID"]
     new = rows.filter(pl.col("PersonalID").is_in(ids.head(count).implode())).with_columns(
         pl.col("PersonalID").str.replace("^HM", "HX"))
-    base = orig.read_bytes()
-    header = base.split(b"\n", 1)[0].decode(codec).strip().split(",")
-    if header != new.columns:
-        raise ValueError(f"hmis: extra columns {new.columns} != {header}")
-    if not base.endswith(b"\n"):
-        base += b"\n"
-    out = landing / "hmis" / "hmis_client_2026-01-01.csv"
-    out.write_bytes(base + new.write_csv(include_header=False).encode(codec, "replace"))
+    append_to_snapshot(orig, new, codec, landing / "hmis" / "hmis_client_2026-01-01.csv")
     return sorted(set(new["PersonalID"]))
 
 

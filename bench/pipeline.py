@@ -37,8 +37,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import (OUT, BenchError, Sample, Stats, log, remove, rss_mb,
-                          run_in_subprocess, scratch_dir, summarize)
+from bench.common import (OUT, BenchError, Sample, Stats, append_to_snapshot, log, remove,
+                          rss_mb, run_in_subprocess, scratch_dir, summarize)
 
 SECTION = "pipeline"
 SEED = 20250301
@@ -99,17 +99,9 @@ def task_prepare(persons: int, folder: str) -> dict:
         orig = next((folder / "landing" / source).glob("*.csv*"))
         df = pl.read_csv(src.read_bytes().decode(codec).encode("utf-8"), infer_schema=False)
         df = df.with_columns(pl.col(col).str.replace(f"^{old}", new))
-        base = orig.read_bytes()
-        header = base.split(b"\n", 1)[0].decode(codec).strip().split(",")
-        if header != df.columns:
-            raise ValueError(f"{source}: extra columns {df.columns} != {header}")
-        if not base.endswith(b"\n"):
-            base += b"\n"
         # Every source is a `snapshot` source: the next night's delivery is the whole
         # extract again, i.e. yesterday's bytes plus the new rows.
-        out = folder / "extra" / source / EXTRA_NAMES[source]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(base + df.write_csv(include_header=False).encode(codec, "replace"))
+        append_to_snapshot(orig, df, codec, folder / "extra" / source / EXTRA_NAMES[source])
         extra_rows[source] = df.height
     shutil.rmtree(folder / "extra_gen", ignore_errors=True)
     return {"seconds": gen_s, "base_rss_mb": 0.0, "peak_rss_mb": peak,

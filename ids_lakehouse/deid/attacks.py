@@ -267,6 +267,20 @@ class _Probe:
         h.setOptionValue("solver", "simplex")
         return x
 
+    def _run(self, h):
+        """Solve; (status, the optimal point or None)."""
+        h.run()
+        status = h.getModelStatus()
+        optimal = status == self.core.HighsModelStatus.kOptimal
+        return status, np.array(h.getSolution().col_value) if optimal else None
+
+    def _verdict(self, status, x):
+        if x is not None:
+            return True, x
+        if status == self.core.HighsModelStatus.kInfeasible:
+            return False, None
+        return None, None
+
     def reach(self, row: int | None, col: int | None, lo: float | None, hi: float | None,
               time_limit: float):
         """Is the cell (a column, or a row of the model) able to be >= lo (or <= hi)?
@@ -287,16 +301,9 @@ class _Probe:
             idx = col if col is not None else row
             change(idx, float(new[0]), fin(new[1]))
             h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 1.0))
-            h.run()
-            status = h.getModelStatus()
-            x = np.array(h.getSolution().col_value) \
-                if status == self.core.HighsModelStatus.kOptimal else None
+            status, x = self._run(h)
             change(idx, float(old[0]), fin(old[1]))
-            if x is not None:
-                return True, x
-            if status == self.core.HighsModelStatus.kInfeasible:
-                return False, None
-            return None, None
+            return self._verdict(status, x)
         lv, uv, rlo, rhi = self.lv.copy(), self.uv.copy(), self.rlo.copy(), self.rhi.copy()
         if col is not None:
             lv[col], uv[col] = new
@@ -343,17 +350,10 @@ class _Probe:
             change(idx, float(new[0]), fin(new[1]))
             undo.append((change, idx, old))
         h.setOptionValue("time_limit", h.getRunTime() + max(time_limit, 1.0))
-        h.run()
-        status = h.getModelStatus()
-        x = np.array(h.getSolution().col_value) \
-            if status == self.core.HighsModelStatus.kOptimal else None
+        status, x = self._run(h)
         for change, idx, o in undo:
             change(idx, float(o[0]), fin(o[1]))
-        if x is not None:
-            return True, x
-        if status == self.core.HighsModelStatus.kInfeasible:
-            return False, None
-        return None, None
+        return self._verdict(status, x)
 
 
 class _Table:
