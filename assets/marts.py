@@ -133,16 +133,12 @@ def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
                         freshness_policy=MART_FRESHNESS) for m in marts}
 
 
-def approximately(count: int) -> str:
-    """A count for metadata, rounded to tens: exact small changes between nights are
-    themselves disclosive (the exact figure goes to the restricted audit log)."""
-    return "0" if count == 0 else "under 10" if count < 10 else f"about {round(count, -1):,}"
-
-
-def _audit_holdback(store, context, asset: str, applied: int, held: int) -> None:
+def _audit_holdback(store, context, asset: str, applied: int, held: int, **extra) -> None:
+    """What the hold-back let through and kept, for the restricted audit log only: even a
+    rounded count in metadata tells "nothing held back" from "one person held back"."""
     audit.record(store, "disclosure_holdback", f"{asset}: changes applied and held back",
                  asset=asset, run_id=context.run_id,
-                 details={"changes_applied": applied, "changes_held_back": held})
+                 details={"changes_applied": applied, "changes_held_back": held, **extra})
 
 
 def _secret() -> bytes:
@@ -225,8 +221,7 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
         if mart in AGGREGATES:
             metadata["cells_not_published"] = int(built[mart]["persons"].is_null().sum())
         if mart == "indicators":
-            metadata |= {"changes_held_back": approximately(moved.held_back),
-                         "max_perturbation": policy.max_perturbation}
+            metadata["max_perturbation"] = policy.max_perturbation
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)
     _audit_holdback(store, context, "gold/indicators", moved.applied, moved.held_back)
 
@@ -254,7 +249,8 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
                   "research_participation": moved.participation.sort(
                       ["pseudonym", "program", "period"])}
         _write(store, store.gold, frames)
-    _audit_holdback(store, context, "gold/research_person", moved.applied, moved.held_back)
+    _audit_holdback(store, context, "gold/research_person", moved.applied, moved.held_back,
+                    records_suppressed=built.anonymity.suppressed)
     anonymity = built.anonymity
     if anonymity.suppression_rate > policy.max_local_suppression:
         context.log.error(
@@ -282,9 +278,7 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
                          "generalisation_level": anonymity.level,
                          "generalisation_applied": anonymity.applied or ["none"],
                          "participation_period": str(anonymity.participation_years),
-                         "records_suppressed": approximately(anonymity.suppressed),
                          "suppression_rate": round(anonymity.suppression_rate, 2),
-                         "changes_held_back": approximately(moved.held_back),
                          "quasi_identifiers": [*policy.research_quasi_identifiers,
                                                "participation (program x period)"]}
         yield MaterializeResult(asset_key=gold_key(mart), metadata=metadata)

@@ -15,8 +15,9 @@ The threshold of each transition is k plus a secret keyed amount in 0..spread: a
 who can deliver records (k - 1 fakes identical to a target's change, to see whether the
 group is released) learns nothing from the night it appears, except at the ends of the
 range. The cost is lag: a transition waits for up to k + spread - 1 others of its kind.
-What is held back is counted in the restricted audit log, and only rounded to tens in
-metadata.
+What is held back is counted in the restricted audit log only. An insider who delivers
+k + spread fakes is always released and can count: the hold-back assumes data providers
+do not inject records (docs/adr/0001).
 """
 
 from __future__ import annotations
