@@ -113,6 +113,9 @@ def test_landed_files_flow_to_the_marts_under_the_daemon(deployment):
         wait_for(lambda: _decided(lake, "hmis/hmis_broken.csv") == "rejected",
                  "the bad file to be rejected", 120, log)
         wait_for(lambda: _idle(instance), "the instance to be idle", 120, log)
+        # The run-failure sensor audits the failed run on its own next tick.
+        wait_for(lambda: "run_failed" in audit.read(lake)["kind"].to_pylist(),
+                 "the failed run to be audited", 120, log)
         events = pl.from_arrow(audit.read(lake))
         kinds = events["kind"].to_list()
         assert "ingest_failed" in kinds and "run_failed" in kinds
