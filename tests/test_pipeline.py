@@ -8,7 +8,7 @@ import shutil
 
 import polars as pl
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
 from ids_lakehouse import delta
 
 from assets.ingest import files_partitions
@@ -164,7 +164,15 @@ def test_marts_are_published_and_the_warehouse_answers_queries(env):
     with DagsterInstance.ephemeral() as instance:
         outcome = Outcome()
         materialize_everything(build_definitions(), instance, outcome)
+        # Counts of held-back changes and suppressed records are disclosive between
+        # nights (even rounded): they go to the audit log, never to metadata.
+        for mart in ("indicators", "research_person"):
+            event = instance.get_latest_materialization_event(AssetKey(["gold", mart]))
+            keys = set(event.asset_materialization.metadata)
+            assert not {k for k in keys if "held_back" in k or k == "records_suppressed"}
     assert not outcome.runs_failed and not outcome.checks_failed, outcome
+    kinds = {e["kind"] for e in audit.read(lake).to_pylist()}
+    assert "disclosure_holdback" in kinds
     with duckdb.connect(str(warehouse.path(lake)), read_only=True) as con:
         research = con.execute("SELECT count(*) FROM research.persons").fetchone()[0]
         assert research == delta.count(lake.gold("research_person")) > 0
