@@ -242,7 +242,7 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
         before = None
         if delta.exists(store.gold("research_person")):
             before = tuple(pl.from_arrow(delta.read(store.gold(m))) for m in RESEARCH)
-        moved = holdback.advance_file(before, built.persons, built.spells,
+        moved = holdback.advance_file(before, built.persons, built.participation,
                                       policy.research_quasi_identifiers, policy.k_anonymity,
                                       **holdback.thresholds("gold/research"))
         frames = {"research_person": moved.persons.sort("pseudonym"),

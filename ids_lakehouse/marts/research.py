@@ -23,7 +23,7 @@ from ids_lakehouse.deid.safe_harbor import birth_year, zip3
 @dataclass(frozen=True)
 class ResearchFile:
     persons: pl.DataFrame
-    spells: pl.DataFrame
+    participation: pl.DataFrame
     anonymity: kanon.Anonymised
 
 
@@ -46,7 +46,8 @@ def build(persons: pl.DataFrame, program_years: pl.DataFrame, key: bytes,
         result.persons["person_id"], key).alias("pseudonym"))
     research_person = (result.persons.join(names, on="person_id")
                        .select("pseudonym", *qis).sort("pseudonym"))
-    spells = (result.periods.join(names, on="person_id")
-              .select("pseudonym", "program", "period")
-              .sort(["pseudonym", "program", "period"]))
-    return ResearchFile(persons=research_person, spells=spells, anonymity=result)
+    participation = (result.periods.join(names, on="person_id")
+                     .select("pseudonym", "program", "period")
+                     .sort(["pseudonym", "program", "period"]))
+    return ResearchFile(persons=research_person, participation=participation,
+                        anonymity=result)
