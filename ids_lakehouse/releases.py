@@ -90,9 +90,9 @@ def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
         return out, {}
     persons, participation = out["research_person"], out.get("research_participation")
     fields = [c for c in agreement.release["research_person"] if c != "pseudonym"]
-    rows = holdback.records(persons.select("pseudonym", *fields), participation)
+    rows = kanon.records(persons.select("pseudonym", *fields), participation)
     rows = rows.filter(pl.len().over([*fields, kanon.PARTICIPATION]) >= k)  # k as released
-    persons, participation = holdback.unrecords(rows)
+    persons, participation = kanon.unrecords(rows)
     before = None if previous is None or "research_person" not in previous else (
         previous["research_person"], previous.get("research_participation"))
     moved = holdback.advance_file(before, persons, participation, fields, k,

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ids_lakehouse.deid import kanon
+
 _BEFORE, _AFTER = "_before_", "_after_"
 
 
@@ -113,32 +115,6 @@ class FileAdvanced:
     whole_change_set_held: bool
 
 
-def records(persons: pl.DataFrame, participation: pl.DataFrame | None,
-            id_column: str = "pseudonym") -> pl.DataFrame:
-    """One row per person: their row and the signature of their participation rows."""
-    from ids_lakehouse.deid import kanon
-
-    if participation is None:
-        return persons.with_columns(pl.lit("").alias(kanon.PARTICIPATION))
-    sig = kanon.signatures(participation.rename({id_column: "person_id"})).rename(
-        {"person_id": id_column})
-    return persons.join(sig, on=id_column, how="left").with_columns(
-        pl.col(kanon.PARTICIPATION).fill_null(""))
-
-
-def unrecords(rows: pl.DataFrame, id_column: str = "pseudonym"
-              ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """records() undone: (person rows, participation rows)."""
-    from ids_lakehouse.deid import kanon
-
-    tokens = (rows.select(id_column, pl.col(kanon.PARTICIPATION).str.split("|").alias("_t"))
-              .explode("_t").filter(pl.col("_t") != "")
-              .with_columns(pl.col("_t").str.split_exact(":", 1).alias("_p")).unnest("_p"))
-    participation = tokens.select(id_column, pl.col("field_0").alias("program"),
-                                  pl.col("field_1").alias("period"))
-    return rows.drop(kanon.PARTICIPATION), participation
-
-
 def advance_file(before: tuple[pl.DataFrame, pl.DataFrame | None] | None,
                  persons: pl.DataFrame, participation: pl.DataFrame | None,
                  fields: list[str], k: int, id_column: str = "pseudonym", **thresholds
@@ -147,17 +123,15 @@ def advance_file(before: tuple[pl.DataFrame, pl.DataFrame | None] | None,
     change or leave only in groups of at least k identical changes (whole record before,
     whole record after), and if even that would leave a class under k, the whole change
     set waits."""
-    from ids_lakehouse.deid import kanon
-
-    after = records(persons.select(id_column, *fields), participation, id_column)
+    after = kanon.records(persons.select(id_column, *fields), participation, id_column)
     keys = [*fields, kanon.PARTICIPATION]
     if before is None or set(before[0].columns) != {id_column, *fields}:
         rows, applied, held, whole = after, after.height, 0, False
     else:
-        previous = records(before[0], before[1], id_column).select(after.columns)
+        previous = kanon.records(before[0], before[1], id_column).select(after.columns)
         moved = advance(previous, after, [id_column], keys, k, **thresholds)
         rows, applied, held, whole = moved.basis, moved.applied, moved.held_back, False
         if rows.height and kanon.k_of(rows, keys) < k:
             rows, whole = previous, True
-    kept_persons, kept_participation = unrecords(rows, id_column)
+    kept_persons, kept_participation = kanon.unrecords(rows, id_column)
     return FileAdvanced(kept_persons, kept_participation, applied, held, whole)

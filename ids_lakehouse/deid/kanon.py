@@ -96,8 +96,7 @@ def anonymise(people: pl.DataFrame, facts: pl.DataFrame, qis: list[str], k: int,
     current, level, applied, years = people, 0, [], participation_years
     while True:
         person_periods = periods(facts, years, first_year, last_year)
-        record = current.join(signatures(person_periods), on="person_id", how="left") \
-            .with_columns(pl.col(PARTICIPATION).fill_null(""))
+        record = records(current, person_periods, "person_id")
         keys = [*qis, PARTICIPATION]
         sizes = record.group_by(keys).len("_class_size")
         small = int(sizes.filter(pl.col("_class_size") < k)["_class_size"].sum() or 0)
@@ -124,12 +123,31 @@ def anonymise(people: pl.DataFrame, facts: pl.DataFrame, qis: list[str], k: int,
         suppression_rate=round(removed / people.height, 5) if people.height else 0.0)
 
 
+def records(persons: pl.DataFrame, participation: pl.DataFrame | None,
+            id_column: str = "pseudonym") -> pl.DataFrame:
+    """One row per person: their row and the signature of their participation rows."""
+    if participation is None:
+        return persons.with_columns(pl.lit("").alias(PARTICIPATION))
+    sig = signatures(participation.rename({id_column: "person_id"})).rename(
+        {"person_id": id_column})
+    return persons.join(sig, on=id_column, how="left").with_columns(
+        pl.col(PARTICIPATION).fill_null(""))
+
+
+def unrecords(rows: pl.DataFrame, id_column: str = "pseudonym"
+              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """records() undone: (person rows, participation rows)."""
+    tokens = (rows.select(id_column, pl.col(PARTICIPATION).str.split("|").alias("_t"))
+              .explode("_t").filter(pl.col("_t") != "")
+              .with_columns(pl.col("_t").str.split_exact(":", 1).alias("_p")).unnest("_p"))
+    participation = tokens.select(id_column, pl.col("field_0").alias("program"),
+                                  pl.col("field_1").alias("period"))
+    return rows.drop(PARTICIPATION), participation
+
+
 def whole_record_k(persons: pl.DataFrame, spells: pl.DataFrame, qis: list[str],
                    id_column: str = "pseudonym") -> int:
     """k over the released files themselves: each person's row plus the signature of their
     participation rows (program, period), as a recipient would see them."""
-    sig = signatures(spells.rename({id_column: "person_id"})).rename(
-        {"person_id": id_column})
-    record = persons.join(sig, on=id_column, how="left").with_columns(
-        pl.col(PARTICIPATION).fill_null(""))
-    return k_of(record, [*[q for q in qis if q in persons.columns], PARTICIPATION])
+    return k_of(records(persons, spells, id_column),
+                [*[q for q in qis if q in persons.columns], PARTICIPATION])
