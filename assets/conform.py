@@ -197,7 +197,7 @@ def silver_expectations(context: AssetCheckExecutionContext, lake: LakeResource)
     where = pc.field("source").isin(fresh) if fresh else None
     frames = {e: pl.from_arrow(delta.read(store.silver(e), filter=where)) for e in ENTITIES
               if delta.exists(store.silver(e))}
-    docs = store.root / "docs" / "data_docs"
+    docs = store.docs("data_docs")
     outcome = run_suites(frames, docs)
     context.log.info(f"Data Docs: {docs / 'index.html'}")
     scope = fresh or "all sources"

@@ -13,5 +13,5 @@ from pipelines.resources import LakeResource
                    "data_model/: entities, classifications, code lists, source mappings, "
                    "marts and agreements. Written to LAKE_ROOT/docs/catalog/.")
 def catalog_files(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    files = catalog.write(lake.lake().root / "docs" / "catalog")
+    files = catalog.write(lake.lake().docs("catalog"))
     return MaterializeResult(metadata={k: str(v) for k, v in files.items()})

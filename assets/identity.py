@@ -71,6 +71,7 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     if result.trained:
         audit.record(store, "model_trained", f"linkage model v{result.model_version}",
                      asset="identity", run_id=context.run_id,
+                     **audit.launched_by(context.run.tags),
                      details={"version": result.model_version, "records": result.records,
                               "requested": config.retrain})
     context.log.info(f"{result.mode} linkage: scored {result.rescored:,} of "

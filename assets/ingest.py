@@ -39,7 +39,8 @@ def _fail(lake, defn: SourceDefinition, context: AssetExecutionContext, message:
           details: dict) -> Failure:
     audit.record(lake, "ingest_failed", message, source=defn.source,
                  asset=bronze_key(defn.source).to_user_string(),
-                 partition=context.partition_key, run_id=context.run_id, details=details)
+                 partition=context.partition_key, run_id=context.run_id, details=details,
+                 **audit.launched_by(context.run.tags))
     context.log.error(message)
     return Failure(description=message, allow_retries=False,
                    metadata={k: v for k, v in details.items() if v is not None})
@@ -65,7 +66,8 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
               "rows_quarantined": result.rows_quarantined}
     audit.record(lake, "ingest_succeeded", f"{landed.name}: accepted {counts}",
                  source=defn.source, asset=bronze_key(defn.source).to_user_string(),
-                 partition=key, run_id=context.run_id, details=result.as_metadata())
+                 partition=key, run_id=context.run_id, details=result.as_metadata(),
+                 **audit.launched_by(context.run.tags))
     context.log.info(f"{landed.name}: accepted; read {result.rows_read:,} rows, wrote "
                      f"{result.rows_written:,}, quarantined {result.rows_quarantined:,} "
                      f"in {result.duration_s:.2f}s")

@@ -32,7 +32,7 @@ from pipelines.resources import LakeResource
 from schemas import failure_counts
 from schemas.gold import contract
 
-FIRST_YEAR = 2019
+FIRST_YEAR = people.FIRST_YEAR
 BASIS = "indicator_basis"   # restricted: what the aggregate marts are computed from
 # The marts are published nightly; older than 36 hours means the nightly run failed twice.
 MART_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=36),
@@ -51,7 +51,9 @@ MARTS = {
     "research_participation": ("research", "Program participation of the research persons "
                                "per period (years at the finest), part of the k-anonymous "
                                "record."),
-    "contact_directory": ("operations", "RESTRICTED: identified contact details per person; "
+    "contact_directory": ("operations", "RESTRICTED: identified contact details per person "
+                          "and source that knows them (a release decides each value from "
+                          "its agreement's sources only); "
                           "leaves only through a gated release."),
 }
 AGGREGATES = ("indicators", "program_overlap")
@@ -86,7 +88,8 @@ LINEAGE = {
     "contact_directory": {c: [(PERSON, c)] for c in
                           ("first_name", "last_name", "dob", "phone", "email", "street",
                            "city", "zip", "county_fips")}
-    | {"person_id": [("identity/person_xref", "person_id")]},
+    | {"person_id": [("identity/person_xref", "person_id")],
+       "source": [(PERSON, "source")]},
 }
 
 
@@ -137,7 +140,7 @@ def _audit_holdback(store, context, asset: str, applied: int, held: int, **extra
     """What the hold-back let through and kept, for the restricted audit log only: even a
     rounded count in metadata tells "nothing held back" from "one person held back"."""
     audit.record(store, "disclosure_holdback", f"{asset}: changes applied and held back",
-                 asset=asset, run_id=context.run_id,
+                 asset=asset, run_id=context.run_id, **audit.launched_by(context.run.tags),
                  details={"changes_applied": applied, "changes_held_back": held, **extra})
 
 
@@ -148,13 +151,15 @@ def _secret() -> bytes:
         raise Failure(description=str(exc), allow_retries=False) from None
 
 
-def _people(store, model) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(silver person records, golden persons, program years) of the linked people."""
+def _people(store, model) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(silver person records, person_xref, golden persons, program years) of the linked
+    people."""
     xref = pl.from_arrow(delta.read(store.identity("person_xref")))
     records = pl.from_arrow(delta.read(store.silver("person_record")))
     enrollment = pl.from_arrow(delta.read(store.silver("enrollment")))
     persons = people.golden_persons(records, xref)
-    return records, persons, people.program_years(enrollment, xref, FIRST_YEAR, model.as_of)
+    return records, xref, persons, people.program_years(enrollment, xref, FIRST_YEAR,
+                                                         model.as_of)
 
 
 def _write(store, path_of, frames: dict[str, pl.DataFrame]) -> None:
@@ -194,21 +199,21 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
     restricted contact directory."""
     store, model, policy = lake.lake(), load_model(), load_policy()
     cell_secret = derive_key(_secret(), "cellkey")
-    records, persons, years = _people(store, model)
+    records, xref, persons, years = _people(store, model)
     keys = persons.select("person_id", cellkey.record_keys(persons["person_id"], cell_secret))
     with locks.exclusive(store, "gold"):
-        previous = (pl.from_arrow(delta.read(store.restricted(BASIS)))
-                    if delta.exists(store.restricted(BASIS)) else None)
+        previous = (pl.from_arrow(delta.read(store.disclosure(BASIS)))
+                    if delta.exists(store.disclosure(BASIS)) else None)
         moved = holdback.advance(previous, indicators.facts(years, persons), indicators.UNIT,
                                  indicators.ATTRIBUTES, policy.min_cell_size,
                                  **holdback.thresholds("indicators"))
         ind, ind_cells = indicators.build(moved.basis, keys, model, policy)
         ov, ov_cells = overlap.build(moved.basis, keys, policy, FIRST_YEAR, model.as_of.year)
         built = {"indicators": ind, "program_overlap": ov,
-                 "contact_directory": contacts.build(persons)}
+                 "contact_directory": contacts.build(records, xref)}
         # The basis first: the marts are a function of it, so a run that dies between
         # the two writes is completed by the next one.
-        _write(store, store.restricted, {BASIS: moved.basis, "indicators_cells": ind_cells,
+        _write(store, store.disclosure, {BASIS: moved.basis, "indicators_cells": ind_cells,
                                          "program_overlap_cells": ov_cells})
         _write(store, store.gold, built)
     tables = yield from _common_checks(store, PUBLISHED, _full_names(records))
@@ -233,8 +238,8 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
     whole record. A separate step: when the population cannot support it within the
     policy, its blocking checks stop the research release and nothing else."""
     store, model, policy = lake.lake(), load_model(), load_policy()
-    key = derive_key(_secret(), "gold/research_person")
-    records, persons, years = _people(store, model)
+    key = derive_key(_secret(), research.PSEUDONYM_LABEL)
+    records, xref, persons, years = _people(store, model)
     built = research.build(persons, years, key, policy, FIRST_YEAR, model.as_of)
     with locks.exclusive(store, "gold"):
         # Night to night, the file changes only in groups of identical changes (analysts

@@ -13,7 +13,7 @@ from dagster import (
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from assets.marts import gold_key, mart_checks
-from ids_lakehouse import releases
+from ids_lakehouse import audit, releases
 from ids_lakehouse.agreements import Agreement, load_agreements
 from ids_lakehouse.deid.policy import load_policy
 from pipelines.resources import LakeResource
@@ -47,7 +47,7 @@ def build_release_asset(agreement: Agreement):
         description=f"{agreement.title}. Recipient: {agreement.recipient.organisation}; "
                     f"purpose: {agreement.purpose}; in force {agreement.effective} to "
                     f"{agreement.expires}. Versioned extract with manifest under "
-                    f"LAKE_ROOT/releases/{agreement.id}/.",
+                    f"LAKE_ROOT/<zone>/releases/{agreement.id}/.",
         owners=[agreement.approver, *agreement.data_owners],
         kinds={"parquet", "python"},
         tags={"ids/layer": "release", "ids/purpose": agreement.purpose},
@@ -57,7 +57,8 @@ def build_release_asset(agreement: Agreement):
         status = check_status(context.instance, list(agreement.release))
         try:
             manifest = releases.release(store, agreement, dt.date.today(), status,
-                                        context.run_id, load_policy().min_cell_size)
+                                        context.run_id, load_policy().min_cell_size,
+                                        by=audit.launched_by(context.run.tags))
         except releases.ReleaseRefused as exc:
             raise Failure(description=str(exc), allow_retries=False, metadata={
                 "refusals": [r.__dict__ for r in exc.refusals]}) from None

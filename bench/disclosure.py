@@ -111,12 +111,12 @@ def two_nights(persons: int, folder: Path, seed: int = SEED, added: int = ADDED)
 
 
 def _release(lake: Path, agreement: str, version: int) -> dict[str, pl.DataFrame]:
-    folder = lake / "releases" / agreement / f"v{version:04d}"
+    folder = next(lake.glob(f"*/releases/{agreement}")) / f"v{version:04d}"
     return {p.stem: pl.read_parquet(p) for p in folder.glob("*.parquet")}
 
 
 def _versions(lake: Path, agreement: str) -> list[int]:
-    return sorted(int(p.name[1:]) for p in (lake / "releases" / agreement).glob("v*")
+    return sorted(int(p.name[1:]) for p in lake.glob(f"*/releases/{agreement}/v*")
                   if (p / "manifest.json").exists())
 
 
@@ -260,7 +260,7 @@ def lp_audit(lake: Path, table: pl.DataFrame, budget_s: float,
     policy = load_policy()
     D, m = policy.max_perturbation, policy.min_cell_size
     keys = [*indicators.FIXED, *indicators.ADDITIVE]
-    register = pl.from_arrow(delta.read(Lake(lake).restricted("indicators_cells")))
+    register = pl.from_arrow(delta.read(Lake(lake).disclosure("indicators_cells")))
     truth = register.filter(pl.col("program") != indicators.SERVED).select(
         *keys, pl.col("true_persons").alias("persons"))
     certified = certify.certify(table, truth, indicators.FIXED, indicators.ADDITIVE,
@@ -351,7 +351,7 @@ def attack(nights: Nights, lp_budget_s: float = 1800.0, max_lp_cells: int | None
     # What the protection holds back, and the same attacks on the audit's tables.
     from ids_lakehouse.deid import holdback
     persons_now, years_now = _linked(nights)
-    basis = pl.from_arrow(delta.read(Lake(nights.lake).restricted("indicator_basis")))
+    basis = pl.from_arrow(delta.read(Lake(nights.lake).disclosure("indicator_basis")))
     out["held_back"] = holdback.advance(
         basis, indicators.facts(years_now, persons_now), indicators.UNIT,
         indicators.ATTRIBUTES, m).held_back

@@ -177,16 +177,17 @@ def task_layer(layer: str, work: str, snapshot: str | None = None) -> dict:
     prefixes = {"bronze": ("bronze", "quarantine"), "conform": ("silver",),
                 "identity": ("identity",), "marts": ("gold",), "releases": ("releases",)}
     counts = {name: rows for name, rows in table_counts(lake)
-              if name.split("/")[0] in prefixes[layer]}
+              if name.split("/")[1] in prefixes[layer]}
     if layer == "releases":
-        counts["files under releases/"] = sum(1 for p in (lake / "releases").rglob("*")
+        counts["files under releases/"] = sum(1 for p in lake.glob("*/releases/**/*")
                                               if p.is_file())
-    if snapshot and (lake / "identity" / "person_xref").exists():
+    xref = config.Lake(lake).identity("person_xref")
+    if snapshot and xref.exists():
         import polars as pl
 
         from ids_lakehouse import delta
 
-        pl.from_arrow(delta.read(lake / "identity" / "person_xref",
+        pl.from_arrow(delta.read(xref,
                                  columns=["unique_id", "person_id"])).write_parquet(snapshot)
     return {"seconds": seconds, "base_rss_mb": base, "peak_rss_mb": peak, "runs": runs,
             "runs_failed": outcome.runs_failed, "checks_passed": outcome.checks_passed,

@@ -47,7 +47,11 @@ class Agreement(BaseModel):
     k_anonymity: int = Field(ge=2)
     permitted: dict[str, list[str]] = Field(min_length=1)   # mart -> fields
     release: dict[str, list[str]] = Field(min_length=1)     # what a release extracts
-    population_sources: list[str] = []                      # operations: people seen here
+    # Minimum necessary: the sources a release may draw on. Every released row derives from
+    # these alone, and each one's data owner must be a party (in data_owners).
+    sources: list[str] = Field(min_length=1)
+    # Operations: whose records are released (people seen in these sources); required.
+    population_sources: list[str] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Agreement:
@@ -59,6 +63,7 @@ class Agreement(BaseModel):
         if wrong:
             raise ValueError(f"permitted marts {wrong} do not serve the purpose "
                              f"{self.purpose!r} (allowed: {sorted(PURPOSE_MARTS[self.purpose])})")
+        self._check_sources()
         policy = load_policy()
         if self.min_cell_size < policy.min_cell_size:
             raise ValueError(f"min_cell_size {self.min_cell_size} is below the policy floor "
@@ -68,8 +73,26 @@ class Agreement(BaseModel):
                              f"{policy.k_anonymity}")
         return self
 
-    def in_force(self, today: dt.date) -> bool:
-        return self.effective <= today <= self.expires
+    def _check_sources(self) -> None:
+        from ids_lakehouse.sources import load_sources
+
+        declared = load_sources()
+        unknown = sorted((set(self.sources) | set(self.population_sources)) - set(declared))
+        if unknown:
+            raise ValueError(f"sources {unknown} are not declared in data_model/sources/")
+        for source in self.sources:
+            owner = declared[source].data_owner
+            if owner not in self.data_owners:
+                raise ValueError(f"source {source!r}: its data owner {owner} is not a party "
+                                 "to the agreement (data_owners); add the owner or drop the "
+                                 "source")
+        if self.purpose == "operations" and not self.population_sources:
+            raise ValueError("an operations agreement must name its population: "
+                             "population_sources (the sources whose people it concerns)")
+        outside = sorted(set(self.population_sources) - set(self.sources))
+        if outside:
+            raise ValueError(f"population_sources {outside} are not among the agreement's "
+                             "sources")
 
 
 class AgreementError(DeclarationError):
@@ -86,8 +109,29 @@ def agreements_dir() -> Path:
 
 @lru_cache(maxsize=4)
 def load_agreements(directory: Path | None = None) -> dict[str, Agreement]:
+    """Every agreement; one that fails validation is refused for all (nothing loads) and
+    the refusal is written to the audit log, like a refusal at release."""
     directory = Path(directory) if directory else agreements_dir()
-    return {a.id: a for a in (load_agreement(p) for p in sorted(directory.glob("*.yaml")))}
+    out = {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            agreement = load_agreement(path)
+        except AgreementError as exc:
+            _audit_refusal(path, str(exc))
+            raise
+        out[agreement.id] = agreement
+    return out
+
+
+def _audit_refusal(path: Path, reason: str) -> None:
+    from ids_lakehouse import audit, config, zones
+
+    lake = config.lake()
+    zones.prepare(lake.root)
+    audit.record(lake, "agreement_refused", f"{path.name} refused at load",
+                 via="load of data_model/agreements",
+                 details={"file": path.name, "sha256": hashlib.sha256(path.read_bytes())
+                          .hexdigest(), "reason": reason})
 
 
 def fingerprint(agreement_id: str, directory: Path | None = None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ids_lakehouse.agreements import PURPOSE_MARTS, load_agreements
@@ -25,6 +26,79 @@ MART_DESCRIPTIONS = {
     "research_participation": "Program participation of the research persons per period.",
     "contact_directory": "Identified contact details per person (restricted).",
 }
+
+
+IDENTITY_TABLES = {
+    "person_xref": "Every source record and the person it belongs to.",
+    "person_link": "Scored record pairs above the link threshold.",
+    "review_queue": "Uncertain pairs awaiting a steward.",
+    "person_index": "The master person index: stable person ids and when they were minted.",
+    "person_id_events": "Every merge, split and retirement of a person id.",
+    "steward_decisions": "Steward decisions on pairs (who, when, why).",
+}
+DISCLOSURE_TABLES = {
+    "indicator_basis": "Person x year x program rows with attributes the aggregate marts are "
+                       "computed from (the held-back basis).",
+    "indicators_cells": "True counts, cell keys and reasons of every indicator cell.",
+    "program_overlap_cells": "True counts, cell keys and reasons of every overlap cell.",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str           # relative to LAKE_ROOT; <x> stands for each name of a kind
+    zone: str
+    description: str
+
+
+def lake_inventory() -> list[Entry]:
+    """Every table and file the lakehouse writes, where it lives and in which access zone
+    (data_model/zones.yaml), generated from the declarations."""
+    from ids_lakehouse.identity.linkage import TF_COLUMNS
+    from ids_lakehouse.zones import zone_of
+
+    model, sources, agreements = load_model(), load_sources(), load_agreements()
+
+    def entry(layer: str, name: str | None, description: str) -> Entry:
+        path = f"{layer}/{name}" if name else layer
+        return Entry(f"{zone_of(layer, name)}/{path}", zone_of(layer, name), description)
+
+    out = [entry("bronze", s, f"Raw rows of {d.agency}, as delivered.")
+           for s, d in sources.items()]
+    out.append(entry("bronze", "_deliveries", "The delivery ledger: each delivered file "
+                     "version, whether it was accepted, and its row counts."))
+    out += [entry("quarantine", s, f"Rejected rows of {s}, with the delivered text and the "
+                  "rule each broke.") for s in sources]
+    out += [entry("silver", n, e.description) for n, e in model.entities.items()
+            if not e.embedded_in]
+    out.append(entry("silver", "_conformed", "Conform's state: which delivery of each "
+                     "source the silver tables hold."))
+    out += [entry("identity", n, d) for n, d in IDENTITY_TABLES.items()]
+    models = entry("models", "linkage", "")
+    out.append(Entry(f"{models.path}/linkage_model_v<n>.json", models.zone, "A linkage model: "
+                     "Splink settings with trained m/u probabilities."))
+    out += [Entry(f"{models.path}/linkage_model_v<n>.tf_{c}.parquet", models.zone,
+                  f"Every {c} in the population with its frequency (term-frequency "
+                  "adjustment of the model): as sensitive as a list of names.")
+            for c in TF_COLUMNS]
+    out += [entry("disclosure", n, d) for n, d in DISCLOSURE_TABLES.items()]
+    out.append(entry("audit", "events", "The audit log (hash-chained, append-only)."))
+    out.append(entry("audit", None, "anchors.jsonl: signed (seq, hash) of every audit event "
+                     "(unless IDS_AUDIT_ANCHORS puts it elsewhere)."))
+    out += [entry("gold", m, MART_DESCRIPTIONS[m])
+            for marts in PURPOSE_MARTS.values() for m in sorted(marts)]
+    out += [Entry(f"{zone_of('releases', a.purpose)}/releases/{a.id}",
+                  zone_of("releases", a.purpose),
+                  f"Versioned releases to {a.recipient.organisation} ({a.purpose}).")
+            for a in agreements.values()]
+    out.append(entry("warehouse", None, "warehouse.duckdb: read-only views over the research "
+                     "and indicator marts."))
+    out.append(entry("data_docs", None, "Great Expectations validation results of silver."))
+    out.append(entry("catalog", None, "This data dictionary and the DCAT catalog."))
+    out.append(entry("_spill", None, "Temporary spill of the linkage engine (record "
+                     "comparisons); emptied after each run."))
+    out.append(entry("_locks", None, "Lock files serialising writers."))
+    return out
 
 
 def column_classification(defn: SourceDefinition, model: DataModel) -> dict[str, str]:
@@ -88,10 +162,15 @@ def data_dictionary() -> str:
     out += ["## Marts", "", "| mart | purpose | description |", "|---|---|---|"]
     for purpose, marts in PURPOSE_MARTS.items():
         out += [f"| `gold/{m}` | {purpose} | {MART_DESCRIPTIONS[m]} |" for m in sorted(marts)]
-    out += ["", "## Agreements", "", "| agreement | recipient | purpose | in force | marts |",
-            "|---|---|---|---|---|"]
+    out += ["", "## Agreements", "", "| agreement | recipient | purpose | in force | marts | "
+            "sources |", "|---|---|---|---|---|---|"]
     out += [f"| `{a.id}` | {a.recipient.organisation} | {a.purpose} | {a.effective} to "
-            f"{a.expires} | {', '.join(a.release)} |" for a in agreements.values()]
+            f"{a.expires} | {', '.join(a.release)} | {', '.join(a.sources)} |"
+            for a in agreements.values()]
+    out += ["", "## Lake inventory and access zones", "",
+            "Every table and file the lakehouse writes, under LAKE_ROOT (zones: "
+            "data_model/zones.yaml).", "", "| path | zone | what |", "|---|---|---|"]
+    out += [f"| `{e.path}` | {e.zone} | {e.description} |" for e in lake_inventory()]
     return "\n".join(out) + "\n"
 
 
@@ -126,6 +205,16 @@ def dcat_catalog() -> dict:
                  MART_DESCRIPTIONS[m], ["gold", purpose, m], ACCESS_LEVEL[purpose],
                  "data-platform@ids.example.gov", "Integrated Data System")
         for purpose, marts in PURPOSE_MARTS.items() for m in sorted(marts)]
+    listed = {d["identifier"].removeprefix("ids-lakehouse/") for d in datasets}
+    zones = {e.path.split("/", 1)[1]: e.zone for e in lake_inventory()}
+    for d in datasets:
+        d["keyword"].append(f"zone:{zones[d['identifier'].removeprefix('ids-lakehouse/')]}")
+    datasets += [
+        _dataset(f"ids-lakehouse/{e.path.split('/', 1)[1]}", e.path.split("/", 1)[1],
+                 e.description, [f"zone:{e.zone}"], "non-public",
+                 "data-platform@ids.example.gov", "Integrated Data System")
+        for e in lake_inventory() if e.zone != "published"
+        and e.path.split("/", 1)[1] not in listed and "/" in e.path.split("/", 1)[1]]
     return {"@context": "https://project-open-data.cio.gov/v1.1/schema/catalog.jsonld",
             "@type": "dcat:Catalog",
             "conformsTo": "https://project-open-data.cio.gov/v1.1/schema",

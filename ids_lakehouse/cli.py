@@ -1,4 +1,4 @@
-"""Command line: `python -m ids_lakehouse {generate,demo,instance}`."""
+"""Command line: `python -m ids_lakehouse {generate,demo,instance,steward,audit}`."""
 
 from __future__ import annotations
 
@@ -32,19 +32,48 @@ def _instance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steward_usage_error(message: str) -> None:
+    """argparse's error for the steward command: one line on stderr, exit status 2."""
+    print(f"error: {message} (see --help)", file=sys.stderr)
+    sys.exit(2)
+
+
 def _steward(args: argparse.Namespace) -> int:
-    from ids_lakehouse import audit, config
-    from ids_lakehouse.identity.index import record_decision
+    from ids_lakehouse import audit, config, zones
+    from ids_lakehouse.identity.index import DecisionError, record_decision
 
     lake = config.lake()
-    record_decision(lake, args.left, args.right, args.decision, args.steward, args.reason)
+    if lake.root.is_dir():
+        zones.prepare(lake.root)
+    try:
+        record_decision(lake, args.left, args.right, args.decision, args.steward,
+                        args.reason, check_index=True)
+    except DecisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     audit.record(lake, "steward_decision", f"{args.decision}: {args.left} / {args.right}",
-                 actor=args.steward, details={"left": args.left, "right": args.right,
-                                              "decision": args.decision,
-                                              "reason": args.reason})
+                 actor=args.steward, via="cli:steward (e-mail as given; the OS account is "
+                 "in os_user)", details={"left": args.left, "right": args.right,
+                                         "decision": args.decision, "reason": args.reason})
+    zones.enforce(lake.root)
     print(f"recorded: {args.decision} for {args.left} / {args.right}; honoured from the "
           "next identity run")
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from ids_lakehouse import audit, config
+
+    result = audit.verify(config.lake())
+    if result.intact:
+        print(f"audit log intact: {result.events} events, each chained to the one before "
+              f"and matching its signed anchor ({audit.anchors_path(config.lake())})")
+        return 0
+    print(f"audit log NOT intact ({result.events} events, {result.anchors} anchors); "
+          f"first broken link: {result.problems[0]}", file=sys.stderr)
+    for problem in result.problems[1:]:
+        print(f"  also: {problem}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--right", required=True, help="unique_id (source:record_id)")
     st.add_argument("--decision", required=True, choices=["match", "non_match"])
     st.add_argument("--steward", required=True, help="the steward's e-mail address")
-    st.add_argument("--reason", required=True)
+    st.add_argument("--reason", required=True, help="why (at most 1,000 characters)")
+    st.error = _steward_usage_error  # a bad or missing argument: one line, status 2
     st.set_defaults(func=_steward)
+
+    aud = sub.add_parser("audit", help="the audit log")
+    aud_sub = aud.add_subparsers(dest="audit_command", required=True)
+    verify = aud_sub.add_parser("verify", help="check the hash chain, anchors and history; "
+                                "exit 1 and name the first broken link if tampered with")
+    verify.set_defaults(func=_audit_verify)
 
     args = parser.parse_args(argv)
     return args.func(args)

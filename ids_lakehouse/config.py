@@ -23,12 +23,19 @@ DEMO_KEY_FILE = Path(".ids_secrets") / "pseudonym.key"
 
 @dataclass(frozen=True)
 class Lake:
-    """The lake layout is a public contract: one Delta table per directory."""
+    """The lake layout is a public contract: `root/<zone>/<layer>/<name>`, one Delta table
+    per directory, each layer in the access zone data_model/zones.yaml places it in."""
 
     root: Path
 
+    def place(self, layer: str, name: str | None = None) -> Path:
+        from ids_lakehouse.zones import zone_of
+
+        base = self.root / zone_of(layer, name) / layer
+        return base if name is None else base / name
+
     def table(self, layer: str, name: str) -> Path:
-        return self.root / layer / name
+        return self.place(layer, name)
 
     def bronze(self, source: str) -> Path:
         return self.table("bronze", source)
@@ -45,13 +52,32 @@ class Lake:
     def gold(self, mart: str) -> Path:
         return self.table("gold", mart)
 
-    def restricted(self, name: str) -> Path:
+    def disclosure(self, name: str) -> Path:
         """Tables only the platform reads: disclosure-control state and registers (true
         counts of protected cells, the held-back basis)."""
-        return self.table("restricted", name)
+        return self.table("disclosure", name)
 
     def audit(self, log: str = "events") -> Path:
         return self.table("audit", log)
+
+    def models(self, kind: str) -> Path:
+        return self.place("models", kind)
+
+    def spill(self) -> Path:
+        return self.place("_spill")
+
+    def locks(self) -> Path:
+        return self.place("_locks")
+
+    def releases(self, agreement_id: str, purpose: str) -> Path:
+        """An agreement's releases: identified (operations) ones stay restricted."""
+        from ids_lakehouse.zones import zone_of
+
+        return self.root / zone_of("releases", purpose) / "releases" / agreement_id
+
+    def docs(self, kind: str) -> Path:
+        """Generated documentation: `data_docs` (validation results), `catalog`."""
+        return self.place(kind)
 
 
 def lake_root() -> Path:

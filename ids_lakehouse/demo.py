@@ -131,7 +131,7 @@ def run_demo(persons: int = 5000, seed: int = 42) -> int:
           + (f" ({', '.join(outcome.runs_failed)})" if outcome.runs_failed else ""))
     print(f"Checks: {outcome.checks_passed} passed, {len(outcome.checks_failed)} failed"
           + (f" ({', '.join(outcome.checks_failed)})" if outcome.checks_failed else ""))
-    docs = lake / "docs" / "data_docs" / "index.html"
+    docs = config.Lake(lake).docs("data_docs") / "index.html"
     if docs.exists():
         print(f"Data Docs (Great Expectations): {docs}")
     print(f"\nDagster instance: {home}\nOpen the UI with `make ui`, then "

@@ -2,7 +2,7 @@
 the run queue already allows one downstream refresh at a time, but runs launched outside
 it (two `make demo`s, a materialization from a notebook) are serialised here too.
 
-A lock is an advisory `flock` on `LAKE_ROOT/_locks/<name>.lock`: the kernel releases it
+A lock is an advisory `flock` on `LAKE_ROOT/restricted/_locks/<name>.lock`: the kernel releases it
 when its holder dies, so a kill -9 never leaves a stale lock. (On object storage, where
 there is no such lock, the run queue is the guard.)"""
 
@@ -24,7 +24,7 @@ class LockTimeout(RuntimeError):
 @contextmanager
 def exclusive(lake: Lake, name: str, timeout_s: float = 3600.0, poll_s: float = 0.5
               ) -> Iterator[None]:
-    folder = lake.root / "_locks"
+    folder = lake.locks()
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -1,6 +1,6 @@
 """Gated releases: what is handed to whom, under which agreement.
 
-A release writes `LAKE_ROOT/releases/<agreement>/<version>/` with one Parquet file per mart
+A release writes `LAKE_ROOT/<zone>/releases/<agreement>/<version>/` (zone by purpose) with one Parquet file per mart
 and a manifest (files, rows, SHA-256, the Delta version of every input, the agreement and
 its fingerprint, the time). The gate refuses — with every reason, audited, nothing
 written — when the agreement is not in force, the release asks for a mart or field the
@@ -27,6 +27,7 @@ from ids_lakehouse.config import Lake, pseudonym_key
 from ids_lakehouse.deid import holdback, kanon
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key, pseudonymise
+from ids_lakehouse.marts import contacts, people, research
 
 MANIFEST = "manifest.json"
 
@@ -76,6 +77,119 @@ def gate(agreement: Agreement, lake: Lake, today: dt.date,
     return refusals
 
 
+AGGREGATES = frozenset({"indicators", "program_overlap"})
+PROVENANCE = "_sources"         # per released row: the sources it derives from (not released)
+# What a research release is built from (silver and identity at recorded Delta versions).
+RESEARCH_INPUTS = {"person_record": ("silver", "person_record"),
+                   "enrollment": ("silver", "enrollment"),
+                   "person_xref": ("identity", "person_xref")}
+
+
+def inputs(lake: Lake, agreement: Agreement) -> dict[str, tuple[str, str]]:
+    """name -> (layer, table) of everything a release under `agreement` reads."""
+    if agreement.purpose == "research":
+        return dict(RESEARCH_INPUTS)
+    return {m: ("gold", m) for m in agreement.release}
+
+
+def current_versions(lake: Lake, agreement: Agreement) -> dict[str, int]:
+    """The current Delta version of each input of a release under `agreement`."""
+    return {name: delta.table(lake.table(*t)).version()
+            for name, t in inputs(lake, agreement).items()}
+
+
+def program_sources() -> dict[str, str]:
+    """Program -> the source that delivers it, from the column lineage of the declared
+    mappings (enrollment.program is a constant per source); the McKinney-Vento program is
+    derived from K-12 enrollment."""
+    from ids_lakehouse.sources import load_sources
+
+    out = {}
+    for source, defn in load_sources().items():
+        program = (defn.mapping.get("enrollment") or {}).get("program")
+        if program is not None and program.value is not None:
+            out[program.value] = source
+            if program.value == "K12":
+                out[people.HOMELESS_STUDENTS] = source
+    return out
+
+
+def _party_research(lake: Lake, agreement: Agreement, versions: dict[str, int]
+                    ) -> dict[str, pl.DataFrame]:
+    """The research file of this agreement, built from its sources alone: its people are
+    those known to one of them, their attributes and participation come from those
+    sources' records only, then the file is made k-anonymous as the gold one is. Who is in
+    it therefore reveals nothing about an agency that is not a party."""
+    from ids_lakehouse.deid.policy import load_policy
+    from ids_lakehouse.model import load_model
+
+    def read(name: str) -> pl.DataFrame:
+        layer, table = RESEARCH_INPUTS[name]
+        frame = pl.from_arrow(delta.read(lake.table(layer, table), version=versions[name]))
+        return frame.filter(pl.col("source").is_in(agreement.sources))
+
+    xref, records, enrollment = read("person_xref"), read("person_record"), read("enrollment")
+    model, policy = load_model(), load_policy()
+    persons = people.golden_persons(records, xref)
+    years = people.program_years(enrollment, xref, people.FIRST_YEAR, model.as_of)
+    built = research.build(persons, years, derive_key(pseudonym_key(),
+                                                      research.PSEUDONYM_LABEL),
+                           policy, people.FIRST_YEAR, model.as_of)
+    sources = persons.select(pseudonymise(persons["person_id"], derive_key(
+        pseudonym_key(), research.PSEUDONYM_LABEL)).alias("pseudonym"),
+        pl.col("sources").str.split(",").alias(PROVENANCE))
+    frames = {"research_person": built.persons.join(sources, on="pseudonym", how="left"),
+              "research_participation": built.participation}
+    return {m: frames[m] for m in agreement.release}
+
+
+def _participation_provenance(frame: pl.DataFrame) -> pl.DataFrame:
+    """Each participation row derives from the source delivering its program."""
+    return frame.with_columns(pl.concat_list(pl.col("program").replace_strict(
+        program_sources(), default=None, return_dtype=pl.String)).alias(PROVENANCE))
+
+
+def provenance_refusals(frames: dict[str, pl.DataFrame], agreement: Agreement
+                        ) -> list[Refusal]:
+    """The check on what is about to leave: every row's provenance within the agreement's
+    sources. A row whose provenance the lineage cannot name (null or empty) refuses too."""
+    refusals = []
+    for mart, frame in sorted(frames.items()):
+        if mart in AGGREGATES:
+            continue
+        if PROVENANCE not in frame.columns:
+            refusals.append(Refusal("provenance_unknown", f"{mart}: rows carry no provenance"))
+            continue
+        rows = frame.select(PROVENANCE).with_row_index("_r").explode(PROVENANCE)
+        unknown = rows.filter(pl.col(PROVENANCE).is_null())["_r"].n_unique()
+        outside = (rows.filter(pl.col(PROVENANCE).is_not_null()
+                               & ~pl.col(PROVENANCE).is_in(agreement.sources))
+                   .group_by(PROVENANCE).agg(pl.col("_r").n_unique().alias("rows"))
+                   .sort(PROVENANCE))
+        for source, count in outside.iter_rows():
+            refusals.append(Refusal("source_not_party", f"{mart}: {count} rows derive from "
+                                    f"{source}, which is not among the agreement's sources "
+                                    f"{agreement.sources}"))
+        if unknown:
+            refusals.append(Refusal("provenance_unknown", f"{mart}: {unknown} rows derive "
+                                    "from a source the lineage cannot name"))
+    return refusals
+
+
+def aggregate_refusals(lake: Lake, agreement: Agreement) -> list[Refusal]:
+    """Aggregates are computed over every linked record (a person's demographics come from
+    all of them): every source in the identity index must be one of the agreement's."""
+    marts = sorted(set(agreement.release) & AGGREGATES)
+    if not marts or not delta.exists(lake.identity("person_xref")):
+        return []
+    feeding = set(pl.from_arrow(delta.read(lake.identity("person_xref"), columns=["source"]))
+                  ["source"].unique())
+    extra = sorted(feeding - set(agreement.sources))
+    return [Refusal("source_not_party", f"{mart}: computed over every linked record, it "
+                    f"draws on {extra}, which are not among the agreement's sources")
+            for mart in marts if extra]
+
+
 def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
               previous: dict[str, pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
     """Re-keys the pseudonyms for this agreement; keeps k over the whole released record
@@ -89,6 +203,7 @@ def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
     if "research_person" not in out:
         return out, {}
     persons, participation = out["research_person"], out.get("research_participation")
+    provenance = persons.select("pseudonym", PROVENANCE)
     fields = [c for c in agreement.release["research_person"] if c != "pseudonym"]
     rows = kanon.records(persons.select("pseudonym", *fields), participation)
     rows = rows.filter(pl.len().over([*fields, kanon.PARTICIPATION]) >= k)  # k as released
@@ -97,7 +212,11 @@ def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
         previous["research_person"], previous.get("research_participation"))
     moved = holdback.advance_file(before, persons, participation, fields, k,
                                   **holdback.thresholds(f"release/{agreement.id}"))
-    out["research_person"] = moved.persons
+    # A row carried over from the previous version (a change held back) was released
+    # before under this same agreement: its provenance is that release's.
+    carried = pl.lit(agreement.sources, dtype=pl.List(pl.String))
+    out["research_person"] = moved.persons.join(provenance, on="pseudonym", how="left") \
+        .with_columns(pl.col(PROVENANCE).fill_null(carried))
     if "research_participation" in out:
         out["research_participation"] = moved.participation
     return out, {"changes_applied": moved.applied, "changes_held_back": moved.held_back,
@@ -120,29 +239,33 @@ def _indicators(frames: dict[str, pl.DataFrame], agreement: Agreement, min_cell:
 
 def _operations(frames: dict[str, pl.DataFrame], agreement: Agreement
                 ) -> dict[str, pl.DataFrame]:
-    table = frames["contact_directory"]
-    if agreement.population_sources:
-        seen = pl.any_horizontal([pl.col("sources").str.split(",").list.contains(s)
-                                  for s in agreement.population_sources])
-        table = table.filter(seen)
-    return {"contact_directory": table}
+    table = contacts.for_release(frames["contact_directory"], agreement.sources,
+                                 agreement.population_sources)
+    return {"contact_directory": table.with_columns(
+        pl.col("sources").str.split(",").alias(PROVENANCE))}
 
 
 def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell: int,
             previous: Path | None = None) -> tuple[dict[str, pl.DataFrame], dict]:
-    """The release's tables, from the gold marts at the given Delta versions and (research)
-    the recipient's previous release `previous`; and what was held back."""
-    frames = {m: pl.from_arrow(delta.read(lake.gold(m), version=versions[m]))
-              for m in agreement.release}
+    """The release's tables, from its inputs at the given Delta versions and (research)
+    the recipient's previous release `previous`; and what was held back. Refuses when a row
+    would derive from a source outside the agreement."""
     held: dict = {}
-    if agreement.purpose == "operations":
-        frames = _operations(frames, agreement)
-    elif agreement.purpose == "indicators":
-        frames = _indicators(frames, agreement, min_cell)
-    else:
+    if agreement.purpose == "research":
         before = None if previous is None else {
             p.stem: pl.read_parquet(p) for p in previous.glob("*.parquet")}
-        frames, held = _research(frames, agreement, before)
+        frames, held = _research(_party_research(lake, agreement, versions), agreement, before)
+        if "research_participation" in frames:
+            frames["research_participation"] = _participation_provenance(
+                frames["research_participation"])
+    else:
+        frames = {m: pl.from_arrow(delta.read(lake.gold(m), version=versions[m]))
+                  for m in agreement.release}
+        frames = (_operations(frames, agreement) if agreement.purpose == "operations"
+                  else _indicators(frames, agreement, min_cell))
+    refusals = provenance_refusals(frames, agreement)
+    if refusals:
+        raise ReleaseRefused(agreement.id, refusals)
     return {m: f.select(agreement.release[m]).sort(agreement.release[m], nulls_last=True)
             for m, f in frames.items()}, held
 
@@ -158,19 +281,19 @@ def _write(frames: dict[str, pl.DataFrame], folder: Path) -> list[dict]:
     return files
 
 
-def release_root(lake: Lake, agreement_id: str) -> Path:
-    return lake.root / "releases" / agreement_id
+def release_root(lake: Lake, agreement: Agreement) -> Path:
+    return lake.releases(agreement.id, agreement.purpose)
 
 
-def published(lake: Lake, agreement_id: str) -> list[Path]:
+def published(lake: Lake, agreement: Agreement) -> list[Path]:
     """The published versions, oldest first (a version is published once its manifest is
     in place; a staging folder is not)."""
-    return sorted((p for p in release_root(lake, agreement_id).glob("v*")
+    return sorted((p for p in release_root(lake, agreement).glob("v*")
                    if (p / MANIFEST).exists()), key=lambda p: int(p.name[1:]))
 
 
-def next_version(lake: Lake, agreement_id: str) -> str:
-    done = published(lake, agreement_id)
+def next_version(lake: Lake, agreement: Agreement) -> str:
+    done = published(lake, agreement)
     return f"v{int(done[-1].name[1:]) + 1 if done else 1:04d}"
 
 
@@ -182,7 +305,7 @@ def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | 
     """The latest published release when it holds exactly these files (by SHA-256) under
     this agreement text: a re-run, a refresh whose marts came out the same, or a run that
     died after publishing adds no version."""
-    done = published(lake, agreement.id)
+    done = published(lake, agreement)
     if not done:
         return None
     manifest = json.loads((done[-1] / MANIFEST).read_text())
@@ -194,31 +317,40 @@ def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | 
 
 def release(lake: Lake, agreement: Agreement, today: dt.date,
             check_status: dict[str, dict[str, bool | None]], run_id: str,
-            min_cell: int) -> dict:
-    refusals = gate(agreement, lake, today, check_status)
-    if refusals:
+            min_cell: int, by: dict | None = None) -> dict:
+    """`by`: who asked (audit.launched_by of the run), recorded on every audit event."""
+    by = by or {}
+    try:
+        refusals = gate(agreement, lake, today, check_status) + \
+            aggregate_refusals(lake, agreement)
+        if refusals:
+            raise ReleaseRefused(agreement.id, refusals)
+        with locks.exclusive(lake, f"release-{agreement.id}"):
+            return _publish(lake, agreement, run_id, min_cell, by)
+    except ReleaseRefused as exc:
         audit.record(lake, "release_refused", f"release under {agreement.id} refused",
-                     asset=f"releases/{agreement.id}", run_id=run_id,
+                     asset=f"releases/{agreement.id}", run_id=run_id, **by,
                      details={"agreement": agreement.id,
-                              "refusals": [r.__dict__ for r in refusals]})
-        raise ReleaseRefused(agreement.id, refusals)
-    with locks.exclusive(lake, f"release-{agreement.id}"):
-        return _publish(lake, agreement, run_id, min_cell)
+                              "refusals": [r.__dict__ for r in exc.refusals]})
+        raise
 
 
-def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> dict:
+def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int, by: dict
+             ) -> dict:
     """Extract, stage and rename into place the next version (one publisher at a time)."""
-    versions = {m: delta.table(lake.gold(m)).version() for m in agreement.release}
-    inputs = {m: {"table": f"gold/{m}", "delta_version": v} for m, v in versions.items()}
-    done = published(lake, agreement.id)
+    tables = inputs(lake, agreement)
+    versions = current_versions(lake, agreement)
+    read = {name: {"table": "/".join(tables[name]), "delta_version": v}
+            for name, v in versions.items()}
+    done = published(lake, agreement)
     previous = done[-1] if done else None
     frames, held = extract(lake, agreement, versions, min_cell, previous)
     if held:    # exact counts are for the restricted audit log, not the recipient's manifest
         audit.record(lake, "disclosure_holdback", f"release under {agreement.id}: changes "
-                     "applied and held back", asset=f"releases/{agreement.id}", run_id=run_id,
+                     "applied and held back", asset=f"releases/{agreement.id}", run_id=run_id, **by,
                      details=held)
-    version = next_version(lake, agreement.id)
-    final = release_root(lake, agreement.id) / version
+    version = next_version(lake, agreement)
+    final = release_root(lake, agreement) / version
     staging = final.with_name(f".{version}.building")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -226,7 +358,7 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
     same = _latest_same(lake, agreement, files)
     if same is not None:    # nothing new to hand out
         shutil.rmtree(staging)
-        _audit_created(lake, agreement, same, run_id, only_if_missing=True)
+        _audit_created(lake, agreement, same, run_id, by, only_if_missing=True)
         return same
     manifest = {
         "agreement": agreement.id, "agreement_sha256": fingerprint(agreement.id),
@@ -234,7 +366,7 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
         "recipient": agreement.recipient.model_dump(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run_id": run_id, "min_cell_size": min_cell,
-        "inputs": inputs,
+        "inputs": read,
         "based_on": previous.name if previous is not None and agreement.purpose == "research"
         else None,
         "files": files,
@@ -244,11 +376,11 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int) -> di
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     crash.point("release.after_files")
     os.replace(staging, final)
-    _audit_created(lake, agreement, manifest, run_id)
+    _audit_created(lake, agreement, manifest, run_id, by)
     return manifest
 
 
-def _audit_created(lake: Lake, agreement: Agreement, manifest: dict, run_id: str,
+def _audit_created(lake: Lake, agreement: Agreement, manifest: dict, run_id: str, by: dict,
                    only_if_missing: bool = False) -> None:
     """Every published version has its release_created event (a run that died between
     publishing and auditing gets it written by the next run)."""
@@ -260,18 +392,18 @@ def _audit_created(lake: Lake, agreement: Agreement, manifest: dict, run_id: str
                for e in events):
             return
     audit.record(lake, "release_created", f"{agreement.id} {manifest['version']} for "
-                 f"{agreement.recipient.organisation}", asset=asset, run_id=run_id,
+                 f"{agreement.recipient.organisation}", asset=asset, run_id=run_id, **by,
                  details={k: manifest[k] for k in ("agreement", "version", "inputs", "files")})
 
 
 def reproduce(lake: Lake, agreement: Agreement, version: str, into: Path) -> dict[str, bool]:
     """Rebuild a release from its manifest (inputs at their recorded Delta versions) into
     `into`; returns, per file, whether its SHA-256 matches the manifest."""
-    manifest = json.loads((release_root(lake, agreement.id) / version / MANIFEST).read_text())
+    manifest = json.loads((release_root(lake, agreement) / version / MANIFEST).read_text())
     versions = {m: i["delta_version"] for m, i in manifest["inputs"].items()}
     into.mkdir(parents=True, exist_ok=True)
     based_on = manifest.get("based_on")
-    previous = release_root(lake, agreement.id) / based_on if based_on else None
+    previous = release_root(lake, agreement) / based_on if based_on else None
     frames, _ = extract(lake, agreement, versions, manifest["min_cell_size"], previous)
     rebuilt = _write(frames, into)
     recorded = {f["name"]: f["sha256"] for f in manifest["files"]}

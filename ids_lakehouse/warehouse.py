@@ -1,4 +1,4 @@
-"""LAKE_ROOT/warehouse.duckdb: read-only views over the gold tables, one schema per purpose,
+"""LAKE_ROOT/internal/warehouse/warehouse.duckdb: read-only views over the gold tables, one schema per purpose,
 for analysts and BI tools. Rebuilt beside the old file and swapped in atomically, so no
 long-lived DuckDB write lock is ever shared between runs."""
 
@@ -21,13 +21,14 @@ VIEWS = {
 
 
 def path(lake: Lake) -> Path:
-    return lake.root / "warehouse.duckdb"
+    return lake.place("warehouse") / "warehouse.duckdb"
 
 
 def build(lake: Lake) -> dict[str, int]:
     """(Re)create the views over the current version of each gold table; returns rows per
     view."""
     target = path(lake)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".duckdb.building")
     tmp.unlink(missing_ok=True)
     counts = {}

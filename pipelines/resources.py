@@ -1,12 +1,16 @@
 """Resources: where the lake and the landing zone are. Values come from the environment
-(LAKE_ROOT, LANDING_ROOT) when the code location loads."""
+(LAKE_ROOT, LANDING_ROOT) when the code location loads.
+
+Every step that uses the lake runs with a private umask and the zone roots in place
+(ids_lakehouse/zones.py); when the step ends, everything under the lake gets its zone's
+modes, so a file is never left more readable than its zone allows."""
 
 
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
-from ids_lakehouse import config
+from ids_lakehouse import config, zones
 
 
 class LakeResource(ConfigurableResource):
@@ -16,6 +20,12 @@ class LakeResource(ConfigurableResource):
     @classmethod
     def from_env(cls) -> "LakeResource":
         return cls(lake_root=str(config.lake_root()), landing_root=str(config.landing_root()))
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        zones.prepare(Path(self.lake_root))
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        zones.enforce(Path(self.lake_root))
 
     def lake(self) -> config.Lake:
         return config.Lake(Path(self.lake_root))

@@ -64,6 +64,7 @@ def report_refusals(lake, refused: list[Refusal], reported: dict[str, str], log)
         if reported.get(r.name) != r.reason:
             log.warning(f"landing: {r.name} is not ingested: {r.reason}")
             audit.record(lake, "landing_refused", f"{r.name}: {r.reason}",
+                         via="sensor:landing_sensor",
                          details={"entry": r.name, "reason": r.reason})
     return now
 
@@ -80,6 +81,7 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
         # Class only: an exception message may quote a path or a value.
         audit.record(lake.lake(), "sensor_tick_failed",
                      f"landing_sensor tick failed: {type(exc).__name__}",
+                     via="sensor:landing_sensor",
                      details={"sensor": "landing_sensor", "error": type(exc).__name__})
         raise
 
@@ -117,5 +119,6 @@ def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
                      for e in context.get_step_failure_events()
                      if e.event_specific_data and e.event_specific_data.error})
     audit.record(lake.lake(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
-                 run_id=run.run_id, details={"job": run.job_name, "steps": failed_steps,
+                 run_id=run.run_id, via="sensor:audit_run_failures",
+                 details={"job": run.job_name, "steps": failed_steps,
                                               "errors": errors, "tags": dict(run.tags)})

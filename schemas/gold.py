@@ -55,9 +55,10 @@ def contract(mart: str) -> pa.DataFrameSchema:
                 r"^[0-9]{4}-[0-9]{4}$", error="period")),
         }, strict=True),
         "contact_directory": pa.DataFrameSchema({
-            "person_id": pa.Column(pl.String, unique=True),
+            "person_id": pa.Column(pl.String),
+            "source": pa.Column(pl.String),
             "phone": pa.Column(pl.String, nullable=True, checks=pa.Check.str_matches(
                 r"^\+[1-9][0-9]{7,14}$", error="pattern")),
-        }),
+        }, unique=["person_id", "source"]),
     }
     return schemas[mart]

@@ -105,7 +105,7 @@ def test_landed_files_flow_to_the_marts_under_the_daemon(deployment):
         wait_for(lambda: _refreshed_after(instance, 0), "a downstream refresh", 400, log)
         for mart in ("indicators", "research_person", "contact_directory"):
             assert delta.count(lake.gold(mart)) > 0
-        assert (lake.root / "releases" / "dsa-public-indicators" / "v0001").is_dir()
+        assert (lake.releases("dsa-public-indicators", "indicators") / "v0001").is_dir()
         silver_before = delta.count(lake.silver("enrollment"), pc.field("source") == "hmis")
 
         # 3. A bad delivery fails alone, audited; it never reaches silver.

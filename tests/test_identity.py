@@ -203,7 +203,8 @@ def test_the_linkage_engine_is_memory_limited_and_spills_inside_the_lake(silver_
             "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
         ).fetchone()
     assert limit == "512.0 MiB"
-    assert spill == str(silver_lake.root / "_spill") and (silver_lake.root / "_spill").is_dir()
+    assert spill == str(silver_lake.spill()) and silver_lake.spill().is_dir()
+    assert silver_lake.spill().relative_to(silver_lake.root).parts[0] == "restricted"
 
 
 def test_a_bad_memory_setting_is_a_clear_error(tmp_path, monkeypatch):

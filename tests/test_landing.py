@@ -79,8 +79,10 @@ def test_an_upper_case_extension_is_a_delivery(zone):
 
 
 def _tick(instance, cursor=None):
-    return landing_sensor(build_sensor_context(instance=instance, cursor=cursor,
-                                               resources={"lake": LakeResource.from_env()}))
+    # As the daemon does: resources are set up for the tick and torn down after it.
+    with build_sensor_context(instance=instance, cursor=cursor,
+                              resources={"lake": LakeResource.from_env()}) as context:
+        return landing_sensor(context)
 
 
 def test_the_sensor_reports_each_refusal_once(zone, tmp_path):

@@ -97,11 +97,11 @@ def test_failed_runs_are_audited_without_data(tmp_path, tiny_landing, monkeypatc
         failure = next(e for e in instance.all_logs(result.run_id)
                        if e.dagster_event and e.dagster_event.event_type_value ==
                        "PIPELINE_FAILURE")
-        context = build_run_status_sensor_context(
-            sensor_name="audit_run_failures", dagster_instance=instance, dagster_run=run,
-            dagster_event=failure.dagster_event,
-            resources={"lake": LakeResource.from_env()}).for_run_failure()
-        audit_run_failures(context)
+        with build_run_status_sensor_context(
+                sensor_name="audit_run_failures", dagster_instance=instance, dagster_run=run,
+                dagster_event=failure.dagster_event,
+                resources={"lake": LakeResource.from_env()}) as status:
+            audit_run_failures(status.for_run_failure())
     events = pl.from_arrow(audit.read(Lake(tmp_path / "lake")))
     failed = events.filter(pl.col("kind") == "run_failed")
     assert failed.height == 1 and failed["run_id"][0] == result.run_id

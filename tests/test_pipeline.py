@@ -33,8 +33,10 @@ def env(tmp_path, tiny_landing, monkeypatch):
 def _sensor(instance, cursor=None) -> SensorResult:
     from pipelines.resources import LakeResource
 
-    return landing_sensor(build_sensor_context(instance=instance, cursor=cursor,
-                                               resources={"lake": LakeResource.from_env()}))
+    # As the daemon does: resources are set up for the tick and torn down after it.
+    with build_sensor_context(instance=instance, cursor=cursor,
+                              resources={"lake": LakeResource.from_env()}) as context:
+        return landing_sensor(context)
 
 
 def test_sensor_registers_each_file_once(env):
@@ -206,8 +208,8 @@ def test_a_population_too_small_for_the_research_policy_stops_only_research(
         outcome = Outcome()
         materialize_everything(build_definitions(), instance, outcome)
     assert outcome.checks_failed == ["gold/research_person:local_suppression"], outcome
-    released = {p.parent.parent.name for p in (lake.root / "releases").glob("*/v*/"
-                                                                           "manifest.json")}
+    released = {p.parent.parent.name for p in lake.root.glob("*/releases/*/v*/"
+                                                                     "manifest.json")}
     assert released == {"dsa-public-indicators", "dsa-traveller-followup"}
     assert delta.exists(lake.gold("indicators"))
 

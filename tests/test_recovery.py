@@ -49,10 +49,10 @@ def _people(lake: Lake) -> set[frozenset[str]]:
 def _summary(lake: Lake) -> dict:
     tables = {log.parent.relative_to(lake.root).as_posix(): delta.count(log.parent)
               for log in lake.root.glob("**/_delta_log")
-              if not log.parent.relative_to(lake.root).as_posix().startswith("audit")}
+              if log.parent != lake.audit()}
     events = pl.from_arrow(delta.read(lake.identity("person_id_events")))
     releases = sorted(p.relative_to(lake.root).as_posix()
-                      for p in (lake.root / "releases").glob("*/*"))
+                      for p in lake.root.glob("*/releases/*/*"))
     return {"tables": tables, "people": _people(lake),
             "events": dict(events.group_by("event").len().iter_rows()),
             "releases": releases}
@@ -91,4 +91,4 @@ def test_kill_at_every_crash_point_then_rerun_converges(tmp_path, tiny_landing):
     events = pl.from_arrow(delta.read(lake.identity("person_id_events")))
     assert index.is_unique().all() and xref_ids <= set(index)
     assert set(events["person_id"]) == set(index), "every minted ID has its event, no other"
-    assert not list(lake.root.glob("releases/*/.*.building"))
+    assert not list(lake.root.glob("*/releases/*/.*.building"))

@@ -9,6 +9,7 @@ LAKE_ROOT/models/linkage/ as JSON."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,12 +49,12 @@ class IdentityResult:
 
 
 def models_dir(lake: Lake) -> Path:
-    return lake.root / "models" / "linkage"
+    return lake.models("linkage")
 
 
 def spill_dir(lake: Lake) -> Path:
     """Where the linkage engine may spill to disk (record comparisons: inside the lake)."""
-    return lake.root / "_spill"
+    return lake.spill()
 
 
 def _read(path: Path, schema: dict) -> pl.DataFrame:
@@ -72,12 +73,70 @@ def steward_decisions(lake: Lake) -> pl.DataFrame:
             .rename({"a": "unique_id_l", "b": "unique_id_r"}))
 
 
-def record_decision(lake: Lake, left: str, right: str, decision: str, steward: str,
-                    reason: str) -> None:
+class DecisionError(ValueError):
+    """A steward decision that cannot be recorded. The message is one line, names the bad
+    argument and holds no personal data (it may quote a unique_id)."""
+
+
+STEWARD_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+UNIQUE_ID = re.compile(r"[^\s:]+:.*\S.*")      # source:record_id
+MAX_REASON = 1000
+MAX_UNIQUE_ID = 200
+
+
+def _check_decision_fields(left: str, right: str, decision: str, steward: str,
+                           reason: str) -> None:
+    """What a decision must satisfy on its own, without looking at the lake."""
     if decision not in DECISIONS:
-        raise ValueError(f"decision must be one of {DECISIONS}")
-    if "@" not in steward:
-        raise ValueError("steward must be an e-mail address")
+        raise DecisionError(f"decision must be one of {', '.join(DECISIONS)}")
+    if len(steward) > 254 or not STEWARD_EMAIL.fullmatch(steward):
+        raise DecisionError("--steward must be the steward's e-mail address "
+                            "(name@domain.tld, no spaces)")
+    if not reason.strip():
+        raise DecisionError("--reason is empty; say why the records are (not) the same "
+                            "person")
+    if len(reason) > MAX_REASON:
+        raise DecisionError(f"--reason is {len(reason):,} characters; keep it to "
+                            f"{MAX_REASON:,} at most")
+    for flag, uid in (("--left", left), ("--right", right)):
+        if len(uid) > MAX_UNIQUE_ID or not uid.isprintable() or \
+                not UNIQUE_ID.fullmatch(uid):
+            raise DecisionError(f"{flag} is not a unique_id of the form source:record_id")
+    if left == right:
+        raise DecisionError("--left and --right are the same record; a decision needs two "
+                            "different records")
+
+
+def validate_decision(lake: Lake, left: str, right: str, decision: str, steward: str,
+                      reason: str) -> None:
+    """Raise DecisionError unless the decision can be recorded: well-formed arguments,
+    a lake that exists, a built identity index, and both records in it."""
+    _check_decision_fields(left, right, decision, steward, reason)
+    if not lake.root.is_dir():
+        raise DecisionError(f"no lake at {lake.root}: set LAKE_ROOT to an existing lake")
+    xref = lake.identity("person_xref")
+    if not delta.exists(xref):
+        raise DecisionError("the identity index is not built yet (no person_xref table): "
+                            "run the identity asset first")
+    import pyarrow.compute as pc
+
+    known = set(delta.read(xref, columns=["unique_id"],
+                           filter=pc.field("unique_id").isin([left, right]))
+                .column("unique_id").to_pylist())
+    for flag, uid in (("--left", left), ("--right", right)):
+        if uid not in known:
+            raise DecisionError(f"{flag} {uid} is not in the person index")
+
+
+def record_decision(lake: Lake, left: str, right: str, decision: str, steward: str,
+                    reason: str, *, check_index: bool = False) -> None:
+    """Append a steward decision on the pair (left, right). Raises DecisionError, and
+    records nothing, when the decision is malformed; with check_index (as the steward CLI
+    does) also when the lake, its identity index or either record is missing."""
+    if check_index:
+        validate_decision(lake, left, right, decision, steward, reason)
+    else:
+        _check_decision_fields(left, right, decision, steward, reason)
     row = pl.DataFrame([{"unique_id_l": left, "unique_id_r": right, "decision": decision,
                          "steward": steward, "reason": reason,
                          "decided_at": dt.datetime.now(dt.timezone.utc)}],

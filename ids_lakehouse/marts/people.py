@@ -10,6 +10,7 @@ import polars as pl
 ATTRIBUTES = ["first_name", "last_name", "dob", "sex", "race", "hispanic", "county_fips",
               "zip", "phone", "email", "street", "city"]
 HOMELESS_STUDENTS = "K12_MCKINNEY_VENTO"
+FIRST_YEAR = 2019       # the marts cover program years from this one to the reference date
 
 
 def linked(frame: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
@@ -17,23 +18,28 @@ def linked(frame: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
                       on=["source", "source_record_id"], how="inner")
 
 
-def golden_persons(person_record: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
-    """Each attribute takes the value most of the person's records agree on (ties: the
-    smallest value, so the result is deterministic). People are numbered in person_id
-    order for the work: grouping by an integer is much faster than by the string id."""
-    recs = linked(person_record, xref)
-    ids = recs.select("person_id").unique().sort("person_id").with_row_index("_p")
-    recs = recs.join(ids, on="person_id").drop("person_id")
+def survive(rows: pl.DataFrame, by: list[str], attributes: list[str]) -> pl.DataFrame:
+    """One row per `by` group, sorted by it: each attribute takes the value most of the
+    group's rows agree on (ties: the smallest value, so the result is deterministic), and
+    `sources` lists the sources of the group's rows. Groups are numbered for the work:
+    grouping by an integer is much faster than by string ids."""
+    ids = rows.select(by).unique().sort(by).with_row_index("_p")
+    rows = rows.join(ids, on=by)
     out = ids
-    for a in ATTRIBUTES:
-        counts = recs.filter(pl.col(a).is_not_null()).group_by(["_p", a]).len()
+    for a in attributes:
+        counts = rows.filter(pl.col(a).is_not_null()).group_by(["_p", a]).len()
         best = (counts.filter(pl.col("len") == pl.col("len").max().over("_p"))
                 .group_by("_p").agg(pl.col(a).min()))
         out = out.join(best, on="_p", how="left")
-    sources = (recs.select("_p", "source").unique().sort("_p", "source")
+    sources = (rows.select("_p", "source").unique().sort("_p", "source")
                .group_by("_p", maintain_order=True)
                .agg(pl.col("source").str.join(",").alias("sources")))
-    return out.join(sources, on="_p").sort("_p").drop("_p").with_columns(
+    return out.join(sources, on="_p").sort("_p").drop("_p")
+
+
+def golden_persons(person_record: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
+    """One row per person from all their linked records (see `survive`)."""
+    return survive(linked(person_record, xref), ["person_id"], ATTRIBUTES).with_columns(
         pl.when(pl.col("hispanic") == "Y").then(pl.lit("HISPANIC"))
         .otherwise(pl.col("race").fill_null("UNKNOWN")).alias("race_ethnicity"))
 

@@ -1,0 +1,182 @@
+"""Access zones (`data_model/zones.yaml`): where each layer of the lake lives and who may
+read it. The lake root holds one directory per zone; a zone's root carries the zone's
+directory mode, so another OS account cannot even list a restricted zone, and `enforce`
+gives every file and directory beneath it the zone's exact modes (and group).
+
+Processes that write the lake run with umask 077 (`prepare`): whatever is created is
+private until `enforce` widens it to its zone's modes, so a new kind of file is never
+readable by accident."""
+
+from __future__ import annotations
+
+import grp
+import os
+import stat
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ids_lakehouse.declarations import DeclarationError
+
+ZoneName = Literal["restricted", "internal", "published"]
+ZONES: tuple[ZoneName, ...] = ("restricted", "internal", "published")
+
+
+class Zone(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str
+    directory_mode: str = Field(pattern=r"^[0-7]{4}$")
+    file_mode: str = Field(pattern=r"^[0-7]{4}$")
+    group_env: str | None = None
+
+    @property
+    def dir_bits(self) -> int:
+        return int(self.directory_mode, 8)
+
+    @property
+    def file_bits(self) -> int:
+        return int(self.file_mode, 8)
+
+
+class ZonesDeclaration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zones: dict[ZoneName, Zone]
+    placement: dict[str, ZoneName]
+
+    @model_validator(mode="after")
+    def _complete(self) -> ZonesDeclaration:
+        missing = sorted(set(ZONES) - set(self.zones))
+        if missing:
+            raise ValueError(f"zones {missing} are not declared")
+        bad = sorted(p for p in self.placement if p.count("/") > 1 or not p.strip("/"))
+        if bad:
+            raise ValueError(f"placement keys {bad} must be 'layer' or 'layer/name'")
+        return self
+
+
+class ZoneError(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def declaration() -> ZonesDeclaration:
+    path = Path(str(resources.files("data_model").joinpath("zones.yaml")))
+    try:
+        return ZonesDeclaration.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as exc:
+        problems = "; ".join(f"key '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}"
+                             for e in exc.errors(include_url=False, include_input=False))
+        raise DeclarationError(f"{path}: {problems}") from None
+
+
+def zone_of(layer: str, name: str | None = None) -> ZoneName:
+    """The zone of a layer, or of one table of it (the most specific placement wins)."""
+    placement = declaration().placement
+    if name is not None and f"{layer}/{name}" in placement:
+        return placement[f"{layer}/{name}"]
+    if layer not in placement:
+        raise ZoneError(f"layer {layer!r} has no zone: declare it under 'placement' in "
+                        "data_model/zones.yaml")
+    return placement[layer]
+
+
+def group_id(zone: Zone) -> int | None:
+    """The zone's OS group from its environment variable; None when unset."""
+    name = os.environ.get(zone.group_env, "").strip() if zone.group_env else ""
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ZoneError(f"{zone.group_env}={name!r} is not a group on this machine") from None
+
+
+LEGACY_LAYERS = ("bronze", "quarantine", "silver", "identity", "gold")
+
+
+_prepared: set[Path] = set()
+
+
+def prepare(root: Path) -> None:
+    """Before a process writes the lake: private umask, and each zone's root in place with
+    its modes. Refuses a lake in the layout that predates zones (layers at the top)."""
+    os.umask(0o077)
+    root = Path(root)
+    if root in _prepared:
+        return
+    legacy = [layer for layer in LEGACY_LAYERS if (root / layer).is_dir()]
+    if legacy:
+        raise ZoneError(f"LAKE_ROOT={root} holds layers at its top ({', '.join(legacy)}): "
+                        "the layout before access zones. Rebuild it (make demo) or move each "
+                        "layer under its zone directory as data_model/zones.yaml places it")
+    root.mkdir(parents=True, exist_ok=True)
+    for name, zone in declaration().zones.items():
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        _apply(folder, zone.dir_bits, group_id(zone))
+    _prepared.add(root)
+
+
+def _apply(path: Path, bits: int, gid: int | None) -> bool:
+    st = path.lstat()
+    changed = False
+    if gid is not None and st.st_gid != gid:
+        os.chown(path, -1, gid, follow_symlinks=False)
+        changed = True
+    if stat.S_IMODE(st.st_mode) != bits:
+        os.chmod(path, bits)
+        changed = True
+    return changed
+
+
+@dataclass(frozen=True)
+class Enforced:
+    files: int
+    changed: int
+
+
+def enforce(root: Path) -> Enforced:
+    """Give every directory and file under each zone its zone's modes and group. Symbolic
+    links are refused: nothing the lakehouse writes is one."""
+    prepare(root)
+    files = changed = 0
+    for name, zone in declaration().zones.items():
+        gid = group_id(zone)
+        for folder, dirs, names in os.walk(Path(root) / name):
+            changed += _apply(Path(folder), zone.dir_bits, gid)
+            for n in names:
+                path = Path(folder) / n
+                if path.is_symlink():
+                    raise ZoneError(f"{path}: a symbolic link inside the lake; remove it")
+                files += 1
+                changed += _apply(path, zone.file_bits, gid)
+    return Enforced(files, changed)
+
+
+def violations(root: Path) -> list[str]:
+    """Every path whose mode differs from its zone's, and anything at the lake's top that
+    is not a zone (what a test and `audit verify` check)."""
+    out = []
+    zones = declaration().zones
+    for child in sorted(Path(root).iterdir()):
+        if child.name not in zones:
+            out.append(f"{child}: outside every zone")
+    for name, zone in zones.items():
+        for folder, _, names in os.walk(Path(root) / name):
+            mode = stat.S_IMODE(Path(folder).lstat().st_mode)
+            if mode != zone.dir_bits:
+                out.append(f"{folder}: directory mode {mode:04o}, zone {name} wants "
+                           f"{zone.directory_mode}")
+            for n in names:
+                mode = stat.S_IMODE((Path(folder) / n).lstat().st_mode)
+                if mode != zone.file_bits:
+                    out.append(f"{Path(folder) / n}: file mode {mode:04o}, zone {name} wants "
+                               f"{zone.file_mode}")
+    return out

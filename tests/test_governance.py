@@ -1,0 +1,373 @@
+"""Governance on a lake built by the real pipeline: access zones and file modes, who did
+what, a tamper-evident audit log, and a release gate that checks where data came from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from deltalake import DeltaTable, write_deltalake
+
+from ids_lakehouse import audit, catalog, delta, releases, zones
+from ids_lakehouse.agreements import AgreementError, agreements_dir, load_agreements
+from ids_lakehouse.config import Lake
+
+KEY = "test-only-key-" + "1" * 32
+TODAY = dt.date(2026, 6, 1)
+REPO = Path(__file__).resolve().parents[1]
+PASSED = {m: {"contract": True} for m in
+          ("research_person", "research_participation", "indicators", "program_overlap",
+           "contact_directory")}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_landing) -> Path:
+    """Every asset materialized by the real pipeline, then one release per agreement."""
+    from dagster import DagsterInstance
+
+    from ids_lakehouse.demo import Outcome, materialize_everything
+    from pipelines.definitions import build_definitions
+
+    root = tmp_path_factory.mktemp("governed")
+    shutil.copytree(tiny_landing, root / "landing")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LANDING_ROOT", str(root / "landing"))
+        mp.setenv("LAKE_ROOT", str(root / "lake"))
+        mp.setenv("IDS_PSEUDONYM_KEY", KEY)
+        with DagsterInstance.ephemeral() as instance:
+            outcome = Outcome()
+            materialize_everything(build_definitions(), instance, outcome)
+    assert not outcome.runs_failed and not outcome.checks_failed, outcome
+    return root / "lake"
+
+
+@pytest.fixture
+def lake(tmp_path, built, monkeypatch) -> Lake:
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.delenv("IDS_AUDIT_ANCHORS", raising=False)
+    shutil.copytree(built, tmp_path / "lake", symlinks=True)
+    zones.enforce(tmp_path / "lake")
+    return Lake(tmp_path / "lake")
+
+
+# -- zones -------------------------------------------------------------------------------
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_file_of_the_built_lake_has_its_zones_modes(built):
+    """As the pipeline left it (no enforce by the test): the teardown of each step did it."""
+    assert zones.violations(built) == []
+    assert sorted(p.name for p in built.iterdir()) == ["internal", "published", "restricted"]
+    assert _mode(built / "restricted") == 0o700 and _mode(built / "published") == 0o755
+    restricted = [p for p in (built / "restricted").rglob("*")]
+    assert restricted and all(_mode(p) == (0o700 if p.is_dir() else 0o600) for p in restricted)
+
+
+@pytest.mark.parametrize("layer,name,zone", [
+    ("quarantine", "hmis", "restricted"), ("bronze", "medicaid", "restricted"),
+    ("identity", "person_xref", "restricted"), ("gold", "contact_directory", "restricted"),
+    ("disclosure", "indicator_basis", "restricted"), ("audit", "events", "restricted"),
+    ("silver", "person_record", "internal"), ("gold", "research_person", "internal"),
+    ("gold", "indicators", "internal"),
+])
+def test_tables_live_in_their_declared_zone(built, layer, name, zone):
+    path = Lake(built).table(layer, name)
+    assert path.relative_to(built).parts[0] == zone and delta.exists(path)
+
+
+def test_linkage_models_and_their_name_frequencies_are_restricted_and_catalogued(built):
+    tf = sorted(Lake(built).models("linkage").glob("*.tf_*.parquet"))
+    assert tf and all(p.relative_to(built).parts[0] == "restricted" for p in tf)
+    assert all(_mode(p) == 0o600 for p in tf)
+    listed = {e.path for e in catalog.lake_inventory()}
+    for p in tf:
+        pattern = p.relative_to(built).as_posix().replace("_v0001.", "_v<n>.")
+        assert pattern in listed
+    dictionary = (Lake(built).docs("catalog") / "data_dictionary.md").read_text()
+    assert "linkage_model_v<n>.tf_last_name.parquet` | restricted" in dictionary
+
+
+def test_every_table_in_the_lake_is_in_the_catalog_with_its_zone(built):
+    listed = {e.path: e.zone for e in catalog.lake_inventory()}
+    for log in built.glob("**/_delta_log"):
+        table = log.parent.relative_to(built).as_posix()
+        assert table in listed, f"{table} is not in the catalog"
+        assert listed[table] == table.split("/")[0]
+
+
+def test_releases_are_zoned_by_purpose(lake):
+    traveller = load_agreements()["dsa-traveller-followup"]
+    research = load_agreements()["dsa-housing-education-research"]
+    releases.release(lake, traveller, dt.date(2026, 1, 15), PASSED, "run-1", 11)
+    releases.release(lake, research, TODAY, PASSED, "run-1", 11)
+    zones.enforce(lake.root)
+    ops = releases.release_root(lake, traveller) / "v0001" / "contact_directory.parquet"
+    res = releases.release_root(lake, research) / "v0001" / "research_person.parquet"
+    assert ops.relative_to(lake.root).parts[0] == "restricted" and _mode(ops) == 0o600
+    assert res.relative_to(lake.root).parts[0] == "published" and _mode(res) == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another OS account needs root")
+def test_another_os_account_cannot_read_restricted_data(lake):
+    """What an auditor logged in as another account tries: read the quarantine, identity
+    and contact directory files. The published catalog stays readable."""
+    nobody = pwd.getpwnam("nobody")
+    for parent in [lake.root, *lake.root.parents]:   # let `nobody` reach the lake at all
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    targets = [next(lake.quarantine("hmis").rglob("*.parquet")),
+               next(lake.identity("person_xref").rglob("*.parquet")),
+               next(lake.gold("contact_directory").rglob("*.parquet"))]
+    probe = ("import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'rb').read(1)\n"
+             "        print('READ', p)\n    except PermissionError:\n        print('DENIED', p)\n")
+
+    def as_nobody(paths):
+        return subprocess.run(["/usr/bin/python3", "-c", probe, *map(str, paths)],
+                              capture_output=True, text=True, timeout=60,
+                              user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+                              cwd="/").stdout.split("\n")
+
+    out = as_nobody(targets)
+    assert sum(line.startswith("DENIED") for line in out) == 3, out
+    listing = subprocess.run(["ls", str(lake.root / "restricted")], capture_output=True,
+                             user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+                             timeout=60)
+    assert listing.returncode != 0                      # cannot even list the zone
+    published = lake.docs("catalog") / "catalog.json"
+    assert as_nobody([published])[0].startswith("READ")
+
+
+def test_a_lake_in_the_layout_before_zones_is_refused_clearly(tmp_path):
+    (tmp_path / "old" / "bronze" / "hmis").mkdir(parents=True)
+    with pytest.raises(zones.ZoneError, match="layout before access zones"):
+        zones.prepare(tmp_path / "old")
+
+
+# -- actors ------------------------------------------------------------------------------
+
+def test_every_audit_event_says_who_acted_and_how(built):
+    events = audit.read(Lake(built)).to_pylist()
+    assert events
+    for e in events:
+        assert e["actor"] and e["os_user"] and e["host"], e["kind"]
+    runs = [e for e in events if e["run_id"]]
+    assert runs and all(e["via"] and e["via"].startswith("run ") for e in runs)
+    assert {"ingest_succeeded", "model_trained", "release_created"} <= {e["kind"] for e in events}
+
+
+def test_a_steward_decision_is_recorded_with_the_steward_and_the_os_account(lake):
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    left, right = xref["unique_id"][0], xref["unique_id"][1]
+    done = subprocess.run(
+        [sys.executable, "-m", "ids_lakehouse", "steward", "--left", left, "--right", right,
+         "--decision", "non_match", "--steward", "ana.steward@ids.example.gov",
+         "--reason", "different people (reviewed)"], capture_output=True, text=True,
+        cwd=REPO, env={**os.environ, "LAKE_ROOT": str(lake.root)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    event = audit.read(lake).to_pylist()[-1]
+    assert event["kind"] == "steward_decision"
+    assert event["actor"] == "ana.steward@ids.example.gov"
+    assert event["os_user"] == pwd.getpwuid(os.getuid()).pw_name
+    assert event["via"].startswith("cli:steward")
+    assert zones.violations(lake.root) == []
+
+
+# -- tamper evidence ---------------------------------------------------------------------
+
+def _verify_cli(lake: Lake) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ids_lakehouse", "audit", "verify"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "LAKE_ROOT": str(lake.root)})
+
+
+def test_verify_passes_on_an_untouched_log(lake):
+    done = _verify_cli(lake)
+    assert done.returncode == 0 and "intact" in done.stdout, done.stderr
+
+
+def test_the_audit_table_refuses_deletes_and_updates_through_delta(lake):
+    table = DeltaTable(str(lake.audit()))
+    for attempt in (lambda: table.delete("kind = 'ingest_succeeded'"),
+                    lambda: table.update({"message": "'nothing'"}),
+                    lambda: write_deltalake(str(lake.audit()), delta.read(lake.audit()),
+                                            mode="overwrite")):
+        with pytest.raises(Exception, match="append-only"):
+            attempt()
+    assert _verify_cli(lake).returncode == 0
+
+
+def _unlock(lake: Lake) -> DeltaTable:
+    table = DeltaTable(str(lake.audit()))
+    table.alter.set_table_properties({"delta.appendOnly": "false"})
+    return DeltaTable(str(lake.audit()))
+
+
+def test_deleting_an_event_is_found_and_named(lake):
+    victim = audit.read(lake).to_pylist()[2]
+    _unlock(lake).delete(f"seq = {victim['seq']}")
+    done = _verify_cli(lake)
+    assert done.returncode == 1
+    first = done.stderr.splitlines()[0]
+    assert "NOT intact" in first and f"event {victim['seq']} missing" in done.stderr
+    assert "no longer append-only" in done.stderr and "DELETE" in done.stderr
+
+
+def test_editing_an_event_is_found_and_named(lake):
+    events = pl.from_arrow(audit.read(lake))
+    seq = int(events["seq"][1])
+    edited = events.with_columns(pl.when(pl.col("seq") == seq).then(pl.lit("edited"))
+                                 .otherwise(pl.col("message")).alias("message"))
+    _unlock(lake)
+    write_deltalake(str(lake.audit()), edited.to_arrow(), mode="overwrite")
+    result = audit.verify(lake)
+    assert not result.intact
+    assert any(f"seq {seq} " in p and "edited" in p for p in result.problems)
+
+
+def test_rewriting_the_whole_chain_consistently_is_caught_by_the_anchors(lake):
+    """An attacker who recomputes every hash after an edit gets a valid chain, but the
+    signed anchors no longer match, and new anchors cannot be signed without the key."""
+    events = audit.read(lake).to_pylist()
+    events[3]["message"] = "rewritten history"
+    prev = audit.GENESIS
+    for e in events:
+        e["prev_hash"] = prev
+        e["hash"] = audit.event_hash(e)
+        prev = e["hash"]
+    _unlock(lake)
+    import pyarrow as pa
+
+    write_deltalake(str(lake.audit()), pa.Table.from_pylist(events, schema=audit.AUDIT_SCHEMA),
+                    mode="overwrite")
+    anchors = audit.anchors_path(lake)
+    forged = [json.dumps({"seq": e["seq"], "hash": e["hash"], "version": 0, "mac": "0" * 64})
+              for e in events]
+    result = audit.verify(lake)
+    assert any(f"anchor for seq {events[3]['seq']}" in p and "rewritten" in p
+               for p in result.problems)
+    anchors.write_text("\n".join(forged) + "\n")            # and forging the anchors too
+    result = audit.verify(lake)
+    assert any("signature is wrong" in p for p in result.problems)
+
+
+def test_cutting_events_off_the_end_is_found(lake):
+    events = audit.read(lake).to_pylist()
+    last = events[-1]["seq"]
+    _unlock(lake).delete(f"seq >= {last - 1}")
+    result = audit.verify(lake)
+    assert any(f"anchor for seq {last}" in p and "no such event" in p
+               for p in result.problems)
+
+
+def test_the_chain_continues_across_processes_and_after_a_lost_anchor(lake):
+    """An event committed by a process that died before anchoring it is anchored by the
+    next writer: the log stays verifiable."""
+    anchors = audit.anchors_path(lake)
+    lines = anchors.read_text().splitlines()
+    anchors.write_text("\n".join(lines[:-1]) + "\n")        # the last anchor never written
+    audit.record(lake, "test_event", "after a crash")
+    result = audit.verify(lake)
+    assert result.intact, result.problems
+    assert result.events == result.anchors == len(lines) + 1
+
+
+# -- provenance --------------------------------------------------------------------------
+
+def test_a_research_release_holds_nothing_from_a_source_outside_the_agreement(lake):
+    a = load_agreements()["dsa-housing-education-research"]
+    assert "childcare" not in a.sources and "travellers" not in a.sources
+    releases.release(lake, a, TODAY, PASSED, "run-1", 11)
+    folder = releases.release_root(lake, a) / "v0001"
+    participation = pl.read_parquet(folder / "research_participation.parquet")
+    assert participation.height > 0
+    assert set(participation["program"]) <= {"HMIS", "K12", "K12_MCKINNEY_VENTO", "MEDICAID"}
+    # The gold file (all sources) does hold childcare participation: the release is narrower.
+    gold = pl.from_arrow(delta.read(lake.gold("research_participation")))
+    assert "CHILDCARE_SUBSIDY" in set(gold["program"])
+
+
+def test_a_research_release_narrows_with_the_agreement_sources(lake):
+    """Dropping Medicaid (and its owner) from the agreement removes Medicaid participation
+    and everyone known to Medicaid alone."""
+    a = load_agreements()["dsa-housing-education-research"]
+    narrow = a.model_copy(update={"sources": ["hmis", "schools", "births"]})
+    frames, _ = releases.extract(lake, narrow, releases.current_versions(lake, narrow), 11)
+    assert "MEDICAID" not in set(frames["research_participation"]["program"])
+    full, _ = releases.extract(lake, a, releases.current_versions(lake, a), 11)
+    assert frames["research_person"].height < full["research_person"].height
+
+
+def _agreement_file(tmp_path: Path, name: str, **change) -> Path:
+    data = yaml.safe_load((agreements_dir() / f"{name}.yaml").read_text())
+    data.update(change)
+    folder = tmp_path / "agreements"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return folder
+
+
+@pytest.mark.parametrize("name,change,reason", [
+    ("dsa-housing-education-research",
+     {"sources": ["hmis", "schools", "medicaid", "births", "childcare"]},
+     "source 'childcare': its data owner early-learning-data@dcyf.example.gov is not a party"),
+    ("dsa-traveller-followup", {"population_sources": []},
+     "an operations agreement must name its population"),
+    ("dsa-traveller-followup", {"population_sources": ["medicaid"]},
+     "population_sources ['medicaid'] are not among the agreement's sources"),
+    ("dsa-housing-education-research", {"sources": ["nowhere"]}, "not declared"),
+    ("dsa-housing-education-research", {"id": "../escape"}, "key 'id'"),
+    ("dsa-housing-education-research",
+     {"permitted": {"contact_directory": ["phone"]}}, "do not serve the purpose"),
+])
+def test_refusals_at_load_are_audited(lake, tmp_path, name, change, reason):
+    folder = _agreement_file(tmp_path, name, **change)
+    before = audit.read(lake).num_rows
+    with pytest.raises(AgreementError) as info:
+        load_agreements(folder)
+    assert reason in str(info.value)
+    events = audit.read(lake).to_pylist()
+    assert len(events) == before + 1
+    event = events[-1]
+    assert event["kind"] == "agreement_refused" and event["actor"]
+    assert reason in json.loads(event["details"])["reason"]
+    assert audit.verify(lake).intact
+
+
+def test_an_indicators_release_over_sources_outside_the_agreement_is_refused(lake):
+    a = load_agreements()["dsa-public-indicators"]
+    narrow = a.model_copy(update={"sources": ["medicaid", "hmis", "schools", "childcare"]})
+    before = releases.published(lake, narrow)
+    with pytest.raises(releases.ReleaseRefused) as info:
+        releases.release(lake, narrow, TODAY, PASSED, "run-1", 11)
+    reasons = [r.reason for r in info.value.refusals if r.rule == "source_not_party"]
+    assert len(reasons) == 2 and all("births" in r and "travellers" in r for r in reasons)
+    event = audit.read(lake).to_pylist()[-1]
+    assert event["kind"] == "release_refused"
+    assert "source_not_party" in event["details"]
+    assert releases.published(lake, narrow) == before          # nothing new written
+
+
+def test_the_output_check_refuses_rows_from_a_non_party_source():
+    """The last check before anything is written, on rows as they would leave."""
+    a = load_agreements()["dsa-housing-education-research"]
+    frames = {"research_participation": pl.DataFrame({
+        "pseudonym": ["a", "b", "c"], "program": ["HMIS", "CHILDCARE_SUBSIDY", "NEW_THING"]})}
+    frames = {m: releases._participation_provenance(f) for m, f in frames.items()}
+    refusals = releases.provenance_refusals(frames, a)
+    assert {r.rule for r in refusals} == {"source_not_party", "provenance_unknown"}
+    assert any("1 rows derive from childcare" in r.reason for r in refusals)
