@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     verify.set_defaults(func=_audit_verify)
 
     args = parser.parse_args(argv)
+    os.umask(0o077)     # everything the CLI writes (extracts, lake, instance) is private
     return args.func(args)
 
 

@@ -160,6 +160,24 @@ def enforce(root: Path) -> Enforced:
     return Enforced(files, changed)
 
 
+def enforce_landing(landing: Path) -> None:
+    """The landing zone holds raw deliveries: restricted modes on its folders and on the
+    files the service account owns (an agency's drop account keeps its own files until
+    they are ingested)."""
+    zone = declaration().zones[zone_of("landing")]
+    if not Path(landing).is_dir():
+        return
+    for folder, _, names in os.walk(landing):
+        for path, bits in [(Path(folder), zone.dir_bits),
+                           *((Path(folder) / n, zone.file_bits) for n in names)]:
+            if path.is_symlink():
+                continue
+            try:
+                _apply(path, bits, None)
+            except PermissionError:
+                pass
+
+
 def violations(root: Path) -> list[str]:
     """Every path whose mode differs from its zone's, and anything at the lake's top that
     is not a zone (what a test and `audit verify` check)."""

@@ -14,7 +14,7 @@ from pipelines.resources import LakeResource
 from pipelines.jobs import ingest_jobs, nightly_job
 from pipelines.schedules import nightly_refresh
 from pipelines.automation import automated, downstream_automation
-from pipelines.sensors import audit_run_failures, landing_sensor
+from pipelines.sensors import audit_run_failures, audit_run_successes, landing_sensor
 
 
 def build_definitions() -> Definitions:
@@ -24,7 +24,8 @@ def build_definitions() -> Definitions:
         asset_checks=[silver_expectations],
         jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],
-        sensors=[landing_sensor, downstream_automation, audit_run_failures],
+        sensors=[landing_sensor, downstream_automation, audit_run_failures,
+                 audit_run_successes],
         resources={"lake": LakeResource.from_env()},
         # One process per run: the layers run one after another anyway, and a step process
         # per asset costs seconds of start-up each. A run whose process dies is retried

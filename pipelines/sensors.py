@@ -1,7 +1,8 @@
 """Sensors: the landing sensor turns each new landed file into a partition and a run of its
-source's ingest job; a run-failure sensor writes every failed run to the audit log. A
-landing tick that fails is written to the audit log too, so a team sees it without opening
-the sensor's page. (The downstream refresh is in pipelines/automation.py.)"""
+source's ingest job; run-status sensors write every failed and every successful run (job,
+who or what launched it) to the audit log. A landing tick that fails is written to the
+audit log too, so a team sees it without opening the sensor's page. (The downstream
+refresh is in pipelines/automation.py.)"""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import json
 import os
 
 from dagster import (
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
+    RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     run_failure_sensor,
+    run_status_sensor,
     sensor,
 )
 
@@ -110,7 +114,7 @@ def _landing_tick(context: SensorEvaluationContext, lake: LakeResource) -> Senso
 
 
 @run_failure_sensor(name="audit_run_failures", default_status=DefaultSensorStatus.RUNNING,
-                    description="Writes every failed run to LAKE_ROOT/audit/events.")
+                    description="Writes every failed run to the audit log.")
 def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
     run = context.dagster_run
     failed_steps = [e.step_key for e in context.get_step_failure_events()]
@@ -119,6 +123,18 @@ def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
                      for e in context.get_step_failure_events()
                      if e.event_specific_data and e.event_specific_data.error})
     audit.record(lake.lake(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
-                 run_id=run.run_id, via="sensor:audit_run_failures",
-                 details={"job": run.job_name, "steps": failed_steps,
-                                              "errors": errors, "tags": dict(run.tags)})
+                 run_id=run.run_id, **audit.launched_by(run.tags),
+                 details={"job": run.job_name, "steps": failed_steps, "errors": errors,
+                          "tags": dict(run.tags), "recorded_by": "sensor:audit_run_failures"})
+
+
+@run_status_sensor(run_status=DagsterRunStatus.SUCCESS, name="audit_run_successes",
+                   default_status=DefaultSensorStatus.RUNNING,
+                   description="Writes every successful run, and who or what launched it, to "
+                               "the audit log.")
+def audit_run_successes(context: RunStatusSensorContext, lake: LakeResource):
+    run = context.dagster_run
+    audit.record(lake.lake(), "run_succeeded", f"run {run.run_id} of {run.job_name} succeeded",
+                 run_id=run.run_id, **audit.launched_by(run.tags),
+                 details={"job": run.job_name, "tags": dict(run.tags),
+                          "recorded_by": "sensor:audit_run_successes"})

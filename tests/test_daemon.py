@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from ids_lakehouse import audit, delta
+from ids_lakehouse import audit, delta, zones
 from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest.delivery import ledger
 from ids_lakehouse.instance import ensure_instance
@@ -36,6 +36,7 @@ def deployment(tmp_path, tiny_landing, monkeypatch):
            "IDS_LANDING_SENSOR_INTERVAL_S": "2", "IDS_AUTOMATION_INTERVAL_S": "5",
            "IDS_CRASH_DIR": str(crashes)}
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", env["IDS_PSEUDONYM_KEY"])   # to verify anchors
     monkeypatch.delenv("IDS_DAGSTER_PROFILE", raising=False)
     ensure_instance()
     with DagsterInstance.get() as instance:   # create the SQLite storages before the daemon
@@ -140,3 +141,17 @@ def test_landed_files_flow_to_the_marts_under_the_daemon(deployment):
                                          filter=pc.field("source") == "hmis",
                                          columns=["_file"]))["_file"].unique().to_list()
         assert files == ["hmis/hmis_client_corrected.csv"]
+
+        # 5. Who did what: every run is audited with how it was launched, the chain written
+        # by the daemon, its sensors and the runs' processes verifies, and every file the
+        # daemon's runs wrote has its zone's modes.
+        wait_for(lambda: _idle(instance), "the instance to be idle", 120, log)
+        wait_for(lambda: sum(k == "run_succeeded" for k in audit.read(lake)["kind"].to_pylist())
+                 >= 3, "successful runs to be audited", 120, log)
+        events = audit.read(lake).to_pylist()
+        launched = {e["via"] for e in events if e["kind"] == "run_succeeded"}
+        assert "run sensor:landing_sensor" in launched, launched
+        assert all(e["actor"] and e["os_user"] and e["host"] for e in events)
+        verified = audit.verify(lake)
+        assert verified.intact, verified.problems
+        assert zones.violations(lake.root) == []

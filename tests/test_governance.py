@@ -76,6 +76,13 @@ def test_every_file_of_the_built_lake_has_its_zones_modes(built):
     assert restricted and all(_mode(p) == (0o700 if p.is_dir() else 0o600) for p in restricted)
 
 
+def test_the_landing_zone_is_restricted_too(built):
+    landing = built.parent / "landing"
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    assert files and all(_mode(p) == 0o600 for p in files)
+    assert all(_mode(p) == 0o700 for p in [landing, *landing.rglob("*")] if p.is_dir())
+
+
 @pytest.mark.parametrize("layer,name,zone", [
     ("quarantine", "hmis", "restricted"), ("bronze", "medicaid", "restricted"),
     ("identity", "person_xref", "restricted"), ("gold", "contact_directory", "restricted"),
