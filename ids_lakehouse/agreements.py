@@ -107,34 +107,42 @@ def agreements_dir() -> Path:
     return Path(str(resources.files("data_model").joinpath("agreements")))
 
 
-@lru_cache(maxsize=4)
 def load_agreements(directory: Path | None = None) -> dict[str, Agreement]:
-    """Every agreement; one that fails validation is refused for all (nothing loads) and
-    the refusal is written to the audit log, like a refusal at release."""
+    """Every agreement, as the files stand now (a file edited, added or removed is seen by
+    the next call, even in a long-running process); one that fails validation is refused
+    for all (nothing loads) and the refusal is written to the audit log, like a refusal at
+    release."""
     directory = Path(directory) if directory else agreements_dir()
+    state = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in sorted(directory.glob("*.yaml")))
+    return _load_agreements(directory, state)
+
+
+@lru_cache(maxsize=8)
+def _load_agreements(directory: Path, state: tuple) -> dict[str, Agreement]:
     out = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
             agreement = load_agreement(path)
         except AgreementError as exc:
-            _audit_refusal(path, str(exc))
+            _audit_refusal(directory, path, str(exc))
             raise
         out[agreement.id] = agreement
     return out
 
 
-def _audit_refusal(path: Path, reason: str) -> None:
+def _audit_refusal(directory: Path, path: Path, reason: str) -> None:
     from ids_lakehouse import audit, config, zones
 
     lake = config.lake()
     zones.prepare(lake.root)
     audit.record(lake, "agreement_refused", f"{path.name} refused at load",
-                 via="load of data_model/agreements",
+                 via=f"load of the agreements in {directory}",
                  details={"file": path.name, "sha256": hashlib.sha256(path.read_bytes())
                           .hexdigest(), "reason": reason})
 
 
-def fingerprint(agreement_id: str, directory: Path | None = None) -> str:
-    """SHA-256 of the agreement file as it stood when a release was made."""
-    path = (Path(directory) if directory else agreements_dir()) / f"{agreement_id}.yaml"
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def fingerprint(agreement: Agreement) -> str:
+    """SHA-256 of the declaration a release was made under (its canonical JSON): what the
+    gate actually applied, wherever it was loaded from."""
+    return hashlib.sha256(agreement.model_dump_json().encode()).hexdigest()

@@ -5,14 +5,16 @@ Details never hold personal data.
 Tamper evidence, three layers:
 - the table is created with Delta's `delta.appendOnly` property, so a delete, update,
   merge or overwrite through Delta is refused;
-- each event carries `seq` (1, 2, 3 …), the hash of the event before it and its own hash
-  (SHA-256 over its content and that previous hash): editing, deleting or reordering an
-  event breaks the chain from there on;
-- every event's (seq, hash) is also appended to an anchor file outside the table
-  (`IDS_AUDIT_ANCHORS`, default `audit/anchors.jsonl` beside it — point it at separate,
-  append-only storage in production), each line with an HMAC under a key derived from
-  IDS_PSEUDONYM_KEY: rewriting the whole chain, or cutting events off its end, no longer
-  matches the anchors, and anchors cannot be forged without the secret.
+- each event carries `seq` (1, 2, 3 …), the hash of the event before it and its own hash,
+  an HMAC-SHA256 over its content and that previous hash under a key derived from
+  IDS_PSEUDONYM_KEY: editing, deleting or reordering an event breaks the chain from there
+  on, and nobody without the secret can write an event that verifies (an event recorded
+  without the secret is marked `unsigned:` and fails verification);
+- every event's (seq, hash) is also appended to an anchor file outside the lake
+  (`IDS_AUDIT_ANCHORS`, default `$DAGSTER_HOME/audit/anchors.jsonl` — point it at separate,
+  append-only storage in production, e.g. a `chattr +a` file or a WORM bucket), each line
+  with its own HMAC: cutting events off the end of the log, or restoring an older copy of
+  the lake, no longer matches the anchors.
 `verify` (`python -m ids_lakehouse audit verify`) checks all three and names the first
 broken link.
 
@@ -22,6 +24,7 @@ process's own, and `via` says how the action came (a schedule, a sensor, the CLI
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import hashlib
@@ -68,8 +71,23 @@ def os_identity() -> tuple[str, str]:
     return user, socket.gethostname()
 
 
-def event_hash(event: dict) -> str:
-    """SHA-256 over the event's fields (all but `hash`), in schema order, canonical JSON."""
+UNSIGNED = "unsigned:"
+
+
+def _key() -> bytes | None:
+    from ids_lakehouse.config import MissingSecretError, pseudonym_key
+    from ids_lakehouse.deid.pseudonym import derive_key
+
+    try:
+        return derive_key(pseudonym_key(), "audit/chain")
+    except MissingSecretError:
+        return None
+
+
+def event_hash(event: dict, key: bytes | None = None) -> str:
+    """HMAC-SHA256 under `key` (default: the audit key) over the event's fields (all but
+    `hash`, prev_hash included), in schema order, canonical JSON; without a key, an
+    `unsigned:` SHA-256."""
     body = {}
     for name in AUDIT_SCHEMA.names:
         if name == "hash":
@@ -78,23 +96,30 @@ def event_hash(event: dict) -> str:
         if isinstance(value, dt.datetime):
             value = value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
         body[name] = value
-    return hashlib.sha256(json.dumps(body, sort_keys=False, separators=(",", ":"),
-                                     ensure_ascii=True).encode()).hexdigest()
+    payload = json.dumps(body, sort_keys=False, separators=(",", ":"),
+                         ensure_ascii=True).encode()
+    key = key if key is not None else _key()
+    if key is None:
+        return UNSIGNED + hashlib.sha256(payload).hexdigest()
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
 
 def anchors_path(lake: Lake) -> Path:
+    """Outside the lake by default, in the Dagster instance's directory and named by the
+    lake's id (a random id kept beside the log), so restoring an older copy of the lake, or
+    cutting both the log and its anchors, takes two places."""
+    from ids_lakehouse.config import dagster_home
+
     custom = os.environ.get("IDS_AUDIT_ANCHORS", "").strip()
-    return Path(custom) if custom else lake.place("audit") / "anchors.jsonl"
-
-
-def _anchor_key() -> bytes | None:
-    from ids_lakehouse.config import MissingSecretError, pseudonym_key
-    from ids_lakehouse.deid.pseudonym import derive_key
-
-    try:
-        return derive_key(pseudonym_key(), "audit/anchors")
-    except MissingSecretError:
-        return None
+    if custom:
+        return Path(custom)
+    id_file = lake.place("audit") / "lake_id"
+    if not id_file.exists():
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            with id_file.open("x") as f:
+                f.write(uuid.uuid4().hex)
+    return dagster_home() / "audit" / f"anchors-{id_file.read_text().strip()}.jsonl"
 
 
 def _mac(key: bytes | None, seq: int, digest: str) -> str | None:
@@ -137,7 +162,7 @@ def _last_anchor(path: Path) -> dict | None:
 
 
 def _append_anchors(path: Path, events: list[dict], version: int) -> None:
-    key = _anchor_key()
+    key = _key()
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps({"seq": e["seq"], "hash": e["hash"], "version": version,
                                 "mac": _mac(key, e["seq"], e["hash"])}) + "\n"
@@ -163,13 +188,23 @@ def _head(lake: Lake) -> tuple[int, str]:
     version = delta.table(path).version()
     if last is not None and last.get("version") == version:
         return last["seq"], last["hash"]
-    after = 0 if last is None else int(last["seq"])
-    newer = sorted((e for e in delta.read(path, columns=["seq", "hash"]).to_pylist()
-                    if e["seq"] > after), key=lambda e: e["seq"])
-    if newer:
-        _append_anchors(anchors, newer, version)
-        return newer[-1]["seq"], newer[-1]["hash"]
-    return (last["seq"], last["hash"]) if last else (0, GENESIS)
+    # Events committed after the last anchor: a writer died between its commit and its
+    # anchor, or someone wrote to the table behind the log's back. Only events that chain
+    # on from the anchor and carry a valid signature are anchored; anything else is left
+    # for `verify` to report, and the chain continues from the last good event.
+    after, prev = (0, GENESIS) if last is None else (int(last["seq"]), last["hash"])
+    newer = sorted((e for e in delta.read(path).to_pylist() if e["seq"] > after),
+                   key=lambda e: e["seq"])
+    good = []
+    for e in newer:
+        if e["seq"] != after + 1 or e["prev_hash"] != prev or e["hash"].startswith(UNSIGNED) \
+                or not hmac.compare_digest(event_hash(e), e["hash"]):
+            break
+        good.append(e)
+        after, prev = e["seq"], e["hash"]
+    if good:
+        _append_anchors(anchors, good, version)
+    return after, prev
 
 
 def launched_by(tags: dict[str, str]) -> dict[str, str | None]:
@@ -196,6 +231,9 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
     """Append one event to the chain (one writer at a time, across processes)."""
     from ids_lakehouse import delta, locks
 
+    from ids_lakehouse import zones
+
+    zones.prepare(lake.root)        # private umask: the log is restricted
     user, host = os_identity()
     with locks.exclusive(lake, "audit", timeout_s=300):
         seq, prev = _head(lake)
@@ -252,23 +290,26 @@ def verify(lake: Lake) -> Verification:
             out.problems.append(f"the audit table {path} is gone, but {len(anchors)} events "
                                 "were anchored")
         return out
-    table = delta.table(path)
-    if table.metadata().configuration.get("delta.appendOnly") != "true":
-        out.problems.append("the audit table is no longer append-only "
-                            "(delta.appendOnly is not 'true')")
-    for entry in table.history():
-        operation = str(entry.get("operation", ""))
-        mode = str((entry.get("operationParameters") or {}).get("mode", ""))
-        if operation in NON_APPEND or (operation == "WRITE" and mode.lower() == "overwrite"):
-            out.problems.append(f"Delta version {entry.get('version')}: a {operation} "
-                                "operation on the audit table")
+    _check_log(out, path)
     try:
+        table = delta.table(path)
+        if table.metadata().configuration.get("delta.appendOnly") != "true":
+            out.problems.append("the audit table is no longer append-only "
+                                "(delta.appendOnly is not 'true')")
+        for entry in table.history():
+            operation = str(entry.get("operation", ""))
+            mode = str((entry.get("operationParameters") or {}).get("mode", ""))
+            if operation in NON_APPEND or (operation == "WRITE" and
+                                           mode.lower() == "overwrite"):
+                out.problems.append(f"Delta version {entry.get('version')}: a {operation} "
+                                    "operation on the audit table")
         events = read(lake).to_pylist()
-    except Exception as exc:   # a data file removed or damaged under the log
+    except Exception as exc:   # a log entry or data file removed or damaged
         out.problems.append(f"the audit table cannot be read: {type(exc).__name__}: "
-                            f"{str(exc)[:200]}")
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
         return out
     out.events = len(events)
+    key = _key()
     prev, expected = GENESIS, 1
     for e in events:
         if e["seq"] != expected:
@@ -281,16 +322,48 @@ def verify(lake: Lake) -> Verification:
         if e["prev_hash"] != prev:
             out.problems.append(f"seq {e['seq']} (event {e['event_id']}): does not follow "
                                 "the event before it (prev_hash differs)")
-        if event_hash(e) != e["hash"]:
+        if str(e["hash"]).startswith(UNSIGNED):
+            out.problems.append(f"seq {e['seq']} (event {e['event_id']}): unsigned (written "
+                                "without IDS_PSEUDONYM_KEY): its origin cannot be vouched for")
+        elif key is not None and not hmac.compare_digest(event_hash(e, key), str(e["hash"])):
             out.problems.append(f"seq {e['seq']} (event {e['event_id']}): its content does "
-                                "not match its hash (edited)")
+                                "not match its signed hash (edited or forged)")
         prev, expected = e["hash"], expected + 1
     _check_anchors(out, events, anchors)
     return out
 
 
+def _check_log(out: Verification, path: Path) -> None:
+    """Read the Delta log itself: every commit present, and none that removes data
+    (whatever operation name it claims) or turns append-only off."""
+    log = path / "_delta_log"
+    versions = sorted(int(p.name.split(".")[0]) for p in log.glob("*.json")
+                      if p.name.split(".")[0].isdigit())
+    checkpoints = sorted(int(p.name.split(".")[0]) for p in log.glob("*.checkpoint*.parquet"))
+    start = 0 if not checkpoints else min(checkpoints[-1] + 1, versions[0] if versions else 0)
+    missing = sorted(set(range(start, versions[-1] + 1)) - set(versions)) if versions else []
+    if missing:
+        out.problems.append(f"Delta log entries missing for versions {missing[:5]}"
+                            f"{' …' if len(missing) > 5 else ''} (commits deleted)")
+    for version in versions:
+        for number, line in enumerate((log / f"{version:020d}.json").read_text().splitlines()):
+            try:
+                action = json.loads(line)
+            except json.JSONDecodeError:
+                out.problems.append(f"Delta version {version}: line {number + 1} of its log "
+                                    "entry is not JSON")
+                continue
+            if "remove" in action and action["remove"].get("dataChange", True):
+                out.problems.append(f"Delta version {version}: removes a data file from the "
+                                    "audit table")
+            config = (action.get("metaData") or {}).get("configuration")
+            if config is not None and config.get("delta.appendOnly") != "true":
+                out.problems.append(f"Delta version {version}: sets the table's metadata "
+                                    "without append-only")
+
+
 def _check_anchors(out: Verification, events: list[dict], anchors: list[dict]) -> None:
-    key = _anchor_key()
+    key = _key()
     by_seq = {e["seq"]: e["hash"] for e in events}
     if events and not anchors:
         out.problems.append("the anchor file is missing or empty: the chain cannot be "
@@ -318,4 +391,5 @@ def _check_anchors(out: Verification, events: list[dict], anchors: list[dict]) -
         out.problems.append(f"{len(unanchored)} events have no anchor (first: seq "
                             f"{unanchored[0]})")
     if key is None:
-        out.problems.append("IDS_PSEUDONYM_KEY is not set: anchor signatures not checked")
+        out.problems.append("IDS_PSEUDONYM_KEY is not set: the signatures of events and "
+                            "anchors cannot be checked")

@@ -33,8 +33,8 @@ def _instance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _steward_usage_error(message: str) -> None:
-    """argparse's error for the steward command: one line on stderr, exit status 2."""
+def _usage_error(message: str) -> None:
+    """argparse's error: one line on stderr, exit status 2."""
     print(f"error: {message} (see --help)", file=sys.stderr)
     sys.exit(2)
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--decision", required=True, choices=["match", "non_match"])
     st.add_argument("--steward", required=True, help="the steward's e-mail address")
     st.add_argument("--reason", required=True, help="why (at most 1,000 characters)")
-    st.error = _steward_usage_error  # a bad or missing argument: one line, status 2
+    st.error = _usage_error  # a bad or missing argument: one line, status 2
     st.set_defaults(func=_steward)
 
     aud = sub.add_parser("audit", help="the audit log")
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "exit 1 and name the first broken link if tampered with")
     verify.set_defaults(func=_audit_verify)
 
+    parser.error = _usage_error     # one line, exit 2, for every command
     args = parser.parse_args(argv)
     os.umask(0o077)     # everything the CLI writes (extracts, lake, instance) is private
     return args.func(args)

@@ -58,6 +58,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def materialize_everything(defs, instance, outcome: Outcome) -> None:
     from dagster import materialize
 
+    from ids_lakehouse import audit
+
     from assets.ingest import bronze_key, files_partitions
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ledger
@@ -70,6 +72,8 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
     found = landing.survey(config.landing_root(), sources)
     for refusal in found.refused:
         print(f"  not ingested: {refusal.name}: {refusal.reason}")
+        audit.record(config.lake(), "landing_refused", f"{refusal.name}: {refusal.reason}",
+                     via="cli:demo", details={"entry": refusal.name, "reason": refusal.reason})
     files = found.files
     registered = {s: list(instance.get_dynamic_partitions(files_partitions(s).name))
                   for s in sources}

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from ids_lakehouse import audit, crash, delta, locks
+from ids_lakehouse import audit, crash, delta, locks, zones
 from ids_lakehouse.agreements import Agreement, fingerprint
 from ids_lakehouse.config import Lake, pseudonym_key
 from ids_lakehouse.deid import holdback, kanon
@@ -85,7 +85,7 @@ RESEARCH_INPUTS = {"person_record": ("silver", "person_record"),
                    "person_xref": ("identity", "person_xref")}
 
 
-def inputs(lake: Lake, agreement: Agreement) -> dict[str, tuple[str, str]]:
+def inputs(agreement: Agreement) -> dict[str, tuple[str, str]]:
     """name -> (layer, table) of everything a release under `agreement` reads."""
     if agreement.purpose == "research":
         return dict(RESEARCH_INPUTS)
@@ -95,7 +95,7 @@ def inputs(lake: Lake, agreement: Agreement) -> dict[str, tuple[str, str]]:
 def current_versions(lake: Lake, agreement: Agreement) -> dict[str, int]:
     """The current Delta version of each input of a release under `agreement`."""
     return {name: delta.table(lake.table(*t)).version()
-            for name, t in inputs(lake, agreement).items()}
+            for name, t in inputs(agreement).items()}
 
 
 def program_sources() -> dict[str, str]:
@@ -138,6 +138,11 @@ def _party_research(lake: Lake, agreement: Agreement, versions: dict[str, int]
     sources = persons.select(pseudonymise(persons["person_id"], derive_key(
         pseudonym_key(), research.PSEUDONYM_LABEL)).alias("pseudonym"),
         pl.col("sources").str.split(",").alias(PROVENANCE))
+    if built.anonymity.suppression_rate > policy.max_local_suppression:
+        raise ReleaseRefused(agreement.id, [Refusal(
+            "local_suppression", f"the agreement's population is too small for its file: "
+            f"local suppression would remove {built.anonymity.suppression_rate:.0%} of people "
+            f"(policy: at most {policy.max_local_suppression:.0%})")])
     frames = {"research_person": built.persons.join(sources, on="pseudonym", how="left"),
               "research_participation": built.participation}
     return {m: frames[m] for m in agreement.release}
@@ -310,7 +315,7 @@ def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | 
         return None
     manifest = json.loads((done[-1] / MANIFEST).read_text())
     if _digest(manifest["files"]) != _digest(files) or \
-            manifest["agreement_sha256"] != fingerprint(agreement.id):
+            manifest["agreement_sha256"] != fingerprint(agreement):
         return None
     return manifest
 
@@ -320,13 +325,16 @@ def release(lake: Lake, agreement: Agreement, today: dt.date,
             min_cell: int, by: dict | None = None) -> dict:
     """`by`: who asked (audit.launched_by of the run), recorded on every audit event."""
     by = by or {}
+    zones.prepare(lake.root)        # private umask, whoever calls
     try:
         refusals = gate(agreement, lake, today, check_status) + \
             aggregate_refusals(lake, agreement)
         if refusals:
             raise ReleaseRefused(agreement.id, refusals)
         with locks.exclusive(lake, f"release-{agreement.id}"):
-            return _publish(lake, agreement, run_id, min_cell, by)
+            manifest = _publish(lake, agreement, run_id, min_cell, by)
+        zones.enforce(lake.root, under=release_root(lake, agreement))
+        return manifest
     except ReleaseRefused as exc:
         audit.record(lake, "release_refused", f"release under {agreement.id} refused",
                      asset=f"releases/{agreement.id}", run_id=run_id, **by,
@@ -338,7 +346,7 @@ def release(lake: Lake, agreement: Agreement, today: dt.date,
 def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int, by: dict
              ) -> dict:
     """Extract, stage and rename into place the next version (one publisher at a time)."""
-    tables = inputs(lake, agreement)
+    tables = inputs(agreement)
     versions = current_versions(lake, agreement)
     read = {name: {"table": "/".join(tables[name]), "delta_version": v}
             for name, v in versions.items()}
@@ -361,7 +369,7 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int, by: d
         _audit_created(lake, agreement, same, run_id, by, only_if_missing=True)
         return same
     manifest = {
-        "agreement": agreement.id, "agreement_sha256": fingerprint(agreement.id),
+        "agreement": agreement.id, "agreement_sha256": fingerprint(agreement),
         "version": version, "purpose": agreement.purpose,
         "recipient": agreement.recipient.model_dump(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

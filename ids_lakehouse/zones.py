@@ -102,6 +102,7 @@ LEGACY_LAYERS = ("bronze", "quarantine", "silver", "identity", "gold")
 
 
 _prepared: set[Path] = set()
+ROOT_MODE = 0o755
 
 
 def prepare(root: Path) -> None:
@@ -117,6 +118,7 @@ def prepare(root: Path) -> None:
                         "the layout before access zones. Rebuild it (make demo) or move each "
                         "layer under its zone directory as data_model/zones.yaml places it")
     root.mkdir(parents=True, exist_ok=True)
+    _apply(root, ROOT_MODE, None)   # traversable: each zone's own directory guards it
     for name, zone in declaration().zones.items():
         folder = root / name
         folder.mkdir(exist_ok=True)
@@ -142,14 +144,20 @@ class Enforced:
     changed: int
 
 
-def enforce(root: Path) -> Enforced:
-    """Give every directory and file under each zone its zone's modes and group. Symbolic
-    links are refused: nothing the lakehouse writes is one."""
+def enforce(root: Path, under: Path | None = None) -> Enforced:
+    """Give every directory and file under each zone (or only `under`, a folder inside
+    one) its zone's modes and group. Symbolic links are refused: nothing the lakehouse
+    writes is one."""
     prepare(root)
     files = changed = 0
     for name, zone in declaration().zones.items():
         gid = group_id(zone)
-        for folder, dirs, names in os.walk(Path(root) / name):
+        top = Path(root) / name
+        if under is not None:
+            if not Path(under).is_relative_to(top):
+                continue
+            top = Path(under)
+        for folder, dirs, names in os.walk(top):
             changed += _apply(Path(folder), zone.dir_bits, gid)
             for n in names:
                 path = Path(folder) / n

@@ -44,6 +44,7 @@ def built(tmp_path_factory, tiny_landing) -> Path:
         mp.setenv("LANDING_ROOT", str(root / "landing"))
         mp.setenv("LAKE_ROOT", str(root / "lake"))
         mp.setenv("IDS_PSEUDONYM_KEY", KEY)
+        mp.setenv("IDS_AUDIT_ANCHORS", str(root / "anchors.jsonl"))
         with DagsterInstance.ephemeral() as instance:
             outcome = Outcome()
             materialize_everything(build_definitions(), instance, outcome)
@@ -55,7 +56,8 @@ def built(tmp_path_factory, tiny_landing) -> Path:
 def lake(tmp_path, built, monkeypatch) -> Lake:
     monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.delenv("IDS_AUDIT_ANCHORS", raising=False)
+    shutil.copy(built.parent / "anchors.jsonl", tmp_path / "anchors.jsonl")
+    monkeypatch.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "anchors.jsonl"))
     shutil.copytree(built, tmp_path / "lake", symlinks=True)
     zones.enforce(tmp_path / "lake")
     return Lake(tmp_path / "lake")
@@ -245,30 +247,97 @@ def test_editing_an_event_is_found_and_named(lake):
     assert any(f"seq {seq} " in p and "edited" in p for p in result.problems)
 
 
-def test_rewriting_the_whole_chain_consistently_is_caught_by_the_anchors(lake):
-    """An attacker who recomputes every hash after an edit gets a valid chain, but the
-    signed anchors no longer match, and new anchors cannot be signed without the key."""
-    events = audit.read(lake).to_pylist()
-    events[3]["message"] = "rewritten history"
+def _rewrite(lake: Lake, events: list[dict], key: bytes | None) -> None:
+    """Recompute every link of the chain (with `key`, or with the audit key when None)
+    and overwrite the table, as an attacker with write access would."""
+    import pyarrow as pa
+
     prev = audit.GENESIS
     for e in events:
         e["prev_hash"] = prev
-        e["hash"] = audit.event_hash(e)
+        e["hash"] = audit.event_hash(e, key)
         prev = e["hash"]
     _unlock(lake)
-    import pyarrow as pa
-
     write_deltalake(str(lake.audit()), pa.Table.from_pylist(events, schema=audit.AUDIT_SCHEMA),
                     mode="overwrite")
-    anchors = audit.anchors_path(lake)
-    forged = [json.dumps({"seq": e["seq"], "hash": e["hash"], "version": 0, "mac": "0" * 64})
-              for e in events]
+
+
+def test_rewriting_the_chain_without_the_secret_is_caught(lake):
+    events = audit.read(lake).to_pylist()
+    events[3]["message"] = "rewritten history"
+    _rewrite(lake, events, key=b"a guess at the key")
+    result = audit.verify(lake)
+    assert any(f"seq {events[0]['seq']} " in p and "forged" in p for p in result.problems)
+
+
+def test_rewriting_the_chain_with_the_secret_is_caught_by_the_anchors(lake):
+    """An insider holding the key rewrites a valid chain; the anchors, appended elsewhere,
+    still hold the original hashes, and forging them needs the key too."""
+    events = audit.read(lake).to_pylist()
+    events[3]["message"] = "rewritten history"
+    _rewrite(lake, events, key=None)
     result = audit.verify(lake)
     assert any(f"anchor for seq {events[3]['seq']}" in p and "rewritten" in p
                for p in result.problems)
-    anchors.write_text("\n".join(forged) + "\n")            # and forging the anchors too
+    anchors = audit.anchors_path(lake)
+    anchors.write_text("\n".join(json.dumps({"seq": e["seq"], "hash": e["hash"], "version": 0,
+                                             "mac": "0" * 64}) for e in events) + "\n")
+    assert any("signature is wrong" in p for p in audit.verify(lake).problems)
+
+
+def test_a_forged_event_is_never_anchored_by_a_later_write(lake):
+    """An event appended behind the log's back (chained, but not signed with the key) is
+    not vouched for by the next legitimate write."""
+    import pyarrow as pa
+
+    events = audit.read(lake).to_pylist()
+    forged = {**events[-1], "seq": events[-1]["seq"] + 1, "event_id": "f" * 32,
+              "kind": "release_created", "actor": "privacy-officer@ids.example.gov",
+              "message": "approved", "prev_hash": events[-1]["hash"]}
+    forged["hash"] = audit.event_hash(forged, b"not the key")
+    write_deltalake(str(lake.audit()), pa.Table.from_pylist([forged], schema=audit.AUDIT_SCHEMA),
+                    mode="append")
+    audit.record(lake, "steward_decision", "a legitimate event after the forgery")
     result = audit.verify(lake)
-    assert any("signature is wrong" in p for p in result.problems)
+    assert not result.intact
+    assert any(f"seq {forged['seq']} (event {'f' * 32})" in p for p in result.problems)
+    anchored = [json.loads(line) for line in audit.anchors_path(lake).read_text().splitlines()]
+    assert forged["hash"] not in {a["hash"] for a in anchored}
+
+
+def test_a_remove_disguised_as_an_append_is_found_in_the_log(lake):
+    """A hand-written Delta commit that removes the last event's file while calling itself
+    a WRITE in append mode, with the anchor file cut to match."""
+    log = lake.audit() / "_delta_log"
+    last = max(int(p.name.split(".")[0]) for p in log.glob("*.json"))
+    added = [json.loads(line)["add"]["path"] for line in
+             (log / f"{last:020d}.json").read_text().splitlines() if '"add"' in line]
+    commit = [{"commitInfo": {"timestamp": 1, "operation": "WRITE",
+                              "operationParameters": {"mode": "Append"}}},
+              {"remove": {"path": added[0], "dataChange": True, "deletionTimestamp": 1}}]
+    (log / f"{last + 1:020d}.json").write_text("\n".join(map(json.dumps, commit)) + "\n")
+    anchors = audit.anchors_path(lake)
+    anchors.write_text("\n".join(anchors.read_text().splitlines()[:-1]) + "\n")
+    result = audit.verify(lake)
+    assert any(f"Delta version {last + 1}: removes a data file" in p for p in result.problems)
+
+
+def test_restoring_an_older_copy_of_the_log_is_found(lake, tmp_path):
+    shutil.copytree(lake.audit(), tmp_path / "old_log")
+    audit.record(lake, "release_created", "a release someone wants forgotten")
+    shutil.rmtree(lake.audit())
+    shutil.copytree(tmp_path / "old_log", lake.audit())
+    result = audit.verify(lake)
+    assert any("no such event" in p for p in result.problems)
+
+
+def test_a_missing_log_entry_is_reported_not_crashed_on(lake):
+    log = lake.audit() / "_delta_log"
+    middle = sorted(log.glob("*.json"))[2]
+    middle.unlink()
+    done = _verify_cli(lake)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "Delta log entries missing" in done.stderr
 
 
 def test_cutting_events_off_the_end_is_found(lake):

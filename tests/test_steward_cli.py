@@ -139,3 +139,34 @@ def test_a_good_decision_is_recorded_and_audited(indexed, two_ids, tmp_path):
     assert {row["unique_id_l"], row["unique_id_r"]} == {left, right}
     assert (row["decision"], row["steward"], row["reason"]) == \
         ("match", STEWARD, "same person")
+
+
+@pytest.mark.parametrize("field,value,said", [
+    ("reason", "twins\nsecond line", "--reason holds control characters"),
+    ("reason", "\x1b[31mred\x1b[0m", "--reason holds control characters"),
+    ("who", "ana\u200b@ids.example.gov", "--steward holds control characters"),
+])
+def test_control_characters_are_refused(indexed, two_ids, field, value, said):
+    assert refused(indexed, *two_ids, **{field: value}).startswith(f"error: {said}")
+
+
+def test_text_that_is_not_utf8_is_refused_in_one_line(indexed, two_ids):
+    """Arguments arrive as bytes from the shell; undecodable ones must not crash."""
+    before = recorded(indexed)
+    args = [b"--left", two_ids[0].encode(), b"--right", two_ids[1].encode(),
+            b"--decision", b"non_match", b"--steward", STEWARD.encode(), b"--reason",
+            b"caf\xe9 (latin-1)"]
+    done = subprocess.run([sys.executable, "-m", "ids_lakehouse", "steward", *args],
+                          cwd=REPO, env={**os.environ, "LAKE_ROOT": str(indexed.root)},
+                          capture_output=True, timeout=300)
+    assert done.returncode == 2 and b"Traceback" not in done.stderr
+    assert done.stderr.decode() == "error: --reason is not valid UTF-8 text\n"
+    assert recorded(indexed) == before
+
+
+def test_an_unknown_option_is_one_line(indexed, two_ids):
+    left, right = two_ids
+    line = refused(indexed, left, right, extra=[
+        "--left", left, "--right", right, "--decision", "match", "--steward", STEWARD,
+        "--reason", "same", "--surprise"])
+    assert "unrecognized arguments" in line

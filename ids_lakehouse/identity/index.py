@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,16 @@ MAX_UNIQUE_ID = 200
 def _check_decision_fields(left: str, right: str, decision: str, steward: str,
                            reason: str) -> None:
     """What a decision must satisfy on its own, without looking at the lake."""
+    for flag, value in (("--left", left), ("--right", right), ("--steward", steward),
+                        ("--reason", reason)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecisionError(f"{flag} is not valid UTF-8 text") from None
+        if flag in ("--steward", "--reason") and value.strip() and \
+                any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+            raise DecisionError(f"{flag} holds control characters (line breaks, escapes); "
+                                "write it on one line of plain text")
     if decision not in DECISIONS:
         raise DecisionError(f"decision must be one of {', '.join(DECISIONS)}")
     if len(steward) > 254 or not STEWARD_EMAIL.fullmatch(steward):
