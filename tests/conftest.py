@@ -18,6 +18,35 @@ def tiny_landing(tmp_path_factory) -> Path:
     return out
 
 
+PUBLISHED_KEY = "test-only-key-" + "0" * 32
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, tiny_landing) -> Path:
+    """A lake with every asset (marts and releases included) materialized by the real
+    pipeline from the tiny population, under PUBLISHED_KEY, with its audit anchors in
+    `published.parent / "anchors.jsonl"`. Read-only: copy before changing."""
+    import shutil
+
+    from dagster import DagsterInstance
+
+    from ids_lakehouse.demo import Outcome, materialize_everything
+    from pipelines.definitions import build_definitions
+
+    root = tmp_path_factory.mktemp("published")
+    shutil.copytree(tiny_landing, root / "landing")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LANDING_ROOT", str(root / "landing"))
+        mp.setenv("LAKE_ROOT", str(root / "lake"))
+        mp.setenv("IDS_PSEUDONYM_KEY", PUBLISHED_KEY)
+        mp.setenv("IDS_AUDIT_ANCHORS", str(root / "anchors.jsonl"))
+        with DagsterInstance.ephemeral() as instance:
+            outcome = Outcome()
+            materialize_everything(build_definitions(), instance, outcome)
+    assert not outcome.runs_failed and not outcome.checks_failed, outcome
+    return root / "lake"
+
+
 @pytest.fixture
 def lake(tmp_path) -> Lake:
     return Lake(tmp_path / "lake")
@@ -47,6 +76,13 @@ def silver_lake(tmp_path, tiny_silver) -> Lake:
 
     shutil.copytree(tiny_silver.root, tmp_path / "lake")
     return Lake(tmp_path / "lake")
+
+
+@pytest.fixture(autouse=True)
+def _audit_anchors_per_test(tmp_path, monkeypatch):
+    """The audit log's anchors default to DAGSTER_HOME (the repository's .dagster_home
+    when unset): each test keeps its own, beside its tmp_path."""
+    monkeypatch.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "audit_anchors.jsonl"))
 
 
 @pytest.fixture(autouse=True)

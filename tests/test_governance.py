@@ -21,8 +21,9 @@ from deltalake import DeltaTable, write_deltalake
 from ids_lakehouse import audit, catalog, delta, releases, zones
 from ids_lakehouse.agreements import AgreementError, agreements_dir, load_agreements
 from ids_lakehouse.config import Lake
+from tests.conftest import PUBLISHED_KEY
 
-KEY = "test-only-key-" + "1" * 32
+KEY = PUBLISHED_KEY
 TODAY = dt.date(2026, 6, 1)
 REPO = Path(__file__).resolve().parents[1]
 PASSED = {m: {"contract": True} for m in
@@ -31,25 +32,9 @@ PASSED = {m: {"contract": True} for m in
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_landing) -> Path:
-    """Every asset materialized by the real pipeline, then one release per agreement."""
-    from dagster import DagsterInstance
-
-    from ids_lakehouse.demo import Outcome, materialize_everything
-    from pipelines.definitions import build_definitions
-
-    root = tmp_path_factory.mktemp("governed")
-    shutil.copytree(tiny_landing, root / "landing")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LANDING_ROOT", str(root / "landing"))
-        mp.setenv("LAKE_ROOT", str(root / "lake"))
-        mp.setenv("IDS_PSEUDONYM_KEY", KEY)
-        mp.setenv("IDS_AUDIT_ANCHORS", str(root / "anchors.jsonl"))
-        with DagsterInstance.ephemeral() as instance:
-            outcome = Outcome()
-            materialize_everything(build_definitions(), instance, outcome)
-    assert not outcome.runs_failed and not outcome.checks_failed, outcome
-    return root / "lake"
+def built(published) -> Path:
+    """Every asset materialized by the real pipeline (releases included)."""
+    return published
 
 
 @pytest.fixture
@@ -74,6 +59,7 @@ def test_every_file_of_the_built_lake_has_its_zones_modes(built):
     assert zones.violations(built) == []
     assert sorted(p.name for p in built.iterdir()) == ["internal", "published", "restricted"]
     assert _mode(built / "restricted") == 0o700 and _mode(built / "published") == 0o755
+    assert _mode(built) == 0o755        # traversable: each zone's own mode decides
     restricted = [p for p in (built / "restricted").rglob("*")]
     assert restricted and all(_mode(p) == (0o700 if p.is_dir() else 0o600) for p in restricted)
 
@@ -120,9 +106,9 @@ def test_every_table_in_the_lake_is_in_the_catalog_with_its_zone(built):
 def test_releases_are_zoned_by_purpose(lake):
     traveller = load_agreements()["dsa-traveller-followup"]
     research = load_agreements()["dsa-housing-education-research"]
+    os.umask(0o022)                 # a caller of the Python API with a lax umask
     releases.release(lake, traveller, dt.date(2026, 1, 15), PASSED, "run-1", 11)
     releases.release(lake, research, TODAY, PASSED, "run-1", 11)
-    zones.enforce(lake.root)
     ops = releases.release_root(lake, traveller) / "v0001" / "contact_directory.parquet"
     res = releases.release_root(lake, research) / "v0001" / "research_person.parquet"
     assert ops.relative_to(lake.root).parts[0] == "restricted" and _mode(ops) == 0o600

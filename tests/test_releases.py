@@ -15,35 +15,17 @@ from ids_lakehouse import audit, delta, releases
 from ids_lakehouse.agreements import AgreementError, agreements_dir, load_agreement, \
     load_agreements
 from ids_lakehouse.config import Lake
+from tests.conftest import PUBLISHED_KEY
 
 TODAY = dt.date(2026, 6, 1)
-KEY = "test-only-key-" + "0" * 32
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory, tiny_landing) -> Path:
-    """A lake with every mart published by the real pipeline (built once per module)."""
-    from dagster import DagsterInstance
-
-    from ids_lakehouse.demo import Outcome, materialize_everything
-    from pipelines.definitions import build_definitions
-
-    root = tmp_path_factory.mktemp("published")
-    shutil.copytree(tiny_landing, root / "landing")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LANDING_ROOT", str(root / "landing"))
-        mp.setenv("LAKE_ROOT", str(root / "lake"))
-        mp.setenv("IDS_PSEUDONYM_KEY", KEY)
-        with DagsterInstance.ephemeral() as instance:
-            outcome = Outcome()
-            materialize_everything(build_definitions(), instance, outcome)
-    assert not outcome.runs_failed and not outcome.checks_failed, outcome
-    return root / "lake"
+KEY = PUBLISHED_KEY
 
 
 @pytest.fixture
 def lake(tmp_path, published, monkeypatch) -> Lake:
     monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
+    shutil.copy(published.parent / "anchors.jsonl", tmp_path / "anchors.jsonl")
+    monkeypatch.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "anchors.jsonl"))
     shutil.copytree(published, tmp_path / "lake")
     for folder in (tmp_path / "lake").glob("*/releases"):
         shutil.rmtree(folder)
