@@ -11,10 +11,12 @@ Tamper evidence, three layers:
   on, and nobody without the secret can write an event that verifies (an event recorded
   without the secret is marked `unsigned:` and fails verification);
 - every event's (seq, hash) is also appended to an anchor file outside the lake
-  (`IDS_AUDIT_ANCHORS`, default `$DAGSTER_HOME/audit/anchors.jsonl` — point it at separate,
-  append-only storage in production, e.g. a `chattr +a` file or a WORM bucket), each line
-  with its own HMAC: cutting events off the end of the log, or restoring an older copy of
-  the lake, no longer matches the anchors.
+  (`IDS_AUDIT_ANCHORS`, default `$DAGSTER_HOME/audit/anchors-<hash of the lake's path>.jsonl`),
+  each line with its own HMAC: deleting the log, cutting events off its end or restoring
+  an older copy of the lake no longer matches the anchors. Someone who can rewrite both
+  the lake and the anchor file can still cut both ends alike: in production point
+  IDS_AUDIT_ANCHORS at storage the service can only append to (a `chattr +a` file, a WORM
+  bucket).
 `verify` (`python -m ids_lakehouse audit verify`) checks all three and names the first
 broken link.
 
@@ -24,7 +26,6 @@ process's own, and `via` says how the action came (a schedule, a sensor, the CLI
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import getpass
 import hashlib
@@ -105,27 +106,23 @@ def event_hash(event: dict, key: bytes | None = None) -> str:
 
 
 def anchors_path(lake: Lake) -> Path:
-    """Outside the lake by default, in the Dagster instance's directory and named by the
-    lake's id (a random id kept beside the log), so restoring an older copy of the lake, or
-    cutting both the log and its anchors, takes two places."""
+    """Outside the lake by default: in the Dagster instance's directory, named after the
+    lake's location (nothing inside the lake decides where its anchors are), so deleting
+    or restoring an older copy of the log is seen. A lake that moves keeps its anchors by
+    renaming the file or setting IDS_AUDIT_ANCHORS."""
     from ids_lakehouse.config import dagster_home
 
     custom = os.environ.get("IDS_AUDIT_ANCHORS", "").strip()
     if custom:
         return Path(custom)
-    id_file = lake.place("audit") / "lake_id"
-    if not id_file.exists():
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            with id_file.open("x") as f:
-                f.write(uuid.uuid4().hex)
-    return dagster_home() / "audit" / f"anchors-{id_file.read_text().strip()}.jsonl"
+    where = hashlib.sha256(str(Path(lake.root).resolve()).encode()).hexdigest()[:16]
+    return dagster_home() / "audit" / f"anchors-{where}.jsonl"
 
 
-def _mac(key: bytes | None, seq: int, digest: str) -> str | None:
+def _mac(key: bytes | None, seq: int, digest: str, version: int) -> str | None:
     if key is None:
         return None
-    return hmac.new(key, f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, f"{seq}:{digest}:{version}".encode(), hashlib.sha256).hexdigest()
 
 
 def _read_anchors(path: Path) -> list[dict]:
@@ -165,7 +162,7 @@ def _append_anchors(path: Path, events: list[dict], version: int) -> None:
     key = _key()
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps({"seq": e["seq"], "hash": e["hash"], "version": version,
-                                "mac": _mac(key, e["seq"], e["hash"])}) + "\n"
+                                "mac": _mac(key, e["seq"], e["hash"], version)}) + "\n"
                     for e in events)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -377,7 +374,8 @@ def _check_anchors(out: Verification, events: list[dict], anchors: list[dict]) -
         seq = a.get("seq")
         seen.add(seq)
         if key is not None and not hmac.compare_digest(str(a.get("mac")),
-                                                       str(_mac(key, seq, a.get("hash")))):
+                                                       str(_mac(key, seq, a.get("hash"),
+                                                                    a.get("version")))):
             out.problems.append(f"anchor for seq {seq}: its signature is wrong (forged or "
                                 "edited anchor)")
         if seq not in by_seq:

@@ -142,14 +142,16 @@ def _apply(path: Path, bits: int, gid: int | None) -> bool:
 class Enforced:
     files: int
     changed: int
+    symlinks: tuple[str, ...] = ()     # found, never followed nor changed: investigate
 
 
 def enforce(root: Path, under: Path | None = None) -> Enforced:
     """Give every directory and file under each zone (or only `under`, a folder inside
-    one) its zone's modes and group. Symbolic links are refused: nothing the lakehouse
-    writes is one."""
+    one) its zone's modes and group. Nothing the lakehouse writes is a symbolic link: one
+    found is never followed or changed, only reported (it may have been planted)."""
     prepare(root)
     files = changed = 0
+    links: list[str] = []
     for name, zone in declaration().zones.items():
         gid = group_id(zone)
         top = Path(root) / name
@@ -159,13 +161,15 @@ def enforce(root: Path, under: Path | None = None) -> Enforced:
             top = Path(under)
         for folder, dirs, names in os.walk(top):
             changed += _apply(Path(folder), zone.dir_bits, gid)
+            links += [str(Path(folder) / d) for d in dirs if (Path(folder) / d).is_symlink()]
             for n in names:
                 path = Path(folder) / n
                 if path.is_symlink():
-                    raise ZoneError(f"{path}: a symbolic link inside the lake; remove it")
+                    links.append(str(path))
+                    continue
                 files += 1
                 changed += _apply(path, zone.file_bits, gid)
-    return Enforced(files, changed)
+    return Enforced(files, changed, tuple(links))
 
 
 def enforce_landing(landing: Path) -> None:
@@ -195,12 +199,17 @@ def violations(root: Path) -> list[str]:
         if child.name not in zones:
             out.append(f"{child}: outside every zone")
     for name, zone in zones.items():
-        for folder, _, names in os.walk(Path(root) / name):
+        for folder, dirs, names in os.walk(Path(root) / name):
+            out += [f"{Path(folder) / d}: a symbolic link inside the lake" for d in dirs
+                    if (Path(folder) / d).is_symlink()]
             mode = stat.S_IMODE(Path(folder).lstat().st_mode)
             if mode != zone.dir_bits:
                 out.append(f"{folder}: directory mode {mode:04o}, zone {name} wants "
                            f"{zone.directory_mode}")
             for n in names:
+                if (Path(folder) / n).is_symlink():
+                    out.append(f"{Path(folder) / n}: a symbolic link inside the lake")
+                    continue
                 mode = stat.S_IMODE((Path(folder) / n).lstat().st_mode)
                 if mode != zone.file_bits:
                     out.append(f"{Path(folder) / n}: file mode {mode:04o}, zone {name} wants "

@@ -28,8 +28,12 @@ class LakeResource(ConfigurableResource):
         # After a step of a run. A sensor tick writes only audit events, which the umask
         # already makes 0600 in the restricted zone: no walk of the lake every tick.
         if context.dagster_run is not None:
-            zones.enforce(Path(self.lake_root))
+            done = zones.enforce(Path(self.lake_root))
             zones.enforce_landing(Path(self.landing_root))
+            if done.symlinks and context.log is not None:
+                context.log.warning(f"{len(done.symlinks)} symbolic links inside the lake "
+                                    "(not followed, not changed); investigate: "
+                                    f"{', '.join(done.symlinks[:5])}")
 
     def lake(self) -> config.Lake:
         return config.Lake(Path(self.lake_root))

@@ -317,6 +317,44 @@ def test_restoring_an_older_copy_of_the_log_is_found(lake, tmp_path):
     assert any("no such event" in p for p in result.problems)
 
 
+def test_deleting_the_whole_log_is_found_with_the_default_anchors(lake, tmp_path,
+                                                                   monkeypatch):
+    """By default the anchors live in the Dagster instance's directory, under a name
+    derived from the lake's location: nothing inside the lake can point them elsewhere."""
+    anchored = audit.anchors_path(lake).read_text()
+    monkeypatch.delenv("IDS_AUDIT_ANCHORS")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    default = audit.anchors_path(lake)
+    assert default.is_relative_to(tmp_path / "dagster_home")
+    default.parent.mkdir(parents=True)
+    default.write_text(anchored)
+    assert audit.verify(lake).intact
+    shutil.rmtree(lake.audit())
+    (lake.place("audit") / "lake_id").write_text("../../../../tmp/elsewhere")   # ignored
+    result = audit.verify(lake)
+    assert any("is gone" in p for p in result.problems), result.problems
+    audit.record(lake, "steward_decision", "life goes on")
+    assert not audit.verify(lake).intact
+    assert audit.anchors_path(lake) == default
+
+
+def test_a_planted_symbolic_link_is_reported_not_followed(lake, tmp_path):
+    target = tmp_path / "outside.txt"
+    target.write_text("not the lake's")
+    target.chmod(0o644)
+    (lake.place("audit") / "evil").symlink_to(target)
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    done = subprocess.run(
+        [sys.executable, "-m", "ids_lakehouse", "steward", "--left", xref["unique_id"][0],
+         "--right", xref["unique_id"][1], "--decision", "match", "--steward",
+         "ana.steward@ids.example.gov", "--reason", "same person"], capture_output=True,
+        text=True, cwd=REPO, env={**os.environ, "LAKE_ROOT": str(lake.root)}, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("warning: 1 symbolic links inside the lake")
+    assert _mode(target) == 0o644                          # the target was not touched
+    assert any("symbolic link" in v for v in zones.violations(lake.root))
+
+
 def test_a_missing_log_entry_is_reported_not_crashed_on(lake):
     log = lake.audit() / "_delta_log"
     middle = sorted(log.glob("*.json"))[2]
