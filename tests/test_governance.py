@@ -471,3 +471,19 @@ def test_the_output_check_refuses_rows_from_a_non_party_source():
     refusals = releases.provenance_refusals(frames, a)
     assert {r.rule for r in refusals} == {"source_not_party", "provenance_unknown"}
     assert any("1 rows derive from childcare" in r.reason for r in refusals)
+
+
+def test_the_contact_directory_shortcut_equals_survivorship_of_every_group(built):
+    """contacts.build takes a person's single record per source as is; the result must be
+    what survivorship over every (person, source) group gives."""
+    from ids_lakehouse.marts import contacts
+    from ids_lakehouse.marts.people import linked, survive
+
+    lake = Lake(built)
+    records = pl.from_arrow(delta.read(lake.silver("person_record")))
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    full = survive(linked(records, xref), ["person_id", "source"], contacts.ATTRIBUTES)
+    built_now = contacts.build(records, xref)
+    assert built_now.equals(full.select(contacts.FIELDS).sort(["person_id", "source"]))
+    groups = linked(records, xref).group_by("person_id", "source").len()
+    assert (groups["len"] > 1).any() and (groups["len"] == 1).any()   # both paths ran
