@@ -13,7 +13,7 @@ from dagster import (
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from assets.marts import gold_key, mart_checks
-from ids_lakehouse import audit, releases
+from ids_lakehouse import audit, releases, zones
 from ids_lakehouse.agreements import Agreement, load_agreements
 from ids_lakehouse.deid.policy import load_policy
 from pipelines.resources import LakeResource
@@ -62,6 +62,8 @@ def build_release_asset(agreement: Agreement):
         except releases.ReleaseRefused as exc:
             raise Failure(description=str(exc), allow_retries=False, metadata={
                 "refusals": [r.__dict__ for r in exc.refusals]}) from None
+        except zones.ZoneError as exc:      # e.g. a planted link: one clear line
+            raise Failure(description=str(exc), allow_retries=False) from None
         return MaterializeResult(metadata={
             "version": manifest["version"], "recipient": agreement.recipient.organisation,
             "files": manifest["files"], "inputs": manifest["inputs"],

@@ -75,18 +75,30 @@ def os_identity() -> tuple[str, str]:
 UNSIGNED = "unsigned:"
 
 
-def _key() -> bytes | None:
+class AuditKeyError(RuntimeError):
+    pass
+
+
+def lake_name(lake: Lake) -> str:
+    """Which lake a log belongs to: IDS_LAKE_NAME, or the lake's resolved path. It names
+    the anchor file and is part of the signing key, so an event copied from another lake
+    (a clone sharing the secret) never verifies here. A lake that moves keeps its name by
+    setting IDS_LAKE_NAME to its old path."""
+    return os.environ.get("IDS_LAKE_NAME", "").strip() or str(Path(lake.root).resolve())
+
+
+def signing_key(lake: Lake) -> bytes | None:
     from ids_lakehouse.config import MissingSecretError, pseudonym_key
     from ids_lakehouse.deid.pseudonym import derive_key
 
     try:
-        return derive_key(pseudonym_key(), "audit/chain")
+        return derive_key(pseudonym_key(), f"audit/chain/{lake_name(lake)}")
     except MissingSecretError:
         return None
 
 
-def event_hash(event: dict, key: bytes | None = None) -> str:
-    """HMAC-SHA256 under `key` (default: the audit key) over the event's fields (all but
+def event_hash(event: dict, key: bytes | None) -> str:
+    """HMAC-SHA256 under `key` (the lake's audit key) over the event's fields (all but
     `hash`, prev_hash included), in schema order, canonical JSON; without a key, an
     `unsigned:` SHA-256."""
     body = {}
@@ -99,7 +111,6 @@ def event_hash(event: dict, key: bytes | None = None) -> str:
         body[name] = value
     payload = json.dumps(body, sort_keys=False, separators=(",", ":"),
                          ensure_ascii=True).encode()
-    key = key if key is not None else _key()
     if key is None:
         return UNSIGNED + hashlib.sha256(payload).hexdigest()
     return hmac.new(key, payload, hashlib.sha256).hexdigest()
@@ -115,7 +126,7 @@ def anchors_path(lake: Lake) -> Path:
     custom = os.environ.get("IDS_AUDIT_ANCHORS", "").strip()
     if custom:
         return Path(custom)
-    where = hashlib.sha256(str(Path(lake.root).resolve()).encode()).hexdigest()[:16]
+    where = hashlib.sha256(lake_name(lake).encode()).hexdigest()[:16]
     return dagster_home() / "audit" / f"anchors-{where}.jsonl"
 
 
@@ -149,59 +160,97 @@ def _last_anchor(path: Path) -> dict | None:
         block = min(size, 4096)
         f.seek(size - block)
         lines = f.read().splitlines()
-    for line in reversed(lines):
+    for line in reversed(lines):     # a torn last line (a crash mid-write) is skipped
         if line.strip():
             try:
                 return json.loads(line)
             except json.JSONDecodeError:
-                return None
+                continue
     return None
 
 
-def _append_anchors(path: Path, events: list[dict], version: int) -> None:
-    key = _key()
+def _append_anchors(lake: Lake, events: list[dict], version: int) -> None:
+    key, path = signing_key(lake), anchors_path(lake)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps({"seq": e["seq"], "hash": e["hash"], "version": version,
                                 "mac": _mac(key, e["seq"], e["hash"], version)}) + "\n"
                     for e in events)
+    torn = path.exists() and path.stat().st_size > 0 and \
+        path.read_bytes()[-1:] != b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, lines.encode())
+        os.write(fd, (("\n" if torn else "") + lines).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
 def _head(lake: Lake) -> tuple[int, str]:
-    """(seq, hash) of the last event, from the last anchor when it is current. An event
-    committed by a process that died before anchoring it is anchored now; events missing
-    from the table (tampering) are not papered over: the chain continues from the anchor."""
+    """(seq, hash) of the last event, from the last anchor when it is current.
+
+    Events committed after the last anchor come from a writer that died between its commit
+    and its anchor, or from someone writing behind the log's back. Those that chain on
+    from the anchor and carry this lake's signature are anchored now; the first that does
+    not stops it, and is left for `verify` to report (the chain continues from the last
+    good event). Without any anchor, nothing already in the table is anchored (trusting
+    it would sign whatever was done to it): the chain continues from its last event and
+    `verify` keeps reporting the unanchored ones until an operator, having looked, runs
+    `audit anchor`."""
     from ids_lakehouse import delta
 
-    path, anchors = lake.audit(), anchors_path(lake)
-    last = _last_anchor(anchors)
+    path = lake.audit()
+    last = _last_anchor(anchors_path(lake))
     if not delta.exists(path):
         return (last["seq"], last["hash"]) if last else (0, GENESIS)
     version = delta.table(path).version()
     if last is not None and last.get("version") == version:
         return last["seq"], last["hash"]
-    # Events committed after the last anchor: a writer died between its commit and its
-    # anchor, or someone wrote to the table behind the log's back. Only events that chain
-    # on from the anchor and carry a valid signature are anchored; anything else is left
-    # for `verify` to report, and the chain continues from the last good event.
-    after, prev = (0, GENESIS) if last is None else (int(last["seq"]), last["hash"])
-    newer = sorted((e for e in delta.read(path).to_pylist() if e["seq"] > after),
-                   key=lambda e: e["seq"])
-    good = []
-    for e in newer:
-        if e["seq"] != after + 1 or e["prev_hash"] != prev or e["hash"].startswith(UNSIGNED) \
-                or not hmac.compare_digest(event_hash(e), e["hash"]):
+    events = sorted(delta.read(path).to_pylist(), key=lambda e: e["seq"])
+    if last is None:
+        return (events[-1]["seq"], events[-1]["hash"]) if events else (0, GENESIS)
+    good = _chaining(lake, [e for e in events if e["seq"] > int(last["seq"])],
+                     int(last["seq"]), last["hash"])
+    if good:
+        _append_anchors(lake, good, version)
+        return good[-1]["seq"], good[-1]["hash"]
+    return last["seq"], last["hash"]
+
+
+def _chaining(lake: Lake, events: list[dict], after: int, prev: str) -> list[dict]:
+    """The events that follow (after, prev) link by link with this lake's signature."""
+    key, good = signing_key(lake), []
+    for e in events:
+        if key is None or e["seq"] != after + 1 or e["prev_hash"] != prev or \
+                not hmac.compare_digest(event_hash(e, key), str(e["hash"])):
             break
         good.append(e)
         after, prev = e["seq"], e["hash"]
-    if good:
-        _append_anchors(anchors, good, version)
-    return after, prev
+    return good
+
+
+def anchor_unanchored(lake: Lake, operator: str) -> int:
+    """After an operator has looked (`verify` lists what is unanchored): record who asked,
+    then anchor the events without an anchor in the unbroken, signed part of the chain
+    (from its first event to the first broken link). Returns how many. Killed half-way,
+    the request is on record and verify still fails until it is run again."""
+    from ids_lakehouse import delta, locks
+
+    path = lake.audit()
+    if not delta.exists(path):
+        return 0
+    record(lake, "audit_anchored", "an operator asked to anchor the unanchored audit events",
+           actor=operator, via="cli:audit anchor")
+    with locks.exclusive(lake, "audit", timeout_s=300):
+        anchored = {a.get("seq") for a in _read_anchors(anchors_path(lake))}
+        events = sorted(delta.read(path).to_pylist(), key=lambda e: e["seq"])
+        chain = _chaining(lake, events, 0, GENESIS)
+        good = [e for e in chain if e["seq"] not in anchored]
+        if good:
+            # The file's last line must stay the chain's head (what the next write
+            # continues from): repeat the head's anchor after the back-filled ones.
+            head = [] if chain[-1] is good[-1] else [chain[-1]]
+            _append_anchors(lake, good + head, delta.table(path).version())
+    return len(good)
 
 
 def launched_by(tags: dict[str, str]) -> dict[str, str | None]:
@@ -225,14 +274,26 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
            via: str | None = None, source: str | None = None, asset: str | None = None,
            partition: str | None = None, run_id: str | None = None,
            details: dict | None = None) -> str:
-    """Append one event to the chain (one writer at a time, across processes)."""
-    from ids_lakehouse import delta, locks
+    """Append one event to the chain (one writer at a time, across processes). Refuses
+    without the secret, or with a secret that did not sign this lake's log: an event that
+    can never verify would break the log for good."""
+    from ids_lakehouse import crash, delta, locks, zones
+    from ids_lakehouse.config import MissingSecretError
 
-    from ids_lakehouse import zones
-
+    key = signing_key(lake)
+    if key is None:
+        raise MissingSecretError("IDS_PSEUDONYM_KEY is unset or too short: the audit log "
+                                 "cannot be signed, so nothing that must be audited is done")
     zones.prepare(lake.root)        # private umask: the log is restricted
     user, host = os_identity()
     with locks.exclusive(lake, "audit", timeout_s=300):
+        last = _last_anchor(anchors_path(lake))
+        if last is not None and not hmac.compare_digest(
+                str(last.get("mac")), str(_mac(key, last.get("seq"), last.get("hash"),
+                                               last.get("version")))):
+            raise AuditKeyError("IDS_PSEUDONYM_KEY (or IDS_LAKE_NAME) is not the one this "
+                                "lake's audit log is signed with, or IDS_AUDIT_ANCHORS "
+                                "points at another lake's anchors; nothing was recorded")
         seq, prev = _head(lake)
         event = {"seq": seq + 1, "event_id": uuid.uuid4().hex,
                  "recorded_at": dt.datetime.now(dt.timezone.utc), "kind": kind,
@@ -241,11 +302,12 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
                  "run_id": run_id, "message": message,
                  "details": json.dumps(details or {}, sort_keys=True, default=str),
                  "prev_hash": prev}
-        event["hash"] = event_hash(event)
+        event["hash"] = event_hash(event, key)
         path = lake.audit()
         write_deltalake(str(path), pa.Table.from_pylist([event], schema=AUDIT_SCHEMA),
                         mode="append", configuration=APPEND_ONLY)
-        _append_anchors(anchors_path(lake), [event], delta.table(path).version())
+        crash.point("audit.before_anchor")
+        _append_anchors(lake, [event], delta.table(path).version())
     return event["event_id"]
 
 
@@ -263,6 +325,7 @@ class Verification:
     events: int = 0
     anchors: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # worth a look, not a broken link
 
     @property
     def intact(self) -> bool:
@@ -306,7 +369,7 @@ def verify(lake: Lake) -> Verification:
                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
         return out
     out.events = len(events)
-    key = _key()
+    key = signing_key(lake)
     prev, expected = GENESIS, 1
     for e in events:
         if e["seq"] != expected:
@@ -326,7 +389,7 @@ def verify(lake: Lake) -> Verification:
             out.problems.append(f"seq {e['seq']} (event {e['event_id']}): its content does "
                                 "not match its signed hash (edited or forged)")
         prev, expected = e["hash"], expected + 1
-    _check_anchors(out, events, anchors)
+    _check_anchors(out, events, anchors, key)
     return out
 
 
@@ -359,8 +422,8 @@ def _check_log(out: Verification, path: Path) -> None:
                                     "without append-only")
 
 
-def _check_anchors(out: Verification, events: list[dict], anchors: list[dict]) -> None:
-    key = _key()
+def _check_anchors(out: Verification, events: list[dict], anchors: list[dict],
+                   key: bytes | None) -> None:
     by_seq = {e["seq"]: e["hash"] for e in events}
     if events and not anchors:
         out.problems.append("the anchor file is missing or empty: the chain cannot be "
@@ -368,8 +431,9 @@ def _check_anchors(out: Verification, events: list[dict], anchors: list[dict]) -
         return
     seen = set()
     for a in anchors:
-        if "_bad_line" in a:
-            out.problems.append(f"anchor file line {a['_bad_line']} is not valid JSON")
+        if "_bad_line" in a:    # vouches for nothing (a torn write, or noise): only noted
+            out.notes.append(f"anchor file line {a['_bad_line']} is not valid JSON (a write "
+                             "torn by a crash?); it vouches for nothing")
             continue
         seq = a.get("seq")
         seen.add(seq)
@@ -387,7 +451,9 @@ def _check_anchors(out: Verification, events: list[dict], anchors: list[dict]) -
     unanchored = sorted(set(by_seq) - seen)
     if unanchored:
         out.problems.append(f"{len(unanchored)} events have no anchor (first: seq "
-                            f"{unanchored[0]})")
+                            f"{unanchored[0]}); once you have checked them, `python -m "
+                            "ids_lakehouse audit anchor --operator EMAIL` anchors those "
+                            "that chain and are signed")
     if key is None:
         out.problems.append("IDS_PSEUDONYM_KEY is not set: the signatures of events and "
                             "anchors cannot be checked")

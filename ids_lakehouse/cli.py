@@ -47,25 +47,33 @@ def _enforce(root: Path) -> None:
     if done.symlinks:
         print(f"warning: {len(done.symlinks)} symbolic links inside the lake (not followed, "
               f"not changed); investigate: {', '.join(done.symlinks[:5])}", file=sys.stderr)
+    if done.hard_links:
+        print(f"warning: {len(done.hard_links)} hard-linked files inside the lake (modes not "
+              f"changed); investigate: {', '.join(done.hard_links[:5])}", file=sys.stderr)
 
 
 def _steward(args: argparse.Namespace) -> int:
     from ids_lakehouse import audit, config, zones
-    from ids_lakehouse.identity.index import DecisionError, record_decision
+    from ids_lakehouse.identity.index import DecisionError, record_decision, validate_decision
 
     lake = config.lake()
-    if lake.root.is_dir():
-        zones.prepare(lake.root)
     try:
-        record_decision(lake, args.left, args.right, args.decision, args.steward,
-                        args.reason, check_index=True)
+        validate_decision(lake, args.left, args.right, args.decision, args.steward,
+                          args.reason)
     except DecisionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    zones.prepare(lake.root)
+    # The audit event first: a decision that takes effect is always on record (a process
+    # killed between the two leaves an audited decision to re-enter, never the reverse).
     audit.record(lake, "steward_decision", f"{args.decision}: {args.left} / {args.right}",
                  actor=args.steward, via="cli:steward (e-mail as given; the OS account is "
                  "in os_user)", details={"left": args.left, "right": args.right,
                                          "decision": args.decision, "reason": args.reason})
+    from ids_lakehouse import crash
+
+    crash.point("steward.after_audit")
+    record_decision(lake, args.left, args.right, args.decision, args.steward, args.reason)
     _enforce(lake.root)
     print(f"recorded: {args.decision} for {args.left} / {args.right}; honoured from the "
           "next identity run")
@@ -76,6 +84,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from ids_lakehouse import audit, config
 
     result = audit.verify(config.lake())
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     if result.intact:
         print(f"audit log intact: {result.events} events, each chained to the one before "
               f"and matching its signed anchor ({audit.anchors_path(config.lake())})")
@@ -85,6 +95,18 @@ def _audit_verify(args: argparse.Namespace) -> int:
     for problem in result.problems[1:]:
         print(f"  also: {problem}", file=sys.stderr)
     return 1
+
+
+def _audit_anchor(args: argparse.Namespace) -> int:
+    from ids_lakehouse import audit, config
+    from ids_lakehouse.identity.index import STEWARD_EMAIL
+
+    if len(args.operator) > 254 or not STEWARD_EMAIL.fullmatch(args.operator):
+        print("error: --operator must be your e-mail address", file=sys.stderr)
+        return 2
+    count = audit.anchor_unanchored(config.lake(), args.operator)
+    print(f"anchored {count} events; run `audit verify` again")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +143,25 @@ def main(argv: list[str] | None = None) -> int:
     verify = aud_sub.add_parser("verify", help="check the hash chain, anchors and history; "
                                 "exit 1 and name the first broken link if tampered with")
     verify.set_defaults(func=_audit_verify)
+    anchor = aud_sub.add_parser("anchor", help="after checking what verify reports as "
+                                "unanchored (a lost or new anchor file), anchor the events "
+                                "that chain on and are signed; the act is audited")
+    anchor.add_argument("--operator", required=True, help="your e-mail address")
+    anchor.set_defaults(func=_audit_anchor)
 
     parser.error = _usage_error     # one line, exit 2, for every command
     args = parser.parse_args(argv)
     os.umask(0o077)     # everything the CLI writes (extracts, lake, instance) is private
-    return args.func(args)
+    from ids_lakehouse.audit import AuditKeyError
+    from ids_lakehouse.config import MissingSecretError
+    from ids_lakehouse.locks import LockTimeout
+    from ids_lakehouse.zones import ZoneError
+
+    try:
+        return args.func(args)
+    except (ZoneError, MissingSecretError, LockTimeout, AuditKeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

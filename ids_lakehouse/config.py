@@ -29,10 +29,10 @@ class Lake:
     root: Path
 
     def place(self, layer: str, name: str | None = None) -> Path:
-        from ids_lakehouse.zones import zone_of
+        from ids_lakehouse.zones import no_links, zone_of
 
         base = self.root / zone_of(layer, name) / layer
-        return base if name is None else base / name
+        return no_links(self.root, base if name is None else base / name)
 
     def table(self, layer: str, name: str) -> Path:
         return self.place(layer, name)
@@ -71,9 +71,10 @@ class Lake:
 
     def releases(self, agreement_id: str, purpose: str) -> Path:
         """An agreement's releases: identified (operations) ones stay restricted."""
-        from ids_lakehouse.zones import zone_of
+        from ids_lakehouse.zones import no_links, zone_of
 
-        return self.root / zone_of("releases", purpose) / "releases" / agreement_id
+        return no_links(self.root, self.root / zone_of("releases", purpose) / "releases" /
+                        agreement_id)
 
     def docs(self, kind: str) -> Path:
         """Generated documentation: `data_docs` (validation results), `catalog`."""

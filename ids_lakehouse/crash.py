@@ -16,6 +16,10 @@ POINTS = (
     "identity.before_xref",       # index and events written, person_xref not yet
     "marts.after_first_mart",     # one gold mart replaced, the others not yet
     "release.after_files",        # a release's files staged, not yet published
+    "audit.before_anchor",        # an audit event committed, its anchor not yet written
+)
+CLI_POINTS = (
+    "steward.after_audit",        # a decision audited, not yet recorded
 )
 
 

@@ -101,17 +101,30 @@ def group_id(zone: Zone) -> int | None:
 LEGACY_LAYERS = ("bronze", "quarantine", "silver", "identity", "gold")
 
 
-_prepared: set[Path] = set()
 ROOT_MODE = 0o755
+
+
+def no_links(root: Path, path: Path) -> Path:
+    """`path`, after checking that no directory between the lake's root and it is a
+    symbolic link: the lakehouse never writes through one (a planted link would send
+    restricted data, or mode changes, out of the lake)."""
+    root, path = Path(root), Path(path)
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise ZoneError(f"{current} is a symbolic link inside the lake; the lakehouse "
+                            "does not write through links. Remove it (and find who put it "
+                            "there)")
+    return path
 
 
 def prepare(root: Path) -> None:
     """Before a process writes the lake: private umask, and each zone's root in place with
-    its modes. Refuses a lake in the layout that predates zones (layers at the top)."""
+    its modes (a real directory, not a link). Refuses a lake in the layout that predates
+    zones (layers at the top)."""
     os.umask(0o077)
     root = Path(root)
-    if root in _prepared:
-        return
     legacy = [layer for layer in LEGACY_LAYERS if (root / layer).is_dir()]
     if legacy:
         raise ZoneError(f"LAKE_ROOT={root} holds layers at its top ({', '.join(legacy)}): "
@@ -120,10 +133,9 @@ def prepare(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     _apply(root, ROOT_MODE, None)   # traversable: each zone's own directory guards it
     for name, zone in declaration().zones.items():
-        folder = root / name
+        folder = no_links(root, root / name)
         folder.mkdir(exist_ok=True)
         _apply(folder, zone.dir_bits, group_id(zone))
-    _prepared.add(root)
 
 
 def _apply(path: Path, bits: int, gid: int | None) -> bool:
@@ -143,6 +155,7 @@ class Enforced:
     files: int
     changed: int
     symlinks: tuple[str, ...] = ()     # found, never followed nor changed: investigate
+    hard_links: tuple[str, ...] = ()   # files with other names elsewhere: left unchanged
 
 
 def enforce(root: Path, under: Path | None = None) -> Enforced:
@@ -152,6 +165,7 @@ def enforce(root: Path, under: Path | None = None) -> Enforced:
     prepare(root)
     files = changed = 0
     links: list[str] = []
+    hard: list[str] = []
     for name, zone in declaration().zones.items():
         gid = group_id(zone)
         top = Path(root) / name
@@ -167,9 +181,12 @@ def enforce(root: Path, under: Path | None = None) -> Enforced:
                 if path.is_symlink():
                     links.append(str(path))
                     continue
+                if path.lstat().st_nlink > 1:     # changing it would change the other name
+                    hard.append(str(path))
+                    continue
                 files += 1
                 changed += _apply(path, zone.file_bits, gid)
-    return Enforced(files, changed, tuple(links))
+    return Enforced(files, changed, tuple(links), tuple(hard))
 
 
 def enforce_landing(landing: Path) -> None:
@@ -209,6 +226,9 @@ def violations(root: Path) -> list[str]:
             for n in names:
                 if (Path(folder) / n).is_symlink():
                     out.append(f"{Path(folder) / n}: a symbolic link inside the lake")
+                    continue
+                if (Path(folder) / n).lstat().st_nlink > 1:
+                    out.append(f"{Path(folder) / n}: a hard link (the file has other names)")
                     continue
                 mode = stat.S_IMODE((Path(folder) / n).lstat().st_mode)
                 if mode != zone.file_bits:

@@ -34,6 +34,10 @@ class LakeResource(ConfigurableResource):
                 context.log.warning(f"{len(done.symlinks)} symbolic links inside the lake "
                                     "(not followed, not changed); investigate: "
                                     f"{', '.join(done.symlinks[:5])}")
+            if done.hard_links and context.log is not None:
+                context.log.warning(f"{len(done.hard_links)} hard-linked files inside the "
+                                    "lake (modes not changed); investigate: "
+                                    f"{', '.join(done.hard_links[:5])}")
 
     def lake(self) -> config.Lake:
         return config.Lake(Path(self.lake_root))

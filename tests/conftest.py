@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,12 @@ def silver_lake(tmp_path, tiny_silver) -> Lake:
 @pytest.fixture(autouse=True)
 def _audit_anchors_per_test(tmp_path, monkeypatch):
     """The audit log's anchors default to DAGSTER_HOME (the repository's .dagster_home
-    when unset): each test keeps its own, beside its tmp_path."""
+    when unset): each test keeps its own, beside its tmp_path. The log is signed with the
+    pseudonym secret, which every writer needs: tests get a throwaway one unless they
+    set their own."""
     monkeypatch.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "audit_anchors.jsonl"))
+    if len(os.environ.get("IDS_PSEUDONYM_KEY", "")) < 32:
+        monkeypatch.setenv("IDS_PSEUDONYM_KEY", "test-only-default-key-" + "9" * 32)
 
 
 @pytest.fixture(autouse=True)

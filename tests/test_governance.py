@@ -43,6 +43,9 @@ def lake(tmp_path, built, monkeypatch) -> Lake:
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
     shutil.copy(built.parent / "anchors.jsonl", tmp_path / "anchors.jsonl")
     monkeypatch.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "anchors.jsonl"))
+    # A copy of the published lake: it keeps the lake's name (its audit signing key), as
+    # a lake that moves does.
+    monkeypatch.setenv("IDS_LAKE_NAME", str(built.resolve()))
     shutil.copytree(built, tmp_path / "lake", symlinks=True)
     zones.enforce(tmp_path / "lake")
     return Lake(tmp_path / "lake")
@@ -238,6 +241,7 @@ def _rewrite(lake: Lake, events: list[dict], key: bytes | None) -> None:
     and overwrite the table, as an attacker with write access would."""
     import pyarrow as pa
 
+    key = audit.signing_key(lake) if key is None else key
     prev = audit.GENESIS
     for e in events:
         e["prev_hash"] = prev
@@ -487,3 +491,148 @@ def test_the_contact_directory_shortcut_equals_survivorship_of_every_group(built
     assert built_now.equals(full.select(contacts.FIELDS).sort(["person_id", "source"]))
     groups = linked(records, xref).group_by("person_id", "source").len()
     assert (groups["len"] > 1).any() and (groups["len"] == 1).any()   # both paths ran
+
+
+# -- round 3 of the red team -------------------------------------------------------------
+
+def _steward_cli(lake: Lake, *, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    return subprocess.run(
+        [sys.executable, "-m", "ids_lakehouse", "steward", "--left", xref["unique_id"][0],
+         "--right", xref["unique_id"][1], "--decision", "match", "--steward",
+         "ana.steward@ids.example.gov", "--reason", "same person"], capture_output=True,
+        text=True, cwd=REPO, timeout=120,
+        env={**os.environ, "LAKE_ROOT": str(lake.root), **(extra_env or {})})
+
+
+def test_an_event_replayed_from_a_clone_of_the_lake_never_verifies(lake, tmp_path,
+                                                                   monkeypatch):
+    """A clone (same secret, another place) signs with its own lake's key: its events
+    copied into this log are not anchored by a later write, and verify names them."""
+    import pyarrow as pa
+
+    clone = Lake(tmp_path / "clone")
+    shutil.copytree(lake.root, clone.root)
+    with monkeypatch.context() as mp:
+        mp.delenv("IDS_LAKE_NAME")
+        mp.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "clone_anchors.jsonl"))
+        audit.record(clone, "steward_decision", "decided in the clone")
+        replayed = audit.read(clone).to_pylist()[-1]
+    write_deltalake(str(lake.audit()), pa.Table.from_pylist([replayed],
+                                                            schema=audit.AUDIT_SCHEMA),
+                    mode="append")
+    audit.record(lake, "steward_decision", "an ordinary write after the replay")
+    result = audit.verify(lake)
+    assert any(f"event {replayed['event_id']}" in p for p in result.problems), result.problems
+
+
+def test_a_zone_replaced_by_a_symbolic_link_stops_every_write(lake, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "id_rsa").write_text("secret")
+    (outside / "id_rsa").chmod(0o600)
+    shutil.rmtree(lake.root / "published")
+    (lake.root / "published").symlink_to(outside)
+    done = _steward_cli(lake)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "is a symbolic link inside the lake" in done.stderr
+    assert _mode(outside / "id_rsa") == 0o600 and _mode(outside) == 0o700
+
+
+def test_a_release_never_writes_through_a_planted_link(lake, tmp_path):
+    traveller = load_agreements()["dsa-traveller-followup"]
+    outside = tmp_path / "exfiltrate"
+    outside.mkdir()
+    target = lake.root / "restricted" / "releases" / traveller.id
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(outside)
+    with pytest.raises(zones.ZoneError, match="symbolic link"):
+        releases.release(lake, traveller, dt.date(2026, 1, 15), PASSED, "run-1", 11)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_planted_hard_link_is_left_alone_and_reported(lake, tmp_path):
+    outside = tmp_path / "private.txt"
+    outside.write_text("someone else's")
+    outside.chmod(0o600)
+    os.link(outside, lake.docs("catalog") / "planted.json")
+    done = zones.enforce(lake.root)
+    assert _mode(outside) == 0o600 and done.hard_links
+    assert any("hard link" in v for v in zones.violations(lake.root))
+
+
+def test_a_lost_anchor_file_does_not_bless_what_was_done_meanwhile(lake):
+    """Without anchors nothing already in the table is trusted: a tail cut while they
+    were gone stays reported after ordinary writes, until an operator anchors, on record."""
+    anchors = audit.anchors_path(lake)
+    events = audit.read(lake).to_pylist()
+    anchors.unlink()
+    _unlock(lake).delete(f"seq >= {events[-2]['seq']}")
+    audit.record(lake, "steward_decision", "ordinary write 1")
+    audit.record(lake, "steward_decision", "ordinary write 2")
+    result = audit.verify(lake)
+    assert any("no anchor" in p for p in result.problems), result.problems
+    done = subprocess.run([sys.executable, "-m", "ids_lakehouse", "audit", "anchor",
+                           "--operator", "ops@ids.example.gov"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "LAKE_ROOT": str(lake.root)})
+    assert done.returncode == 0, done.stderr
+    last = audit.read(lake).to_pylist()[-1]
+    assert last["kind"] == "audit_anchored" and last["actor"] == "ops@ids.example.gov"
+    remaining = audit.verify(lake).problems        # the Delta history still shows the cut
+    assert remaining and all("no anchor" not in p for p in remaining), "\n".join(remaining)
+
+
+def test_a_writer_killed_between_commit_and_anchor_leaves_a_verifiable_log(lake, tmp_path):
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    (crashes / "audit.before_anchor").touch()
+    env = {"IDS_CRASH_DIR": str(crashes)}
+    killed = _steward_cli(lake, extra_env=env)
+    assert killed.returncode == -9
+    assert _steward_cli(lake, extra_env=env).returncode == 0
+    result = audit.verify(lake)
+    assert result.intact, result.problems
+
+
+def test_a_steward_killed_after_the_audit_leaves_no_unaudited_decision(lake, tmp_path):
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    (crashes / "steward.after_audit").touch()
+    decisions = delta.count(lake.identity("steward_decisions"))
+    killed = _steward_cli(lake, extra_env={"IDS_CRASH_DIR": str(crashes)})
+    assert killed.returncode == -9
+    assert delta.count(lake.identity("steward_decisions")) == decisions   # nothing in force
+    assert audit.read(lake).to_pylist()[-1]["kind"] == "steward_decision"  # but on record
+    assert audit.verify(lake).intact
+
+
+# -- round 4 -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", [None, "short", "another-key-of-the-right-length-0123456789"])
+def test_a_writer_without_the_logs_key_records_nothing_and_says_so(lake, key):
+    env = {k: v for k, v in os.environ.items() if k != "IDS_PSEUDONYM_KEY"}
+    if key is not None:
+        env["IDS_PSEUDONYM_KEY"] = key
+    decisions, events = delta.count(lake.identity("steward_decisions")), audit.read(lake).num_rows
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    done = subprocess.run(
+        [sys.executable, "-m", "ids_lakehouse", "steward", "--left", xref["unique_id"][0],
+         "--right", xref["unique_id"][1], "--decision", "match", "--steward",
+         "ana.steward@ids.example.gov", "--reason", "same person"], capture_output=True,
+        text=True, cwd=REPO, timeout=120, env={**env, "LAKE_ROOT": str(lake.root)})
+    assert done.returncode == 2 and done.stderr.startswith("error: IDS_PSEUDONYM_KEY")
+    assert "Traceback" not in done.stderr
+    assert delta.count(lake.identity("steward_decisions")) == decisions
+    assert audit.read(lake).num_rows == events and audit.verify(lake).intact
+
+
+def test_a_torn_anchor_line_is_noted_not_fatal(lake):
+    anchors = audit.anchors_path(lake)
+    with anchors.open("a") as f:
+        f.write('{"seq": 99, "hash": "ab')           # a write cut by a crash
+    audit.record(lake, "steward_decision", "the next write")
+    result = audit.verify(lake)
+    assert result.intact, result.problems
+    assert any("not valid JSON" in n for n in result.notes)

@@ -30,6 +30,7 @@ def _demo(work: Path, landing: Path, crashes: Path | None = None) -> int:
            "DAGSTER_HOME": str(work / "dagster_home"),
            "IDS_PSEUDONYM_KEY": "test-only-key-" + "0" * 32}
     env.pop("IDS_DAGSTER_PROFILE", None)
+    env.pop("IDS_AUDIT_ANCHORS", None)     # each lake's own, under its DAGSTER_HOME
     if crashes is not None:
         env["IDS_CRASH_DIR"] = str(crashes)
     proc = subprocess.run(

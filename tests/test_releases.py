@@ -26,6 +26,9 @@ def lake(tmp_path, published, monkeypatch) -> Lake:
     monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
     shutil.copy(published.parent / "anchors.jsonl", tmp_path / "anchors.jsonl")
     monkeypatch.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "anchors.jsonl"))
+    # A copy of the published lake: it keeps the lake's name (its audit signing key), as
+    # a lake that moves does.
+    monkeypatch.setenv("IDS_LAKE_NAME", str(published.resolve()))
     shutil.copytree(published, tmp_path / "lake")
     for folder in (tmp_path / "lake").glob("*/releases"):
         shutil.rmtree(folder)
