@@ -1,12 +1,15 @@
 """Gated releases: what is handed to whom, under which agreement.
 
-A release writes `LAKE_ROOT/<zone>/releases/<agreement>/<version>/` (zone by purpose) with one Parquet file per mart
-and a manifest (files, rows, SHA-256, the Delta version of every input, the agreement and
-its fingerprint, the time). The gate refuses — with every reason, audited, nothing
-written — when the agreement is not in force, the release asks for a mart or field the
-agreement does not permit (or that does not exist), or a blocking check upstream has not
-passed. Research pseudonyms are re-keyed per agreement so recipients cannot join files.
-A release can be rebuilt byte for byte from its manifest (Delta time travel)."""
+A release writes `LAKE_ROOT/<zone>/releases/<agreement>/<version>/` (the zone by purpose)
+with one Parquet file per mart and a manifest (files, rows, SHA-256, the Delta version of
+every input, the agreement and the fingerprint of the declaration applied, the time). The
+gate refuses — with every reason, audited, nothing written — when the agreement is not in
+force, the release asks for a mart or field the agreement does not permit (or that does
+not exist), a blocking check upstream has not passed, or a row would derive from a source
+outside the agreement (see docs/adr/0002). A research release is built from the
+agreement's sources alone, with pseudonyms re-keyed per agreement so recipients cannot
+join files. A release can be rebuilt byte for byte from its manifest (Delta time
+travel)."""
 
 from __future__ import annotations
 
