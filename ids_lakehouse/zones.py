@@ -128,7 +128,8 @@ def prepare(root: Path) -> None:
     legacy = [layer for layer in LEGACY_LAYERS if (root / layer).is_dir()]
     if legacy:
         raise ZoneError(f"LAKE_ROOT={root} holds layers at its top ({', '.join(legacy)}): "
-                        "the layout before access zones. Rebuild it (make demo) or move each "
+                        "the layout before access zones. Rebuild it (`make clean demo` removes "
+                        "the lake, landing zone and Dagster instance first) or move each "
                         "layer under its zone directory as data_model/zones.yaml places it")
     root.mkdir(parents=True, exist_ok=True)
     _apply(root, ROOT_MODE, None)   # traversable: each zone's own directory guards it
