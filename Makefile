@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(PY) -m ids_lakehouse demo --persons $(PERSONS) --seed $(SEED)
 
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 ui: $(STAMP)

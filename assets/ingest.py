@@ -3,8 +3,6 @@
 
 from dagster import (
     AssetCheckResult,
-    TableColumn,
-    TableSchema,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -13,6 +11,8 @@ from dagster import (
     Failure,
     MaterializeResult,
     RetryPolicy,
+    TableColumn,
+    TableSchema,
     asset,
 )
 

@@ -4,7 +4,6 @@ of read-only views over them."""
 import datetime as dt
 
 import polars as pl
-from deltalake import write_deltalake
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -19,6 +18,7 @@ from dagster import (
     asset,
     multi_asset,
 )
+from deltalake import write_deltalake
 
 from assets.conform import OWNERS, silver_key
 from assets.identity import identity_key

@@ -24,8 +24,21 @@ import json
 import time
 from pathlib import Path
 
-from bench.common import (OUT, REPO, Sample, Stats, log, remove, rss_mb, run_in_subprocess,
-                          scratch_dir, summarize, time_calls, timed, warm_page_cache)
+from bench.common import (
+    OUT,
+    REPO,
+    Sample,
+    Stats,
+    log,
+    remove,
+    rss_mb,
+    run_in_subprocess,
+    scratch_dir,
+    summarize,
+    time_calls,
+    timed,
+    warm_page_cache,
+)
 
 SECTION = "conform"
 ROOT = OUT / "conform"

@@ -20,8 +20,19 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from bench.common import (REPO, Sample, Stats, log, remove, rss_mb, run_in_subprocess,
-                          scratch_dir, summarize, timed, warm_page_cache)
+from bench.common import (
+    REPO,
+    Sample,
+    Stats,
+    log,
+    remove,
+    rss_mb,
+    run_in_subprocess,
+    scratch_dir,
+    summarize,
+    timed,
+    warm_page_cache,
+)
 
 SECTION = "ingest"
 RUN_ID = "bench-run"
@@ -63,6 +74,7 @@ def task_floor(parquet: str, out: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
     from deltalake import write_deltalake
+
     from ids_lakehouse import delta
 
     table = pq.read_table(parquet)

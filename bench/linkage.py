@@ -35,9 +35,21 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.common import (OUT, BenchError, Sample, Stats, log, remove, rss_mb,
-                          run_in_subprocess, scratch_dir, summarize, time_calls, timed,
-                          warm_page_cache)
+from bench.common import (
+    OUT,
+    BenchError,
+    Sample,
+    Stats,
+    log,
+    remove,
+    rss_mb,
+    run_in_subprocess,
+    scratch_dir,
+    summarize,
+    time_calls,
+    timed,
+    warm_page_cache,
+)
 
 SECTION = "linkage"
 SEED = 20250301

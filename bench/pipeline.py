@@ -37,8 +37,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import (OUT, BenchError, Sample, Stats, append_to_snapshot, log, remove,
-                          rss_mb, run_in_subprocess, scratch_dir, summarize)
+from bench.common import (
+    OUT,
+    BenchError,
+    Stats,
+    append_to_snapshot,
+    log,
+    remove,
+    rss_mb,
+    run_in_subprocess,
+    scratch_dir,
+    summarize,
+)
 
 SECTION = "pipeline"
 SEED = 20250301
@@ -365,8 +375,8 @@ def report(results: dict) -> str:
     quick_file = ROOT / "last_quick.json"
     if not results["quick"] and quick_file.exists():
         quick = json.loads(quick_file.read_text())
-        lines += [f"Smaller size from the last `python -m bench --only pipeline --quick` "
-                  f"(same code, run just before the full sizes):", ""]
+        lines += ["Smaller size from the last `python -m bench --only pipeline --quick` "
+                  "(same code, run just before the full sizes):", ""]
         for persons, size in quick["sizes"].items():
             if persons not in sizes:
                 lines += _size_section(int(persons), size)
@@ -409,7 +419,8 @@ def _size_section(persons: int, size: dict) -> list[str]:
     fp = _st([sum(v["process_s"] for v in r["full"].values()) for r in runs])
     ip = _st([sum(v["process_s"] for v in r.get("incr", {}).values()) or None
               for r in runs])
-    out.append(f"| **total** | **{_f(ft)}** | **{_f(_st([_peak(r, 'full') for r in runs]), '.0f')}** "
+    full_peak = _f(_st([_peak(r, 'full') for r in runs]), '.0f')
+    out.append(f"| **total** | **{_f(ft)}** | **{full_peak}** "
                f"(max of layers) | **{_f(it)}** | "
                f"**{_f(_st([_peak(r, 'incr') for r in runs]), '.0f')}** | |")
     out.append(f"| total incl. process start-up | {_f(fp)} | | {_f(ip)} | | |")

@@ -58,9 +58,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def materialize_everything(defs, instance, outcome: Outcome) -> None:
     from dagster import materialize
 
-    from ids_lakehouse import audit
-
     from assets.ingest import bronze_key, files_partitions
+    from ids_lakehouse import audit
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ledger
     from ids_lakehouse.sources import load_sources

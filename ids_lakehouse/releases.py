@@ -123,7 +123,6 @@ def _party_research(lake: Lake, agreement: Agreement, versions: dict[str, int]
     those known to one of them, their attributes and participation come from those
     sources' records only, then the file is made k-anonymous as the gold one is. Who is in
     it therefore reveals nothing about an agency that is not a party."""
-    from ids_lakehouse.deid.policy import load_policy
     from ids_lakehouse.model import load_model
 
     def read(name: str) -> pl.DataFrame:

@@ -1,6 +1,6 @@
-"""LAKE_ROOT/internal/warehouse/warehouse.duckdb: read-only views over the gold tables, one schema per purpose,
-for analysts and BI tools. Rebuilt beside the old file and swapped in atomically, so no
-long-lived DuckDB write lock is ever shared between runs."""
+"""LAKE_ROOT/internal/warehouse/warehouse.duckdb: read-only views over the gold tables, one
+schema per purpose, for analysts and BI tools. Rebuilt beside the old file and swapped in
+atomically, so no long-lived DuckDB write lock is ever shared between runs."""
 
 from __future__ import annotations
 

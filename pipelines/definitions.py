@@ -10,10 +10,10 @@ from assets.identity import identity
 from assets.ingest import bronze_assets
 from assets.marts import marts, research_file, warehouse_views
 from assets.releases import release_assets
-from pipelines.resources import LakeResource
-from pipelines.jobs import ingest_jobs, nightly_job
-from pipelines.schedules import nightly_refresh
 from pipelines.automation import automated, downstream_automation
+from pipelines.jobs import ingest_jobs, nightly_job
+from pipelines.resources import LakeResource
+from pipelines.schedules import nightly_refresh
 from pipelines.sensors import audit_run_failures, audit_run_successes, landing_sensor
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
-
-import numpy as np
 
 from ids_lakehouse.deid import cellkey, kanon, scanner
 from ids_lakehouse.deid.policy import load_policy

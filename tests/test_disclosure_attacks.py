@@ -6,7 +6,6 @@ bench/disclosure.py runs the same at 50,000 and 100,000 people."""
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
 from bench import disclosure

@@ -8,8 +8,8 @@ import io
 
 import polars as pl
 import pytest
-from ids_lakehouse import delta
 
+from ids_lakehouse import delta
 from ids_lakehouse.ingest import csv_reader
 from ids_lakehouse.ingest.errors import IngestError
 from tests.ingest_helpers import bronze_rows, definition, ingest, land

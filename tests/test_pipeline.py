@@ -9,10 +9,9 @@ import shutil
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
-from ids_lakehouse import delta
 
 from assets.ingest import files_partitions
-from ids_lakehouse import audit
+from ids_lakehouse import audit, delta
 from ids_lakehouse.config import Lake
 from ids_lakehouse.demo import Outcome, materialize_everything
 from ids_lakehouse.sources import load_sources

@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
 from ids_lakehouse import audit, delta, releases
-from ids_lakehouse.agreements import AgreementError, agreements_dir, load_agreement, \
-    load_agreements
+from ids_lakehouse.agreements import AgreementError, agreements_dir, load_agreement, load_agreements
 from ids_lakehouse.config import Lake
 from tests.conftest import PUBLISHED_KEY
 

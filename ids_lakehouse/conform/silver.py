@@ -16,9 +16,9 @@ from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import polars as pl
 
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake

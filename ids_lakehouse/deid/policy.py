@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from functools import lru_cache
 from importlib import resources
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 

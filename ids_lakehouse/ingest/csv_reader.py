@@ -23,9 +23,16 @@ import pyarrow.compute as pc
 from pyarrow import csv as pacsv
 
 from ids_lakehouse.ingest.errors import IngestError
-from ids_lakehouse.ingest.readers import (BLANK, READ_BYTES, Batch, Reader, _first_break,
-                                          ascii_compatible, count_line_breaks,
-                                          screen_strings)
+from ids_lakehouse.ingest.readers import (
+    BLANK,
+    READ_BYTES,
+    Batch,
+    Reader,
+    _first_break,
+    ascii_compatible,
+    count_line_breaks,
+    screen_strings,
+)
 
 BLOCK_BYTES = 1 << 20
 _BREAKS = "\r\n|\r|\n"

@@ -19,7 +19,6 @@ from ids_lakehouse.deid.policy import DisclosurePolicy
 from ids_lakehouse.deid.pseudonym import pseudonymise
 from ids_lakehouse.deid.safe_harbor import birth_year, zip3
 
-
 # The gold file's pseudonyms are keyed with this label (a release re-keys them per agreement).
 PSEUDONYM_LABEL = "gold/research_person"
 
