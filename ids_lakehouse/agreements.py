@@ -125,21 +125,27 @@ def _load_agreements(directory: Path, state: tuple) -> dict[str, Agreement]:
         try:
             agreement = load_agreement(path)
         except AgreementError as exc:
-            _audit_refusal(directory, path, str(exc))
+            unaudited = _audit_refusal(directory, path, str(exc))
+            if unaudited:   # the refusal still stands; say why it is not in the log
+                raise AgreementError(f"{exc} (not audited: {unaudited})") from None
             raise
         out[agreement.id] = agreement
     return out
 
 
-def _audit_refusal(directory: Path, path: Path, reason: str) -> None:
-    from ids_lakehouse import audit, config, zones
+def _audit_refusal(directory: Path, path: Path, reason: str) -> str | None:
+    """Write the refusal to the audit log; returns why it could not be, if it could not
+    (no secret to sign with, or a wrong one)."""
+    from ids_lakehouse import audit, config
 
-    lake = config.lake()
-    zones.prepare(lake.root)
-    audit.record(lake, "agreement_refused", f"{path.name} refused at load",
-                 via=f"load of the agreements in {directory}",
-                 details={"file": path.name, "sha256": hashlib.sha256(path.read_bytes())
-                          .hexdigest(), "reason": reason})
+    try:
+        audit.record(config.lake(), "agreement_refused", f"{path.name} refused at load",
+                     via=f"load of the agreements in {directory}",
+                     details={"file": path.name, "sha256": hashlib.sha256(path.read_bytes())
+                              .hexdigest(), "reason": reason})
+    except (config.MissingSecretError, audit.AuditKeyError) as exc:
+        return str(exc)
+    return None
 
 
 def fingerprint(agreement: Agreement) -> str:

@@ -118,9 +118,8 @@ def event_hash(event: dict, key: bytes | None) -> str:
 
 def anchors_path(lake: Lake) -> Path:
     """Outside the lake by default: in the Dagster instance's directory, named after the
-    lake's location (nothing inside the lake decides where its anchors are), so deleting
-    or restoring an older copy of the log is seen. A lake that moves keeps its anchors by
-    renaming the file or setting IDS_AUDIT_ANCHORS."""
+    lake's name (nothing inside the lake decides where its anchors are), so deleting or
+    restoring an older copy of the log is seen."""
     from ids_lakehouse.config import dagster_home
 
     custom = os.environ.get("IDS_AUDIT_ANCHORS", "").strip()
@@ -185,7 +184,14 @@ def _append_anchors(lake: Lake, events: list[dict], version: int) -> None:
         os.close(fd)
 
 
-def _head(lake: Lake) -> tuple[int, str]:
+def _signed(event: dict, key: bytes | None) -> bool:
+    """Whether `event` carries this lake's signature over its content and link."""
+    digest = str(event["hash"])
+    return key is not None and not digest.startswith(UNSIGNED) and \
+        hmac.compare_digest(event_hash(event, key), digest)
+
+
+def _head(lake: Lake, last: dict | None) -> tuple[int, str]:
     """(seq, hash) of the last event, from the last anchor when it is current.
 
     Events committed after the last anchor come from a writer that died between its commit
@@ -195,11 +201,10 @@ def _head(lake: Lake) -> tuple[int, str]:
     good event). Without any anchor, nothing already in the table is anchored (trusting
     it would sign whatever was done to it): the chain continues from its last event and
     `verify` keeps reporting the unanchored ones until an operator, having looked, runs
-    `audit anchor`."""
+    `audit anchor`. `last`: the anchor file's last anchor."""
     from ids_lakehouse import delta
 
     path = lake.audit()
-    last = _last_anchor(anchors_path(lake))
     if not delta.exists(path):
         return (last["seq"], last["hash"]) if last else (0, GENESIS)
     version = delta.table(path).version()
@@ -220,8 +225,7 @@ def _chaining(lake: Lake, events: list[dict], after: int, prev: str) -> list[dic
     """The events that follow (after, prev) link by link with this lake's signature."""
     key, good = signing_key(lake), []
     for e in events:
-        if key is None or e["seq"] != after + 1 or e["prev_hash"] != prev or \
-                not hmac.compare_digest(event_hash(e, key), str(e["hash"])):
+        if e["seq"] != after + 1 or e["prev_hash"] != prev or not _signed(e, key):
             break
         good.append(e)
         after, prev = e["seq"], e["hash"]
@@ -294,7 +298,7 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
             raise AuditKeyError("IDS_PSEUDONYM_KEY (or IDS_LAKE_NAME) is not the one this "
                                 "lake's audit log is signed with, or IDS_AUDIT_ANCHORS "
                                 "points at another lake's anchors; nothing was recorded")
-        seq, prev = _head(lake)
+        seq, prev = _head(lake, last)
         event = {"seq": seq + 1, "event_id": uuid.uuid4().hex,
                  "recorded_at": dt.datetime.now(dt.timezone.utc), "kind": kind,
                  "actor": actor or f"{user}@{host}", "os_user": user, "host": host,
@@ -385,7 +389,7 @@ def verify(lake: Lake) -> Verification:
         if str(e["hash"]).startswith(UNSIGNED):
             out.problems.append(f"seq {e['seq']} (event {e['event_id']}): unsigned (written "
                                 "without IDS_PSEUDONYM_KEY): its origin cannot be vouched for")
-        elif key is not None and not hmac.compare_digest(event_hash(e, key), str(e["hash"])):
+        elif key is not None and not _signed(e, key):
             out.problems.append(f"seq {e['seq']} (event {e['event_id']}): its content does "
                                 "not match its signed hash (edited or forged)")
         prev, expected = e["hash"], expected + 1

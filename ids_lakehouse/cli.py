@@ -43,13 +43,8 @@ def _enforce(root: Path) -> None:
     """Zone modes after a command wrote the lake; a planted symbolic link is reported."""
     from ids_lakehouse import zones
 
-    done = zones.enforce(root)
-    if done.symlinks:
-        print(f"warning: {len(done.symlinks)} symbolic links inside the lake (not followed, "
-              f"not changed); investigate: {', '.join(done.symlinks[:5])}", file=sys.stderr)
-    if done.hard_links:
-        print(f"warning: {len(done.hard_links)} hard-linked files inside the lake (modes not "
-              f"changed); investigate: {', '.join(done.hard_links[:5])}", file=sys.stderr)
+    for warning in zones.enforce(root).warnings():
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _steward(args: argparse.Namespace) -> int:

@@ -99,8 +99,6 @@ def group_id(zone: Zone) -> int | None:
 
 
 LEGACY_LAYERS = ("bronze", "quarantine", "silver", "identity", "gold")
-
-
 ROOT_MODE = 0o755
 
 
@@ -151,6 +149,25 @@ def _apply(path: Path, bits: int, gid: int | None) -> bool:
     return changed
 
 
+def _walk(top: Path):
+    """(path, kind) under `top`, never following a link: kind is "dir", "file",
+    "symlink" (a link, to a file or a directory) or "hard_link" (a file with other names:
+    changing its mode would change theirs)."""
+    for folder, dirs, names in os.walk(top):
+        yield Path(folder), "dir"
+        for d in dirs:
+            if (Path(folder) / d).is_symlink():
+                yield Path(folder) / d, "symlink"
+        for n in names:
+            path = Path(folder) / n
+            if path.is_symlink():
+                yield path, "symlink"
+            elif path.lstat().st_nlink > 1:
+                yield path, "hard_link"
+            else:
+                yield path, "file"
+
+
 @dataclass(frozen=True)
 class Enforced:
     files: int
@@ -158,15 +175,24 @@ class Enforced:
     symlinks: tuple[str, ...] = ()     # found, never followed nor changed: investigate
     hard_links: tuple[str, ...] = ()   # files with other names elsewhere: left unchanged
 
+    def warnings(self) -> list[str]:
+        out = []
+        if self.symlinks:
+            out.append(f"{len(self.symlinks)} symbolic links inside the lake (not followed, "
+                       f"not changed); investigate: {', '.join(self.symlinks[:5])}")
+        if self.hard_links:
+            out.append(f"{len(self.hard_links)} hard-linked files inside the lake (modes not "
+                       f"changed); investigate: {', '.join(self.hard_links[:5])}")
+        return out
+
 
 def enforce(root: Path, under: Path | None = None) -> Enforced:
     """Give every directory and file under each zone (or only `under`, a folder inside
-    one) its zone's modes and group. Nothing the lakehouse writes is a symbolic link: one
-    found is never followed or changed, only reported (it may have been planted)."""
+    one) its zone's modes and group. Nothing the lakehouse writes is a link: one found is
+    never followed or changed, only reported (it may have been planted)."""
     prepare(root)
     files = changed = 0
-    links: list[str] = []
-    hard: list[str] = []
+    found: dict[str, list[str]] = {"symlink": [], "hard_link": []}
     for name, zone in declaration().zones.items():
         gid = group_id(zone)
         top = Path(root) / name
@@ -174,65 +200,46 @@ def enforce(root: Path, under: Path | None = None) -> Enforced:
             if not Path(under).is_relative_to(top):
                 continue
             top = Path(under)
-        for folder, dirs, names in os.walk(top):
-            changed += _apply(Path(folder), zone.dir_bits, gid)
-            links += [str(Path(folder) / d) for d in dirs if (Path(folder) / d).is_symlink()]
-            for n in names:
-                path = Path(folder) / n
-                if path.is_symlink():
-                    links.append(str(path))
-                    continue
-                if path.lstat().st_nlink > 1:     # changing it would change the other name
-                    hard.append(str(path))
-                    continue
-                files += 1
-                changed += _apply(path, zone.file_bits, gid)
-    return Enforced(files, changed, tuple(links), tuple(hard))
+        for path, kind in _walk(top):
+            if kind in found:
+                found[kind].append(str(path))
+                continue
+            files += kind == "file"
+            changed += _apply(path, zone.dir_bits if kind == "dir" else zone.file_bits, gid)
+    return Enforced(files, changed, tuple(found["symlink"]), tuple(found["hard_link"]))
 
 
 def enforce_landing(landing: Path) -> None:
     """The landing zone holds raw deliveries: restricted modes on its folders and on the
     files the service account owns (an agency's drop account keeps its own files until
-    they are ingested)."""
+    they are ingested, so a file it owns is left as it is)."""
     zone = declaration().zones[zone_of("landing")]
     if not Path(landing).is_dir():
         return
-    for folder, _, names in os.walk(landing):
-        for path, bits in [(Path(folder), zone.dir_bits),
-                           *((Path(folder) / n, zone.file_bits) for n in names)]:
-            if path.is_symlink():
-                continue
+    for path, kind in _walk(Path(landing)):
+        if kind in ("dir", "file"):
             try:
-                _apply(path, bits, None)
+                _apply(path, zone.dir_bits if kind == "dir" else zone.file_bits, None)
             except PermissionError:
                 pass
 
 
 def violations(root: Path) -> list[str]:
-    """Every path whose mode differs from its zone's, and anything at the lake's top that
-    is not a zone (what a test and `audit verify` check)."""
-    out = []
+    """Every path whose mode differs from its zone's, every link inside the lake, and
+    anything at the lake's top that is not a zone."""
     zones = declaration().zones
-    for child in sorted(Path(root).iterdir()):
-        if child.name not in zones:
-            out.append(f"{child}: outside every zone")
+    out = [f"{child}: outside every zone" for child in sorted(Path(root).iterdir())
+           if child.name not in zones]
     for name, zone in zones.items():
-        for folder, dirs, names in os.walk(Path(root) / name):
-            out += [f"{Path(folder) / d}: a symbolic link inside the lake" for d in dirs
-                    if (Path(folder) / d).is_symlink()]
-            mode = stat.S_IMODE(Path(folder).lstat().st_mode)
-            if mode != zone.dir_bits:
-                out.append(f"{folder}: directory mode {mode:04o}, zone {name} wants "
-                           f"{zone.directory_mode}")
-            for n in names:
-                if (Path(folder) / n).is_symlink():
-                    out.append(f"{Path(folder) / n}: a symbolic link inside the lake")
-                    continue
-                if (Path(folder) / n).lstat().st_nlink > 1:
-                    out.append(f"{Path(folder) / n}: a hard link (the file has other names)")
-                    continue
-                mode = stat.S_IMODE((Path(folder) / n).lstat().st_mode)
-                if mode != zone.file_bits:
-                    out.append(f"{Path(folder) / n}: file mode {mode:04o}, zone {name} wants "
-                               f"{zone.file_mode}")
+        for path, kind in _walk(Path(root) / name):
+            if kind == "symlink":
+                out.append(f"{path}: a symbolic link inside the lake")
+            elif kind == "hard_link":
+                out.append(f"{path}: a hard link (the file has other names)")
+            else:
+                want = zone.directory_mode if kind == "dir" else zone.file_mode
+                mode = stat.S_IMODE(path.lstat().st_mode)
+                if mode != int(want, 8):
+                    out.append(f"{path}: {'directory' if kind == 'dir' else 'file'} mode "
+                               f"{mode:04o}, zone {name} wants {want}")
     return out

@@ -30,14 +30,9 @@ class LakeResource(ConfigurableResource):
         if context.dagster_run is not None:
             done = zones.enforce(Path(self.lake_root))
             zones.enforce_landing(Path(self.landing_root))
-            if done.symlinks and context.log is not None:
-                context.log.warning(f"{len(done.symlinks)} symbolic links inside the lake "
-                                    "(not followed, not changed); investigate: "
-                                    f"{', '.join(done.symlinks[:5])}")
-            if done.hard_links and context.log is not None:
-                context.log.warning(f"{len(done.hard_links)} hard-linked files inside the "
-                                    "lake (modes not changed); investigate: "
-                                    f"{', '.join(done.hard_links[:5])}")
+            for warning in done.warnings():
+                if context.log is not None:
+                    context.log.warning(warning)
 
     def lake(self) -> config.Lake:
         return config.Lake(Path(self.lake_root))
