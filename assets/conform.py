@@ -114,7 +114,8 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
                 context.log.warning(f"{source}: schema drift {result.schema_drift}")
             context.log.info(f"{source}: {result.bronze_rows:,} bronze rows -> "
                              f"{result.row_entity_rows:,} silver, "
-                             f"{result.quarantine.height:,} quarantined")
+                             f"{result.quarantine.height:,} quarantined; person fields "
+                             f"nulled (rule|column: records) {result.field_problems}")
         checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged})
         for result in results:
             if result.source in passed:
@@ -159,7 +160,7 @@ def _check_results(store, results: list[ConformResult], unchanged: dict[str, dic
             "unchanged_sources": sorted(unchanged)}))
     bronze_rows = {r.source: r.bronze_rows for r in results} | \
         {s: state["bronze_rows"] for s, state in unchanged.items()}
-    rec = {s: silver.reconcile(store, s, n) for s, n in bronze_rows.items()}
+    rec = {s: silver.reconcile(store, sources[s], n) for s, n in bronze_rows.items()}
     ok -= {s for s, v in rec.items() if not v["reconciles"]}
     checks.append(_result("person_record", "rows_reconcile",
                           all(v["reconciles"] for v in rec.values()), {"by_source": rec}))
@@ -171,6 +172,9 @@ def _check_results(store, results: list[ConformResult], unchanged: dict[str, dic
     checks.append(_result("person_record", "quarantine_rate", not over,
                           {"rate_by_source": rates, "over_limit": over,
                            "failures_by_rule": {r.source: r.failures for r in results},
+                           "fields_nulled_by_rule": {r.source: r.field_problems
+                                                     for r in results},
+                           "person_statuses": {r.source: r.statuses for r in results},
                            "schema_drift": {r.source: r.schema_drift for r in results}}))
     return checks, ok
 

@@ -107,11 +107,10 @@ def column_classification(defn: SourceDefinition, model: DataModel) -> dict[str,
     out: dict[str, str] = {}
     for entity, fields in defn.mapping.items():
         for name, fm in fields.items():
-            if fm.column is None:
-                continue
             c = model.entities[entity].fields[name].classification
-            prev = out.get(fm.column)
-            out[fm.column] = c if prev is None else max(prev, c, key=SENSITIVITY.index)
+            for column in fm.source_columns:
+                prev = out.get(column)
+                out[column] = c if prev is None else max(prev, c, key=SENSITIVITY.index)
     out.setdefault(defn.record_id, "direct_identifier")
     return {c: out.get(c, "unmapped") for c in defn.columns}
 
@@ -125,8 +124,8 @@ def column_lineage(entity: str) -> dict[str, list[tuple[str, str]]]:
             continue
         lineage.setdefault("source_record_id", []).append((source, defn.record_id))
         for name, fm in (fields or {}).items():
-            if fm.column is not None:
-                lineage.setdefault(name, []).append((source, fm.column))
+            for column in fm.source_columns:
+                lineage.setdefault(name, []).append((source, column))
     return lineage
 
 
@@ -156,7 +155,7 @@ def data_dictionary() -> str:
                 "| delivered column | classification | canonical fields |", "|---|---|---|"]
         for col in defn.columns:
             targets = [f"{e}.{f}" for e, fs in defn.mapping.items() for f, fm in fs.items()
-                       if fm.column == col]
+                       if col in fm.source_columns]
             out.append(f"| `{col}` | {classes[col]} | {', '.join(targets)} |")
         out.append("")
     out += ["## Marts", "", "| mart | purpose | description |", "|---|---|---|"]

@@ -37,6 +37,8 @@ class FieldDef(_Strict):
 class RuleDef(_Strict):
     name: str
     description: str
+    # A record-level rule: the record is quarantined when none of these fields is usable.
+    requires_any: list[str] = []
 
 
 class EntityDef(_Strict):
@@ -67,6 +69,11 @@ class DataModel(_Strict):
                 if f.code_list and f.code_list not in self.code_lists:
                     raise ValueError(f"entities.{ename}.fields.{fname}: unknown code_list "
                                      f"{f.code_list!r}")
+            for rule in entity.rules:
+                unknown = set(rule.requires_any) - set(entity.fields)
+                if unknown:
+                    raise ValueError(f"entities.{ename}.rules.{rule.name}: requires_any names "
+                                     f"unknown fields {sorted(unknown)}")
             if entity.embedded_in and entity.embedded_in not in self.entities:
                 raise ValueError(f"entities.{ename}.embedded_in: unknown entity")
         return self

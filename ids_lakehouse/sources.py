@@ -5,6 +5,7 @@ message naming the file and the key."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -69,16 +70,76 @@ class FieldMap(_Strict):
     """How one canonical field is filled from the source."""
 
     column: str | None = None
+    # Several delivered columns joined (blank ones skipped) with `separator`, e.g. a street
+    # number and a street name; format, codes and transform then apply to the joined text.
+    columns: list[str] | None = Field(None, min_length=2)
+    separator: str = " "
     value: str | None = None              # a constant
     format: str | None = None             # strptime format for dates
     codes: dict[str, str | None] | None = None  # code-list translation
     transform: str | None = None          # a named parser (e.g. name_last_comma_first)
+    # Only for `national_id`: what the identifier is (e.g. PASSPORT, AU_MEDICARE,
+    # AGENCY_CLIENT_ID; records are compared on it only with the same type) and the pattern
+    # its normalised value (upper case, spaces, hyphens, dots and slashes removed) matches.
+    id_type: str | None = Field(None, pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
+    pattern: str | None = None
 
     @model_validator(mode="after")
     def _one_origin(self) -> FieldMap:
-        if (self.column is None) == (self.value is None):
-            raise ValueError("give exactly one of 'column' or 'value'")
+        if sum(x is not None for x in (self.column, self.columns, self.value)) != 1:
+            raise ValueError("give exactly one of 'column', 'columns' or 'value'")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a regular expression: {exc}") from None
         return self
+
+    @property
+    def source_columns(self) -> list[str]:
+        """The delivered columns this field is read from."""
+        if self.columns is not None:
+            return list(self.columns)
+        return [self.column] if self.column is not None else []
+
+
+# USPS state and territory codes: the default `conventions.state_codes`.
+USPS_STATES = (
+    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV "
+    "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY AS GU MP PR VI UM AA "
+    "AE AP").split()
+US_ZIP = r"^([0-9]{5})(?:-?[0-9]{4})?$"
+
+
+class Conventions(_Strict):
+    """How the agency writes addresses and phone numbers. The defaults are the United
+    States'; an agency elsewhere declares its own, e.g. for Australia
+    `{country: AU, postcode_pattern: "^[0-9]{4}$", state_codes: [ACT, NSW, NT, QLD, SA,
+    TAS, VIC, WA]}`. A delivered value that does not follow them is kept in the field's
+    `*_raw` column and nulled in the field, with its `*_status`."""
+
+    # ISO 3166-1 alpha-2: phone numbers written without a country code are read as this
+    # country's numbers.
+    country: str = Field("US", pattern=r"^[A-Z]{2}$")
+    # Postcodes are upper-cased, runs of spaces made one, then matched against this
+    # pattern; when it has a group, the group is kept (ZIP+4 -> ZIP).
+    postcode_pattern: str = US_ZIP
+    # The codes a delivered state or province (upper-cased) must be one of.
+    state_codes: list[str] = Field(default_factory=lambda: list(USPS_STATES), min_length=1)
+
+    @field_validator("postcode_pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"postcode_pattern is not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("state_codes")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [v.strip().upper() for v in value]
 
 
 class SourceDefinition(_Strict):
@@ -107,6 +168,7 @@ class SourceDefinition(_Strict):
     # a nested value is never flattened or cast to text silently.
     allow_nested_types: bool = False
     limits: IngestLimits = IngestLimits()
+    conventions: Conventions = Conventions()
     mapping: dict[str, dict[str, FieldMap]] = {}
 
     @field_validator("encoding")
@@ -138,9 +200,17 @@ class SourceDefinition(_Strict):
 
         for entity, fields in self.mapping.items():
             for name, fm in fields.items():
-                if fm.column is not None and fm.column not in known:
-                    raise ValueError(f"mapping.{entity}.{name}: column {fm.column!r} "
-                                     "is not in 'columns'")
+                for column in fm.source_columns:
+                    if column not in known:
+                        raise ValueError(f"mapping.{entity}.{name}: column {column!r} "
+                                         "is not in 'columns'")
+                is_id = (entity, name) == ("person_record", "national_id")
+                if is_id and (fm.id_type is None or fm.pattern is None):
+                    raise ValueError(f"mapping.{entity}.{name}: give the identifier's "
+                                     "'id_type' and the 'pattern' it follows")
+                if not is_id and (fm.id_type is not None or fm.pattern is not None):
+                    raise ValueError(f"mapping.{entity}.{name}: 'id_type' and 'pattern' "
+                                     "are only for person_record.national_id")
                 if fm.transform is not None and fm.transform not in TRANSFORMS:
                     raise ValueError(f"mapping.{entity}.{name}: unknown transform "
                                      f"{fm.transform!r}; known: {sorted(TRANSFORMS)}")

@@ -9,7 +9,7 @@ from functools import lru_cache
 import pandera.polars as pa
 import polars as pl
 
-from ids_lakehouse.model import DataModel, FieldDef, load_model
+from ids_lakehouse.model import DataModel, FieldDef, RuleDef, load_model
 
 DTYPES = {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}
 PROVENANCE = {"_file_sha256": pl.String, "_row_number": pl.Int64}
@@ -43,6 +43,18 @@ def _end_not_before_start(data) -> pl.LazyFrame:
 CROSS_FIELD = {"end_not_before_start": _end_not_before_start}
 
 
+def _rule_check(rule: RuleDef) -> pa.Check:
+    if rule.requires_any:
+        fields = list(rule.requires_any)
+
+        def any_usable(data) -> pl.LazyFrame:
+            return data.lazyframe.select(pl.any_horizontal(
+                [pl.col(f).is_not_null() for f in fields]))
+
+        return pa.Check(any_usable, name=rule.name, error=rule.name)
+    return pa.Check(CROSS_FIELD[rule.name], name=rule.name, error=rule.name)
+
+
 @lru_cache(maxsize=None)
 def contract(entity: str, row_level: bool = False) -> pa.DataFrameSchema:
     """The entity's contract. `row_level` is for validating a source's rows before person
@@ -59,6 +71,6 @@ def contract(entity: str, row_level: bool = False) -> pa.DataFrameSchema:
                   if n not in columns}
     return pa.DataFrameSchema(
         {**columns, **provenance},
-        checks=[pa.Check(CROSS_FIELD[r.name], name=r.name, error=r.name) for r in e.rules],
+        checks=[_rule_check(r) for r in e.rules],
         unique=None if (row_level and "_row_number" not in e.key) else (e.key or None),
         name=f"silver.{entity}", strict=False)

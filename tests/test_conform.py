@@ -46,28 +46,46 @@ def test_good_rows_reach_silver(medicaid):
                                                  "ASIAN", "033")
 
 
-def test_bad_rows_are_quarantined_with_every_rule(medicaid):
+def test_a_bad_field_costs_the_field_and_a_bad_row_is_quarantined_with_every_rule(medicaid):
     bronze = medicaid_rows(
         {},
         {"date_of_birth": "05/01/1990", "first_name": SECRET},         # unparseable date
         {"sex": "Q"},                                                  # unknown code
         {"date_of_birth": "2099-01-01"},                               # future birth
         {"eligibility_end": "2019-01-01"},                             # end before start
-        {"last_name": "", "race_code": "9"},                           # two failures
+        {"last_name": "", "race_code": "9"},                           # two field problems
+        {"first_name": " ", "last_name": "", "date_of_birth": "", "ssn": "",
+         "eligibility_start": "2020-13-01"},                           # nothing to link on
     )
     result = conform_source(medicaid, bronze)
     q = result.quarantine.sort("_row_number")
-    assert q["_row_number"].to_list() == [3, 4, 5, 6, 7]
-    assert q["_rule"].to_list() == ["unparseable_date", "unknown_code",
-                                    "not_after; dob_after_enrollment_start",
-                                    "end_not_before_start", "unknown_code; not_nullable"]
-    assert q["_column"].to_list()[:3] == ["dob", "sex", "dob"]
-    assert "race" in q["_column"][4] and "last_name" in q["_column"][4]
-    assert not any(SECRET in r for r in q["_reason"]) and not any(
-        SECRET in r for r in q["_rule"])
-    assert SECRET in q["_raw"][0]  # the delivered row is kept (restricted) for the steward
+    assert q["_row_number"].to_list() == [6, 8]
+    assert q["_rule"].to_list() == ["end_not_before_start",
+                                    "unparseable_date; no_identifying_field; not_nullable"]
+    assert q["_column"][1] == ("start_date; first_name, last_name, dob, ssn, national_id")
+    person = result.entities["person_record"].sort("_row_number")
+    assert person["_row_number"].to_list() == [2, 3, 4, 5, 7]
+    kept = {r["_row_number"]: r for r in person.iter_rows(named=True)}
+    assert (kept[3]["dob"], kept[3]["dob_raw"], kept[3]["dob_status"]) == (
+        None, "05/01/1990", "unparseable")
+    assert (kept[5]["dob"], kept[5]["dob_raw"], kept[5]["dob_status"]) == (
+        None, "2099-01-01", "out_of_range")
+    assert kept[4]["sex"] is None and kept[4]["first_name"] == "ANN"
+    assert kept[7]["last_name"] is None and kept[7]["race"] is None
+    assert kept[2]["dob_status"] == "valid"
+    assert result.field_problems["unparseable_date|dob"] == 1
+    assert result.field_problems["not_after|dob"] == 1
+    assert result.field_problems["unknown_code|sex"] == 1
+    assert result.field_problems["unknown_code|race"] == 1
+    assert result.statuses["dob_status"] == {"out_of_range": 1, "unparseable": 1, "valid": 3}
+    assert not any(SECRET in r for r in q["_reason"]) and SECRET not in repr(result.failures)
+    assert SECRET not in repr(result.field_problems) + repr(result.statuses)
     assert result.entities["enrollment"].height + q.height == bronze.height
-    assert result.failures["unparseable_date|dob"] == 1
+    assert result.failures == {"end_not_before_start|enrollment": 1,
+                               "unparseable_date|start_date": 1,
+                               "not_nullable|start_date": 1,
+                               "no_identifying_field|first_name, last_name, dob, ssn, "
+                               "national_id": 1}
 
 
 def test_missing_mapped_column_is_a_clear_schema_change(medicaid):
@@ -89,11 +107,11 @@ def test_a_new_column_is_counted_never_named(medicaid):
 
 
 def test_write_and_reconcile_on_real_delta_tables(medicaid, lake):
-    bronze = medicaid_rows({}, {"sex": "Q"}, {"member_id": "WA1"})
+    bronze = medicaid_rows({}, {"eligibility_end": "2019-01-01"}, {"member_id": "WA1"})
     result = conform_source(medicaid, bronze)
     silver.write(lake, result, "run-1")
     silver.write(lake, result, "run-2")  # re-running replaces, never duplicates
-    rec = silver.reconcile(lake, "medicaid", bronze.height)
+    rec = silver.reconcile(lake, medicaid, bronze.height)
     assert rec == {"bronze_rows": 3, "silver_rows": 2, "quarantined_rows": 1,
                    "reconciles": True}
 
@@ -165,7 +183,7 @@ def test_dob_after_the_enrollment_start_is_quarantined(medicaid, lake):
     # WA1 keeps the person record of its good row; WA3 and WA4 are only in quarantine
     assert sorted(result.entities["person_record"]["source_record_id"]) == ["WA1", "WA2"]
     silver.write(lake, result, "run-1")
-    assert silver.reconcile(lake, "medicaid", bronze.height) == {
+    assert silver.reconcile(lake, medicaid, bronze.height) == {
         "bronze_rows": 5, "silver_rows": 2, "quarantined_rows": 3, "reconciles": True}
 
 

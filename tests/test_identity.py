@@ -105,7 +105,7 @@ def test_twins_are_not_auto_linked():
     pairs = pl.DataFrame({"match_probability": [0.99, 0.99, 0.99],
                           "gamma_first_name": [linkage.FIRST_NAME_DISAGREES,
                                                linkage.FIRST_NAME_DISAGREES, 5],
-                          "gamma_ssn": [-1, linkage.SSN_EXACT, -1]})
+                          "gamma_identifier": [-1, linkage.IDENTIFIER_EXACT, -1]})
     assert linkage.auto_link(pairs).to_list() == [False, True, True]
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from ids_lakehouse.conform import standardise as std
 from ids_lakehouse.conform import transforms as tf
+from ids_lakehouse.sources import US_ZIP
 
 
 def run(expr, values):
@@ -38,20 +39,56 @@ def test_suffix_is_split_off():
 ])
 def test_ssn_invalid_numbers_are_nulled_with_a_reason(raw, ssn, last4, status):
     out = pl.select(std.ssn_frame(pl.lit(raw, dtype=pl.String))).row(0)
-    assert out == (ssn, last4, status)
+    assert out == (ssn, last4, raw, status)
 
 
-def test_phones_become_e164_or_null_with_status():
-    out = std.phones(pl.Series(["360-687-0928", "(123) 555 0100", "123", None, "3606870928"]))
-    assert out["phone"].to_list() == ["+13606870928", None, None, None, "+13606870928"]
-    assert out["phone_status"].to_list() == ["valid", "invalid", "invalid", "missing", "valid"]
+def test_phones_become_e164_or_null_with_status_and_keep_what_was_delivered():
+    delivered = ["360-687-0928", "(123) 555 0100", "123", None, "3606870928",
+                 "(206) 123-4567 x12", " "]
+    out = std.phones(pl.Series(delivered))
+    # 206-123-4567 is the right length but its exchange is never assigned: kept as `possible`.
+    assert out["phone"].to_list() == ["+13606870928", None, None, None, "+13606870928",
+                                      "+12061234567", None]
+    assert out["phone_status"].to_list() == ["valid", "invalid", "invalid", "missing",
+                                             "valid", "possible", "missing"]
+    assert out["phone_raw"].to_list() == [*delivered[:6], None]
 
 
-def test_zip_email_and_county_lookup():
-    assert run(std.zip5, ["98101", "98101-1234", "981011234", "9810", "abcde"]) == [
-        "98101", "98101", "98101", None, None]
-    assert run(std.email, [" Ann@Example.COM ", "not-an-email"]) == ["ann@example.com", None]
+def test_phones_are_read_in_the_sources_country():
+    out = std.phones(pl.Series(["02 9374 4000", "+1 360 687 0928", "0412 345 678"]), "AU")
+    assert out["phone"].to_list() == ["+61293744000", "+13606870928", "+61412345678"]
+    assert out["phone_status"].to_list() == ["valid", "valid", "valid"]
+
+
+def test_email_and_county_lookup():
+    out = pl.select(std.email_frame(pl.lit(pl.Series([" Ann@Example.COM ", "not-an-email",
+                                                       None]))))
+    assert out.rows() == [("ann@example.com", " Ann@Example.COM ", "valid"),
+                          (None, "not-an-email", "invalid"), (None, None, "missing")]
     assert std.zip_county()["98101"] == "033"  # Seattle is in King County
+
+
+@pytest.mark.parametrize("pattern,raw,code,status", [
+    (r"[0-9]{4}", " 2000 ", "2000", "valid"),
+    (r"[0-9]{4}", "20000", None, "invalid"),       # matched against the whole value
+    (r"[0-9]{4}", "0000", None, "invalid"),
+    (r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}", "sw1a   1aa", "SW1A 1AA", "valid"),
+    (r"([0-9]{5})(?:-?[0-9]{4})?", "98101-1234", "98101", "valid"),
+])
+def test_postcodes_follow_the_sources_declared_pattern(pattern, raw, code, status):
+    out = pl.select(std.postcode_frame(pl.lit(raw, dtype=pl.String), pattern)).row(0)
+    assert out == (code, raw, status)
+
+
+def test_states_and_national_ids_are_nulled_only_with_a_status_and_kept_raw():
+    states = pl.select(std.state_frame(pl.lit(pl.Series(["nsw", " Vic", "XX", None])),
+                                       ["NSW", "VIC"]))
+    assert states.rows() == [("NSW", "nsw", "valid"), ("VIC", " Vic", "valid"),
+                             (None, "XX", "invalid"), (None, None, "missing")]
+    ids = pl.select(std.national_id_frame(pl.lit(pl.Series(["123 4567", "12-3", None])),
+                                          "FEBRL_SSID", r"[0-9]{7}"))
+    assert ids.rows() == [("1234567", "FEBRL_SSID", "123 4567", "valid"),
+                          (None, None, "12-3", "invalid"), (None, None, None, "missing")]
 
 
 def test_transforms_report_what_they_cannot_read():
@@ -78,7 +115,7 @@ def test_transforms_report_what_they_cannot_read():
     (None, None, "missing"),
 ])
 def test_zip_invalid_values_are_nulled_with_a_status_and_kept_raw(raw, zip_, status):
-    out = pl.select(std.zip_frame(pl.lit(raw, dtype=pl.String))).row(0, named=True)
+    out = pl.select(std.postcode_frame(pl.lit(raw, dtype=pl.String), US_ZIP)).row(0, named=True)
     assert out == {"zip": zip_, "zip_raw": raw, "zip_status": status}
 
 

@@ -1,9 +1,18 @@
 """Bronze -> silver for one source: map delivered columns to the canonical model, parse,
 standardise, validate against the contracts and the rules across one row's entities
 (`ROW_RULES`), and split the rows into silver and quarantine. Every bronze row ends up in
-exactly one row-level silver entity or in quarantine (one quarantine row per bronze row,
-with all of its failures). A field problem that does not break a contract (an invalid
-SSN, phone or ZIP, a name in another script) is flagged in the field's status instead."""
+exactly one row-level silver entity (the source's enrollments or events; for a source
+that delivers person records only, its person records) or in quarantine (one quarantine
+row per bronze row, with all of its failures).
+
+A problem with one field of a person record costs the field, not the person: an
+unparseable or implausible date of birth, an SSN, identifier, postcode, state, phone or
+e-mail that does not validate, a code the mapping does not list, a name a transform cannot
+read -- the field is nulled, the delivered value stays in its `*_raw` column where the
+model has one, its `*_status` says why, and the problems are counted per rule and column.
+A person record is quarantined only when it breaks a record rule of the model (e.g. no
+identifying field at all) or a non-nullable field. Enrollments and events, whose fields
+carry the facts themselves, are quarantined with their row for any problem."""
 
 from __future__ import annotations
 
@@ -28,6 +37,12 @@ class ConformError(RuntimeError):
     """A whole-source problem (e.g. the bronze schema no longer fits the mapping)."""
 
 
+def row_entities(defn: SourceDefinition) -> tuple[str, ...]:
+    """The entities holding one silver row per conformed bronze row: the source's
+    enrollments and events or, for a source that delivers person records only, those."""
+    return tuple(e for e in ROW_ENTITIES if e in defn.mapping) or ("person_record",)
+
+
 @dataclass
 class ConformResult:
     source: str
@@ -36,10 +51,15 @@ class ConformResult:
     quarantine: pl.DataFrame                 # one row per rejected bronze row
     failures: dict[str, int] = field(default_factory=dict)   # "rule|column" -> rows
     schema_drift: dict[str, list[str] | int] = field(default_factory=dict)
+    row_entities: tuple[str, ...] = ROW_ENTITIES
+    # Person records kept with a field nulled: "rule|column" -> records.
+    field_problems: dict[str, int] = field(default_factory=dict)
+    # Per status column of the kept person records: status -> records.
+    statuses: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def row_entity_rows(self) -> int:
-        return sum(self.entities[e].height for e in ROW_ENTITIES if e in self.entities)
+        return sum(self.entities[e].height for e in self.row_entities if e in self.entities)
 
 
 class _Failures:
@@ -60,15 +80,40 @@ class _Failures:
         return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=FAILURE_SCHEMA)
 
 
+class _FieldProblems:
+    """Problems of single fields of person records that are kept: the value is already
+    null in the field; the records are counted per rule and column."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, index: pl.Series, mask: pl.Series, rule: str, column: str,
+            reason: str) -> None:
+        n = int(mask.fill_null(False).sum())
+        if n:
+            key = f"{rule}|{column}"
+            self.counts[key] = self.counts.get(key, 0) + n
+
+
+def _delivered(df: pl.DataFrame, fm: FieldMap) -> pl.Series:
+    """The delivered value a field is read from: one column, or several joined."""
+    if fm.columns is None:
+        return df[fm.column]
+    parts = [std.blank_to_null(pl.col(c).cast(pl.String)) for c in fm.columns]
+    joined = df.select(pl.concat_str(parts, separator=fm.separator, ignore_nulls=True))
+    return pl.select(std.blank_to_null(pl.lit(joined.to_series()))).to_series()
+
+
 def _field(df: pl.DataFrame, fm: FieldMap, name: str, ftype: str,
-           failures: _Failures) -> pl.Series:
+           failures: _Failures | _FieldProblems) -> pl.Series:
     idx = df["_i"]
     if fm.value is not None:
         return pl.Series(name, [fm.value] * df.height, dtype=pl.String)
-    raw = df[fm.column]
+    raw = _delivered(df, fm)
+    origin = "+".join(fm.source_columns)
     if fm.transform:
         values, bad = TRANSFORMS[fm.transform](raw)
-        failures.add(idx, bad, fm.transform, name, f"{fm.column} could not be read by "
+        failures.add(idx, bad, fm.transform, name, f"{origin} could not be read by "
                      f"{fm.transform}")
         return values.alias(name)
     if ftype == "date":
@@ -77,13 +122,13 @@ def _field(df: pl.DataFrame, fm: FieldMap, name: str, ftype: str,
     if fm.codes is not None:
         unknown = text.is_not_null() & ~text.is_in(list(fm.codes))
         failures.add(idx, unknown, "unknown_code", name,
-                     f"{fm.column} holds a code the source mapping does not list")
+                     f"{origin} holds a code the source mapping does not list")
         return text.replace_strict(fm.codes, default=None, return_dtype=pl.String).alias(name)
     return text.alias(name)
 
 
 def _date(raw: pl.Series, fm: FieldMap, name: str, idx: pl.Series,
-          failures: _Failures) -> pl.Series:
+          failures: _Failures | _FieldProblems) -> pl.Series:
     if raw.dtype == pl.Date:
         return raw.alias(name)
     if isinstance(raw.dtype, pl.Datetime):
@@ -95,27 +140,32 @@ def _date(raw: pl.Series, fm: FieldMap, name: str, idx: pl.Series,
     else:
         parsed = text.str.to_date(fmt, strict=False)
     failures.add(idx, text.is_not_null() & parsed.is_null(), "unparseable_date", name,
-                 f"{fm.column} is not a date in the format {fmt}")
+                 f"{'+'.join(fm.source_columns)} is not a date in the format {fmt}")
     return parsed.alias(name)
 
 
 def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataModel,
-            failures: _Failures) -> pl.DataFrame:
+            failures: _Failures, problems: _FieldProblems) -> pl.DataFrame:
     fields = model.entities[entity].fields
     mapping = defn.mapping.get(entity, {})
     unknown = set(mapping) - set(fields)
     if unknown:
         raise ConformError(f"[{defn.source}] mapping.{entity} names fields the data model "
                            f"does not have: {sorted(unknown)}")
-    cols = {name: _field(df, mapping[name], name, fields[name].type, failures)
+    person = entity == "person_record"
+    cols = {name: _field(df, mapping[name], name, fields[name].type,
+                         problems if person and fields[name].nullable else failures)
             for name in mapping}
     out = pl.DataFrame(list(cols.values())) if cols else pl.DataFrame()
     out = out.with_columns(
         pl.lit(defn.source).alias("source"),
         df[defn.record_id].cast(pl.String).str.strip_chars().alias("source_record_id"),
         df["_i"], *[df[c] for c in PROVENANCE])
-    if entity == "person_record":
-        out = _standardise_person(out)
+    if person:
+        dob_raw = (_delivered(df, mapping["dob"]).cast(pl.String) if "dob" in mapping
+                   and mapping["dob"].value is None else pl.Series([None] * df.height,
+                                                                   dtype=pl.String))
+        out = _standardise_person(out.with_columns(dob_raw.alias("dob_raw")), defn)
     missing = [n for n in fields if n not in out.columns]
     out = out.with_columns([pl.lit(None, dtype=_dtype(fields[n].type)).alias(n)
                             for n in missing])
@@ -126,9 +176,19 @@ def _dtype(t: str):
     return {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}[t]
 
 
-def _standardise_person(p: pl.DataFrame) -> pl.DataFrame:
+def _standardise_person(p: pl.DataFrame, defn: SourceDefinition) -> pl.DataFrame:
     def col(name: str) -> pl.Expr:
         return pl.col(name) if name in p.columns else pl.lit(None, dtype=pl.String)
+
+    conv = defn.conventions
+    ident = defn.mapping.get("person_record", {}).get("national_id")
+    dob = col("dob").cast(pl.Date) if "dob" in p.columns else pl.lit(None, dtype=pl.Date)
+    dob_raw = std.blank_to_null(pl.col("dob_raw"))
+    p = p.with_columns(
+        dob.alias("dob"),
+        (pl.when(dob_raw.is_null()).then(pl.lit("missing"))
+         .when(dob.is_null()).then(pl.lit("unparseable")).otherwise(pl.lit("valid"))
+         .alias("dob_status")))
 
     text = {"first_name": std.name, "middle_name": std.name, "last_name": std.name,
             "street": std.street, "city": std.name}
@@ -144,24 +204,33 @@ def _standardise_person(p: pl.DataFrame) -> pl.DataFrame:
         .alias("name_status"),
         std.worst_status(status["street"], status["city"]).alias("address_status"),
         *std.ssn_frame(col("ssn")),
-        *std.zip_frame(col("zip")),
-        col("state").str.strip_chars().str.to_uppercase().alias("state"),
-        std.email(col("email")).alias("email"),
+        *std.national_id_frame(col("national_id"), ident.id_type if ident else None,
+                               ident.pattern if ident else None),
+        *std.postcode_frame(col("zip"), conv.postcode_pattern),
+        *std.state_frame(col("state"), conv.state_codes),
+        *std.email_frame(col("email")),
     ).drop([f"_raw_{n}" for n in text])
-    # County from the ZIP only when the ZIP itself is valid (an invalid one is null, and
-    # never matched by a prefix or a guess).
-    by_zip = (p.select(pl.when(pl.col("zip_status") == "valid").then(pl.col("zip")))
+    # County from the ZIP only for a US source, when the ZIP itself is valid (an invalid
+    # one is null, never matched by a prefix or a guess) and the record's state is the
+    # code list's state or missing: a ZIP never gives a county of another state.
+    by_zip = (p.select(pl.when((pl.col("zip_status") == "valid") & pl.lit(conv.country == "US")
+                               & (pl.col("state").is_null() | (pl.col("state") == std.COUNTY_STATE)))
+                       .then(pl.col("zip")))
               .to_series()
               .replace_strict(std.zip_county(), default=None, return_dtype=pl.String))
     county = p["county_fips"] if "county_fips" in p.columns else pl.Series(
         [None] * p.height, dtype=pl.String)
     phone = std.phones(p["phone"] if "phone" in p.columns else
-                       pl.Series([None] * p.height, dtype=pl.String))
+                       pl.Series([None] * p.height, dtype=pl.String), conv.country)
     return p.with_columns(county.fill_null(by_zip).alias("county_fips"), phone["phone"],
-                          phone["phone_status"])
+                          phone["phone_raw"], phone["phone_status"])
 
 
-def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str) -> None:
+def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str,
+              problems: _FieldProblems, model: DataModel) -> pl.DataFrame:
+    """Validate against the row-level contract. A person record's nullable field that
+    breaks a check is nulled (its status set: `out_of_range` for the date of birth,
+    `invalid` otherwise) and counted; any other failure quarantines the row."""
     try:
         contract(entity, row_level=True).validate(frame.drop("_i"), lazy=True)
     except pandera.errors.SchemaErrors as exc:
@@ -171,10 +240,31 @@ def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str
         if whole.height:
             raise ConformError(f"[{source}] silver.{entity} does not fit its contract as a "
                                f"whole: {whole.select('column', 'check').rows()}") from None
+        fields = model.entities[entity].fields
         for (check, column), group in cases.group_by(["check", "column"]):
-            rows = frame["_i"].gather(group["index"].cast(pl.UInt32)).unique()
-            failures.add_rows(rows, check, column or entity,
-                              f"{column or entity} breaks {check}")
+            positions = group["index"].cast(pl.UInt32).unique()
+            if entity == "person_record" and column in fields and fields[column].nullable:
+                frame = _null_field(frame, column, positions)
+                problems.add(positions, pl.Series([True] * positions.len()), check, column, "")
+                continue
+            rules = {r.name: r for r in model.entities[entity].rules}
+            if check in rules and rules[check].requires_any:  # a record rule of the model
+                column = ", ".join(rules[check].requires_any)
+            elif column not in fields:
+                column = entity
+            rows = frame["_i"].gather(positions).unique()
+            failures.add_rows(rows, check, column, f"{column} breaks {check}")
+    return frame
+
+
+def _null_field(frame: pl.DataFrame, column: str, positions: pl.Series) -> pl.DataFrame:
+    hit = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(positions.implode())
+    out = [pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)]
+    status = f"{column}_status"
+    if status in frame.columns:
+        value = "out_of_range" if column == "dob" else "invalid"
+        out.append(pl.when(hit).then(pl.lit(value)).otherwise(pl.col(status)).alias(status))
+    return frame.with_columns(out)
 
 
 # Rules across the entities of one bronze row: a person cannot be born after the row's
@@ -200,8 +290,8 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list
     columns counted: an undeclared column's name is delivered text (it can be someone's
     name), so it never reaches a log or Dagster metadata."""
     delivered = [c for c in bronze.columns if not c.startswith("_")]
-    mapped = {fm.column for fields in defn.mapping.values() for fm in fields.values()
-              if fm.column} | {defn.record_id}
+    mapped = {c for fields in defn.mapping.values() for fm in fields.values()
+              for c in fm.source_columns} | {defn.record_id}
     missing = sorted(mapped - set(delivered))
     if missing:
         raise ConformError(f"[{defn.source}] the delivered columns changed: mapped columns "
@@ -218,11 +308,15 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
     model = model or load_model()
     drift = schema_drift(defn, bronze)
     df = bronze.with_row_index("_i")
-    failures = _Failures()
+    failures, problems = _Failures(), _FieldProblems()
     wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
-    frames = {e: _entity(df, defn, e, model, failures) for e in wanted}
-    for entity, frame in frames.items():
-        _validate(frame, entity, failures, defn.source)
+    frames = {e: _entity(df, defn, e, model, failures, problems) for e in wanted}
+    for entity in frames:
+        frames[entity] = _validate(frames[entity], entity, failures, defn.source, problems,
+                                   model)
+    rows_of = row_entities(defn)
+    if rows_of == ("person_record",):
+        _duplicate_records(frames["person_record"], failures)
     _row_rules(frames, failures)
     fails = failures.frame()
     rejected = fails.group_by("_i").agg(
@@ -242,7 +336,22 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
     quarantine = (rejected.join(raw, on="_i").join(df.select("_i", "_source", *PROVENANCE),
                                                    on="_i").drop("_i"))
     counts = (fails.group_by(["rule", "column"]).agg(pl.col("_i").n_unique().alias("n")))
+    kept = entities["person_record"]
+    statuses = {c: dict(sorted(kept[c].value_counts().iter_rows()))
+                for c in kept.columns if c.endswith("_status")}
     return ConformResult(
         source=defn.source, bronze_rows=bronze.height, entities=entities,
         quarantine=quarantine,
-        failures={f"{r}|{c}": n for r, c, n in counts.iter_rows()}, schema_drift=drift)
+        failures={f"{r}|{c}": n for r, c, n in counts.iter_rows()}, schema_drift=drift,
+        row_entities=rows_of, field_problems=dict(sorted(problems.counts.items())),
+        statuses=statuses)
+
+
+def _duplicate_records(person: pl.DataFrame, failures: _Failures) -> None:
+    """A source of person records only delivers one row per record: a later row with the
+    same record id is quarantined (the first is kept), so every row is accounted for."""
+    later = person.sort("_row_number").select(
+        "_i", pl.col("source_record_id").is_duplicated().alias("dup"),
+        pl.col("source_record_id").is_first_distinct().alias("first"))
+    failures.add(later["_i"], later["dup"] & ~later["first"], "duplicate_record_id",
+                 "source_record_id", "an earlier row of the delivery has the same record id")

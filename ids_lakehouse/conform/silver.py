@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
-from ids_lakehouse.conform.conform import ROW_ENTITIES, ConformResult
+from ids_lakehouse.conform.conform import ConformResult, row_entities
 from ids_lakehouse.ingest import delivery
 from ids_lakehouse.ingest.bronze import QUARANTINE_SCHEMA
 from ids_lakehouse.sources import SourceDefinition
@@ -123,10 +123,13 @@ def write(lake: Lake, result: ConformResult, run_id: str) -> None:
         delta.replace(path, table, f"_source = '{source}' AND _stage = '{STAGE}'")
 
 
-def reconcile(lake: Lake, source: str, bronze_rows: int) -> dict:
-    """bronze rows conformed = row-level silver rows + quarantined rows, read back."""
+def reconcile(lake: Lake, defn: SourceDefinition, bronze_rows: int) -> dict:
+    """bronze rows conformed = row-level silver rows + quarantined rows, read back (the
+    row-level entities are the source's enrollments and events, or its person records
+    when it delivers nothing else)."""
+    source = defn.source
     silver = sum(delta.count(lake.silver(e), pc.field("source") == source)
-                 for e in ROW_ENTITIES)
+                 for e in row_entities(defn))
     quarantined = delta.count(lake.quarantine(source),
                               (pc.field("_source") == source) & (pc.field("_stage") == STAGE))
     return {"bronze_rows": bronze_rows, "silver_rows": silver, "quarantined_rows": quarantined,

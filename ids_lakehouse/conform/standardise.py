@@ -13,6 +13,7 @@ delivered (upper-cased) and the field's status says so: a letter is never droppe
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 
@@ -208,8 +209,8 @@ def without_suffix(last: pl.Expr) -> pl.Expr:
 
 
 def ssn_frame(raw: pl.Expr) -> list[pl.Expr]:
-    """ssn (9 digits or null), ssn_last4 and ssn_status: invalid numbers are nulled with
-    the reason, never guessed."""
+    """ssn (9 digits or null), ssn_last4, ssn_raw (as delivered) and ssn_status: invalid
+    numbers are nulled with the reason, never guessed."""
     s = raw.str.strip_chars()
     digits = s.str.replace_all(r"[\s-]", "")
     partial = digits.str.contains(r"^[Xx*]{5}[0-9]{4}$")
@@ -227,62 +228,122 @@ def ssn_frame(raw: pl.Expr) -> list[pl.Expr]:
     return [pl.when(status == "valid").then(digits).otherwise(None).alias("ssn"),
             pl.when(status.is_in(["valid", "partial"])).then(digits.str.slice(5, 4))
             .otherwise(None).alias("ssn_last4"),
-            status.alias("ssn_status")]
+            raw.alias("ssn_raw"), status.alias("ssn_status")]
 
 
-ZIP_RE = r"^([0-9]{5})(?:-?[0-9]{4})?$"
+def _whole(pattern: str) -> str:
+    """A declared pattern matched against the whole value (its groups keep their numbers)."""
+    return f"^(?:{pattern})$"
 
 
-def zip5(expr: pl.Expr) -> pl.Expr:
-    return expr.str.strip_chars().str.extract(ZIP_RE, 1)
+def _status(raw: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """value_status: missing (nothing delivered), invalid (delivered, not usable), valid."""
+    return (pl.when(raw.is_null() | (raw.str.strip_chars() == "")).then(pl.lit("missing"))
+            .when(value.is_null()).then(pl.lit("invalid")).otherwise(pl.lit("valid")))
 
 
-def zip_frame(raw: pl.Expr) -> list[pl.Expr]:
-    """zip (5 digits or null), zip_raw (as delivered) and zip_status: a ZIP that is not
-    5 digits (optionally ZIP+4) or is 00000 is nulled with the status, never guessed."""
-    s = raw.str.strip_chars()
-    five = s.str.extract(ZIP_RE, 1)
-    status = (pl.when(s.is_null() | (s == "")).then(pl.lit("missing"))
-              .when(five.is_null() | (five == "00000")).then(pl.lit("invalid"))
-              .otherwise(pl.lit("valid")))
-    return [pl.when(status == "valid").then(five).otherwise(None).alias("zip"),
-            raw.alias("zip_raw"), status.alias("zip_status")]
+def postcode_frame(raw: pl.Expr, pattern: str) -> list[pl.Expr]:
+    """zip (the postcode as `pattern` reads it: its first group if it has one, else the
+    whole normalised value), zip_raw (as delivered) and zip_status. The value is
+    upper-cased with runs of spaces made one before matching; all zeros is invalid. A
+    postcode that does not match is nulled with the status, never guessed."""
+    s = raw.str.strip_chars().str.to_uppercase().str.replace_all(r"\s+", " ")
+    group = 1 if re.compile(pattern).groups else 0
+    code = s.str.extract(_whole(pattern), group)
+    code = pl.when(code.str.contains(r"^[0\s-]+$")).then(None).otherwise(code)
+    return [code.alias("zip"), raw.alias("zip_raw"),
+            _status(raw, code).alias("zip_status")]
 
 
-def _e164(number: str) -> str | None:
+def state_frame(raw: pl.Expr, codes: list[str]) -> list[pl.Expr]:
+    """state (one of the declared codes, upper case, or null), state_raw, state_status."""
+    s = raw.str.strip_chars().str.to_uppercase()
+    code = pl.when(s.is_in(codes)).then(s).otherwise(None)
+    return [code.alias("state"), raw.alias("state_raw"), _status(raw, code).alias("state_status")]
+
+
+ID_SEPARATORS = r"[\s\-./]"
+
+
+def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None) -> list[pl.Expr]:
+    """national_id (upper case, spaces, hyphens, dots and slashes removed; null unless it
+    matches the declared pattern), its type, raw value and status."""
+    s = raw.str.strip_chars().str.to_uppercase().str.replace_all(ID_SEPARATORS, "")
+    ok = s.str.contains(_whole(pattern)) & s.str.contains(r"^[A-Z0-9]{1,40}$") if pattern \
+        else pl.lit(False)
+    value = pl.when(ok).then(s).otherwise(None)
+    return [value.alias("national_id"),
+            pl.when(value.is_not_null()).then(pl.lit(id_type)).otherwise(None)
+            .cast(pl.String).alias("national_id_type"),
+            raw.alias("national_id_raw"), _status(raw, value).alias("national_id_status")]
+
+
+def _e164(number: str, region: str) -> tuple[str | None, str]:
+    """(E.164, status) of one delivered number: valid when in an assigned range, possible
+    when only its length and its country's numbering pattern fit (kept), invalid (None)
+    otherwise. A number written with the international prefix 00 that does not read as a
+    number of `region` is read as +."""
     import phonenumbers
 
     try:
-        parsed = phonenumbers.parse(number, "US")
+        parsed = phonenumbers.parse(number, region)
     except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        parsed = None
+    if (parsed is None or not phonenumbers.is_possible_number(parsed)) and \
+            number.lstrip().startswith("00"):
+        return _e164("+" + number.lstrip()[2:], region)
+    if parsed is None or len(set(str(parsed.national_number))) <= 2:
+        return None, "invalid"  # (999-999-9999, 555-555-5555, 000-000-0001: placeholders)
+    if phonenumbers.is_valid_number(parsed):
+        status = "valid"
+    elif phonenumbers.is_possible_number(parsed) and _fits_country(parsed):
+        status = "possible"
+    else:
+        return None, "invalid"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), status
 
 
-def phones(values: pl.Series) -> pl.DataFrame:
-    """E.164 phone and status for each value, parsing each distinct value once."""
-    distinct = values.drop_nulls().unique()
-    table = pl.DataFrame({"_in": distinct,
-                          "_e164": [_e164(v) for v in distinct.to_list()]},
-                         schema={"_in": pl.String, "_e164": pl.String})
+def _fits_country(parsed) -> bool:
+    """The number fits its country's general numbering pattern (e.g. a North American
+    area code does not start with 0 or 1), though perhaps not a range known to be in use."""
+    import phonenumbers
+
+    region = phonenumbers.region_code_for_country_code(parsed.country_code)
+    meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        parsed.country_code, region)
+    pattern = meta.general_desc.national_number_pattern if meta else None
+    return bool(pattern) and re.fullmatch(pattern, str(parsed.national_number)) is not None
+
+
+def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
+    """E.164 phone, phone_raw and phone_status for each value, parsing each distinct value
+    once; a number without a country code is read as `region`'s."""
+    values = pl.select(blank_to_null(pl.lit(values.cast(pl.String)))).to_series()
+    distinct = values.drop_nulls().unique().to_list()
+    parsed = [_e164(v, region) for v in distinct]
+    table = pl.DataFrame({"_in": distinct, "_e164": [p[0] for p in parsed],
+                          "_status": [p[1] for p in parsed]},
+                         schema={"_in": pl.String, "_e164": pl.String, "_status": pl.String})
     joined = pl.DataFrame({"_in": values}).join(table, on="_in", how="left",
                                                 maintain_order="left")
-    status = (pl.when(pl.col("_in").is_null()).then(pl.lit("missing"))
-              .when(pl.col("_e164").is_null()).then(pl.lit("invalid"))
-              .otherwise(pl.lit("valid")))
-    return joined.select(pl.col("_e164").alias("phone"), status.alias("phone_status"))
+    return joined.select(pl.col("_e164").alias("phone"), pl.col("_in").alias("phone_raw"),
+                         pl.col("_status").fill_null("missing").alias("phone_status"))
 
 
-def email(expr: pl.Expr) -> pl.Expr:
-    e = expr.str.strip_chars().str.to_lowercase()
-    return pl.when(e.str.contains(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")).then(e).otherwise(None)
+def email_frame(raw: pl.Expr) -> list[pl.Expr]:
+    """email (lower case, or null when not an address), email_raw and email_status."""
+    e = raw.str.strip_chars().str.to_lowercase()
+    value = pl.when(e.str.contains(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")).then(e).otherwise(None)
+    return [value.alias("email"), raw.alias("email_raw"), _status(raw, value).alias("email_status")]
+
+
+# The state whose counties the `county_fips` code list holds.
+COUNTY_STATE = "WA"
 
 
 @lru_cache(maxsize=1)
 def zip_county() -> dict[str, str]:
-    """ZIP -> county FIPS for the state, from the `zipcodes` package."""
+    """ZIP -> county FIPS for COUNTY_STATE's ZIPs, from the `zipcodes` package."""
     import csv
     from importlib import resources
 
@@ -292,4 +353,4 @@ def zip_county() -> dict[str, str]:
     rows = csv.DictReader(x for x in text.splitlines() if not x.startswith("#"))
     fips_by_name = {r["county_name"]: r["county_fips"] for r in rows}
     return {z["zip_code"]: fips_by_name[z["county"]]
-            for z in zipcodes.filter_by(state="WA") if z["county"] in fips_by_name}
+            for z in zipcodes.filter_by(state=COUNTY_STATE) if z["county"] in fips_by_name}

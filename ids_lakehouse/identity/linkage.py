@@ -18,11 +18,12 @@ import polars as pl
 
 LINK_COLUMNS = ["unique_id", "source_dataset", "first_name", "first_name_variants",
                 "middle_initial", "last_name", "dob", "dob_text", "sex", "ssn", "ssn_last4",
-                "street", "zip", "phone"]
+                "national_id", "national_id_type", "street", "zip", "phone"]
 MATCH_THRESHOLD = 0.9      # fixed in advance: pairs at or above it are the same person
 LINK_FLOOR = 0.5           # pairs at or above it are kept in person_link
 # Deterministic rules for the prior (probability two random records match).
-DETERMINISTIC_RULES = (("ssn",), ("first_name", "last_name", "dob"))
+DETERMINISTIC_RULES = (("ssn",), ("national_id_type", "national_id"),
+                       ("first_name", "last_name", "dob"))
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +44,8 @@ def name_variants(first: str | None) -> list[str]:
 
 
 SILVER_COLUMNS = ["source", "source_record_id", "first_name", "middle_name", "last_name",
-                  "dob", "sex", "ssn", "ssn_last4", "street", "zip", "phone"]
+                  "dob", "sex", "ssn", "ssn_last4", "national_id", "national_id_type", "street",
+                  "zip", "phone"]
 
 
 def linkage_input(person_record: pl.DataFrame) -> pl.DataFrame:
@@ -95,12 +97,19 @@ def _comparisons() -> list:
         cll.DamerauLevenshteinLevel("dob_text", 1),
         cll.CustomLevel("year(dob_l) = year(dob_r)", "same year"),
         cll.ElseLevel()])
-    ssn = cl.CustomComparison(output_column_name="ssn", comparison_levels=[
-        cll.CustomLevel("(ssn_last4_l IS NULL OR ssn_last4_r IS NULL)", "null")
-        .configure(is_null_level=True),
-        cll.ExactMatchLevel("ssn"),
-        cll.CustomLevel("ssn_last4_l = ssn_last4_r", "last four digits agree"),
-        cll.DamerauLevenshteinLevel("ssn", 1),
+    # One comparison of person identifiers: the SSN (or its last four digits) and the
+    # source-declared national_id, compared only between records of the same id type.
+    same_type = "national_id_type_l = national_id_type_r"
+    identifier = cl.CustomComparison(output_column_name="identifier", comparison_levels=[
+        cll.CustomLevel(f"(ssn_last4_l IS NULL OR ssn_last4_r IS NULL) AND "
+                        f"(national_id_l IS NULL OR national_id_r IS NULL OR "
+                        f"NOT ({same_type}))", "null").configure(is_null_level=True),
+        cll.CustomLevel(f"ssn_l = ssn_r OR ({same_type} AND national_id_l = national_id_r)",
+                        "exact"),
+        cll.CustomLevel("ssn_last4_l = ssn_last4_r", "SSN's last four digits agree"),
+        cll.CustomLevel(f"damerau_levenshtein(ssn_l, ssn_r) <= 1 OR ({same_type} AND "
+                        "damerau_levenshtein(national_id_l, national_id_r) <= 1)",
+                        "one edit apart"),
         cll.ElseLevel()])
     # No e-mail level: only one agency delivers e-mail, so EM cannot estimate it (at 100k
     # people its m-probability underflowed below Splink's floor and training failed).
@@ -113,7 +122,7 @@ def _comparisons() -> list:
         cll.ElseLevel()])
     sex = cl.CustomComparison(output_column_name="sex", comparison_levels=[
         cll.NullLevel("sex"), cll.ExactMatchLevel("sex"), cll.ElseLevel()])
-    return [first, last, middle, dob, ssn, location, sex]
+    return [first, last, middle, dob, identifier, location, sex]
 
 
 def blocking_rules() -> list:
@@ -123,7 +132,8 @@ def blocking_rules() -> list:
     # the date when the first name differs too (nickname, typo). Surname with birth year
     # alone did that and a little more (a wrong day and month) at twice the candidate
     # pairs of all other rules together: at 1M people it generated 34M of 71M pairs.
-    return [block_on("ssn"), block_on("dob"), block_on("first_name", "last_name"),
+    return [block_on("ssn"), block_on("national_id_type", "national_id"), block_on("dob"),
+            block_on("first_name", "last_name"),
             block_on("phone"), block_on("last_name", "year(dob)", "month(dob)"),
             block_on("last_name", "year(dob)", "day(dob)")]
 
@@ -306,17 +316,17 @@ def fingerprint(records: pl.DataFrame) -> pl.Series:
 
 TF_COLUMNS = ("first_name", "last_name")  # comparisons with term-frequency adjustments
 # Comparison levels (gamma) count down from the best level to 0 ("all other"); -1 is null.
-GAMMAS = ("first_name", "last_name", "middle_initial", "dob", "ssn", "location", "sex")
+GAMMAS = ("first_name", "last_name", "middle_initial", "dob", "identifier", "location", "sex")
 FIRST_NAME_DISAGREES = 0
-SSN_EXACT = 3
+IDENTIFIER_EXACT = 3
 
 
 def auto_link(pairs: pl.DataFrame) -> pl.Series:
     """Pairs that are linked without a steward. Twins and siblings share birth date,
     surname and address, so a pair whose first names disagree outright is never linked on
-    that evidence alone: unless the SSNs agree it goes to the review queue instead."""
+    that evidence alone: unless an identifier agrees it goes to the review queue instead."""
     twin_like = ((pairs["gamma_first_name"] == FIRST_NAME_DISAGREES)
-                 & (pairs["gamma_ssn"] != SSN_EXACT))
+                 & (pairs["gamma_identifier"] != IDENTIFIER_EXACT))
     return (pairs["match_probability"] >= MATCH_THRESHOLD) & ~twin_like
 
 
