@@ -66,6 +66,10 @@ def _check_specs() -> list[AssetCheckSpec]:
         AssetCheckSpec("quarantine_rate", asset=person, blocking=True,
                        description="Per source: quarantined share within the source's "
                                    "max_quarantine_rate (a jump signals a schema change)."),
+        AssetCheckSpec("field_validity", asset=person, blocking=True,
+                       description="Per source and identifying field: the share of "
+                                   "delivered values nulled as invalid within the source's "
+                                   "max_invalid_rate (a jump signals a changed format)."),
     ]
     return specs
 
@@ -176,6 +180,14 @@ def _check_results(store, results: list[ConformResult], unchanged: dict[str, dic
                                                      for r in results},
                            "person_statuses": {r.source: r.statuses for r in results},
                            "schema_drift": {r.source: r.schema_drift for r in results}}))
+    invalid = {r.source: r.invalid_rates() for r in results} | \
+        {s: state.get("invalid_rates") or {} for s, state in unchanged.items()}
+    broken = {s: {f: rate for f, rate in fields.items() if rate > sources[s].max_invalid_rate}
+              for s, fields in invalid.items()}
+    broken = {s: fields for s, fields in broken.items() if fields}
+    ok -= set(broken)
+    checks.append(_result("person_record", "field_validity", not broken,
+                          {"invalid_rate_by_source": invalid, "over_limit": broken}))
     return checks, ok
 
 

@@ -23,6 +23,7 @@ from deltalake import write_deltalake
 from assets.conform import OWNERS, silver_key
 from assets.identity import identity_key
 from ids_lakehouse import audit, config, crash, delta, locks, warehouse
+from ids_lakehouse.conform import silver
 from ids_lakehouse.deid import cellkey, holdback, kanon, scanner
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key
@@ -156,7 +157,7 @@ def _people(store, model) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.
     people."""
     xref = pl.from_arrow(delta.read(store.identity("person_xref")))
     records = pl.from_arrow(delta.read(store.silver("person_record")))
-    enrollment = pl.from_arrow(delta.read(store.silver("enrollment")))
+    enrollment = silver.read(store, "enrollment")
     persons = people.golden_persons(records, xref)
     return records, xref, persons, people.program_years(enrollment, xref, FIRST_YEAR,
                                                          model.as_of)

@@ -53,7 +53,7 @@ from bench.common import (
 
 SECTION = "linkage"
 SEED = 20250301
-GEN_VERSION = 1              # bump when the preparation changes, so caches are rebuilt
+GEN_VERSION = 2              # bump when the preparation changes, so caches are rebuilt
 ROOT = OUT / "linkage"
 RUN1, RUN2 = "bench-run-1", "bench-run-2"
 THRESHOLD = 0.9
@@ -193,7 +193,7 @@ def _error_analysis(xref, truth_path: str, persons_path: str | None, links=None)
     if links is not None and fn.height:
         lk = links.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("unique_id"),
                           pl.max_horizontal("unique_id_l", "unique_id_r").alias("unique_id_r"),
-                          "match_probability", "gamma_first_name", "gamma_ssn")
+                          "match_probability", "gamma_first_name", "gamma_identifier")
         j = fn.join(lk, on=["unique_id", "unique_id_r"], how="left")
         kind = (pl.when(pl.col("match_probability").is_null())
                 .then(pl.lit("not scored >= 0.5 (blocked out or low score)"))
@@ -229,7 +229,7 @@ def _error_analysis(xref, truth_path: str, persons_path: str | None, links=None)
     return out
 
 
-PATTERN_COLUMNS = ("first_name", "last_name", "dob", "ssn", "location")
+PATTERN_COLUMNS = ("first_name", "last_name", "dob", "identifier", "location")
 
 
 def _short(label: str) -> str:

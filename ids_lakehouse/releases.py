@@ -97,8 +97,10 @@ def inputs(agreement: Agreement) -> dict[str, tuple[str, str]]:
 
 def current_versions(lake: Lake, agreement: Agreement) -> dict[str, int]:
     """The current Delta version of each input of a release under `agreement`."""
-    return {name: delta.table(lake.table(*t)).version()
-            for name, t in inputs(agreement).items()}
+    from ids_lakehouse.conform import silver
+
+    return {name: silver.version(lake, t[1]) if t[0] == "silver" else
+            delta.table(lake.table(*t)).version() for name, t in inputs(agreement).items()}
 
 
 def program_sources() -> dict[str, str]:
@@ -123,11 +125,13 @@ def _party_research(lake: Lake, agreement: Agreement, versions: dict[str, int]
     those known to one of them, their attributes and participation come from those
     sources' records only, then the file is made k-anonymous as the gold one is. Who is in
     it therefore reveals nothing about an agency that is not a party."""
+    from ids_lakehouse.conform import silver
     from ids_lakehouse.model import load_model
 
     def read(name: str) -> pl.DataFrame:
         layer, table = RESEARCH_INPUTS[name]
-        frame = pl.from_arrow(delta.read(lake.table(layer, table), version=versions[name]))
+        frame = silver.read(lake, table, versions[name]) if layer == "silver" else \
+            pl.from_arrow(delta.read(lake.table(layer, table), version=versions[name]))
         return frame.filter(pl.col("source").is_in(agreement.sources))
 
     xref, records, enrollment = read("person_xref"), read("person_record"), read("enrollment")

@@ -164,6 +164,11 @@ class SourceDefinition(_Strict):
     # incremental: each file adds records (conform reads them all).
     delivery: Literal["snapshot", "incremental"] = "snapshot"
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    # Per identifying field (dob, ssn, national_id, zip, state, phone, email): the share of
+    # delivered values that fail validation and are nulled. Messy values cost a field, not
+    # the record; a share past this limit is a broken extract (a changed date format, a
+    # shifted column) and fails conform's blocking `field_validity` check.
+    max_invalid_rate: float = Field(0.5, ge=0, le=1)
     # Parquet list/struct/map columns are refused (rule `nested_type`) unless declared here:
     # a nested value is never flattened or cast to text silently.
     allow_nested_types: bool = False
@@ -230,7 +235,12 @@ def load_source(path: Path) -> SourceDefinition:
 
 
 def sources_dir() -> Path:
-    return Path(str(resources.files("data_model").joinpath("sources")))
+    """Where the source declarations are: IDS_SOURCES_DIR when set (a deployment's own
+    agencies, kept outside the package), else the package's data_model/sources."""
+    import os
+
+    chosen = os.environ.get("IDS_SOURCES_DIR")
+    return Path(chosen) if chosen else Path(str(resources.files("data_model").joinpath("sources")))
 
 
 @lru_cache(maxsize=4)

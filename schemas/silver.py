@@ -3,7 +3,6 @@ nullability, code lists, patterns, date ranges, key uniqueness and cross-field r
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import lru_cache
 
 import pandera.polars as pa
@@ -24,9 +23,6 @@ def _checks(model: DataModel, name: str, f: FieldDef) -> list[pa.Check]:
         pattern = f.pattern if f.pattern.endswith("$") else f.pattern + "$"
         checks.append(pa.Check.str_matches(pattern, name="pattern", error="pattern"))
     low, high = model.date_bound(f.min), model.date_bound(f.max)
-    if name == "dob":  # plausible age
-        oldest = dt.date(model.as_of.year - model.max_age_years, 1, 1)
-        low = max(low or oldest, oldest)
     if low is not None:
         checks.append(pa.Check.ge(low, name="not_before", error="not_before"))
     if high is not None:

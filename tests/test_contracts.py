@@ -20,6 +20,10 @@ GOOD_PERSON = {
     "ssn": "123450001", "ssn_last4": "0001", "ssn_status": "valid", "street": "1 MAIN ST",
     "city": "SEATTLE", "state": "WA", "zip": "98101", "county_fips": "033",
     "phone": "+12065550123", "phone_status": "valid", "email": "ann@example.com",
+    "dob_raw": "1990-05-01", "dob_status": "valid", "ssn_raw": "123-45-0001",
+    "national_id": None, "national_id_type": None, "national_id_raw": None,
+    "national_id_status": "missing", "state_raw": "WA", "state_status": "valid",
+    "phone_raw": "206-555-0123", "email_raw": "ann@example.com", "email_status": "valid",
     "_file_sha256": "a" * 64, "_row_number": 2,
 }
 
@@ -49,16 +53,19 @@ def test_good_rows_pass():
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"last_name": None}, ("last_name", "not_nullable")),                    # nullability
+    ({"source_record_id": None}, ("source_record_id", "not_nullable")),      # nullability
+    ({"first_name": None, "last_name": None, "dob": None, "ssn": None},      # record rule
+     ("silver.person_record", "no_identifying_field")),
     ({"sex": "Q"}, ("sex", "code_list:sex")),                                 # code list
     ({"county_fips": "999"}, ("county_fips", "code_list:county_fips")),       # code list (file)
-    ({"zip": "9810"}, ("zip", "pattern")),                                    # pattern
+    ({"zip": "98#1"}, ("zip", "pattern")),                                    # pattern
     ({"zip_status": "bogus"}, ("zip_status", "code_list:zip_status")),
     ({"name_status": None}, ("name_status", "not_nullable")),
     ({"ssn": "12345678X"}, ("ssn", "pattern")),
     ({"phone": "2065550123"}, ("phone", "pattern")),
     ({"dob": dt.date(2099, 1, 1)}, ("dob", "not_after")),                    # not in the future
-    ({"dob": dt.date(1880, 1, 1)}, ("dob", "not_before")),                   # plausible age
+    ({"dob": dt.date(1880, 1, 1)}, ("dob", "not_before")),                   # model minimum
+    ({"national_id_type": "passport"}, ("national_id_type", "pattern")),
 ])
 def test_each_rule_family_rejects_its_bad_row(change, expected):
     assert expected in failures("person_record", person(**change))
@@ -118,7 +125,7 @@ def test_every_source_maps_only_model_fields():
 def test_contract_failures_are_counted_never_shown():
     from schemas import failure_counts
 
-    counts = failure_counts(contract("person_record"), person(sex="Q", zip="9810",
+    counts = failure_counts(contract("person_record"), person(sex="Q", zip="98#1",
                                                               first_name_raw="Zebulon"))
     assert counts == {"code_list:sex|sex": 1, "pattern|zip": 1}
     assert failure_counts(contract("person_record"), person()) == {}

@@ -101,12 +101,18 @@ def test_a_decision_needs_a_known_verdict_and_a_steward(silver_lake):
         index.record_decision(silver_lake, "a", "b", "match", "someone", "")
 
 
-def test_twins_are_not_auto_linked():
-    pairs = pl.DataFrame({"match_probability": [0.99, 0.99, 0.99],
+def test_twins_and_namesakes_are_held_for_review_unless_an_identifier_agrees():
+    pairs = pl.DataFrame({"match_probability": [0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.8],
                           "gamma_first_name": [linkage.FIRST_NAME_DISAGREES,
-                                               linkage.FIRST_NAME_DISAGREES, 5],
-                          "gamma_identifier": [-1, linkage.IDENTIFIER_EXACT, -1]})
-    assert linkage.auto_link(pairs).to_list() == [False, True, True]
+                                               linkage.FIRST_NAME_DISAGREES, 5, 5, 5, 5, 5],
+                          "gamma_dob": [4, 4, 4, 0, linkage.DOB_SAME_YEAR, 2, 4],
+                          "gamma_identifier": [-1, linkage.IDENTIFIER_EXACT, -1, -1, 0,
+                                               -1, -1]})
+    assert linkage.auto_link(pairs).to_list() == [False, True, True, False, False, True,
+                                                  False]
+    assert linkage.held_for_review(pairs).to_list() == [
+        linkage.TWINS_GUARD, None, None, linkage.DOB_CONFLICT, linkage.DOB_CONFLICT, None,
+        None]
 
 
 def _lookalike_records(people: int = 200, pairs: int = 20) -> pl.DataFrame:
@@ -120,6 +126,7 @@ def _lookalike_records(people: int = 200, pairs: int = 20) -> pl.DataFrame:
         rows.append({"source": source, "source_record_id": rid, "first_name": first,
                      "middle_name": "ABCDEFGH"[n % 8], "last_name": last, "dob": dob,
                      "sex": "FM"[n % 2], "ssn": f"{100000000 + n}", "ssn_last4": f"{n:04d}",
+                     "national_id": None, "national_id_type": None,
                      "street": f"{n} MAIN ST", "zip": f"{10000 + n}",
                      "phone": f"{5550000000 + n}"})
 

@@ -272,13 +272,13 @@ def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
 
         # A source that fails a check is no longer recorded as conformed: every later run
         # conforms and checks it again rather than trusting its failed rows.
-        strict = {s: d.model_copy(update={"max_quarantine_rate": 0.0}) if s == "medicaid"
+        strict = {s: d.model_copy(update={"max_invalid_rate": 0.0}) if s == "medicaid"
                   else d for s, d in load_sources().items()}
         monkeypatch.setattr(conform_assets, "load_sources", lambda: strict)
         for config, conformed in (({"full_rebuild": True}, sources), ({}, ["medicaid"])):
             failed = _conform(defs, instance, **config)
             rate = next(c for c in failed.get_asset_check_evaluations()
-                        if c.check_name == "quarantine_rate")
+                        if c.check_name == "field_validity")
             assert not rate.passed and set(rate.metadata["over_limit"].value) == {"medicaid"}
             assert _conform_metadata(failed)["sources_conformed"] == conformed
         monkeypatch.undo()

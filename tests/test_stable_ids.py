@@ -7,12 +7,8 @@ import datetime as dt
 
 import polars as pl
 
-from ids_lakehouse.identity.stable_ids import (
-    INDEX_SCHEMA,
-    apply_steward_decisions,
-    assign,
-    connected_components,
-)
+from ids_lakehouse.identity import clustering
+from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, assign
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
@@ -82,12 +78,76 @@ def test_new_ids_are_opaque_and_unique():
     assert all(len(p) == 17 and p.startswith("P") for p in minted)
 
 
-def test_steward_decisions_add_and_remove_edges():
-    edges = pl.DataFrame({"unique_id_l": ["a", "c"], "unique_id_r": ["b", "d"]})
-    decisions = pl.DataFrame({"unique_id_l": ["d", "b"], "unique_id_r": ["c", "e"],
-                              "decision": ["non_match", "match"]})
-    adjusted = apply_steward_decisions(edges, decisions)
-    got = connected_components(pl.Series(["a", "b", "c", "d", "e"]), adjusted)
-    cluster = dict(got.iter_rows())
+def _records(**dobs) -> pl.DataFrame:
+    return pl.DataFrame({"unique_id": list(dobs), "dob_text": list(dobs.values()),
+                         "ssn": [None] * len(dobs), "national_id_type": [None] * len(dobs),
+                         "national_id": [None] * len(dobs)}, schema={
+        "unique_id": pl.String, "dob_text": pl.String, "ssn": pl.String,
+        "national_id_type": pl.String, "national_id": pl.String})
+
+
+def _pairs(*rows) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"unique_id_l": pl.String, "unique_id_r": pl.String,
+                                      "match_weight": pl.Float64, "strong": pl.Boolean},
+                        orient="row")
+
+
+NO_DECISIONS = pl.DataFrame(schema={"unique_id_l": pl.String, "unique_id_r": pl.String})
+NO_PRIOR = pl.DataFrame(schema={"unique_id": pl.String, "person_id": pl.String})
+
+
+def _decided(*rows) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"unique_id_l": pl.String, "unique_id_r": pl.String},
+                        orient="row")
+
+
+def test_steward_decisions_add_and_remove_links():
+    records = _records(a=None, b=None, c=None, d=None, e=None)
+    pairs = _pairs(("a", "b", 10.0, False), ("c", "d", 10.0, False))
+    got = clustering.cluster(records, pairs, _decided(("b", "e")), _decided(("c", "d")),
+                             NO_PRIOR)
+    cluster = dict(got.clusters.iter_rows())
     assert cluster["a"] == cluster["b"] == cluster["e"]     # the steward's match joined e
     assert cluster["c"] != cluster["d"]                     # the steward's non-match split c, d
+    assert got.held_back.rows() == [("c", "d", clustering.DECIDED_APART)]
+
+
+def test_a_chain_never_joins_records_that_conflict_the_weakest_link_gives():
+    # a and c were born in different years; b (no dob) links to both, a-b more strongly.
+    records = _records(a="19800101", b=None, c="19921231", d="19800110")
+    pairs = _pairs(("a", "b", 12.0, False), ("b", "c", 9.0, False), ("a", "d", 8.0, False))
+    got = clustering.cluster(records, pairs, NO_DECISIONS, NO_DECISIONS, NO_PRIOR)
+    cluster = dict(got.clusters.iter_rows())
+    assert cluster["a"] == cluster["b"] == cluster["d"] != cluster["c"]  # d: one edit away
+    assert got.held_back.rows() == [("b", "c", clustering.CONFLICT)]
+    # A steward's decision comes first: b and c are one person, so a stays apart from them.
+    forced = clustering.cluster(records, pairs, _decided(("b", "c")), NO_DECISIONS, NO_PRIOR)
+    cluster = dict(forced.clusters.iter_rows())
+    assert cluster["b"] == cluster["c"] != cluster["a"] == cluster["d"]
+
+
+def test_new_data_merges_established_people_only_on_an_identifier():
+    records = _records(a=None, b=None, new=None)
+    prior_xref = pl.DataFrame({"unique_id": ["a", "b"], "person_id": ["P1", "P2"]})
+    weak = _pairs(("a", "new", 10.0, False), ("b", "new", 9.0, False))
+    got = clustering.cluster(records, weak, NO_DECISIONS, NO_DECISIONS, prior_xref)
+    cluster = dict(got.clusters.iter_rows())
+    assert cluster["a"] == cluster["new"] != cluster["b"]
+    assert got.held_back.rows() == [("b", "new", clustering.ESTABLISHED)]
+    strong = _pairs(("a", "new", 10.0, False), ("b", "new", 9.0, True))
+    got = clustering.cluster(records, strong, NO_DECISIONS, NO_DECISIONS, prior_xref)
+    assert got.clusters["cluster"].n_unique() == 1 and got.held_back.height == 0
+
+
+def test_conflicts_are_dates_beyond_a_typo_and_identifiers_beyond_one_edit():
+    def facts(dob=None, ssn=None, kind=None, nid=None):
+        return (dob, ssn, kind, nid)
+
+    assert not clustering.conflict(facts("19800102"), facts("19800201"))   # transposed
+    assert not clustering.conflict(facts("19800102"), facts("19800103"))   # one edit
+    assert clustering.conflict(facts("19800102"), facts("19800315"))       # same year only
+    assert not clustering.conflict(facts("19800102"), facts(None))
+    assert not clustering.conflict(facts(ssn="553950378"), facts(ssn="553950387"))
+    assert clustering.conflict(facts(ssn="553950378"), facts(ssn="553950412"))
+    assert not clustering.conflict(facts(kind="A", nid="X1"), facts(kind="B", nid="Y9"))
+    assert clustering.conflict(facts(kind="A", nid="X1234"), facts(kind="A", nid="Y9999"))

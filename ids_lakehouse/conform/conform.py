@@ -16,6 +16,7 @@ carry the facts themselves, are quarantined with their row for any problem."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import pandera.errors
@@ -37,6 +38,10 @@ class ConformError(RuntimeError):
     """A whole-source problem (e.g. the bronze schema no longer fits the mapping)."""
 
 
+# Statuses whose value is kept (usable) or that say nothing was delivered.
+USABLE = {"valid", "missing", "possible", "partial", "implausible_age"}
+
+
 def row_entities(defn: SourceDefinition) -> tuple[str, ...]:
     """The entities holding one silver row per conformed bronze row: the source's
     enrollments and events or, for a source that delivers person records only, those."""
@@ -56,6 +61,20 @@ class ConformResult:
     field_problems: dict[str, int] = field(default_factory=dict)
     # Per status column of the kept person records: status -> records.
     statuses: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def invalid_rates(self) -> dict[str, float]:
+        """Per identifying field with a status: the share of delivered values (status not
+        `missing`) that were nulled as invalid."""
+        out = {}
+        for column, counts in self.statuses.items():
+            field_name = column.removesuffix("_status")
+            if field_name in ("name", "address"):
+                continue
+            delivered = sum(n for s, n in counts.items() if s != "missing")
+            bad = sum(n for s, n in counts.items() if s not in USABLE)
+            if delivered:
+                out[field_name] = round(bad / delivered, 4)
+        return out
 
     @property
     def row_entity_rows(self) -> int:
@@ -165,7 +184,7 @@ def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataMo
         dob_raw = (_delivered(df, mapping["dob"]).cast(pl.String) if "dob" in mapping
                    and mapping["dob"].value is None else pl.Series([None] * df.height,
                                                                    dtype=pl.String))
-        out = _standardise_person(out.with_columns(dob_raw.alias("dob_raw")), defn)
+        out = _standardise_person(out.with_columns(dob_raw.alias("dob_raw")), defn, model)
     missing = [n for n in fields if n not in out.columns]
     out = out.with_columns([pl.lit(None, dtype=_dtype(fields[n].type)).alias(n)
                             for n in missing])
@@ -176,7 +195,8 @@ def _dtype(t: str):
     return {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}[t]
 
 
-def _standardise_person(p: pl.DataFrame, defn: SourceDefinition) -> pl.DataFrame:
+def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
+                        model: DataModel) -> pl.DataFrame:
     def col(name: str) -> pl.Expr:
         return pl.col(name) if name in p.columns else pl.lit(None, dtype=pl.String)
 
@@ -184,10 +204,12 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition) -> pl.DataFrame
     ident = defn.mapping.get("person_record", {}).get("national_id")
     dob = col("dob").cast(pl.Date) if "dob" in p.columns else pl.lit(None, dtype=pl.Date)
     dob_raw = std.blank_to_null(pl.col("dob_raw"))
+    oldest = dt.date(model.as_of.year - model.max_age_years, 1, 1)
     p = p.with_columns(
         dob.alias("dob"),
         (pl.when(dob_raw.is_null()).then(pl.lit("missing"))
-         .when(dob.is_null()).then(pl.lit("unparseable")).otherwise(pl.lit("valid"))
+         .when(dob.is_null()).then(pl.lit("unparseable"))
+         .when(dob < oldest).then(pl.lit("implausible_age")).otherwise(pl.lit("valid"))
          .alias("dob_status")))
 
     text = {"first_name": std.name, "middle_name": std.name, "last_name": std.name,
@@ -213,9 +235,9 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition) -> pl.DataFrame
     # County from the ZIP only for a US source, when the ZIP itself is valid (an invalid
     # one is null, never matched by a prefix or a guess) and the record's state is the
     # code list's state or missing: a ZIP never gives a county of another state.
+    home = pl.col("state").is_null() | (pl.col("state") == std.COUNTY_STATE)
     by_zip = (p.select(pl.when((pl.col("zip_status") == "valid") & pl.lit(conv.country == "US")
-                               & (pl.col("state").is_null() | (pl.col("state") == std.COUNTY_STATE)))
-                       .then(pl.col("zip")))
+                               & home).then(pl.col("zip")))
               .to_series()
               .replace_strict(std.zip_county(), default=None, return_dtype=pl.String))
     county = p["county_fips"] if "county_fips" in p.columns else pl.Series(

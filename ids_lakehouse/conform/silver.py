@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
@@ -32,7 +33,8 @@ STATE = "_conformed"
 STATE_SCHEMA = pa.schema([("source", pa.string()), ("signature", pa.string()),
                           ("bronze_rows", pa.int64()),
                           ("quarantined_rows", pa.int64()), ("run_id", pa.string()),
-                          ("conformed_at", pa.timestamp("us", tz="UTC"))])
+                          ("conformed_at", pa.timestamp("us", tz="UTC")),
+                          ("invalid_rates", pa.string())])   # JSON: field -> share
 # Libraries whose upgrade can change what conform produces (parsing and reference data).
 PARSERS = ("polars", "pandera", "phonenumbers", "usaddress", "nameparser", "zipcodes")
 
@@ -50,7 +52,7 @@ def code_digest() -> str:
     declarations = Path(str(resources.files("data_model")))
     code = Path(__file__).parent
     files = [*sorted(declarations.glob("model.yaml")), *sorted(declarations.glob("code_lists/*")),
-             *sorted(declarations.glob("sources/*.yaml")), *sorted(code.glob("*.py")),
+             *sorted(sources.sources_dir().glob("*.yaml")), *sorted(code.glob("*.py")),
              Path(schemas.__file__).parent / "silver.py", Path(model.__file__),
              Path(sources.__file__)]
     for f in files:
@@ -80,13 +82,16 @@ def conformed(lake: Lake) -> dict[str, dict]:
     path = lake.table("silver", STATE)
     if not delta.exists(path):
         return {}
-    return {r["source"]: r for r in delta.read(path).to_pylist()}
+    rows = delta.read(path).to_pylist()
+    return {r["source"]: r | {"invalid_rates": json.loads(r.get("invalid_rates") or "{}")}
+            for r in rows}
 
 
 def record_conformed(lake: Lake, result: ConformResult, sig: str, run_id: str) -> None:
     row = {"source": result.source, "signature": sig,
            "bronze_rows": result.bronze_rows, "quarantined_rows": result.quarantine.height,
-           "run_id": run_id, "conformed_at": dt.datetime.now(dt.timezone.utc)}
+           "run_id": run_id, "conformed_at": dt.datetime.now(dt.timezone.utc),
+           "invalid_rates": json.dumps(result.invalid_rates(), sort_keys=True)}
     delta.replace(lake.table("silver", STATE), pa.Table.from_pylist([row], schema=STATE_SCHEMA),
                   f"source = '{result.source}'")
 
@@ -106,6 +111,29 @@ def bronze_to_conform(lake: Lake, defn: SourceDefinition,
         return None
     return pl.from_arrow(delta.read(lake.bronze(defn.source),
                                     filter=pc.field("_file_sha256").isin(shas)))
+
+
+ABSENT = -1   # the "version" of a silver table no source has delivered rows for yet
+
+
+def read(lake: Lake, entity: str, version: int | None = None) -> pl.DataFrame:
+    """A silver entity's rows (at `version`); none, with the model's columns, when no
+    source delivers the entity (e.g. every source sends person records only)."""
+    path = lake.silver(entity)
+    if version == ABSENT or (version is None and not delta.exists(path)):
+        from ids_lakehouse.model import load_model
+
+        types = {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}
+        fields = load_model().entities[entity].fields
+        return pl.DataFrame(schema={n: types[f.type] for n, f in fields.items()}
+                            | {"_file": pl.String, "_file_sha256": pl.String,
+                               "_row_number": pl.Int64})
+    return pl.from_arrow(delta.read(path, version=version))
+
+
+def version(lake: Lake, entity: str) -> int:
+    path = lake.silver(entity)
+    return delta.table(path).version() if delta.exists(path) else ABSENT
 
 
 def write(lake: Lake, result: ConformResult, run_id: str) -> None:

@@ -19,14 +19,8 @@ from deltalake import write_deltalake
 
 from ids_lakehouse import crash, delta, locks
 from ids_lakehouse.config import Lake
-from ids_lakehouse.identity import linkage
-from ids_lakehouse.identity.stable_ids import (
-    INDEX_SCHEMA,
-    XREF_SCHEMA,
-    apply_steward_decisions,
-    assign,
-    connected_components,
-)
+from ids_lakehouse.identity import clustering, linkage
+from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, XREF_SCHEMA, assign
 
 DECISION_SCHEMA = {"unique_id_l": pl.String, "unique_id_r": pl.String,
                    "decision": pl.String, "steward": pl.String, "reason": pl.String,
@@ -226,12 +220,14 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
                                   model, full or trained)
     decisions = steward_decisions(lake)
     linked = linkage.auto_link(pairs)
-    matches = pairs.filter(linked)
-    edges = apply_steward_decisions(matches, decisions)
-    clusters = connected_components(records["unique_id"], edges)
     prior_xref = _read(lake.identity("person_xref"), XREF_SCHEMA)
     prior_index = _read(lake.identity("person_index"), INDEX_SCHEMA)
-    result = assign(clusters, prior_xref, prior_index, run_id, now)
+    decided_as = {d: decisions.filter(pl.col("decision") == d) for d in DECISIONS}
+    grouped = clustering.cluster(
+        records, pairs.filter(linked).with_columns(
+            (pl.col("gamma_identifier") == linkage.IDENTIFIER_EXACT).alias("strong")),
+        decided_as["match"], decided_as["non_match"], prior_xref)
+    result = assign(grouped.clusters, prior_xref, prior_index, run_id, now)
 
     best = (pairs.join(result.xref, left_on="unique_id_l", right_on="unique_id")
             .join(result.xref, left_on="unique_id_r", right_on="unique_id", suffix="_r")
@@ -252,9 +248,15 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
     decided = decisions.select("unique_id_l", "unique_id_r")
     low, high = review_band
     in_band = (pl.col("match_probability") >= low) & (pl.col("match_probability") < high)
-    review = (pairs.with_columns(linked.alias("_linked"))
-              .filter(in_band | ((pl.col("match_probability") >= high) & ~pl.col("_linked")))
-              .drop("_linked")
+    # Why each pair waits for a steward: the uncertainty band, a guard, or clustering
+    # leaving it out (it would join records that conflict or established people).
+    why = (pairs.with_columns(linkage.held_for_review(pairs).alias("reason"))
+           .join(grouped.held_back.rename({"reason": "_held"}),
+                 on=["unique_id_l", "unique_id_r"], how="left")
+           .with_columns(pl.when(in_band).then(pl.lit("in the uncertainty band"))
+                         .otherwise(pl.coalesce("_held", "reason")).alias("reason"))
+           .drop("_held"))
+    review = (why.filter(pl.col("reason").is_not_null())
               .join(decided, on=["unique_id_l", "unique_id_r"], how="anti")
               .with_columns(pl.lit(run_id).alias("run_id"), pl.lit("open").alias("status")))
     links = pairs.filter(pl.col("match_probability") >= linkage.LINK_FLOOR).sort(

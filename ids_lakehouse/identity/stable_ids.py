@@ -16,7 +16,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 XREF_SCHEMA = {"unique_id": pl.String, "person_id": pl.String}
@@ -28,36 +27,6 @@ EVENT_SCHEMA = {"person_id": pl.String, "event": pl.String, "related_person_id":
 
 def new_person_id() -> str:
     return "P" + secrets.token_hex(8).upper()
-
-
-def connected_components(ids: pl.Series, edges: pl.DataFrame) -> pl.DataFrame:
-    """unique_id -> cluster (an integer) over undirected edges (unique_id_l, unique_id_r)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components as components
-
-    index = pl.DataFrame({"unique_id": ids}).with_row_index("n")
-    e = (edges.join(index, left_on="unique_id_l", right_on="unique_id")
-         .join(index, left_on="unique_id_r", right_on="unique_id", suffix="_r"))
-    n = index.height
-    graph = coo_matrix((np.ones(e.height), (e["n"].to_numpy(), e["n_r"].to_numpy())),
-                       shape=(n, n))
-    _, labels = components(graph, directed=False)
-    return index.select("unique_id", pl.Series("cluster", labels, dtype=pl.Int64))
-
-
-def apply_steward_decisions(edges: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
-    """Steward `match` decisions add an edge; `non_match` decisions remove one."""
-    if decisions.height == 0:
-        return edges.select("unique_id_l", "unique_id_r")
-    d = decisions.with_columns(  # order each pair so (l, r) == (min, max)
-        pl.min_horizontal("unique_id_l", "unique_id_r").alias("a"),
-        pl.max_horizontal("unique_id_l", "unique_id_r").alias("b"))
-    e = edges.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("a"),
-                     pl.max_horizontal("unique_id_l", "unique_id_r").alias("b"))
-    blocked = d.filter(pl.col("decision") == "non_match").select("a", "b")
-    forced = d.filter(pl.col("decision") == "match").select("a", "b")
-    kept = e.join(blocked, on=["a", "b"], how="anti")
-    return pl.concat([kept, forced]).unique().rename({"a": "unique_id_l", "b": "unique_id_r"})
 
 
 @dataclass

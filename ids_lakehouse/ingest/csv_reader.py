@@ -87,7 +87,8 @@ class CsvReader(Reader):
         if not any(h.strip() for h in header):
             raise self.fail("missing_header", "the first line is blank; expected a header",
                             line=1)
-        self.accept_header(header, line=1)
+        # "id, name, dob": spaces around a name are layout, not part of it.
+        self.accept_header([h.strip(" \t") for h in header], line=1)
         return self.string_schema()
 
     def _on_invalid(self, row) -> str:

@@ -803,8 +803,8 @@ class XlsxReader(Reader):
             raise self.fail("merged_cells" if 1 in self._merged else "formula_without_value",
                             "the header row has merged cells or formulas without values",
                             line=1)
-        self.accept_header([h if isinstance(h, str) else "" if h is None else _cell_text(h)
-                            for h in header], line=1)
+        self.accept_header([h.strip(" \t") if isinstance(h, str) else "" if h is None
+                            else _cell_text(h) for h in header], line=1)
         return self.string_schema()
 
     def _merged_rows(self) -> dict[int, str]:
