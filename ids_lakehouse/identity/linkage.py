@@ -342,8 +342,9 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
     - dob conflict: namesakes (a parent and a child of the same name at one address, or
       two people of a common name) agree on names and place but not on the date of birth.
       A pair whose dates of birth are both known and agree at most on the year is not
-      linked on the names alone (an identifier within one edit lifts this guard). On the bench's 100,000 people every one of the 122 such
-      pairs the model scored >= 0.9 without an identifier was two different people."""
+      linked on the names alone (an identifier within one edit lifts this guard). On the
+      bench's 100,000 people every one of the 122 such pairs the model scored >= 0.9
+      without an identifier was two different people."""
     no_id = pairs["gamma_identifier"] != IDENTIFIER_EXACT
     twin_like = (pairs["gamma_first_name"] == FIRST_NAME_DISAGREES) & no_id
     # A parent and a child do not hold identifiers one edit apart (twins may: SSNs issued
