@@ -27,7 +27,8 @@ TABLES = {
                    "in-cluster match probability, run and model version.",
     "person_id_events": "Append-only: person IDs created, merged (older ID survives) or "
                         "split (larger part keeps the ID), with run.",
-    "review_queue": "Pairs in the uncertainty band awaiting a steward decision.",
+    "review_queue": "Pairs awaiting a steward decision, each with why: the uncertainty band, "
+                    "a guard (twins, dates of birth), or clustering holding it back.",
 }
 MIN_CROSS_SOURCE_F1 = 0.95
 

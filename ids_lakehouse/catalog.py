@@ -31,7 +31,7 @@ MART_DESCRIPTIONS = {
 IDENTITY_TABLES = {
     "person_xref": "Every source record and the person it belongs to.",
     "person_link": "Scored record pairs above the link threshold.",
-    "review_queue": "Uncertain pairs awaiting a steward.",
+    "review_queue": "Pairs awaiting a steward, each with the reason it was not linked.",
     "person_index": "The master person index: stable person ids and when they were minted.",
     "person_id_events": "Every merge, split and retirement of a person id.",
     "steward_decisions": "Steward decisions on pairs (who, when, why).",

@@ -232,3 +232,16 @@ def test_an_invalid_zip_is_nulled_with_a_status_and_kept_raw(medicaid):
                                       "98101"]
     assert p["county_fips"].to_list() == [None, "033", None, None, "033", "033"]
     assert (p["name_status"].to_list() == p["address_status"].to_list() == ["valid"] * 6)
+
+
+def test_a_shifted_column_shows_as_invalid_rates_not_as_quiet_nulls(medicaid):
+    """A broken extract (the date of birth column now holds phone numbers) no longer
+    quarantines rows: the share of delivered values nulled per field is what conform's
+    blocking field_validity check compares with max_invalid_rate."""
+    bronze = medicaid_rows(*[{"date_of_birth": f"360-687-09{i:02d}"} for i in range(10)])
+    result = conform_source(medicaid, bronze)
+    assert result.quarantine.height == 0
+    rates = result.invalid_rates()
+    assert rates["dob"] == 1.0 > medicaid.max_invalid_rate
+    assert rates["ssn"] == 0.0 and rates["phone"] == 0.0
+    assert result.statuses["dob_status"] == {"unparseable": 10}

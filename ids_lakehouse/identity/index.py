@@ -2,7 +2,7 @@
 
 Tables under LAKE_ROOT/identity/: person_link (scored pairs above the floor),
 person_xref (record -> person_id), person_id_events (created / merged / split),
-review_queue (pairs in the uncertainty band), person_index (every ID ever minted) and
+review_queue (pairs awaiting a steward, with the reason), person_index (every ID ever minted) and
 steward_decisions (kept and honoured on every run). Model versions live in
 LAKE_ROOT/models/linkage/ as JSON."""
 
