@@ -72,8 +72,11 @@ def _comparisons() -> list:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
-    # First and last name written the other way round, each perhaps with a typo.
-    swapped = ("jaro_winkler_similarity(first_name_l, last_name_r) >= 0.9 AND "
+    # First and last name written the other way round, each perhaps with a typo (the
+    # initials compared first: DuckDB then computes Jaro-Winkler on the few pairs left).
+    swapped = ("left(first_name_l, 1) = left(last_name_r, 1) AND "
+               "left(last_name_l, 1) = left(first_name_r, 1) AND "
+               "jaro_winkler_similarity(first_name_l, last_name_r) >= 0.9 AND "
                "jaro_winkler_similarity(last_name_l, first_name_r) >= 0.9")
     first = cl.CustomComparison(output_column_name="first_name", comparison_levels=[
         cll.NullLevel("first_name"),
