@@ -25,7 +25,7 @@ from dagster import (
 from assets.ingest import TRANSIENT_RETRY, bronze_key
 from ids_lakehouse import catalog, crash, delta, locks
 from ids_lakehouse.conform import silver
-from ids_lakehouse.conform.conform import ConformResult, conform_source
+from ids_lakehouse.conform.conform import ConformError, ConformResult, conform_source
 from ids_lakehouse.model import load_model
 from ids_lakehouse.sources import load_sources
 from pipelines.resources import LakeResource
@@ -98,6 +98,7 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
         results: list[ConformResult] = []
         signatures: dict[str, str] = {}
         unchanged: list[str] = []
+        refused: dict[str, tuple[str, ConformResult | None]] = {}
         for source, defn in load_sources().items():
             shas = silver.deliveries_to_conform(store, defn)
             if not shas:
@@ -109,7 +110,22 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
                 context.log.info(f"{source}: unchanged since run "
                                  f"{earlier[source]['run_id']}; not conformed again")
                 continue
-            result = conform_source(defn, silver.bronze_to_conform(store, defn, shas))
+            # A source whose delivery cannot be conformed, or whose rows are past its
+            # limits, is refused BEFORE its silver rows are replaced: the rows conformed
+            # from its last good delivery stay, and the checks below fail naming it.
+            try:
+                result = conform_source(defn, silver.bronze_to_conform(store, defn, shas))
+            except ConformError as exc:
+                refused[source] = (str(exc), None)
+            else:
+                over = _past_limits(defn, result)
+                if over:
+                    refused[source] = (over, result)
+            if source in refused:
+                context.log.error(f"{source}: refused, earlier silver rows kept: "
+                                  f"{refused[source][0]}")
+                silver.forget_conformed(store, source)
+                continue
             silver.write(store, result, context.run_id)
             crash.point("conform.after_first_source")
             results.append(result)
@@ -120,7 +136,8 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
                              f"{result.row_entity_rows:,} silver, "
                              f"{result.quarantine.height:,} quarantined; person fields "
                              f"nulled (rule|column: records) {result.field_problems}")
-        checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged})
+        checks, passed = _check_results(store, results, {s: earlier[s] for s in unchanged},
+                                        refused)
         for result in results:
             if result.source in passed:
                 silver.record_conformed(store, result, signatures[result.source],
@@ -135,15 +152,34 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
         yield MaterializeResult(asset_key=silver_key(entity), metadata={
             "dagster/row_count": delta.count(path), "rows_by_source": per_source,
             "sources_conformed": sorted(per_source), "sources_unchanged": unchanged,
+            "sources_refused": {src: why for src, (why, _) in refused.items()},
             "path": str(path), "dagster/column_lineage": silver_lineage(entity)})
 
 
-def _check_results(store, results: list[ConformResult], unchanged: dict[str, dict]):
+def _past_limits(defn, result: ConformResult) -> str:
+    """Why the source's conformed rows must not replace its silver rows (empty: they may):
+    the quarantined share or a field's invalid share past the source's limits."""
+    why = []
+    rate = result.quarantine.height / result.bronze_rows if result.bronze_rows else 0.0
+    if rate > defn.max_quarantine_rate:
+        why.append(f"{rate:.1%} of rows quarantined (max_quarantine_rate "
+                   f"{defn.max_quarantine_rate:.1%})")
+    invalid = {f: r for f, r in result.invalid_rates().items() if r > defn.max_invalid_rate}
+    if invalid:
+        why.append(f"delivered values nulled as invalid {invalid} (max_invalid_rate "
+                   f"{defn.max_invalid_rate:.0%})")
+    return "; ".join(why)
+
+
+def _check_results(store, results: list[ConformResult], unchanged: dict[str, dict],
+                   refused: dict[str, tuple[str, ConformResult | None]]):
     """The checks over every source: those conformed in this run are validated now; an
     unchanged source keeps the verdict it passed with (its rows have not changed since),
-    re-read only for reconciliation. Returns the check results and the conformed sources
-    that passed every check."""
+    re-read only for reconciliation; a refused source fails the check that refused it
+    (rows_reconcile when its delivery could not be conformed at all). Returns the check
+    results and the conformed sources that passed every check."""
     sources = load_sources()
+    judged = results + [r for _, r in refused.values() if r is not None]
     ok = {r.source for r in results}
     checks = []
     for entity in ENTITIES:
@@ -165,22 +201,26 @@ def _check_results(store, results: list[ConformResult], unchanged: dict[str, dic
     bronze_rows = {r.source: r.bronze_rows for r in results} | \
         {s: state["bronze_rows"] for s, state in unchanged.items()}
     rec = {s: silver.reconcile(store, sources[s], n) for s, n in bronze_rows.items()}
+    rec |= {s: {"reconciles": False, "refused": why} for s, (why, r) in refused.items()
+            if r is None}
     ok -= {s for s, v in rec.items() if not v["reconciles"]}
     checks.append(_result("person_record", "rows_reconcile",
                           all(v["reconciles"] for v in rec.values()), {"by_source": rec}))
-    quarantined = {r.source: r.quarantine.height for r in results} | \
+    bronze_rows |= {r.source: r.bronze_rows for r in judged}
+    quarantined = {r.source: r.quarantine.height for r in judged} | \
         {s: state["quarantined_rows"] for s, state in unchanged.items()}
     rates = {s: round(quarantined[s] / n, 4) if n else 0.0 for s, n in bronze_rows.items()}
     over = {s: rate for s, rate in rates.items() if rate > sources[s].max_quarantine_rate}
     ok -= set(over)
     checks.append(_result("person_record", "quarantine_rate", not over,
                           {"rate_by_source": rates, "over_limit": over,
-                           "failures_by_rule": {r.source: r.failures for r in results},
+                           "failures_by_rule": {r.source: r.failures for r in judged},
                            "fields_nulled_by_rule": {r.source: r.field_problems
-                                                     for r in results},
-                           "person_statuses": {r.source: r.statuses for r in results},
-                           "schema_drift": {r.source: r.schema_drift for r in results}}))
-    invalid = {r.source: r.invalid_rates() for r in results} | \
+                                                     for r in judged},
+                           "person_statuses": {r.source: r.statuses for r in judged},
+                           "schema_drift": {r.source: r.schema_drift for r in judged},
+                           "refused_sources": {s: why for s, (why, _) in refused.items()}}))
+    invalid = {r.source: r.invalid_rates() for r in judged} | \
         {s: state.get("invalid_rates") or {} for s, state in unchanged.items()}
     broken = {s: {f: rate for f, rate in fields.items() if rate > sources[s].max_invalid_rate}
               for s, fields in invalid.items()}

@@ -274,6 +274,25 @@ def launched_by(tags: dict[str, str]) -> dict[str, str | None]:
     return {"actor": tags.get("user") or None, "via": f"run {via}"}
 
 
+def _check_signed_by(key: bytes, last: dict | None) -> None:
+    if last is not None and not hmac.compare_digest(
+            str(last.get("mac")), str(_mac(key, last.get("seq"), last.get("hash"),
+                                           last.get("version")))):
+        raise AuditKeyError("IDS_PSEUDONYM_KEY (or IDS_LAKE_NAME) is not the one this "
+                            "lake's audit log is signed with, or IDS_AUDIT_ANCHORS "
+                            "points at another lake's anchors; nothing was recorded")
+
+
+def check_key(lake: Lake) -> None:
+    """Before a run writes anything: refuse (AuditKeyError) when a secret is set that did
+    not sign this lake's audit log. Without the check a step wrote its tables and failed
+    only when it came to audit them, leaving data no event accounts for. (A missing secret
+    is left to `record`, which refuses where an event is due.)"""
+    key = signing_key(lake)
+    if key is not None:
+        _check_signed_by(key, _last_anchor(anchors_path(lake)))
+
+
 def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
            via: str | None = None, source: str | None = None, asset: str | None = None,
            partition: str | None = None, run_id: str | None = None,
@@ -292,12 +311,7 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
     user, host = os_identity()
     with locks.exclusive(lake, "audit", timeout_s=300):
         last = _last_anchor(anchors_path(lake))
-        if last is not None and not hmac.compare_digest(
-                str(last.get("mac")), str(_mac(key, last.get("seq"), last.get("hash"),
-                                               last.get("version")))):
-            raise AuditKeyError("IDS_PSEUDONYM_KEY (or IDS_LAKE_NAME) is not the one this "
-                                "lake's audit log is signed with, or IDS_AUDIT_ANCHORS "
-                                "points at another lake's anchors; nothing was recorded")
+        _check_signed_by(key, last)
         seq, prev = _head(lake, last)
         event = {"seq": seq + 1, "event_id": uuid.uuid4().hex,
                  "recorded_at": dt.datetime.now(dt.timezone.utc), "kind": kind,

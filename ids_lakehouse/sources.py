@@ -118,9 +118,19 @@ class Conventions(_Strict):
     TAS, VIC, WA]}`. A delivered value that does not follow them is kept in the field's
     `*_raw` column and nulled in the field, with its `*_status`."""
 
-    # ISO 3166-1 alpha-2: phone numbers written without a country code are read as this
-    # country's numbers.
+    # ISO 3166-1 alpha-2 (GB, not UK): phone numbers written without a country code are
+    # read as this country's numbers.
     country: str = Field("US", pattern=r"^[A-Z]{2}$")
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        import phonenumbers
+
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"country {value!r} is not an ISO 3166-1 alpha-2 code with a "
+                             "numbering plan (the United Kingdom is GB)")
+        return value
     # Postcodes are upper-cased, runs of spaces made one, then matched against this
     # pattern; when it has a group, the group is kept (ZIP+4 -> ZIP).
     postcode_pattern: str = US_ZIP
@@ -202,9 +212,29 @@ class SourceDefinition(_Strict):
             if [c.name for c in self.fixed_width] != self.columns:
                 raise ValueError("'fixed_width' names must equal 'columns', in order")
         from ids_lakehouse.conform.transforms import TRANSFORMS
+        from ids_lakehouse.model import load_model
 
+        model = load_model()
         for entity, fields in self.mapping.items():
+            mappable = sorted(e for e, d in model.entities.items() if not d.embedded_in)
+            if entity not in mappable:
+                raise ValueError(f"mapping.{entity}: not an entity of the data model; "
+                                 f"known: {mappable}")
+            unknown = sorted(set(fields) - set(model.entities[entity].fields))
+            if unknown:
+                raise ValueError(f"mapping.{entity}: fields the data model does not have: "
+                                 f"{unknown}")
             for name, fm in fields.items():
+                ftype = model.entities[entity].fields[name].type
+                if fm.format is not None and (ftype != "date" or "%" not in fm.format):
+                    raise ValueError(f"mapping.{entity}.{name}: 'format' is a strptime "
+                                     "format (e.g. \"%d.%m.%Y\") for a date field")
+                if fm.id_type == "SSN":
+                    raise ValueError(f"mapping.{entity}.{name}: a US SSN is mapped to "
+                                     "'ssn' (with its structural checks), not national_id")
+                if fm.pattern is not None and re.fullmatch(fm.pattern, ""):
+                    raise ValueError(f"mapping.{entity}.{name}: pattern matches an empty "
+                                     "value")
                 for column in fm.source_columns:
                     if column not in known:
                         raise ValueError(f"mapping.{entity}.{name}: column {column!r} "

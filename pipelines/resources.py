@@ -23,6 +23,10 @@ class LakeResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         zones.prepare(Path(self.lake_root))
+        if context.dagster_run is not None:   # a step of a run: nothing written yet
+            from ids_lakehouse import audit
+
+            audit.check_key(self.lake())
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         # After a step of a run. A sensor tick writes only audit events, which the umask

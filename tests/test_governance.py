@@ -638,3 +638,33 @@ def test_a_torn_anchor_line_is_noted_not_fatal(lake):
     result = audit.verify(lake)
     assert result.intact, result.problems
     assert any("not valid JSON" in n for n in result.notes)
+
+
+def test_a_run_under_another_key_writes_nothing(lake, built, tmp_path, monkeypatch):
+    """A run whose IDS_PSEUDONYM_KEY did not sign the lake's audit log used to ingest,
+    conform and link, failing only when it came to audit: data no event accounts for. It
+    now refuses before any step writes."""
+    from dagster import DagsterInstance
+
+    from ids_lakehouse.demo import Outcome, materialize_everything
+    from ids_lakehouse.ingest.delivery import ledger
+    from pipelines.definitions import build_definitions
+
+    landing = tmp_path / "landing"
+    shutil.copytree(built.parent / "landing", landing)
+    src = landing / "hmis" / "hmis_client_2025-12-31.csv"
+    (landing / "hmis" / "hmis_client_2026-01-01.csv").write_bytes(src.read_bytes() + b"\n")
+    monkeypatch.setenv("LANDING_ROOT", str(landing))
+    before = {t: delta.table(lake.table(*t)).version()
+              for t in (("bronze", "hmis"), ("silver", "person_record"),
+                        ("identity", "person_xref"))}
+    decided = ledger(lake).num_rows
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", "another-key-" + "9" * 32)
+    outcome = Outcome()
+    with DagsterInstance.ephemeral() as instance:
+        materialize_everything(build_definitions(), instance, outcome)
+    assert outcome.runs_failed and not outcome.runs_ok
+    assert {t: delta.table(lake.table(*t)).version() for t in before} == before
+    assert ledger(lake).num_rows == decided
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
+    assert audit.verify(lake).problems == []

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import polars as pl
+import pyarrow.compute as pc
 import pytest
 from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
 
@@ -275,12 +276,49 @@ def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
         strict = {s: d.model_copy(update={"max_invalid_rate": 0.0}) if s == "medicaid"
                   else d for s, d in load_sources().items()}
         monkeypatch.setattr(conform_assets, "load_sources", lambda: strict)
-        for config, conformed in (({"full_rebuild": True}, sources), ({}, ["medicaid"])):
+        medicaid_rows = delta.count(lake.silver("person_record"),
+                                    pc.field("source") == "medicaid")
+        others = [s for s in sources if s != "medicaid"]
+        for config, conformed in (({"full_rebuild": True}, others), ({}, [])):
             failed = _conform(defs, instance, **config)
             rate = next(c for c in failed.get_asset_check_evaluations()
                         if c.check_name == "field_validity")
             assert not rate.passed and set(rate.metadata["over_limit"].value) == {"medicaid"}
-            assert _conform_metadata(failed)["sources_conformed"] == conformed
+            meta = _conform_metadata(failed)
+            assert meta["sources_conformed"] == conformed
+            assert list(meta["sources_refused"]) == ["medicaid"]
+            # Refused before writing: medicaid's rows from its last good delivery stay.
+            assert delta.count(lake.silver("person_record"),
+                               pc.field("source") == "medicaid") == medicaid_rows
         monkeypatch.undo()
         assert _conform_metadata(_conform(defs, instance))["sources_conformed"] == ["medicaid"]
         assert _conform_metadata(_conform(defs, instance))["sources_conformed"] == []
+
+
+def test_a_source_that_cannot_be_conformed_is_refused_alone(env, monkeypatch):
+    """One agency's delivery lacks a mapped column: that source is refused with the reason
+    (its earlier silver rows kept), every other source is conformed, and the run does not
+    crash half-way through the sources."""
+    import assets.conform as conform_assets
+    from ids_lakehouse.sources import FieldMap
+
+    _, lake = env
+    defs = build_definitions()
+    with DagsterInstance.ephemeral() as instance:
+        materialize_everything(defs, instance, Outcome())
+        kept = delta.count(lake.silver("person_record"), pc.field("source") == "births")
+        broken = {s: d.model_copy(update={
+            "columns": [*d.columns, "mothers_phone"],
+            "mapping": d.mapping | {"person_record": d.mapping["person_record"] | {
+                "email": FieldMap(column="mothers_phone")}}}) if s == "births" else d
+            for s, d in load_sources().items()}
+        monkeypatch.setattr(conform_assets, "load_sources", lambda: broken)
+        result = _conform(defs, instance, full_rebuild=True)
+    meta = _conform_metadata(result)
+    assert "births" not in meta["sources_conformed"]
+    assert set(meta["sources_conformed"]) == set(load_sources()) - {"births"}
+    assert "missing from bronze: ['mothers_phone']" in meta["sources_refused"]["births"]
+    rec = next(c for c in result.get_asset_check_evaluations()
+               if c.check_name == "rows_reconcile")
+    assert not rec.passed and not rec.metadata["by_source"].value["births"]["reconciles"]
+    assert delta.count(lake.silver("person_record"), pc.field("source") == "births") == kept

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -54,3 +56,30 @@ def test_not_yaml_is_reported(tmp_path):
     path.write_text("source: [unclosed\n")
     with pytest.raises(SourceDefinitionError, match="not valid YAML"):
         load_source(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"mapping": {"person_record": {"nhs_no": {"column": "SSN"}}}},
+     r"mapping.person_record: fields the data model does not have: \['nhs_no'\]"),
+    ({"conventions": {"country": "UK"}}, r"conventions.country.*the United Kingdom is GB"),
+    ({"mapping": {"person_record": {"dob": {"column": "DOB", "format": "dd.mm.yyyy"}}}},
+     r"mapping.person_record.dob: 'format' is a strptime format"),
+    ({"mapping": {"person_record": {"national_id": {"column": "SSN", "id_type": "SSN",
+                                                    "pattern": "[0-9]{9}"}}}},
+     r"a US SSN is mapped to 'ssn'"),
+    ({"mapping": {"person_record": {"national_id": {"column": "SSN", "id_type": "X_ID",
+                                                    "pattern": "[0-9]*"}}}},
+     r"pattern matches an empty value"),
+])
+def test_declaration_mistakes_name_the_file_and_key(tmp_path, change, message):
+    data = yaml.safe_load((sources_dir() / "hmis.yaml").read_text())
+    for key, value in change.items():
+        if key == "mapping":
+            data["mapping"]["person_record"].update(value["person_record"])
+        else:
+            data[key] = value
+    path = tmp_path / "hmis.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SourceDefinitionError, match=r"hmis\.yaml") as err:
+        load_source(path)
+    assert re.search(message, str(err.value)), str(err.value)

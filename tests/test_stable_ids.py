@@ -8,6 +8,7 @@ import datetime as dt
 import polars as pl
 
 from ids_lakehouse.identity import clustering
+from ids_lakehouse.identity.linkage import TWINS_GUARD
 from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, assign
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -83,7 +84,8 @@ IDS = pl.Series(["a", "b", "c", "d", "e", "new"])
 
 def _pairs(*rows) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"unique_id_l": pl.String, "unique_id_r": pl.String,
-                                      "match_weight": pl.Float64, "strong": pl.Boolean},
+                                      "match_weight": pl.Float64, "strong": pl.Boolean,
+                                      "nameless": pl.Boolean},
                         orient="row")
 
 
@@ -101,7 +103,7 @@ def _apart(*rows) -> pl.DataFrame:
 
 
 def test_steward_decisions_add_and_remove_links():
-    pairs = _pairs(("a", "b", 10.0, False), ("c", "d", 10.0, False))
+    pairs = _pairs(("a", "b", 10.0, False, False), ("c", "d", 10.0, False, False))
     got = clustering.cluster(IDS, pairs, _decided(("b", "e")),
                              _apart(("c", "d", clustering.DECIDED_APART)), NO_PRIOR)
     cluster = dict(got.clusters.iter_rows())
@@ -113,7 +115,8 @@ def test_steward_decisions_add_and_remove_links():
 def test_a_chain_never_joins_records_a_guard_holds_apart_the_weakest_link_gives():
     # The model compared a and c (a parent and a child of one name): a guard holds them
     # apart. b (no date of birth) links to both, to a more strongly.
-    pairs = _pairs(("a", "b", 12.0, False), ("b", "c", 9.0, False), ("a", "d", 8.0, False))
+    pairs = _pairs(("a", "b", 12.0, False, False), ("b", "c", 9.0, False, False),
+                   ("a", "d", 8.0, False, False))
     apart = _apart(("a", "c", "dates of birth disagree"))
     got = clustering.cluster(IDS, pairs, _decided(), apart, NO_PRIOR)
     cluster = dict(got.clusters.iter_rows())
@@ -129,12 +132,28 @@ def test_a_chain_never_joins_records_a_guard_holds_apart_the_weakest_link_gives(
 
 def test_new_data_merges_established_people_only_on_an_identifier():
     prior_xref = pl.DataFrame({"unique_id": ["a", "b"], "person_id": ["P1", "P2"]})
-    weak = _pairs(("a", "new", 10.0, False), ("b", "new", 9.0, False))
+    weak = _pairs(("a", "new", 10.0, False, False), ("b", "new", 9.0, False, False))
     got = clustering.cluster(IDS, weak, _decided(), _apart(), prior_xref)
     cluster = dict(got.clusters.iter_rows())
     assert cluster["a"] == cluster["new"] != cluster["b"]
     assert got.held_back.rows() == [("b", "new", clustering.ESTABLISHED)]
-    strong = _pairs(("a", "new", 10.0, False), ("b", "new", 9.0, True))
+    strong = _pairs(("a", "new", 10.0, False, False), ("b", "new", 9.0, True, False))
     got = clustering.cluster(IDS, strong, _decided(), _apart(), prior_xref)
     assert got.clusters.filter(pl.col("unique_id").is_in(["a", "b", "new"]))[
         "cluster"].n_unique() == 1 and got.held_back.height == 0
+
+
+def test_a_record_without_a_first_name_never_bridges_twins():
+    # a and c: twins (held by the twins guard); b: a copy of one of them with the first
+    # name blank, linked to both. A join through b is the only way they meet.
+    pairs = _pairs(("a", "b", 12.0, False, True), ("b", "c", 11.0, False, True),
+                   ("c", "d", 10.0, False, False))
+    apart = _apart(("a", "c", TWINS_GUARD))
+    got = clustering.cluster(IDS, pairs, _decided(), apart, NO_PRIOR)
+    cluster = dict(got.clusters.iter_rows())
+    assert cluster["a"] == cluster["b"] != cluster["c"] == cluster["d"]
+    # Where the join does not go through a nameless record the model's score decides.
+    named = _pairs(("a", "b", 12.0, False, False), ("b", "c", 11.0, False, False))
+    got = clustering.cluster(IDS, named, _decided(), apart, NO_PRIOR)
+    assert got.clusters.filter(pl.col("unique_id").is_in(["a", "b", "c"]))[
+        "cluster"].n_unique() == 1

@@ -85,10 +85,14 @@ def test_states_and_national_ids_are_nulled_only_with_a_status_and_kept_raw():
                                        ["NSW", "VIC"]))
     assert states.rows() == [("NSW", "nsw", "valid"), ("VIC", " Vic", "valid"),
                              (None, "XX", "invalid"), (None, None, "missing")]
-    ids = pl.select(std.national_id_frame(pl.lit(pl.Series(["123 4567", "12-3", None])),
-                                          "FEBRL_SSID", r"[0-9]{7}"))
+    ids = pl.select(std.national_id_frame(pl.lit(pl.Series(
+        ["123 4567", "12-3", None, "0000000", "1234567.0", "9.999999"])),
+        "FEBRL_SSID", r"[0-9]{7}"))
     assert ids.rows() == [("1234567", "FEBRL_SSID", "123 4567", "valid"),
-                          (None, None, "12-3", "invalid"), (None, None, None, "missing")]
+                          (None, None, "12-3", "invalid"), (None, None, None, "missing"),
+                          (None, None, "0000000", "invalid"),      # a placeholder
+                          (None, None, "1234567.0", "invalid"),    # a float rendering
+                          (None, None, "9.999999", "invalid")]     # a placeholder
 
 
 def test_transforms_report_what_they_cannot_read():

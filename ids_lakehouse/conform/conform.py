@@ -178,7 +178,8 @@ def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataMo
     out = pl.DataFrame(list(cols.values())) if cols else pl.DataFrame()
     out = out.with_columns(
         pl.lit(defn.source).alias("source"),
-        df[defn.record_id].cast(pl.String).str.strip_chars().alias("source_record_id"),
+        df[defn.record_id].cast(pl.String).str.strip_chars().replace("", None)
+        .alias("source_record_id"),   # a blank id is no id: not_nullable quarantines it
         df["_i"], *[df[c] for c in PROVENANCE])
     if person:
         dob_raw = (_delivered(df, mapping["dob"]).cast(pl.String) if "dob" in mapping

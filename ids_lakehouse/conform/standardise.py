@@ -267,10 +267,15 @@ ID_SEPARATORS = r"[\s\-./]"
 
 def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None) -> list[pl.Expr]:
     """national_id (upper case, spaces, hyphens, dots and slashes removed; null unless it
-    matches the declared pattern), its type, raw value and status."""
+    matches the declared pattern, and is neither a decimal rendering nor a placeholder of
+    at most two distinct characters), its type, raw value and status."""
     s = raw.str.strip_chars().str.to_uppercase().str.replace_all(ID_SEPARATORS, "")
-    ok = s.str.contains(_whole(pattern)) & s.str.contains(r"^[A-Z0-9]{1,40}$") if pattern \
-        else pl.lit(False)
+    # A number a spreadsheet rendered as a decimal ("12345678.0") is not the identifier
+    # without its dot; placeholders (0000000000, 9999999999) are no one's identifier.
+    decimal = raw.str.contains(r"^\s*[0-9]+\.0+\s*$")
+    placeholder = s.str.split("").list.n_unique() <= 2
+    ok = (s.str.contains(_whole(pattern)) & s.str.contains(r"^[A-Z0-9]{1,40}$")
+          & ~decimal & ~placeholder) if pattern else pl.lit(False)
     value = pl.when(ok).then(s).otherwise(None)
     return [value.alias("national_id"),
             pl.when(value.is_not_null()).then(pl.lit(id_type)).otherwise(None)

@@ -223,14 +223,14 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
     prior_xref = _read(lake.identity("person_xref"), XREF_SCHEMA)
     prior_index = _read(lake.identity("person_index"), INDEX_SCHEMA)
     guarded = pairs.with_columns(linkage.held_for_review(pairs).alias("reason")).filter(
-        pl.col("reason") == linkage.DOB_CONFLICT).select("unique_id_l", "unique_id_r",
-                                                         "reason")
+        pl.col("reason").is_not_null()).select("unique_id_l", "unique_id_r", "reason")
     apart = pl.concat([decisions.filter(pl.col("decision") == "non_match").select(
         "unique_id_l", "unique_id_r", pl.lit(clustering.DECIDED_APART).alias("reason")),
         guarded])
     grouped = clustering.cluster(
         records["unique_id"], pairs.filter(linked).with_columns(
-            (pl.col("gamma_identifier") == linkage.IDENTIFIER_EXACT).alias("strong")),
+            (pl.col("gamma_identifier") == linkage.IDENTIFIER_EXACT).alias("strong"),
+            (pl.col("gamma_first_name") == linkage.NULL_LEVEL).alias("nameless")),
         decisions.filter(pl.col("decision") == "match"), apart, prior_xref)
     result = assign(grouped.clusters, prior_xref, prior_index, run_id, now)
 

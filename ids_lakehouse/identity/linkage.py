@@ -325,6 +325,7 @@ def fingerprint(records: pl.DataFrame) -> pl.Series:
 TF_COLUMNS = ("first_name", "last_name")  # comparisons with term-frequency adjustments
 # Comparison levels (gamma) count down from the best level to 0 ("all other"); -1 is null.
 GAMMAS = ("first_name", "last_name", "middle_initial", "dob", "identifier", "location", "sex")
+NULL_LEVEL = -1
 FIRST_NAME_DISAGREES = 0
 DOB_SAME_YEAR = 1          # dob levels: exact 4, transposed 3, one edit 2, same year 1, else 0
 IDENTIFIER_EXACT = 3
