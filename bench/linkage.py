@@ -53,7 +53,7 @@ from bench.common import (
 
 SECTION = "linkage"
 SEED = 20250301
-GEN_VERSION = 2              # bump when the preparation changes, so caches are rebuilt
+GEN_VERSION = 3              # bump when the preparation changes, so caches are rebuilt
 ROOT = OUT / "linkage"
 RUN1, RUN2 = "bench-run-1", "bench-run-2"
 THRESHOLD = 0.9
