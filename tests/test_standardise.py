@@ -131,3 +131,12 @@ def test_text_statuses_and_the_most_severe_of_several():
                           "b": ["transliterated", "missing", "missing", "valid", "valid"]})
     worst = frame.select(std.worst_status(pl.col("a"), pl.col("b"))).to_series()
     assert worst.to_list() == ["transliterated", "valid", "missing", "valid", "unmapped"]
+
+
+def test_digits_of_other_widths_and_scripts_are_digits():
+    assert pl.select(std.ssn_frame(pl.lit("５５３-９５-０３７８", dtype=pl.String))).row(0)[0] \
+        == "553950378"
+    zips = pl.select(std.postcode_frame(pl.lit("２０００", dtype=pl.String), "[0-9]{4}")).row(0)
+    assert zips[0] == "2000" and zips[1] == "２０００"
+    out = std.phones(pl.Series(["٠٢ ٩٣٧٤ ٤٠٠٠"]), "AU")            # Arabic-Indic digits
+    assert out["phone"].to_list() == ["+61293744000"]

@@ -152,7 +152,8 @@ def _date(raw: pl.Series, fm: FieldMap, name: str, idx: pl.Series,
         return raw.alias(name)
     if isinstance(raw.dtype, pl.Datetime):
         return raw.dt.date().alias(name)
-    text = pl.select(std.blank_to_null(pl.lit(raw.cast(pl.String)))).to_series()
+    text = pl.select(std.blank_to_null(std.unicode_text(pl.lit(raw.cast(pl.String))))
+                     ).to_series()
     fmt = fm.format or "%Y-%m-%d"
     if "%H" in fmt:
         parsed = text.str.to_datetime(fmt, strict=False).dt.date()
@@ -198,8 +199,15 @@ def _dtype(t: str):
 
 def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
                         model: DataModel) -> pl.DataFrame:
+    # Every field read below as a column of the frame's height (a bare null literal would
+    # not broadcast through the Python folding of non-ASCII text).
+    used = ("first_name", "middle_name", "last_name", "street", "city", "ssn", "national_id",
+            "zip", "state", "email")
+    p = p.with_columns([pl.lit(None, dtype=pl.String).alias(n) for n in used
+                        if n not in p.columns])
+
     def col(name: str) -> pl.Expr:
-        return pl.col(name) if name in p.columns else pl.lit(None, dtype=pl.String)
+        return pl.col(name)
 
     conv = defn.conventions
     ident = defn.mapping.get("person_record", {}).get("national_id")

@@ -210,8 +210,9 @@ def without_suffix(last: pl.Expr) -> pl.Expr:
 
 def ssn_frame(raw: pl.Expr) -> list[pl.Expr]:
     """ssn (9 digits or null), ssn_last4, ssn_raw (as delivered) and ssn_status: invalid
-    numbers are nulled with the reason, never guessed."""
-    s = raw.str.strip_chars()
+    numbers are nulled with the reason, never guessed. (Identifiers, postcodes, phones
+    and dates are read after `fold_text`: full-width or other-script digits are digits.)"""
+    s = unicode_text(raw).str.strip_chars()
     digits = s.str.replace_all(r"[\s-]", "")
     partial = digits.str.contains(r"^[Xx*]{5}[0-9]{4}$")
     nine = digits.str.contains(r"^[0-9]{9}$")
@@ -247,7 +248,7 @@ def postcode_frame(raw: pl.Expr, pattern: str) -> list[pl.Expr]:
     whole normalised value), zip_raw (as delivered) and zip_status. The value is
     upper-cased with runs of spaces made one before matching; all zeros is invalid. A
     postcode that does not match is nulled with the status, never guessed."""
-    s = raw.str.strip_chars().str.to_uppercase().str.replace_all(r"\s+", " ")
+    s = unicode_text(raw).str.strip_chars().str.to_uppercase().str.replace_all(r"\s+", " ")
     group = 1 if re.compile(pattern).groups else 0
     code = s.str.extract(_whole(pattern), group)
     code = pl.when(code.str.contains(r"^[0\s-]+$")).then(None).otherwise(code)
@@ -269,7 +270,8 @@ def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None) ->
     """national_id (upper case, spaces, hyphens, dots and slashes removed; null unless it
     matches the declared pattern, and is neither a decimal rendering nor a placeholder of
     at most two distinct characters), its type, raw value and status."""
-    s = raw.str.strip_chars().str.to_uppercase().str.replace_all(ID_SEPARATORS, "")
+    s = unicode_text(raw).str.strip_chars().str.to_uppercase().str.replace_all(ID_SEPARATORS,
+                                                                                "")
     # A number a spreadsheet rendered as a decimal ("12345678.0") is not the identifier
     # without its dot; placeholders (0000000000, 9999999999) are no one's identifier.
     decimal = raw.str.contains(r"^\s*[0-9]+\.0+\s*$")
@@ -325,7 +327,7 @@ def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
     once; a number without a country code is read as `region`'s."""
     values = pl.select(blank_to_null(pl.lit(values.cast(pl.String)))).to_series()
     distinct = values.drop_nulls().unique().to_list()
-    parsed = [_e164(v, region) for v in distinct]
+    parsed = [_e164(fold_text(v), region) for v in distinct]
     table = pl.DataFrame({"_in": distinct, "_e164": [p[0] for p in parsed],
                           "_status": [p[1] for p in parsed]},
                          schema={"_in": pl.String, "_e164": pl.String, "_status": pl.String})
