@@ -26,7 +26,7 @@ from ids_lakehouse.conform import standardise as std
 from ids_lakehouse.conform.transforms import TRANSFORMS
 from ids_lakehouse.model import DataModel, load_model
 from ids_lakehouse.sources import FieldMap, SourceDefinition
-from schemas.silver import contract
+from schemas.silver import DTYPES, contract
 
 ROW_ENTITIES = ("enrollment", "service_event")   # one row per bronze row
 PROVENANCE = ["_file", "_file_sha256", "_row_number"]
@@ -188,13 +188,9 @@ def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataMo
                                                                    dtype=pl.String))
         out = _standardise_person(out.with_columns(dob_raw.alias("dob_raw")), defn, model)
     missing = [n for n in fields if n not in out.columns]
-    out = out.with_columns([pl.lit(None, dtype=_dtype(fields[n].type)).alias(n)
+    out = out.with_columns([pl.lit(None, dtype=DTYPES[fields[n].type]).alias(n)
                             for n in missing])
     return out.select([*fields, "_i", *PROVENANCE])
-
-
-def _dtype(t: str):
-    return {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}[t]
 
 
 def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
@@ -206,12 +202,9 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
     p = p.with_columns([pl.lit(None, dtype=pl.String).alias(n) for n in used
                         if n not in p.columns])
 
-    def col(name: str) -> pl.Expr:
-        return pl.col(name)
-
     conv = defn.conventions
     ident = defn.mapping.get("person_record", {}).get("national_id")
-    dob = col("dob").cast(pl.Date) if "dob" in p.columns else pl.lit(None, dtype=pl.Date)
+    dob = pl.col("dob").cast(pl.Date) if "dob" in p.columns else pl.lit(None, dtype=pl.Date)
     dob_raw = std.blank_to_null(pl.col("dob_raw"))
     oldest = dt.date(model.as_of.year - model.max_age_years, 1, 1)
     p = p.with_columns(
@@ -223,7 +216,7 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
 
     text = {"first_name": std.name, "middle_name": std.name, "last_name": std.name,
             "street": std.street, "city": std.name}
-    p = p.with_columns([col(n).alias(f"_raw_{n}") for n in text])
+    p = p.with_columns([pl.col(n).alias(f"_raw_{n}") for n in text])
     p = p.with_columns([fn(pl.col(f"_raw_{n}")).alias(n) for n, fn in text.items()])
     status = {n: std.text_status(pl.col(f"_raw_{n}"), pl.col(n)) for n in text}
     p = p.with_columns(
@@ -234,12 +227,12 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
         std.worst_status(status["first_name"], status["middle_name"], status["last_name"])
         .alias("name_status"),
         std.worst_status(status["street"], status["city"]).alias("address_status"),
-        *std.ssn_frame(col("ssn")),
-        *std.national_id_frame(col("national_id"), ident.id_type if ident else None,
+        *std.ssn_frame(pl.col("ssn")),
+        *std.national_id_frame(pl.col("national_id"), ident.id_type if ident else None,
                                ident.pattern if ident else None),
-        *std.postcode_frame(col("zip"), conv.postcode_pattern),
-        *std.state_frame(col("state"), conv.state_codes),
-        *std.email_frame(col("email")),
+        *std.postcode_frame(pl.col("zip"), conv.postcode_pattern),
+        *std.state_frame(pl.col("state"), conv.state_codes),
+        *std.email_frame(pl.col("email")),
     ).drop([f"_raw_{n}" for n in text])
     # County from the ZIP only for a US source, when the ZIP itself is valid (an invalid
     # one is null, never matched by a prefix or a guess) and the record's state is the

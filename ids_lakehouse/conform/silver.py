@@ -122,10 +122,10 @@ def read(lake: Lake, entity: str, version: int | None = None) -> pl.DataFrame:
     path = lake.silver(entity)
     if version == ABSENT or (version is None and not delta.exists(path)):
         from ids_lakehouse.model import load_model
+        from schemas.silver import DTYPES
 
-        types = {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}
         fields = load_model().entities[entity].fields
-        return pl.DataFrame(schema={n: types[f.type] for n, f in fields.items()}
+        return pl.DataFrame(schema={n: DTYPES[f.type] for n, f in fields.items()}
                             | {"_file": pl.String, "_file_sha256": pl.String,
                                "_row_number": pl.Int64})
     return pl.from_arrow(delta.read(path, version=version))
