@@ -114,7 +114,8 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
             # limits, is refused BEFORE its silver rows are replaced: the rows conformed
             # from its last good delivery stay, and the checks below fail naming it.
             try:
-                result = conform_source(defn, silver.bronze_to_conform(store, defn, shas))
+                result = conform_source(defn, silver.bronze_to_conform(store, defn, shas),
+                                        missing_in_delivery=silver.missing_columns(store, shas))
             except ConformError as exc:
                 refused[source] = (str(exc), None)
             else:
@@ -160,9 +161,9 @@ def _past_limits(defn, result: ConformResult) -> str:
     """Why the source's conformed rows must not replace its silver rows (empty: they may):
     the quarantined share or a field's invalid share past the source's limits."""
     why = []
-    rate = result.quarantine.height / result.bronze_rows if result.bronze_rows else 0.0
+    rate = result.worst_quarantine_rate
     if rate > defn.max_quarantine_rate:
-        why.append(f"{rate:.1%} of rows quarantined (max_quarantine_rate "
+        why.append(f"{rate:.1%} of a delivery's rows quarantined (max_quarantine_rate "
                    f"{defn.max_quarantine_rate:.1%})")
     invalid = {f: r for f, r in result.invalid_rates().items() if r > defn.max_invalid_rate}
     if invalid:
@@ -210,6 +211,7 @@ def _check_results(store, results: list[ConformResult], unchanged: dict[str, dic
     quarantined = {r.source: r.quarantine.height for r in judged} | \
         {s: state["quarantined_rows"] for s, state in unchanged.items()}
     rates = {s: round(quarantined[s] / n, 4) if n else 0.0 for s, n in bronze_rows.items()}
+    rates |= {r.source: max(rates[r.source], r.worst_quarantine_rate) for r in judged}
     over = {s: rate for s, rate in rates.items() if rate > sources[s].max_quarantine_rate}
     ok -= set(over)
     checks.append(_result("person_record", "quarantine_rate", not over,

@@ -274,10 +274,21 @@ def launched_by(tags: dict[str, str]) -> dict[str, str | None]:
     return {"actor": tags.get("user") or None, "via": f"run {via}"}
 
 
-def _check_signed_by(key: bytes, last: dict | None) -> None:
-    if last is not None and not hmac.compare_digest(
-            str(last.get("mac")), str(_mac(key, last.get("seq"), last.get("hash"),
-                                           last.get("version")))):
+def _check_signed_by(lake: Lake, key: bytes, last: dict | None) -> None:
+    """The key signed this lake's log: its last anchor's MAC or, with no anchor file (a
+    recreated DAGSTER_HOME), the last signed event in the log verifies under it."""
+    if last is not None:
+        ok = hmac.compare_digest(str(last.get("mac")), str(_mac(
+            key, last.get("seq"), last.get("hash"), last.get("version"))))
+    else:
+        from ids_lakehouse import delta
+
+        path = lake.audit()
+        events = sorted(delta.read(path).to_pylist(), key=lambda e: e["seq"]) \
+            if delta.exists(path) else []
+        signed = [e for e in events if not str(e["hash"]).startswith(UNSIGNED)]
+        ok = not signed or _signed(signed[-1], key)
+    if not ok:
         raise AuditKeyError("IDS_PSEUDONYM_KEY (or IDS_LAKE_NAME) is not the one this "
                             "lake's audit log is signed with, or IDS_AUDIT_ANCHORS "
                             "points at another lake's anchors; nothing was recorded")
@@ -290,7 +301,7 @@ def check_key(lake: Lake) -> None:
     is left to `record`, which refuses where an event is due.)"""
     key = signing_key(lake)
     if key is not None:
-        _check_signed_by(key, _last_anchor(anchors_path(lake)))
+        _check_signed_by(lake, key, _last_anchor(anchors_path(lake)))
 
 
 def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
@@ -311,7 +322,7 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
     user, host = os_identity()
     with locks.exclusive(lake, "audit", timeout_s=300):
         last = _last_anchor(anchors_path(lake))
-        _check_signed_by(key, last)
+        _check_signed_by(lake, key, last)
         seq, prev = _head(lake, last)
         event = {"seq": seq + 1, "event_id": uuid.uuid4().hex,
                  "recorded_at": dt.datetime.now(dt.timezone.utc), "kind": kind,

@@ -146,10 +146,32 @@ class Conventions(_Strict):
             raise ValueError(f"postcode_pattern is not a regular expression: {exc}") from None
         return value
 
+    @field_validator("postcode_pattern")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if re.fullmatch(value, ""):
+            raise ValueError("postcode_pattern matches an empty value")
+        return value
+
     @field_validator("state_codes")
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:
         return [v.strip().upper() for v in value]
+
+
+def _date_format(fmt: str) -> bool:
+    """A strptime format that reads a whole date: a year, a month and a day directive,
+    and one a sample date survives a round trip through."""
+    import datetime as dt
+
+    if not (any(d in fmt for d in ("%Y", "%y")) and any(d in fmt for d in ("%m", "%b", "%B"))
+            and "%d" in fmt):
+        return False
+    try:
+        sample = dt.datetime(2001, 2, 3, 4, 5, 6)
+        return dt.datetime.strptime(sample.strftime(fmt), fmt).date() == sample.date()
+    except ValueError:
+        return False
 
 
 class SourceDefinition(_Strict):
@@ -226,10 +248,11 @@ class SourceDefinition(_Strict):
                                  f"{unknown}")
             for name, fm in fields.items():
                 ftype = model.entities[entity].fields[name].type
-                if fm.format is not None and (ftype != "date" or "%" not in fm.format):
+                if fm.format is not None and (ftype != "date" or not _date_format(fm.format)):
                     raise ValueError(f"mapping.{entity}.{name}: 'format' is a strptime "
-                                     "format (e.g. \"%d.%m.%Y\") for a date field")
-                if fm.id_type == "SSN":
+                                     "format with the year, month and day (e.g. "
+                                     "\"%d.%m.%Y\") for a date field")
+                if fm.id_type is not None and "SSN" in fm.id_type.split("_"):
                     raise ValueError(f"mapping.{entity}.{name}: a US SSN is mapped to "
                                      "'ssn' (with its structural checks), not national_id")
                 if fm.pattern is not None and re.fullmatch(fm.pattern, ""):

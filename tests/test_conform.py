@@ -245,3 +245,30 @@ def test_a_shifted_column_shows_as_invalid_rates_not_as_quiet_nulls(medicaid):
     assert rates["dob"] == 1.0 > medicaid.max_invalid_rate
     assert rates["ssn"] == 0.0 and rates["phone"] == 0.0
     assert result.statuses["dob_status"] == {"unparseable": 10}
+
+
+def test_record_ids_with_nothing_in_them_are_no_ids(medicaid):
+    bronze = medicaid_rows({"member_id": "\u200b"}, {"member_id": "-"}, {"member_id": "NULL"},
+                           {"member_id": " n/a "}, {"member_id": "WA7"})
+    result = conform_source(medicaid, bronze)
+    assert sorted(result.quarantine["_row_number"].to_list()) == [2, 3, 4, 5]
+    assert set(result.quarantine["_rule"]) == {"not_nullable"}
+    assert result.entities["person_record"]["source_record_id"].to_list() == ["WA7"]
+
+
+def test_a_bad_delivery_is_judged_on_its_own_rows_not_diluted_by_earlier_ones(medicaid):
+    """An incremental source conforms all its deliveries: 20 good rows before 20 whose
+    dates of birth are phone numbers are 50% invalid overall, 100% in the bad file."""
+    good = medicaid_rows(*[{"member_id": f"G{i}"} for i in range(20)])
+    bad = medicaid_rows(*[{"member_id": f"B{i}", "date_of_birth": "360-687-0928"}
+                          for i in range(20)]).with_columns(pl.lit("c" * 64).alias(
+                              "_file_sha256"))
+    result = conform_source(medicaid, pl.concat([good, bad]))
+    assert result.invalid_rates()["dob"] == 1.0 > medicaid.max_invalid_rate
+
+
+def test_a_mapped_column_a_delivery_lacked_stops_the_source(medicaid):
+    """Bronze holds the column (earlier files had it) but this delivery did not: its
+    values would be nulls from the union of schemas, not the agency's blanks."""
+    with pytest.raises(ConformError, match=r"\[medicaid\].*missing from bronze.*'phone'"):
+        conform_source(medicaid, medicaid_rows({}), missing_in_delivery=["phone"])

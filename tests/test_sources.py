@@ -70,6 +70,14 @@ def test_not_yaml_is_reported(tmp_path):
     ({"mapping": {"person_record": {"national_id": {"column": "SSN", "id_type": "X_ID",
                                                     "pattern": "[0-9]*"}}}},
      r"pattern matches an empty value"),
+    ({"mapping": {"person_record": {"national_id": {"column": "SSN", "id_type": "US_SSN",
+                                                    "pattern": "[0-9]{9}"}}}},
+     r"a US SSN is mapped to 'ssn'"),
+    ({"mapping": {"person_record": {"dob": {"column": "DOB", "format": "%d.%m"}}}},
+     r"with the year, month and day"),
+    ({"mapping": {"person_record": {"dob": {"column": "DOB", "format": "%d.%m.%Q"}}}},
+     r"with the year, month and day"),
+    ({"conventions": {"postcode_pattern": "[0-9]{0,4}"}}, r"matches an empty value"),
 ])
 def test_declaration_mistakes_name_the_file_and_key(tmp_path, change, message):
     data = yaml.safe_load((sources_dir() / "hmis.yaml").read_text())

@@ -86,12 +86,12 @@ def test_states_and_national_ids_are_nulled_only_with_a_status_and_kept_raw():
     assert states.rows() == [("NSW", "nsw", "valid"), ("VIC", " Vic", "valid"),
                              (None, "XX", "invalid"), (None, None, "missing")]
     ids = pl.select(std.national_id_frame(pl.lit(pl.Series(
-        ["123 4567", "12-3", None, "0000000", "1234567.0", "9.999999"])),
+        ["523 4167", "12-3", None, "0000000", "5234167.0", "9.999999"])),
         "FEBRL_SSID", r"[0-9]{7}"))
-    assert ids.rows() == [("1234567", "FEBRL_SSID", "123 4567", "valid"),
+    assert ids.rows() == [("5234167", "FEBRL_SSID", "523 4167", "valid"),
                           (None, None, "12-3", "invalid"), (None, None, None, "missing"),
                           (None, None, "0000000", "invalid"),      # a placeholder
-                          (None, None, "1234567.0", "invalid"),    # a float rendering
+                          (None, None, "5234167.0", "invalid"),    # a float rendering
                           (None, None, "9.999999", "invalid")]     # a placeholder
 
 
@@ -140,3 +140,9 @@ def test_digits_of_other_widths_and_scripts_are_digits():
     assert zips[0] == "2000" and zips[1] == "２０００"
     out = std.phones(pl.Series(["٠٢ ٩٣٧٤ ٤٠٠٠"]), "AU")            # Arabic-Indic digits
     assert out["phone"].to_list() == ["+61293744000"]
+
+
+def test_runs_of_digits_are_placeholders_but_short_or_padded_ids_are_not():
+    ids = pl.select(std.national_id_frame(pl.lit(pl.Series(
+        ["1234567890", "98765-43210", "0012345678", "345"])), "X_ID", r"[0-9]{3,11}"))
+    assert ids["national_id"].to_list() == [None, None, "0012345678", "345"]

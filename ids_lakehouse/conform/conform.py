@@ -62,19 +62,15 @@ class ConformResult:
     # Per status column of the kept person records: status -> records.
     statuses: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    # Per delivered file (an incremental source conforms all its files; a bad new file
+    # must not be diluted by the good ones before it): the worst file's shares.
+    worst_invalid: dict[str, float] = field(default_factory=dict)
+    worst_quarantine_rate: float = 0.0
+
     def invalid_rates(self) -> dict[str, float]:
         """Per identifying field with a status: the share of delivered values (status not
-        `missing`) that were nulled as invalid."""
-        out = {}
-        for column, counts in self.statuses.items():
-            field_name = column.removesuffix("_status")
-            if field_name in ("name", "address"):
-                continue
-            delivered = sum(n for s, n in counts.items() if s != "missing")
-            bad = sum(n for s, n in counts.items() if s not in USABLE)
-            if delivered:
-                out[field_name] = round(bad / delivered, 4)
-        return out
+        `missing`) nulled as invalid, in the worst delivered file."""
+        return self.worst_invalid
 
     @property
     def row_entity_rows(self) -> int:
@@ -178,9 +174,7 @@ def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataMo
             for name in mapping}
     out = pl.DataFrame(list(cols.values())) if cols else pl.DataFrame()
     out = out.with_columns(
-        pl.lit(defn.source).alias("source"),
-        df[defn.record_id].cast(pl.String).str.strip_chars().replace("", None)
-        .alias("source_record_id"),   # a blank id is no id: not_nullable quarantines it
+        pl.lit(defn.source).alias("source"), _record_id(df, defn.record_id),
         df["_i"], *[df[c] for c in PROVENANCE])
     if person:
         dob_raw = (_delivered(df, mapping["dob"]).cast(pl.String) if "dob" in mapping
@@ -191,6 +185,21 @@ def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataMo
     out = out.with_columns([pl.lit(None, dtype=DTYPES[fields[n].type]).alias(n)
                             for n in missing])
     return out.select([*fields, "_i", *PROVENANCE])
+
+
+NO_ID = ["NULL", "NONE", "N/A", "NA", "NAN", "UNKNOWN"]
+
+
+def _record_id(df: pl.DataFrame, column: str) -> pl.Series:
+    """The record id as delivered, stripped; null (not_nullable quarantines the row) when
+    it holds no letter or digit once invisible characters are folded away (blank, "-", a
+    zero-width space) or is a spelled-out null ("NULL", "N/A")."""
+    rid = df[column].cast(pl.String).str.strip_chars()
+    folded = df.select(std.unicode_text(pl.col(column).cast(pl.String))).to_series()
+    usable = folded.str.contains(r"[\p{L}\p{N}]") & \
+        ~folded.str.strip_chars().str.to_uppercase().is_in(NO_ID)
+    return pl.select(pl.when(pl.lit(usable)).then(pl.lit(rid)).otherwise(None)
+                     .alias("source_record_id")).to_series()
 
 
 def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
@@ -308,7 +317,8 @@ def _row_rules(frames: dict[str, pl.DataFrame], failures: _Failures) -> None:
                      f"dob is after {what} of the same row")
 
 
-def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list[str] | int]:
+def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame,
+                 missing_in_delivery: list[str] | tuple = ()) -> dict[str, list[str] | int]:
     """How the delivered columns differ from what the definition maps. A mapped column
     that is absent stops the conform; mapped columns that arrived empty are named, and new
     columns counted: an undeclared column's name is delivered text (it can be someone's
@@ -316,7 +326,7 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list
     delivered = [c for c in bronze.columns if not c.startswith("_")]
     mapped = {c for fields in defn.mapping.values() for fm in fields.values()
               for c in fm.source_columns} | {defn.record_id}
-    missing = sorted(mapped - set(delivered))
+    missing = sorted((mapped - set(delivered)) | (mapped & set(missing_in_delivery)))
     if missing:
         raise ConformError(f"[{defn.source}] the delivered columns changed: mapped columns "
                            f"missing from bronze: {missing}")
@@ -328,9 +338,12 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame) -> dict[str, list
 
 
 def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
-                   model: DataModel | None = None) -> ConformResult:
+                   model: DataModel | None = None,
+                   missing_in_delivery: list[str] | tuple = ()) -> ConformResult:
+    """`missing_in_delivery`: declared columns a delivery read here did not have (from the
+    ledger); a mapped one among them stops the source like a column missing from bronze."""
     model = model or load_model()
-    drift = schema_drift(defn, bronze)
+    drift = schema_drift(defn, bronze, missing_in_delivery)
     df = bronze.with_row_index("_i")
     failures, problems = _Failures(), _FieldProblems()
     wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
@@ -363,12 +376,26 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
     kept = entities["person_record"]
     statuses = {c: dict(sorted(kept[c].value_counts().iter_rows()))
                 for c in kept.columns if c.endswith("_status")}
+    worst_invalid = {}
+    for c in statuses:
+        name = c.removesuffix("_status")
+        if name in ("name", "address"):
+            continue
+        per_file = kept.filter(pl.col(c) != "missing").group_by("_file_sha256").agg(
+            (~pl.col(c).is_in(sorted(USABLE))).mean().alias("rate"))
+        if per_file.height:
+            worst_invalid[name] = round(float(per_file["rate"].max()), 4)
+    by_file = bronze.group_by("_file_sha256").len("n").join(
+        quarantine.group_by("_file_sha256").len("q"), on="_file_sha256", how="left")
+    worst_q = float((by_file["q"].fill_null(0) / by_file["n"]).max() or 0.0) \
+        if by_file.height else 0.0
     return ConformResult(
         source=defn.source, bronze_rows=bronze.height, entities=entities,
         quarantine=quarantine,
         failures={f"{r}|{c}": n for r, c, n in counts.iter_rows()}, schema_drift=drift,
         row_entities=rows_of, field_problems=dict(sorted(problems.counts.items())),
-        statuses=statuses)
+        statuses=statuses, worst_invalid=worst_invalid,
+        worst_quarantine_rate=round(worst_q, 4))
 
 
 def _duplicate_records(person: pl.DataFrame, failures: _Failures) -> None:

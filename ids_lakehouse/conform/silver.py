@@ -72,6 +72,17 @@ def deliveries_to_conform(lake: Lake, defn: SourceDefinition) -> list[str]:
     return shas[-1:]
 
 
+def missing_columns(lake: Lake, shas: list[str]) -> list[str]:
+    """Declared columns absent from any of these deliveries, as ingest recorded them (a
+    later file without a column earlier files had reads as nulls from bronze)."""
+    rows = delivery.ledger(lake).to_pylist()
+    out: set[str] = set()
+    for r in rows:
+        if r["file_sha256"] in shas and r.get("missing_columns"):
+            out |= set(json.loads(r["missing_columns"]))
+    return sorted(out)
+
+
 def signature(shas: list[str]) -> str:
     """The input signature of a source's conform: the deliveries it reads and the code."""
     return hashlib.sha256(",".join(shas).encode()).hexdigest()[:16] + ":" + code_digest()

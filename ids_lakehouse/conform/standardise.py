@@ -264,6 +264,7 @@ def state_frame(raw: pl.Expr, codes: list[str]) -> list[pl.Expr]:
 
 
 ID_SEPARATORS = r"[\s\-./]"
+RUNS = "01234567890123456789"   # 1234567890, 0123456789, 9876543210: placeholders
 
 
 def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None) -> list[pl.Expr]:
@@ -275,7 +276,9 @@ def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None) ->
     # A number a spreadsheet rendered as a decimal ("12345678.0") is not the identifier
     # without its dot; placeholders (0000000000, 9999999999) are no one's identifier.
     decimal = raw.str.contains(r"^\s*[0-9]+\.0+\s*$")
-    placeholder = s.str.split("").list.n_unique() <= 2
+    placeholder = (s.str.split("").list.n_unique() <= 2) | (
+        (s.str.len_chars() >= 6) & (pl.lit(RUNS).str.contains(s, literal=True)
+                                    | pl.lit(RUNS[::-1]).str.contains(s, literal=True)))
     ok = (s.str.contains(_whole(pattern)) & s.str.contains(r"^[A-Z0-9]{1,40}$")
           & ~decimal & ~placeholder) if pattern else pl.lit(False)
     value = pl.when(ok).then(s).otherwise(None)

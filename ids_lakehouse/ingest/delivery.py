@@ -12,6 +12,7 @@ source's silver rows."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -34,6 +35,8 @@ LEDGER_SCHEMA = pa.schema([
     ("rows_read", pa.int64()), ("rows_written", pa.int64()),
     ("rows_quarantined", pa.int64()), ("run_id", pa.string()),
     ("decided_at", pa.timestamp("us", tz="UTC")),
+    # JSON list of the declared columns the file did not have (declared names only).
+    ("missing_columns", pa.string()),
 ])
 
 
@@ -98,7 +101,8 @@ def _decide(lake: Lake, landed: LandedFile, status: str, run_id: str, *,
            "line": line, "rows_read": result.rows_read if result else None,
            "rows_written": result.rows_written if result else None,
            "rows_quarantined": result.rows_quarantined if result else None,
-           "run_id": run_id, "decided_at": dt.datetime.now(dt.timezone.utc)}
+           "run_id": run_id, "decided_at": dt.datetime.now(dt.timezone.utc),
+           "missing_columns": json.dumps(result.missing_columns) if result else None}
     delta.replace(ledger_path(lake), pa.Table.from_pylist([row], schema=LEDGER_SCHEMA),
                   file_predicate(landed.sha256, f"source = '{landed.source}'",
                                  column="file_sha256"))
