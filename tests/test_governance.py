@@ -518,6 +518,12 @@ def test_an_event_replayed_from_a_clone_of_the_lake_never_verifies(lake, tmp_pat
     with monkeypatch.context() as mp:
         mp.delenv("IDS_LAKE_NAME")
         mp.setenv("IDS_AUDIT_ANCHORS", str(tmp_path / "clone_anchors.jsonl"))
+        # Under its own name the clone cannot append to the copied log, even without an
+        # anchor file: the log's last event does not verify under the clone's key...
+        with pytest.raises(audit.AuditKeyError):
+            audit.record(clone, "steward_decision", "decided in the clone")
+        # ...so the attacker starts the clone's log afresh and signs an event there.
+        shutil.rmtree(clone.audit())
         audit.record(clone, "steward_decision", "decided in the clone")
         replayed = audit.read(clone).to_pylist()[-1]
     write_deltalake(str(lake.audit()), pa.Table.from_pylist([replayed],
