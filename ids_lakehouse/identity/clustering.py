@@ -7,9 +7,10 @@ parent and a child of one name at one address: their dates of birth disagree). H
 pairs are added strongest first (steward `match` decisions, then by match weight) and a
 pair is left out when joining its two groups would put together:
 
-- two records the model compared and a guard holds apart (`linkage.held_for_review`:
-  dates of birth that agree at most on the year, or first names that disagree, with no
-  identifier agreeing), whatever their score;
+- two records the model compared and the date-of-birth guard holds apart
+  (`linkage.held_for_review`: dates that agree at most on the year, no identifier within
+  one edit), whatever their score; and, through a record without a first name, two
+  records the twins guard holds apart (see NAMELESS_ONLY);
 - two records a steward decided are not the same person (`non_match`; a steward `match`
   overrides a guard);
 - two people the index already holds (different person_ids before this run), unless the
