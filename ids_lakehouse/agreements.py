@@ -9,19 +9,12 @@ import hashlib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ids_lakehouse.declarations import DeclarationError, load
 from ids_lakehouse.deid.policy import load_policy
-
-Purpose = Literal["indicators", "research", "operations"]
-PURPOSE_MARTS: dict[str, frozenset[str]] = {
-    "indicators": frozenset({"indicators", "program_overlap"}),
-    "research": frozenset({"research_person", "research_participation"}),
-    "operations": frozenset({"contact_directory"}),
-}
+from ids_lakehouse.marts.declaration import Purpose, load_marts
 
 
 class Recipient(BaseModel):
@@ -59,10 +52,11 @@ class Agreement(BaseModel):
             raise ValueError("expires is before effective")
         if self.approved_on > self.effective:
             raise ValueError("approved_on is after effective")
-        wrong = sorted(set(self.permitted) - PURPOSE_MARTS[self.purpose])
+        allowed = load_marts().of_purpose(self.purpose)
+        wrong = sorted(set(self.permitted) - set(allowed))
         if wrong:
             raise ValueError(f"permitted marts {wrong} do not serve the purpose "
-                             f"{self.purpose!r} (allowed: {sorted(PURPOSE_MARTS[self.purpose])})")
+                             f"{self.purpose!r} (allowed: {allowed})")
         self._check_sources()
         policy = load_policy()
         if self.min_cell_size < policy.min_cell_size:

@@ -9,33 +9,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ids_lakehouse.agreements import PURPOSE_MARTS, load_agreements
+from ids_lakehouse.agreements import load_agreements
+from ids_lakehouse.identity.mpi import DECISIONS, TABLES
+from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.model import DataModel, load_model
 from ids_lakehouse.sources import SourceDefinition, load_sources
 
 SENSITIVITY = ["non_identifying", "sensitive", "quasi_identifier", "direct_identifier"]
-ACCESS_LEVEL = {"indicators": "public", "research": "restricted public",
-                "operations": "non-public"}
-MART_DESCRIPTIONS = {
-    "indicators": "Unduplicated person counts by year, program, county, age band, sex and "
-                  "race/ethnicity; counts cell-key perturbed, under 11 not published.",
-    "program_overlap": "People per program and per pair of programs; counts cell-key "
-                       "perturbed, under 11 not published.",
-    "research_person": "De-identified linked person file (keyed pseudonyms), k-anonymous "
-                       "over the whole record including participation.",
-    "research_participation": "Program participation of the research persons per period.",
-    "contact_directory": "Identified contact details per person (restricted).",
-}
 
 
-IDENTITY_TABLES = {
-    "person_xref": "Every source record and the person it belongs to.",
-    "person_link": "Scored record pairs above the link threshold.",
-    "review_queue": "Pairs awaiting a steward, each with the reason it was not linked.",
-    "person_index": "The master person index: stable person ids and when they were minted.",
-    "person_id_events": "Every merge, split and retirement of a person id.",
-    "steward_decisions": "Steward decisions on pairs (who, when, why).",
-}
 DISCLOSURE_TABLES = {
     "indicator_basis": "Person x year x program rows with attributes the aggregate marts are "
                        "computed from (the held-back basis).",
@@ -69,11 +51,11 @@ def lake_inventory() -> list[Entry]:
                      "version, whether it was accepted, and its row counts."))
     out += [entry("quarantine", s, f"Rejected rows of {s}, with the delivered text and the "
                   "rule each broke.") for s in sources]
-    out += [entry("silver", n, e.description) for n, e in model.entities.items()
-            if not e.embedded_in]
+    out += [entry("silver", n, model.entities[n].description)
+            for n in model.published_entities()]
     out.append(entry("silver", "_conformed", "Conform's state: which delivery of each "
                      "source the silver tables hold."))
-    out += [entry("identity", n, d) for n, d in IDENTITY_TABLES.items()]
+    out += [entry("identity", n, d) for n, d in [*TABLES.items(), DECISIONS]]
     models = entry("models", "linkage", "")
     out.append(Entry(f"{models.path}/linkage_model_v<n>.json", models.zone, "A linkage model: "
                      "Splink settings with trained m/u probabilities."))
@@ -85,8 +67,9 @@ def lake_inventory() -> list[Entry]:
     out.append(entry("audit", "events", "The audit log (hash-chained, append-only)."))
     out.append(entry("audit", None, "anchors.jsonl: signed (seq, hash) of every audit event "
                      "(unless IDS_AUDIT_ANCHORS puts it elsewhere)."))
-    out += [entry("gold", m, MART_DESCRIPTIONS[m])
-            for marts in PURPOSE_MARTS.values() for m in sorted(marts)]
+    marts = load_marts()
+    out += [entry("gold", m, marts.marts[m].description)
+            for p in marts.purposes for m in marts.of_purpose(p)]
     out += [Entry(f"{zone_of('releases', a.purpose)}/releases/{a.id}",
                   zone_of("releases", a.purpose),
                   f"Versioned releases to {a.recipient.organisation} ({a.purpose}).")
@@ -158,9 +141,16 @@ def data_dictionary() -> str:
                        if col in fm.source_columns]
             out.append(f"| `{col}` | {classes[col]} | {', '.join(targets)} |")
         out.append("")
+    marts = load_marts()
     out += ["## Marts", "", "| mart | purpose | description |", "|---|---|---|"]
-    for purpose, marts in PURPOSE_MARTS.items():
-        out += [f"| `gold/{m}` | {purpose} | {MART_DESCRIPTIONS[m]} |" for m in sorted(marts)]
+    for purpose in marts.purposes:
+        out += [f"| `gold/{m}` | {purpose} | {marts.marts[m].description} |"
+                for m in marts.of_purpose(purpose)]
+    for name, mart in marts.marts.items():
+        out += ["", f"### Mart `{name}`", "", "| column | type | classification | "
+                "derived from | description |", "|---|---|---|---|---|"]
+        out += [f"| `{c}` | {d.type} | {d.classification} | {', '.join(d.lineage)} | "
+                f"{d.description} |" for c, d in mart.columns.items()]
     out += ["", "## Agreements", "", "| agreement | recipient | purpose | in force | marts | "
             "sources |", "|---|---|---|---|---|---|"]
     out += [f"| `{a.id}` | {a.recipient.organisation} | {a.purpose} | {a.effective} to "
@@ -189,21 +179,21 @@ def _dataset(identifier: str, title: str, description: str, keywords: list[str],
 
 
 def dcat_catalog() -> dict:
-    model, sources = load_model(), load_sources()
+    model, sources, marts = load_model(), load_sources(), load_marts()
     datasets = [
         _dataset(f"ids-lakehouse/bronze/{s}", f"{d.agency}: raw extract", d.description,
                  ["bronze", s, d.format], "non-public", d.steward, d.agency)
         for s, d in sources.items()]
     datasets += [
         _dataset(f"ids-lakehouse/silver/{n}", f"Conformed {n.replace('_', ' ')}",
-                 e.description, ["silver", n], "non-public", "data-platform@ids.example.gov",
-                 "Integrated Data System") for n, e in model.entities.items()
-        if not e.embedded_in]
+                 model.entities[n].description, ["silver", n], "non-public", model.owners[0],
+                 "Integrated Data System") for n in model.published_entities()]
     datasets += [
         _dataset(f"ids-lakehouse/gold/{m}", f"{m.replace('_', ' ').capitalize()} mart",
-                 MART_DESCRIPTIONS[m], ["gold", purpose, m], ACCESS_LEVEL[purpose],
-                 "data-platform@ids.example.gov", "Integrated Data System")
-        for purpose, marts in PURPOSE_MARTS.items() for m in sorted(marts)]
+                 marts.marts[m].description, ["gold", purpose, m],
+                 marts.purposes[purpose].access_level,
+                 model.owners[0], "Integrated Data System")
+        for purpose in marts.purposes for m in marts.of_purpose(purpose)]
     listed = {d["identifier"].removeprefix("ids-lakehouse/") for d in datasets}
     zones = {e.path.split("/", 1)[1]: e.zone for e in lake_inventory()}
     for d in datasets:
@@ -211,7 +201,7 @@ def dcat_catalog() -> dict:
     datasets += [
         _dataset(f"ids-lakehouse/{e.path.split('/', 1)[1]}", e.path.split("/", 1)[1],
                  e.description, [f"zone:{e.zone}"], "non-public",
-                 "data-platform@ids.example.gov", "Integrated Data System")
+                 model.owners[0], "Integrated Data System")
         for e in lake_inventory() if e.zone != "published"
         and e.path.split("/", 1)[1] not in listed and "/" in e.path.split("/", 1)[1]]
     return {"@context": "https://project-open-data.cio.gov/v1.1/schema/catalog.jsonld",

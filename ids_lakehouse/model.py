@@ -9,12 +9,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ids_lakehouse.declarations import load
 
 Classification = Literal["direct_identifier", "quasi_identifier", "sensitive",
                          "non_identifying"]
+# The polars type of each model field type.
+DTYPES: dict[str, type[pl.DataType]] = {"string": pl.String, "date": pl.Date, "int": pl.Int64,
+                                        "bool": pl.Boolean}
 Regime = Literal["HIPAA", "FERPA", "42_CFR_PART_2", "PRIVACY_ACT", "none"]
 
 
@@ -58,6 +62,7 @@ class CodeListDef(_Strict):
 
 class DataModel(_Strict):
     as_of: dt.date
+    owners: list[str]
     max_age_years: int
     code_lists: dict[str, CodeListDef]
     entities: dict[str, EntityDef]

@@ -31,6 +31,7 @@ from ids_lakehouse.deid import holdback, kanon
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key, pseudonymise
 from ids_lakehouse.marts import contacts, people, research
+from ids_lakehouse.marts.declaration import load_marts
 
 MANIFEST = "manifest.json"
 
@@ -80,7 +81,6 @@ def gate(agreement: Agreement, lake: Lake, today: dt.date,
     return refusals
 
 
-AGGREGATES = frozenset({"indicators", "program_overlap"})
 PROVENANCE = "_sources"         # per released row: the sources it derives from (not released)
 # What a research release is built from (silver and identity at recorded Delta versions).
 RESEARCH_INPUTS = {"person_record": ("silver", "person_record"),
@@ -97,9 +97,9 @@ def inputs(agreement: Agreement) -> dict[str, tuple[str, str]]:
 
 def current_versions(lake: Lake, agreement: Agreement) -> dict[str, int]:
     """The current Delta version of each input of a release under `agreement`."""
-    from ids_lakehouse.conform import silver
+    from ids_lakehouse.conform import state
 
-    return {name: silver.version(lake, t[1]) if t[0] == "silver" else
+    return {name: state.version(lake, t[1]) if t[0] == "silver" else
             delta.table(lake.table(*t)).version() for name, t in inputs(agreement).items()}
 
 
@@ -125,12 +125,12 @@ def _party_research(lake: Lake, agreement: Agreement, versions: dict[str, int]
     those known to one of them, their attributes and participation come from those
     sources' records only, then the file is made k-anonymous as the gold one is. Who is in
     it therefore reveals nothing about an agency that is not a party."""
-    from ids_lakehouse.conform import silver
+    from ids_lakehouse.conform import state
     from ids_lakehouse.model import load_model
 
     def read(name: str) -> pl.DataFrame:
         layer, table = RESEARCH_INPUTS[name]
-        frame = silver.read(lake, table, versions[name]) if layer == "silver" else \
+        frame = state.read(lake, table, versions[name]) if layer == "silver" else \
             pl.from_arrow(delta.read(lake.table(layer, table), version=versions[name]))
         return frame.filter(pl.col("source").is_in(agreement.sources))
 
@@ -166,7 +166,7 @@ def provenance_refusals(frames: dict[str, pl.DataFrame], agreement: Agreement
     sources. A row whose provenance the lineage cannot name (null or empty) refuses too."""
     refusals = []
     for mart, frame in sorted(frames.items()):
-        if mart in AGGREGATES:
+        if mart in load_marts().aggregates:
             continue
         if PROVENANCE not in frame.columns:
             refusals.append(Refusal("provenance_unknown", f"{mart}: rows carry no provenance"))
@@ -190,7 +190,7 @@ def provenance_refusals(frames: dict[str, pl.DataFrame], agreement: Agreement
 def aggregate_refusals(lake: Lake, agreement: Agreement) -> list[Refusal]:
     """Aggregates are computed over every linked record (a person's demographics come from
     all of them): every source in the identity index must be one of the agreement's."""
-    marts = sorted(set(agreement.release) & AGGREGATES)
+    marts = sorted(set(agreement.release) & load_marts().aggregates)
     if not marts or not delta.exists(lake.identity("person_xref")):
         return []
     feeding = set(pl.from_arrow(delta.read(lake.identity("person_xref"), columns=["source"]))

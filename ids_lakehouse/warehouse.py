@@ -11,13 +11,7 @@ import duckdb
 
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
-
-# schema -> view name -> gold table. The identified contact directory has no view: it
-# leaves the lake only through a gated release to the agreed people and fields.
-VIEWS = {
-    "indicators": {"person_counts": "indicators", "program_overlap": "program_overlap"},
-    "research": {"persons": "research_person", "participation": "research_participation"},
-}
+from ids_lakehouse.marts.declaration import load_marts
 
 
 def path(lake: Lake) -> Path:
@@ -25,15 +19,16 @@ def path(lake: Lake) -> Path:
 
 
 def build(lake: Lake) -> dict[str, int]:
-    """(Re)create the views over the current version of each gold table; returns rows per
-    view."""
+    """(Re)create the views declared in data_model/marts.yaml over the current version of
+    each gold table; returns rows per view. The identified contact directory has no view:
+    it leaves the lake only through a gated release to the agreed people and fields."""
     target = path(lake)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".duckdb.building")
     tmp.unlink(missing_ok=True)
     counts = {}
     with duckdb.connect(str(tmp)) as con:
-        for schema, views in VIEWS.items():
+        for schema, views in load_marts().views().items():
             con.execute(f"CREATE SCHEMA {schema}")
             for view, table in views.items():
                 files = delta.table(lake.gold(table)).file_uris()

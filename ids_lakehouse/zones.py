@@ -77,14 +77,22 @@ def declaration() -> ZonesDeclaration:
 
 
 def zone_of(layer: str, name: str | None = None) -> ZoneName:
-    """The zone of a layer, or of one table of it (the most specific placement wins)."""
-    placement = declaration().placement
+    """The zone of a layer, or of one table of it (the most specific placement wins; a
+    mart's own zone, declared in data_model/marts.yaml, is its table's placement)."""
+    placement = declaration().placement | _mart_placement()
     if name is not None and f"{layer}/{name}" in placement:
         return placement[f"{layer}/{name}"]
     if layer not in placement:
         raise ZoneError(f"layer {layer!r} has no zone: declare it under 'placement' in "
                         "data_model/zones.yaml")
     return placement[layer]
+
+
+@lru_cache(maxsize=1)
+def _mart_placement() -> dict[str, ZoneName]:
+    from ids_lakehouse.marts.declaration import load_marts
+
+    return {f"gold/{n}": m.zone for n, m in load_marts().marts.items() if m.zone}
 
 
 def group_id(zone: Zone) -> int | None:

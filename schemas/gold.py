@@ -1,4 +1,4 @@
-"""Pandera (polars) contracts of the published marts."""
+"""Pandera (polars) contracts of the published marts, derived from data_model/marts.yaml."""
 
 from __future__ import annotations
 
@@ -8,57 +8,43 @@ import pandera.polars as pa
 import polars as pl
 
 from ids_lakehouse.deid.pseudonym import PSEUDONYM_CHARS
+from ids_lakehouse.marts.declaration import MartColumn, load_marts
 from ids_lakehouse.marts.people import HOMELESS_STUDENTS
 from ids_lakehouse.model import load_model
 
-PSEUDONYM = rf"^[0-9a-f]{{{PSEUDONYM_CHARS}}}$"
+DTYPES: dict[str, type[pl.DataType]] = {"String": pl.String, "Int32": pl.Int32,
+                                        "Int64": pl.Int64, "Float64": pl.Float64,
+                                        "Date": pl.Date}
+FORMATS = {"pseudonym": rf"^[0-9a-f]{{{PSEUDONYM_CHARS}}}$"}
 
+
+def _codes(code_list: str) -> list[str]:
+    """A model code list; the marts' program list also holds the derived McKinney-Vento
+    program."""
+    codes = load_model().codes(code_list)
+    return [*codes, HOMELESS_STUDENTS] if code_list == "program" else codes
+
+
+def _checks(col: MartColumn) -> list[pa.Check]:
+    checks = []
+    if col.non_negative:
+        checks.append(pa.Check.ge(0, error="non_negative"))
+    if col.code_list:
+        checks.append(pa.Check.isin(_codes(col.code_list), error=f"code_list:{col.code_list}"))
+    if col.values is not None:
+        checks.append(pa.Check.isin(col.values, error="values"))
+    if col.pattern is not None:
+        checks.append(pa.Check.str_matches(f"^(?:{col.pattern})$", error="pattern"))
+    if col.format is not None:
+        checks.append(pa.Check.str_matches(FORMATS[col.format], error=col.format))
+    return checks
 
 
 @lru_cache(maxsize=None)
 def contract(mart: str) -> pa.DataFrameSchema:
-    model = load_model()
-    programs = [*model.codes("program"), HOMELESS_STUDENTS]
-    count = pa.Column(pl.Int64, nullable=True, checks=pa.Check.ge(0, error="non_negative"))
-    schemas = {
-        "indicators": pa.DataFrameSchema({
-            "year": pa.Column(pl.Int32), "program": pa.Column(pl.String, checks=pa.Check.isin(
-                programs, error="code_list:program")),
-            "county_fips": pa.Column(pl.String), "age_band": pa.Column(pl.String),
-            "sex": pa.Column(pl.String), "race_ethnicity": pa.Column(pl.String),
-            "persons": count,
-            "rate_per_1000_served": pa.Column(pl.Float64, nullable=True,
-                                              checks=pa.Check.ge(0, error="non_negative")),
-        }, unique=["year", "program", "county_fips", "age_band", "sex", "race_ethnicity"],
-            strict=True),
-        "program_overlap": pa.DataFrameSchema({
-            "program_a": pa.Column(pl.String), "program_b": pa.Column(pl.String, nullable=True),
-            "persons": count, "first_year": pa.Column(pl.Int32),
-            "last_year": pa.Column(pl.Int32),
-        }, unique=["program_a", "program_b"], strict=True),
-        "research_person": pa.DataFrameSchema({
-            "pseudonym": pa.Column(pl.String, unique=True, checks=pa.Check.str_matches(
-                PSEUDONYM, error="pseudonym")),
-            "birth_year": pa.Column(pl.String), "sex": pa.Column(pl.String, checks=pa.Check.isin(
-                ["F", "M", "U", "*"], error="code_list:sex")),
-            "race_ethnicity": pa.Column(pl.String),
-            "zip3": pa.Column(pl.String, checks=pa.Check.str_matches(
-                r"^([0-9]{3}|\*|UNKNOWN)$", error="zip3")),
-            "county_fips": pa.Column(pl.String),
-        }, strict=True),
-        "research_participation": pa.DataFrameSchema({
-            "pseudonym": pa.Column(pl.String, checks=pa.Check.str_matches(
-                PSEUDONYM, error="pseudonym")),
-            "program": pa.Column(pl.String, checks=pa.Check.isin(programs,
-                                                                 error="code_list:program")),
-            "period": pa.Column(pl.String, checks=pa.Check.str_matches(
-                r"^[0-9]{4}-[0-9]{4}$", error="period")),
-        }, strict=True),
-        "contact_directory": pa.DataFrameSchema({
-            "person_id": pa.Column(pl.String),
-            "source": pa.Column(pl.String),
-            "phone": pa.Column(pl.String, nullable=True, checks=pa.Check.str_matches(
-                r"^\+[1-9][0-9]{7,14}$", error="pattern")),
-        }, unique=["person_id", "source"]),
-    }
-    return schemas[mart]
+    declared = load_marts().marts[mart]
+    return pa.DataFrameSchema(
+        {name: pa.Column(DTYPES[c.type], nullable=c.nullable, unique=c.unique,
+                         checks=_checks(c))
+         for name, c in declared.columns.items()},
+        unique=declared.unique or None, strict=declared.strict)

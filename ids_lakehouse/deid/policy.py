@@ -9,6 +9,8 @@ from importlib import resources
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ids_lakehouse.marts.declaration import load_marts
+
 LADDER_COLUMNS = {"birth_year", "zip3", "county_fips", "race_ethnicity", "sex",
                   "participation"}
 
@@ -23,7 +25,6 @@ class DisclosurePolicy(BaseModel):
     age_bands: list[tuple[int, int]]
     cell_key_perturbation: dict[int, float]
     holdback_threshold_spread: int = Field(ge=0)
-    research_quasi_identifiers: list[str]
     participation_period_years: int = Field(ge=1)
     generalisation: list[dict[str, int | str]]
 
@@ -39,6 +40,12 @@ class DisclosurePolicy(BaseModel):
             if unknown:
                 raise ValueError(f"generalisation: unknown columns {unknown}")
         return self
+
+    @property
+    def research_quasi_identifiers(self) -> list[str]:
+        """The research person file's quasi-identifiers, as data_model/marts.yaml classifies
+        its columns (participation is one more, always: see kanon.py)."""
+        return load_marts().marts["research_person"].quasi_identifiers()
 
     @property
     def max_perturbation(self) -> int:
