@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
-from assets.conform import OWNERS
+from assets.keys import OWNERS
 from ids_lakehouse import catalog
 from pipelines.resources import LakeResource
 
@@ -13,5 +13,5 @@ from pipelines.resources import LakeResource
                    "data_model/: entities, classifications, code lists, source mappings, "
                    "marts and agreements. Written to LAKE_ROOT/docs/catalog/.")
 def catalog_files(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    files = catalog.write(lake.lake().docs("catalog"))
+    files = catalog.write(lake.layout().docs("catalog"))
     return MaterializeResult(metadata={k: str(v) for k, v in files.items()})

@@ -5,36 +5,26 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetOut,
+    AssetSpec,
     Config,
     MaterializeResult,
     multi_asset,
 )
 
-from assets.conform import OWNERS, silver_key
-from assets.ingest import TRANSIENT_RETRY
+from assets.keys import OWNERS, TRANSIENT_RETRY, identity_key, silver_key
 from ids_lakehouse import audit, delta
-from ids_lakehouse.identity import index as person_index
-from ids_lakehouse.identity import linkage
+from ids_lakehouse.identity import linkage, mpi
 from ids_lakehouse.identity.quality import pairwise_quality
 from pipelines.resources import LakeResource
 
-TABLES = {
-    "person_link": "Scored record pairs at or above the link floor (ids, probability, "
-                   "weight, comparison levels; no compared values).",
-    "person_xref": "Every silver person record -> its stable person_id, with its best "
-                   "in-cluster match probability, run and model version.",
-    "person_id_events": "Append-only: person IDs created, merged (older ID survives) or "
-                        "split (larger part keeps the ID), with run.",
-    "review_queue": "Pairs awaiting a steward decision, each with why: the uncertainty band, "
-                    "a guard (twins, dates of birth), or clustering holding it back.",
-}
 MIN_CROSS_SOURCE_F1 = 0.95
 
 
-def identity_key(table: str) -> AssetKey:
-    return AssetKey(["identity", table])
+# Stewards write their decisions with the CLI, outside any run; every build reads them.
+steward_decisions = AssetSpec(
+    identity_key(mpi.DECISIONS[0]), description=mpi.DECISIONS[1], group_name="identity",
+    owners=OWNERS, kinds={"delta"}, tags={"ids/layer": "identity"})
 
 
 class IdentityConfig(Config):
@@ -47,8 +37,8 @@ class IdentityConfig(Config):
 @multi_asset(
     outs={t: AssetOut(key=identity_key(t), description=d, owners=OWNERS,
                       kinds={"delta", "splink", "duckdb"}, tags={"ids/layer": "identity"})
-          for t, d in TABLES.items()},
-    deps=[silver_key("person_record")],
+          for t, d in mpi.TABLES.items()},
+    deps=[silver_key("person_record"), steward_decisions.key],
     group_name="identity",
     check_specs=[
         AssetCheckSpec("every_record_has_one_person", asset=identity_key("person_xref"),
@@ -61,16 +51,16 @@ class IdentityConfig(Config):
     retry_policy=TRANSIENT_RETRY,
 )
 def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeResource):
-    store = lake.lake()
-    records = pl.from_arrow(delta.read(store.silver("person_record"),
+    layout = lake.layout()
+    records = pl.from_arrow(delta.read(layout.silver("person_record"),
                                        columns=linkage.SILVER_COLUMNS))
-    result = person_index.update(store, records, context.run_id, retrain=config.retrain,
+    result = mpi.update(layout, records, context.run_id, retrain=config.retrain,
                                  full=config.full_rebuild)
     if result.rolled_back:
         context.log.warning(f"rolled back what a dead identity build left: "
                             f"{result.rolled_back}")
     if result.trained:
-        audit.record(store, "model_trained", f"linkage model v{result.model_version}",
+        audit.record(layout, "model_trained", f"linkage model v{result.model_version}",
                      asset="identity", run_id=context.run_id,
                      **audit.launched_by(context.run.tags),
                      details={"version": result.model_version, "records": result.records,
@@ -83,7 +73,7 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     common = {"model_version": result.model_version, "run_trained_model": result.trained,
               "rolled_back_rows": result.rolled_back,
               "linkage_mode": result.mode, "records_rescored": result.rescored}
-    for table in TABLES:
+    for table in mpi.TABLES:
         yield MaterializeResult(asset_key=identity_key(table), metadata={
             **common, "dagster/row_count": result.tables[table].height,
             **({"people": result.people, "events": result.events}

@@ -5,17 +5,14 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
-    Backoff,
-    DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
-    RetryPolicy,
     TableColumn,
     TableSchema,
     asset,
 )
 
+from assets.keys import TRANSIENT_RETRY, bronze_key, files_partitions
 from ids_lakehouse import audit, catalog
 from ids_lakehouse.ingest.delivery import ingest_delivery
 from ids_lakehouse.ingest.landing import FileChangedError, find_landed
@@ -23,16 +20,6 @@ from ids_lakehouse.sources import SourceDefinition, load_sources
 from pipelines.resources import LakeResource
 
 RECONCILE_CHECK = "file_reconciles"
-# Transient I/O (a busy disk, a Delta commit race) is retried; a bad file is not.
-TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)
-
-
-def files_partitions(source: str) -> DynamicPartitionsDefinition:
-    return DynamicPartitionsDefinition(name=f"{source}_files")
-
-
-def bronze_key(source: str) -> AssetKey:
-    return AssetKey(["bronze", source])
 
 
 def _fail(lake, defn: SourceDefinition, context: AssetExecutionContext, message: str,
@@ -48,7 +35,7 @@ def _fail(lake, defn: SourceDefinition, context: AssetExecutionContext, message:
 
 def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
                      lake_resource: LakeResource) -> MaterializeResult:
-    lake, key = lake_resource.lake(), context.partition_key
+    lake, key = lake_resource.layout(), context.partition_key
     try:
         landed = find_landed(lake_resource.landing, defn, key)
     except (FileNotFoundError, FileChangedError) as exc:

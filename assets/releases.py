@@ -5,38 +5,26 @@ import datetime as dt
 from dagster import (
     AssetCheckKey,
     AssetExecutionContext,
-    AssetKey,
+    DagsterInstance,
     Failure,
     MaterializeResult,
     asset,
 )
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from assets.marts import gold_key, mart_checks
+from assets.keys import gold_key, mart_checks, release_key
 from ids_lakehouse import audit, releases, zones
 from ids_lakehouse.agreements import Agreement, load_agreements
 from ids_lakehouse.deid.policy import load_policy
+from pipelines.check_status import latest_check_status
 from pipelines.resources import LakeResource
 
 
-def release_key(agreement_id: str) -> AssetKey:
-    return AssetKey(["releases", agreement_id])
-
-
-def check_status(instance, marts: list[str]) -> dict[str, dict[str, bool | None]]:
+def check_status(instance: DagsterInstance, marts: list[str]
+                 ) -> dict[str, dict[str, bool | None]]:
     """The latest result of every blocking check on each mart (None: never ran)."""
     keys = {m: [AssetCheckKey(gold_key(m), name) for name in mart_checks(m)] for m in marts}
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [k for ks in keys.values() for k in ks])
-    status = {}
-    for mart, ks in keys.items():
-        status[mart] = {}
-        for k in ks:
-            record = latest.get(k)
-            done = record is not None and record.status != AssetCheckExecutionRecordStatus.PLANNED
-            status[mart][k.name] = (record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
-                                    if done else None)
-    return status
+    latest = latest_check_status(instance, [k for ks in keys.values() for k in ks])
+    return {m: {k.name: latest[k] for k in ks} for m, ks in keys.items()}
 
 
 def build_release_asset(agreement: Agreement):
@@ -53,10 +41,10 @@ def build_release_asset(agreement: Agreement):
         tags={"ids/layer": "release", "ids/purpose": agreement.purpose},
     )
     def _release(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-        store = lake.lake()
+        layout = lake.layout()
         status = check_status(context.instance, list(agreement.release))
         try:
-            manifest = releases.release(store, agreement, dt.date.today(), status,
+            manifest = releases.release(layout, agreement, dt.date.today(), status,
                                         context.run_id, load_policy().min_cell_size,
                                         by=audit.launched_by(context.run.tags))
         except releases.ReleaseRefused as exc:

@@ -44,3 +44,10 @@ def replace(path: Path | str, data, predicate: str) -> None:
 
     write_deltalake(str(path), data, mode="overwrite", predicate=predicate,
                     schema_mode="merge")
+
+
+def overwrite(path: Path | str, data: pa.Table) -> None:
+    """Replace the whole table (and its schema) with `data`, in one commit."""
+    from deltalake import write_deltalake
+
+    write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite")

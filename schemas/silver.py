@@ -8,9 +8,8 @@ from functools import lru_cache
 import pandera.polars as pa
 import polars as pl
 
-from ids_lakehouse.model import DataModel, FieldDef, RuleDef, load_model
+from ids_lakehouse.model import DTYPES, DataModel, FieldDef, RuleDef, load_model
 
-DTYPES = {"string": pl.String, "date": pl.Date, "int": pl.Int64, "bool": pl.Boolean}
 PROVENANCE = {"_file_sha256": pl.String, "_row_number": pl.Int64}
 
 

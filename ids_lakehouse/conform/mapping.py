@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pandera.errors
+import pandera.polars as pa
 import polars as pl
 
 from ids_lakehouse.conform import standardise as std
 from ids_lakehouse.conform.transforms import TRANSFORMS
-from ids_lakehouse.model import DataModel, load_model
+from ids_lakehouse.model import DTYPES, DataModel, load_model
 from ids_lakehouse.sources import FieldMap, SourceDefinition
-from schemas.silver import DTYPES, contract
 
 ROW_ENTITIES = ("enrollment", "service_event")   # one row per bronze row
 PROVENANCE = ["_file", "_file_sha256", "_row_number"]
@@ -259,8 +260,16 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
                           phone["phone_raw"], phone["phone_status"])
 
 
+class RowContract(Protocol):
+    """The silver contracts (schemas/silver.py `contract`): an entity's Pandera schema;
+    `row_level` before person records are deduplicated."""
+
+    def __call__(self, entity: str, row_level: bool = ...) -> pa.DataFrameSchema: ...
+
+
 def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str,
-              problems: _FieldProblems, model: DataModel) -> pl.DataFrame:
+              problems: _FieldProblems, model: DataModel, contract: RowContract
+              ) -> pl.DataFrame:
     """Validate against the row-level contract. A person record's nullable field that
     breaks a check is nulled (its status set: `out_of_range` for the date of birth,
     `invalid` otherwise) and counted; any other failure quarantines the row."""
@@ -337,10 +346,11 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame,
             "empty_mapped_columns": empty}
 
 
-def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
+def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowContract, *,
                    model: DataModel | None = None,
-                   missing_in_delivery: list[str] | tuple = ()) -> ConformResult:
-    """`missing_in_delivery`: declared columns a delivery read here did not have (from the
+                   missing_in_delivery: list[str] | tuple[str, ...] = ()) -> ConformResult:
+    """`contract`: the silver contracts each entity's rows are validated against.
+    `missing_in_delivery`: declared columns a delivery read here did not have (from the
     ledger); a mapped one among them stops the source like a column missing from bronze."""
     model = model or load_model()
     drift = schema_drift(defn, bronze, missing_in_delivery)
@@ -350,7 +360,7 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame,
     frames = {e: _entity(df, defn, e, model, failures, problems) for e in wanted}
     for entity in frames:
         frames[entity] = _validate(frames[entity], entity, failures, defn.source, problems,
-                                   model)
+                                   model, contract)
     rows_of = row_entities(defn)
     if rows_of == ("person_record",):
         _duplicate_records(frames["person_record"], failures)

@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import polars as pl
 
-SUFFIXES = ("JR", "SR", "II", "III", "IV")
 _SUFFIX_RE = r"\s+(JR|SR|II|III|IV)$"
 # SSNs that were never issued or are known to be invalid (advertising, test numbers).
 KNOWN_INVALID_SSNS = ["078051120", "219099999", "123456789", "111111111", "999999999"]

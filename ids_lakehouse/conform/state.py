@@ -1,5 +1,6 @@
-"""Reading a source's bronze rows for conform, and writing its silver rows and conform
-quarantine, each replacing that source's earlier rows in one commit per table.
+"""Conform's state and its reads and writes: a source's bronze rows to conform, and its
+silver rows and conform quarantine, each replacing that source's earlier rows in one commit
+per table.
 
 Conform is incremental per source: `silver/_conformed` records, for every source whose
 silver rows passed all of conform's checks, the input signature they were built from (the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sys
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
@@ -23,7 +25,7 @@ import pyarrow.compute as pc
 
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
-from ids_lakehouse.conform.conform import ConformResult, row_entities
+from ids_lakehouse.conform.mapping import ConformResult, RowContract, row_entities
 from ids_lakehouse.ingest import delivery
 from ids_lakehouse.ingest.bronze import QUARANTINE_SCHEMA
 from ids_lakehouse.sources import SourceDefinition
@@ -39,13 +41,12 @@ STATE_SCHEMA = pa.schema([("source", pa.string()), ("signature", pa.string()),
 PARSERS = ("polars", "pandera", "phonenumbers", "usaddress", "nameparser", "zipcodes")
 
 
-@lru_cache(maxsize=1)
-def code_digest() -> str:
+@lru_cache(maxsize=4)
+def code_digest(contracts: Path) -> str:
     """SHA-256 over what decides how bronze becomes silver, other than the bronze rows:
     the data-model declarations (model, code lists, source mappings) and the code that
-    loads them, the conform code, the silver contracts and the parsing libraries'
-    versions."""
-    import schemas
+    loads them, the conform code, the silver contracts (the module `contracts`) and the
+    parsing libraries' versions."""
     from ids_lakehouse import model, sources
 
     h = hashlib.sha256()
@@ -53,7 +54,7 @@ def code_digest() -> str:
     code = Path(__file__).parent
     files = [*sorted(declarations.glob("model.yaml")), *sorted(declarations.glob("code_lists/*")),
              *sorted(sources.sources_dir().glob("*.yaml")), *sorted(code.glob("*.py")),
-             Path(schemas.__file__).parent / "silver.py", Path(model.__file__),
+             contracts, Path(model.__file__),
              Path(sources.__file__)]
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
@@ -83,9 +84,12 @@ def missing_columns(lake: Lake, shas: list[str]) -> list[str]:
     return sorted(out)
 
 
-def signature(shas: list[str]) -> str:
+def signature(shas: list[str], contract: RowContract) -> str:
     """The input signature of a source's conform: the deliveries it reads and the code."""
-    return hashlib.sha256(",".join(shas).encode()).hexdigest()[:16] + ":" + code_digest()
+    module = sys.modules[contract.__module__].__file__
+    assert module is not None
+    return (hashlib.sha256(",".join(shas).encode()).hexdigest()[:16] + ":"
+            + code_digest(Path(module)))
 
 
 def conformed(lake: Lake) -> dict[str, dict]:
@@ -132,8 +136,7 @@ def read(lake: Lake, entity: str, version: int | None = None) -> pl.DataFrame:
     source delivers the entity (e.g. every source sends person records only)."""
     path = lake.silver(entity)
     if version == ABSENT or (version is None and not delta.exists(path)):
-        from ids_lakehouse.model import load_model
-        from schemas.silver import DTYPES
+        from ids_lakehouse.model import DTYPES, load_model
 
         fields = load_model().entities[entity].fields
         return pl.DataFrame(schema={n: DTYPES[f.type] for n, f in fields.items()}

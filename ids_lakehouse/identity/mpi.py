@@ -43,6 +43,23 @@ class IdentityResult:
     rolled_back: dict[str, int] = field(default_factory=dict)   # left by a dead build
 
 
+# Every table of the identity layer: what the nightly build writes, and what stewards do.
+TABLES = {
+    "person_link": "Scored record pairs at or above the link floor (ids, probability, "
+                   "weight, comparison levels; no compared values).",
+    "person_xref": "Every silver person record -> its stable person_id, with its best "
+                   "in-cluster match probability, run and model version.",
+    "person_id_events": "Append-only: person IDs created, merged (older ID survives) or "
+                        "split (larger part keeps the ID), with run.",
+    "review_queue": "Pairs awaiting a steward decision, each with why: the uncertainty band, "
+                    "a guard (twins, dates of birth), or clustering holding it back.",
+    "person_index": "The master person index: every person ID ever minted, and when and in "
+                    "which run.",
+}
+DECISIONS = ("steward_decisions", "Steward decisions on pairs (match or non-match; who, "
+             "when, why), written by `ids-lakehouse steward` and honoured by every build.")
+
+
 def models_dir(lake: Lake) -> Path:
     return lake.models("linkage")
 
