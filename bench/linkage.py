@@ -88,11 +88,11 @@ def prepared(persons: int) -> dict[str, Path]:
 
 def task_prepare(persons: int, folder: str) -> dict:
     import polars as pl
+    from ids_lakehouse.conform.conform import conform_source
 
     from ids_lakehouse import delta
     from ids_lakehouse.config import Lake
     from ids_lakehouse.conform import silver
-    from ids_lakehouse.conform.conform import conform_source
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ingest_delivery
     from ids_lakehouse.sources import load_sources

@@ -124,7 +124,9 @@ def task_prepare(persons: int, folder: str) -> dict:
 # -- one layer, in its own worker ---------------------------------------------------------
 
 def _layer_keys(defs, layer: str) -> list:
-    keys = [k for a in defs.assets if not a.partitions_def for k in a.keys]
+    from pipelines.demo import downstream_keys
+
+    keys = downstream_keys(defs)
 
     def top(k):
         return k.path[0]
@@ -142,12 +144,12 @@ def task_layer(layer: str, work: str, snapshot: str | None = None) -> dict:
     (work / "dagster_home").mkdir(exist_ok=True)
     from dagster import DagsterInstance, materialize
 
-    from assets.ingest import bronze_key, files_partitions
+    from assets.keys import bronze_key, files_partitions
     from ids_lakehouse import config
-    from ids_lakehouse.demo import QUIET, Outcome, table_counts
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.sources import load_sources
     from pipelines.definitions import build_definitions
+    from pipelines.demo import QUIET, Outcome, table_counts
     from pipelines.sensors import plan_landing
 
     defs = build_definitions()
@@ -359,7 +361,7 @@ def report(results: dict) -> str:
              f"Command: `{results['command']}` (this section: "
              f"`python -m bench --only pipeline{' --quick' if results['quick'] else ''}`).",
              "",
-             "Every asset materialized as `ids_lakehouse.demo.materialize_everything` does, on "
+             "Every asset materialized as `pipelines.demo.materialize_everything` does, on "
              "a fresh lake and a fresh Dagster instance (SQLite, `DagsterInstance.local_temp`) "
              "per run, one worker process per layer (each reusing the lake and instance the "
              "previous layer left) so that wall time and peak RSS (VmHWM) are per layer. "

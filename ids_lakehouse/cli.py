@@ -1,4 +1,5 @@
-"""Command line: `python -m ids_lakehouse {generate,demo,instance,steward,audit}`."""
+"""Command line: `python -m ids_lakehouse {generate,steward,audit}`. (What runs Dagster,
+`demo` and `instance`, is `python -m pipelines`.)"""
 
 from __future__ import annotations
 
@@ -20,19 +21,6 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from ids_lakehouse.demo import run_demo
-
-    return run_demo(persons=args.persons, seed=args.seed)
-
-
-def _instance(args: argparse.Namespace) -> int:
-    from ids_lakehouse.instance import ensure_instance
-
-    print(f"DAGSTER_HOME={ensure_instance()}")
-    return 0
-
-
 def _usage_error(message: str) -> None:
     """argparse's error: one line on stderr, exit status 2."""
     print(f"error: {message} (see --help)", file=sys.stderr)
@@ -49,7 +37,7 @@ def _enforce(root: Path) -> None:
 
 def _steward(args: argparse.Namespace) -> int:
     from ids_lakehouse import audit, config, zones
-    from ids_lakehouse.identity.index import DecisionError, record_decision, validate_decision
+    from ids_lakehouse.identity.mpi import DecisionError, record_decision, validate_decision
 
     lake = config.lake()
     try:
@@ -94,7 +82,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _audit_anchor(args: argparse.Namespace) -> int:
     from ids_lakehouse import audit, config
-    from ids_lakehouse.identity.index import STEWARD_EMAIL
+    from ids_lakehouse.identity.mpi import STEWARD_EMAIL
 
     if len(args.operator) > 254 or not STEWARD_EMAIL.fullmatch(args.operator):
         print("error: --operator must be your e-mail address", file=sys.stderr)
@@ -115,14 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--chunk-size", type=int, default=50_000)
     gen.add_argument("--progress", action="store_true", help="always show a progress bar")
     gen.set_defaults(func=_generate)
-
-    demo = sub.add_parser("demo", help="generate, ingest and materialize everything")
-    demo.add_argument("--persons", type=int, default=5000)
-    demo.add_argument("--seed", type=int, default=42)
-    demo.set_defaults(func=_demo)
-
-    inst = sub.add_parser("instance", help="create the Dagster instance in DAGSTER_HOME")
-    inst.set_defaults(func=_instance)
 
     st = sub.add_parser("steward", help="record a steward decision on a pair of records")
     st.add_argument("--left", required=True, help="unique_id (source:record_id)")

@@ -6,7 +6,7 @@ from dagster import Definitions, in_process_executor
 
 from assets.conform import conform, silver_expectations
 from assets.governance import catalog_files
-from assets.identity import identity
+from assets.identity import identity, steward_decisions
 from assets.ingest import bronze_assets
 from assets.marts import marts, research_file, warehouse_views
 from assets.releases import release_assets
@@ -19,8 +19,10 @@ from pipelines.sensors import audit_run_failures, audit_run_successes, landing_s
 
 def build_definitions() -> Definitions:
     return Definitions(
-        assets=automated([*bronze_assets(), conform, identity, marts, research_file,
+        assets=[*automated([*bronze_assets(), conform, identity, marts, research_file,
                           warehouse_views, *release_assets(), catalog_files]),
+               # Written by stewards (the CLI), read by identity: external, never automated.
+               steward_decisions],
         asset_checks=[silver_expectations],
         jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],

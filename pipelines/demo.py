@@ -58,7 +58,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def materialize_everything(defs, instance, outcome: Outcome) -> None:
     from dagster import materialize
 
-    from assets.ingest import bronze_key, files_partitions
+    from assets.keys import bronze_key, files_partitions
     from ids_lakehouse import audit
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ledger
@@ -98,12 +98,21 @@ def materialize_everything(defs, instance, outcome: Outcome) -> None:
         outcome.add(f"bronze/{source} [{partition}]", result)
         status = "ok" if result.success else "FAILED"
         print(f"  ingest {source:<11} {status} ({time.perf_counter() - started:.1f}s)")
-    unpartitioned = [k for a in defs.assets if not a.partitions_def for k in a.keys]
+    unpartitioned = downstream_keys(defs)
     if unpartitioned:
         result = materialize(assets, selection=unpartitioned, instance=instance,
                              resources=resources, raise_on_error=False, run_config=QUIET,
                              tags={"ids/trigger": "demo"})
         outcome.add("downstream assets", result)
+
+
+def downstream_keys(defs) -> list:
+    """Every asset a run can build that is not a landed file: stewards' decisions are
+    external (the CLI writes them)."""
+    from dagster import AssetsDefinition
+
+    return [k for a in defs.assets if isinstance(a, AssetsDefinition) and a.is_executable
+            and not a.partitions_def for k in a.keys]
 
 
 def table_counts(root: Path) -> list[tuple[str, int]]:
@@ -116,7 +125,7 @@ def table_counts(root: Path) -> list[tuple[str, int]]:
 def run_demo(persons: int = 5000, seed: int = 42) -> int:
     from dagster import DagsterInstance
 
-    from ids_lakehouse.instance import ensure_instance
+    from pipelines.instance import ensure_instance
 
     config.ensure_demo_key()
     home = ensure_instance()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.ingest import bronze_key, files_partitions
+from assets.keys import bronze_key, files_partitions
 from ids_lakehouse.sources import load_sources
 
 # Runs that write the shared downstream tables carry this tag; the instance profiles allow
 # one such run at a time (pipelines/instance/*.yaml), so two refreshes never interleave.
 DOWNSTREAM_TAG = {"ids/writes": "downstream"}
-DOWNSTREAM = AssetSelection.groups("conform", "identity", "marts", "releases", "governance")
+DOWNSTREAM = AssetSelection.groups("conform", "identity", "marts", "releases",
+                                   "governance").materializable()
 
 
 def ingest_job_name(source: str) -> str:

@@ -26,7 +26,7 @@ class LakeResource(ConfigurableResource):
         if context.dagster_run is not None:   # a step of a run: nothing written yet
             from ids_lakehouse import audit
 
-            audit.check_key(self.lake())
+            audit.check_key(self.layout())
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         # After a step of a run. A sensor tick writes only audit events, which the umask
@@ -38,7 +38,8 @@ class LakeResource(ConfigurableResource):
                 if context.log is not None:
                     context.log.warning(warning)
 
-    def lake(self) -> config.Lake:
+    def layout(self) -> config.Lake:
+        """The lake's layout: where each zone, layer and table lives under lake_root."""
         return config.Lake(Path(self.lake_root))
 
     @property

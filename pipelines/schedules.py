@@ -13,10 +13,8 @@ from dagster import (
     schedule,
 )
 
-from assets.conform import silver_key
-from assets.identity import identity_key
-from assets.ingest import bronze_key
-from ids_lakehouse.identity.index import steward_decisions
+from assets.keys import bronze_key, identity_key, silver_key
+from ids_lakehouse.identity.mpi import steward_decisions
 from ids_lakehouse.sources import load_sources
 from pipelines.jobs import DOWNSTREAM_TAG, nightly_job
 from pipelines.resources import LakeResource
@@ -37,7 +35,7 @@ def stale(instance, lake: LakeResource) -> list[str]:
         if landed is not None and (built is None or landed > built):
             out.append(source)
     linked = _latest(instance, identity_key("person_xref"))
-    decided = steward_decisions(lake.lake())["decided_at"].max()
+    decided = steward_decisions(lake.layout())["decided_at"].max()
     if decided is not None and linked is not None and decided.timestamp() > linked:
         out.append("steward_decisions")
     return out

@@ -23,7 +23,7 @@ from dagster import (
     sensor,
 )
 
-from assets.ingest import files_partitions
+from assets.keys import files_partitions
 from ids_lakehouse import audit
 from ids_lakehouse.ingest import landing
 from ids_lakehouse.ingest.landing import LandedFile, Refusal, parse_partition_key
@@ -83,7 +83,7 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
         return _landing_tick(context, lake)
     except Exception as exc:
         # Class only: an exception message may quote a path or a value.
-        audit.record(lake.lake(), "sensor_tick_failed",
+        audit.record(lake.layout(), "sensor_tick_failed",
                      f"landing_sensor tick failed: {type(exc).__name__}",
                      via="sensor:landing_sensor",
                      details={"sensor": "landing_sensor", "error": type(exc).__name__})
@@ -95,7 +95,7 @@ def _landing_tick(context: SensorEvaluationContext, lake: LakeResource) -> Senso
     state = json.loads(context.cursor or "{}")
     known = {k: tuple(v) for k, v in state.get("files", {}).items()}
     found = landing.survey(lake.landing, sources, known=known)
-    reported = report_refusals(lake.lake(), found.refused, state.get("refused", {}),
+    reported = report_refusals(lake.layout(), found.refused, state.get("refused", {}),
                                context.log)
     registered = {s: list(context.instance.get_dynamic_partitions(files_partitions(s).name))
                   for s in sources}
@@ -122,7 +122,7 @@ def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
     errors = sorted({e.event_specific_data.error.cls_name
                      for e in context.get_step_failure_events()
                      if e.event_specific_data and e.event_specific_data.error})
-    audit.record(lake.lake(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
+    audit.record(lake.layout(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
                  run_id=run.run_id, **audit.launched_by(run.tags),
                  details={"job": run.job_name, "steps": failed_steps, "errors": errors,
                           "tags": dict(run.tags), "recorded_by": "sensor:audit_run_failures"})
@@ -134,7 +134,7 @@ def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
                                "the audit log.")
 def audit_run_successes(context: RunStatusSensorContext, lake: LakeResource):
     run = context.dagster_run
-    audit.record(lake.lake(), "run_succeeded", f"run {run.run_id} of {run.job_name} succeeded",
+    audit.record(lake.layout(), "run_succeeded", f"run {run.run_id} of {run.job_name} succeeded",
                  run_id=run.run_id, **audit.launched_by(run.tags),
                  details={"job": run.job_name, "tags": dict(run.tags),
                           "recorded_by": "sensor:audit_run_successes"})

@@ -31,8 +31,8 @@ def published(tmp_path_factory, tiny_landing) -> Path:
 
     from dagster import DagsterInstance
 
-    from ids_lakehouse.demo import Outcome, materialize_everything
     from pipelines.definitions import build_definitions
+    from pipelines.demo import Outcome, materialize_everything
 
     root = tmp_path_factory.mktemp("published")
     shutil.copytree(tiny_landing, root / "landing")
@@ -56,18 +56,20 @@ def lake(tmp_path) -> Lake:
 @pytest.fixture(scope="session")
 def tiny_silver(tmp_path_factory, tiny_landing) -> Lake:
     """Bronze and silver built from the tiny population (read-only: copy before writing)."""
-    from ids_lakehouse.conform import silver
-    from ids_lakehouse.conform.conform import conform_source
+    from ids_lakehouse.conform import state
+    from ids_lakehouse.conform.mapping import conform_source
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ingest_delivery
     from ids_lakehouse.sources import load_sources
+    from schemas.silver import contract
 
     lake = Lake(tmp_path_factory.mktemp("silver") / "lake")
     sources = load_sources()
     for landed in landing.scan(tiny_landing, sources):
         assert ingest_delivery(sources[landed.source], landed, lake, "setup").accepted
     for source, defn in sources.items():
-        silver.write(lake, conform_source(defn, silver.bronze_to_conform(lake, defn)), "setup")
+        rows = state.bronze_to_conform(lake, defn)
+        state.write(lake, conform_source(defn, rows, contract), "setup")
     return lake
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from ids_lakehouse.conform import silver
-from ids_lakehouse.conform.conform import ConformError, conform_source
+from ids_lakehouse.conform import state
+from ids_lakehouse.conform.mapping import ConformError, conform_source
 from ids_lakehouse.sources import load_sources
+from schemas.silver import contract
 
 SECRET = "Zebulon"
 
@@ -35,7 +36,7 @@ def medicaid():
 
 
 def test_good_rows_reach_silver(medicaid):
-    result = conform_source(medicaid, medicaid_rows({}, {"member_id": "WA1"}))
+    result = conform_source(medicaid, medicaid_rows({}, {"member_id": "WA1"}), contract)
     assert result.quarantine.height == 0
     assert result.entities["enrollment"].height == 2
     person = result.entities["person_record"]
@@ -57,7 +58,7 @@ def test_a_bad_field_costs_the_field_and_a_bad_row_is_quarantined_with_every_rul
         {"first_name": " ", "last_name": "", "date_of_birth": "", "ssn": "",
          "eligibility_start": "2020-13-01"},                           # nothing to link on
     )
-    result = conform_source(medicaid, bronze)
+    result = conform_source(medicaid, bronze, contract)
     q = result.quarantine.sort("_row_number")
     assert q["_row_number"].to_list() == [6, 8]
     assert q["_rule"].to_list() == ["end_not_before_start",
@@ -90,28 +91,29 @@ def test_a_bad_field_costs_the_field_and_a_bad_row_is_quarantined_with_every_rul
 
 def test_missing_mapped_column_is_a_clear_schema_change(medicaid):
     with pytest.raises(ConformError, match=r"\[medicaid\].*missing from bronze.*'sex'"):
-        conform_source(medicaid, medicaid_rows({}).drop("sex"))
+        conform_source(medicaid, medicaid_rows({}).drop("sex"), contract)
 
 
 def test_empty_mapped_column_is_reported(medicaid):
-    result = conform_source(medicaid, medicaid_rows({"phone": ""}, {"phone": ""}))
+    result = conform_source(medicaid, medicaid_rows({"phone": ""}, {"phone": ""}),
+                            contract)
     assert result.schema_drift["empty_mapped_columns"] == ["phone"]
 
 
 def test_a_new_column_is_counted_never_named(medicaid):
     """An undeclared column's name is delivered text: a person's name in a header."""
     rows = medicaid_rows({}).with_columns(pl.lit("x").alias("Jeremy_Gonzalez_812630965"))
-    result = conform_source(medicaid, rows)
+    result = conform_source(medicaid, rows, contract)
     assert result.schema_drift["new_columns"] == 1
     assert "Jeremy" not in repr(result.schema_drift) + repr(result.failures)
 
 
 def test_write_and_reconcile_on_real_delta_tables(medicaid, lake):
     bronze = medicaid_rows({}, {"eligibility_end": "2019-01-01"}, {"member_id": "WA1"})
-    result = conform_source(medicaid, bronze)
-    silver.write(lake, result, "run-1")
-    silver.write(lake, result, "run-2")  # re-running replaces, never duplicates
-    rec = silver.reconcile(lake, medicaid, bronze.height)
+    result = conform_source(medicaid, bronze, contract)
+    state.write(lake, result, "run-1")
+    state.write(lake, result, "run-2")  # re-running replaces, never duplicates
+    rec = state.reconcile(lake, medicaid, bronze.height)
     assert rec == {"bronze_rows": 3, "silver_rows": 2, "quarantined_rows": 1,
                    "reconciles": True}
 
@@ -135,7 +137,7 @@ def test_snapshot_conform_reads_the_latest_delivery_even_after_a_reingest(tmp_pa
     for path in (old, new, old):  # the January file is re-ingested last
         assert ingest_delivery(medicaid, landed_file(tmp_path, medicaid, path), lake,
                                "run").accepted
-    rows = silver.bronze_to_conform(lake, medicaid)
+    rows = state.bronze_to_conform(lake, medicaid)
     assert set(rows["_file"]) == {"medicaid/feb.csv"} and rows.height == 2
 
 
@@ -171,7 +173,7 @@ def test_dob_after_the_enrollment_start_is_quarantined(medicaid, lake):
         {"member_id": "WA1", "eligibility_start": "1989-01-01",      # one of WA1's spells
          "eligibility_end": "1989-06-01"},
     )
-    result = conform_source(medicaid, bronze)
+    result = conform_source(medicaid, bronze, contract)
     q = result.quarantine.sort("_row_number")
     assert q["_row_number"].to_list() == [4, 5, 6]
     assert set(q["_rule"]) == {"dob_after_enrollment_start"} and set(q["_column"]) == {"dob"}
@@ -182,8 +184,8 @@ def test_dob_after_the_enrollment_start_is_quarantined(medicaid, lake):
     assert result.entities["enrollment"].height + q.height == bronze.height
     # WA1 keeps the person record of its good row; WA3 and WA4 are only in quarantine
     assert sorted(result.entities["person_record"]["source_record_id"]) == ["WA1", "WA2"]
-    silver.write(lake, result, "run-1")
-    assert silver.reconcile(lake, medicaid, bronze.height) == {
+    state.write(lake, result, "run-1")
+    assert state.reconcile(lake, medicaid, bronze.height) == {
         "bronze_rows": 5, "silver_rows": 2, "quarantined_rows": 3, "reconciles": True}
 
 
@@ -191,7 +193,7 @@ def test_dob_after_the_event_date_is_quarantined():
     sources = load_sources()
     bronze = traveller_rows({}, {"date_of_birth": "01/03/2025"},        # born the arrival day
                             {"date_of_birth": "02/03/2025", "full_name": f"{SECRET}, Ann"})
-    result = conform_source(sources["travellers"], bronze)
+    result = conform_source(sources["travellers"], bronze, contract)
     q = result.quarantine
     assert q["_row_number"].to_list() == [4]
     assert (q["_rule"][0], q["_column"][0]) == ("dob_after_event_date", "dob")
@@ -209,7 +211,7 @@ def test_a_birth_record_whose_event_is_the_birth_passes():
         "mother_dob": ["19900501"], "birth_weight_g": ["3400"]}).with_columns(
         pl.lit("births").alias("_source"), pl.lit("births/x.txt").alias("_file"),
         pl.lit("d" * 64).alias("_file_sha256"), pl.lit(2, dtype=pl.Int64).alias("_row_number"))
-    result = conform_source(births, bronze)
+    result = conform_source(births, bronze, contract)
     assert result.quarantine.height == 0 and result.entities["service_event"].height == 1
 
 
@@ -222,7 +224,7 @@ def test_an_invalid_zip_is_nulled_with_a_status_and_kept_raw(medicaid):
         {"zip": "00000", "county_code": "033"},      # delivered county kept
         {},
     )
-    result = conform_source(medicaid, bronze)
+    result = conform_source(medicaid, bronze, contract)
     assert result.quarantine.height == 0              # flagged on the field, record kept
     p = result.entities["person_record"].sort("_row_number")
     assert p["zip"].to_list() == [None, "98101", None, None, None, "98101"]
@@ -239,7 +241,7 @@ def test_a_shifted_column_shows_as_invalid_rates_not_as_quiet_nulls(medicaid):
     quarantines rows: the share of delivered values nulled per field is what conform's
     blocking field_validity check compares with max_invalid_rate."""
     bronze = medicaid_rows(*[{"date_of_birth": f"360-687-09{i:02d}"} for i in range(10)])
-    result = conform_source(medicaid, bronze)
+    result = conform_source(medicaid, bronze, contract)
     assert result.quarantine.height == 0
     rates = result.invalid_rates()
     assert rates["dob"] == 1.0 > medicaid.max_invalid_rate
@@ -250,7 +252,7 @@ def test_a_shifted_column_shows_as_invalid_rates_not_as_quiet_nulls(medicaid):
 def test_record_ids_with_nothing_in_them_are_no_ids(medicaid):
     bronze = medicaid_rows({"member_id": "\u200b"}, {"member_id": "-"}, {"member_id": "NULL"},
                            {"member_id": " n/a "}, {"member_id": "WA7"})
-    result = conform_source(medicaid, bronze)
+    result = conform_source(medicaid, bronze, contract)
     assert sorted(result.quarantine["_row_number"].to_list()) == [2, 3, 4, 5]
     assert set(result.quarantine["_rule"]) == {"not_nullable"}
     assert result.entities["person_record"]["source_record_id"].to_list() == ["WA7"]
@@ -263,7 +265,7 @@ def test_a_bad_delivery_is_judged_on_its_own_rows_not_diluted_by_earlier_ones(me
     bad = medicaid_rows(*[{"member_id": f"B{i}", "date_of_birth": "360-687-0928"}
                           for i in range(20)]).with_columns(pl.lit("c" * 64).alias(
                               "_file_sha256"))
-    result = conform_source(medicaid, pl.concat([good, bad]))
+    result = conform_source(medicaid, pl.concat([good, bad]), contract)
     assert result.invalid_rates()["dob"] == 1.0 > medicaid.max_invalid_rate
 
 
@@ -271,4 +273,4 @@ def test_a_mapped_column_a_delivery_lacked_stops_the_source(medicaid):
     """Bronze holds the column (earlier files had it) but this delivery did not: its
     values would be nulls from the union of schemas, not the agency's blanks."""
     with pytest.raises(ConformError, match=r"\[medicaid\].*missing from bronze.*'phone'"):
-        conform_source(medicaid, medicaid_rows({}), missing_in_delivery=["phone"])
+        conform_source(medicaid, medicaid_rows({}), contract, missing_in_delivery=["phone"])

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from ids_lakehouse.conform import standardise as std
-from ids_lakehouse.conform.conform import conform_source
+from ids_lakehouse.conform.mapping import conform_source
 from ids_lakehouse.sources import load_sources
+from schemas.silver import contract
 from tests.test_conform import medicaid_rows, traveller_rows
 
 CYRILLIC_DZE, CYRILLIC_ES = "\u0405", "\u0421"   # look like Latin S and Latin C
@@ -141,7 +142,7 @@ def test_conform_standardises_unicode_names_and_flags_them(medicaid):
         {"city": "\u0405eattle", "address_line1": "1 M\u0430in St"},
         {"last_name": "Jos\u00e9 Jr"},
     )
-    result = conform_source(medicaid, bronze)
+    result = conform_source(medicaid, bronze, contract)
     assert result.quarantine.height == 0   # flagged on the field; the record is kept
     person = result.entities["person_record"].sort("_row_number")
     assert person["last_name"].to_list() == ["SMITH", "\u0418\u0412\u0410\u041d\u041e\u0412",
@@ -159,7 +160,7 @@ def test_conform_parses_one_line_names_after_removing_invisible_characters():
     travellers = load_sources()["travellers"]
     bronze = traveller_rows({"full_name": "LEE,\u200b Mary\u200bJane", "destination_address":
                              "1234 Smith\u00a0Avenue, Seattle WA 98101"})
-    result = conform_source(travellers, bronze)
+    result = conform_source(travellers, bronze, contract)
     assert result.quarantine.height == 0
     row = result.entities["person_record"].row(0, named=True)
     assert (row["first_name"], row["last_name"], row["name_status"]) == (

@@ -123,7 +123,7 @@ def test_every_source_maps_only_model_fields():
 
 
 def test_contract_failures_are_counted_never_shown():
-    from schemas import failure_counts
+    from ids_lakehouse.validation import failure_counts
 
     counts = failure_counts(contract("person_record"), person(sex="Q", zip="98#1",
                                                               first_name_raw="Zebulon"))

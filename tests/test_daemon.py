@@ -17,8 +17,8 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from ids_lakehouse import audit, delta, zones
 from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest.delivery import ledger
-from ids_lakehouse.instance import ensure_instance
 from ids_lakehouse.sources import load_sources
+from pipelines.instance import ensure_instance
 from tests.daemon import running_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(900)

@@ -1,5 +1,6 @@
 """The code location loads, validates from the CLI, and its graph is pinned by a snapshot so
-an accidental change to asset keys, checks, sensors or schedules fails here."""
+an accidental change to asset keys, dependencies, owners, kinds, tags, freshness, column
+schemas, checks, job selections, sensors or schedules fails here."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def graph_summary(d: Definitions) -> str:
             else "-"
         lines.append(f"asset {key.to_user_string()} group={node.group_name} partitions={parts} "
                      f"automation={condition}")
+        deps = ",".join(sorted(k.to_user_string() for k in node.parent_keys)) or "-"
+        fresh = node.freshness_policy
+        window = (f"warn={fresh.warn_window.to_timedelta()},fail={fresh.fail_window.to_timedelta()}"
+                  if fresh is not None else "-")
+        tags = {k: v for k, v in sorted(node.tags.items()) if k.startswith("ids/")}
+        columns = node.metadata.get("dagster/column_schema")
+        schema = ",".join(f"{c.name}:{c.tags.get('classification', '-')}"
+                          for c in columns.columns) if columns else "-"
+        lines += [f"  deps {deps}", f"  owners {','.join(node.owners) or '-'}",
+                  f"  kinds {','.join(sorted(node.kinds)) or '-'} tags {tags}",
+                  f"  freshness {window}", f"  columns {schema}"]
     for check in sorted(repo.asset_graph.asset_check_keys, key=str):
         spec = repo.asset_graph.get_check_spec(check)
         lines.append(f"check {check.asset_key.to_user_string()}:{check.name} "

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from ids_lakehouse import delta
-from ids_lakehouse.conform import silver
+from ids_lakehouse.conform import state
 from ids_lakehouse.ingest.bronze import ingest_file
 from ids_lakehouse.ingest.delivery import ingest_delivery, ledger
 from ids_lakehouse.ingest.landing import landed_file
@@ -49,7 +49,7 @@ def test_a_rejected_resend_never_replaces_the_accepted_snapshot(tmp_path, lake, 
     assert decisions["medicaid/feb.csv"]["status"] == "rejected"
     assert decisions["medicaid/feb.csv"]["rule"] == "missing_required_columns"
     assert "Zebulon" not in str(decisions["medicaid/feb.csv"])
-    rows = silver.bronze_to_conform(lake, medicaid)
+    rows = state.bronze_to_conform(lake, medicaid)
     assert set(rows["_file"]) == {"medicaid/jan.csv"} and rows.height == 3
 
 
@@ -60,12 +60,12 @@ def test_an_ingest_that_died_before_its_decision_is_invisible(tmp_path, lake, me
     feb = _land(tmp_path, "feb.csv", medicaid_rows({}), 1_700_100_000)
     ingest_file(medicaid, landed_file(tmp_path, medicaid, feb), lake, "dead")
     assert delta.count(lake.bronze("medicaid")) == 3         # the rows are in bronze...
-    rows = silver.bronze_to_conform(lake, medicaid)
+    rows = state.bronze_to_conform(lake, medicaid)
     assert set(rows["_file"]) == {"medicaid/jan.csv"}         # ...but nobody reads them
     # The retry decides it; then it is the newest accepted snapshot.
     assert ingest_delivery(medicaid, landed_file(tmp_path, medicaid, feb), lake,
                            "retry").accepted
-    rows = silver.bronze_to_conform(lake, medicaid)
+    rows = state.bronze_to_conform(lake, medicaid)
     assert set(rows["_file"]) == {"medicaid/feb.csv"} and rows.height == 1
     assert delta.count(lake.bronze("medicaid")) == 3         # replaced, not duplicated
 
@@ -81,5 +81,5 @@ def test_a_rejected_delivery_withdraws_the_rows_it_wrote(tmp_path, lake, medicai
     outcome = ingest_delivery(medicaid, landed_file(tmp_path, medicaid, jan), lake, "r1")
     assert not outcome.accepted and outcome.error.rule == "file_reconciles"
     assert delta.count(lake.bronze("medicaid")) == 0
-    assert silver.bronze_to_conform(lake, medicaid) is None
-    assert silver.deliveries_to_conform(lake, medicaid) == []
+    assert state.bronze_to_conform(lake, medicaid) is None
+    assert state.deliveries_to_conform(lake, medicaid) == []

@@ -653,9 +653,9 @@ def test_a_run_under_another_key_writes_nothing(lake, built, tmp_path, monkeypat
     now refuses before any step writes."""
     from dagster import DagsterInstance
 
-    from ids_lakehouse.demo import Outcome, materialize_everything
     from ids_lakehouse.ingest.delivery import ledger
     from pipelines.definitions import build_definitions
+    from pipelines.demo import Outcome, materialize_everything
 
     landing = tmp_path / "landing"
     shutil.copytree(built.parent / "landing", landing)

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from ids_lakehouse import delta
-from ids_lakehouse.identity import index, linkage
+from ids_lakehouse.identity import linkage, mpi
 from ids_lakehouse.identity.quality import pairwise_quality
 
 
@@ -16,9 +16,9 @@ def person_records(lake, exclude: tuple[str, ...] = ()) -> pl.DataFrame:
     return df.filter(~pl.col("source").is_in(list(exclude)))
 
 
-def run(lake, records, run_id, **kw) -> index.IdentityResult:
-    result = index.build(lake, records, run_id, **kw)
-    index.write(lake, result, run_id)
+def run(lake, records, run_id, **kw) -> mpi.IdentityResult:
+    result = mpi.build(lake, records, run_id, **kw)
+    mpi.write(lake, result, run_id)
     return result
 
 
@@ -30,7 +30,7 @@ def xref(lake) -> dict[str, str]:
 def test_first_build_links_well_and_saves_a_model(silver_lake, tiny_landing):
     result = run(silver_lake, person_records(silver_lake), "r1")
     assert result.trained and result.model_version == 1
-    assert (index.models_dir(silver_lake) / "linkage_model_v0001.json").exists()
+    assert (mpi.models_dir(silver_lake) / "linkage_model_v0001.json").exists()
     truth = pl.read_parquet(tiny_landing / "_truth" / "person_truth.parquet")
     q = pairwise_quality(result.tables["person_xref"], truth)
     assert q["cross_source"]["f1"] >= 0.95, q
@@ -83,8 +83,8 @@ def test_steward_decisions_are_honoured_on_every_later_run(silver_lake):
     a, b = x.filter(pl.col("person_id") == pair_person)["unique_id"].to_list()
     singles = sizes.filter(pl.col("len") == 1)["person_id"].to_list()[:2]
     c, d = x.filter(pl.col("person_id").is_in(singles))["unique_id"].to_list()
-    index.record_decision(silver_lake, a, b, "non_match", "steward@example.gov", "twins")
-    index.record_decision(silver_lake, c, d, "match", "steward@example.gov", "same person")
+    mpi.record_decision(silver_lake, a, b, "non_match", "steward@example.gov", "twins")
+    mpi.record_decision(silver_lake, c, d, "match", "steward@example.gov", "same person")
     for run_id in ("r2", "r3"):
         run(silver_lake, records, run_id)
         now = xref(silver_lake)
@@ -96,9 +96,9 @@ def test_steward_decisions_are_honoured_on_every_later_run(silver_lake):
 
 def test_a_decision_needs_a_known_verdict_and_a_steward(silver_lake):
     with pytest.raises(ValueError, match="decision"):
-        index.record_decision(silver_lake, "a", "b", "maybe", "s@example.gov", "")
+        mpi.record_decision(silver_lake, "a", "b", "maybe", "s@example.gov", "")
     with pytest.raises(ValueError, match="steward"):
-        index.record_decision(silver_lake, "a", "b", "match", "someone", "")
+        mpi.record_decision(silver_lake, "a", "b", "match", "someone", "")
 
 
 def test_twins_and_namesakes_are_held_for_review_unless_an_identifier_agrees():
@@ -205,7 +205,7 @@ def test_the_linkage_engine_is_memory_limited_and_spills_inside_the_lake(silver_
                                                                          monkeypatch):
     monkeypatch.setenv("IDS_DUCKDB_MEMORY", "512MiB")
     records = linkage.linkage_input(person_records(silver_lake))
-    with linkage._engine(records, None, index.spill_dir(silver_lake)) as (_, db):
+    with linkage._engine(records, None, mpi.spill_dir(silver_lake)) as (_, db):
         limit, spill = db.duckdb_con.execute(
             "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
         ).fetchone()
@@ -239,9 +239,9 @@ def test_a_build_that_dies_before_person_xref_is_rolled_back(silver_lake, tmp_pa
     (tmp_path / "crash" / "identity.before_xref").touch()
     script = ("import sys, polars as pl; from pathlib import Path\n"
               "from ids_lakehouse.config import Lake\n"
-              "from ids_lakehouse.identity import index\n"
+              "from ids_lakehouse.identity import mpi\n"
               "lake = Lake(Path(sys.argv[1])); records = pl.read_parquet(sys.argv[2])\n"
-              "index.write(lake, index.build(lake, records, 'dead'), 'dead')\n")
+              "mpi.write(lake, mpi.build(lake, records, 'dead'), 'dead')\n")
     full.write_parquet(tmp_path / "records.parquet")
     proc = subprocess.run([sys.executable, "-c", script, str(silver_lake.root),
                            str(tmp_path / "records.parquet")], timeout=600,
@@ -272,7 +272,7 @@ def test_two_builds_at_once_mint_each_person_once(silver_lake):
 
     def go(run_id):
         try:
-            results.append(index.update(silver_lake, records, run_id))
+            results.append(mpi.update(silver_lake, records, run_id))
         except Exception as exc:  # surfaced below
             errors.append(exc)
 

@@ -102,7 +102,7 @@ def onboarded(tmp_path_factory, tiny_landing) -> tuple[Path, dict, list[dict]]:
            "IDS_PSEUDONYM_KEY": "test-only-key-" + "1" * 32,
            "IDS_AUDIT_ANCHORS": str(root / "anchors.jsonl")}
     script = ("import json, dagster\n"
-              "from ids_lakehouse.demo import Outcome, materialize_everything\n"
+              "from pipelines.demo import Outcome, materialize_everything\n"
               "from pipelines.definitions import build_definitions\n"
               "with dagster.DagsterInstance.ephemeral() as instance:\n"
               "    o = Outcome()\n"

@@ -16,7 +16,7 @@ from dagster import (
     materialize,
 )
 
-from assets.ingest import bronze_key, files_partitions
+from assets.keys import bronze_key, files_partitions
 from ids_lakehouse import audit
 from ids_lakehouse.config import Lake
 from ids_lakehouse.ingest.landing import scan
@@ -64,9 +64,8 @@ def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, 
 def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, monkeypatch):
     from dagster import AssetMaterialization
 
-    from assets.conform import silver_key
-    from assets.identity import identity_key
-    from ids_lakehouse.identity.index import record_decision
+    from assets.keys import identity_key, silver_key
+    from ids_lakehouse.identity.mpi import record_decision
 
     monkeypatch.setenv("LANDING_ROOT", str(tmp_path / "landing"))
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))

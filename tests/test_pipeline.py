@@ -11,12 +11,12 @@ import pyarrow.compute as pc
 import pytest
 from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
 
-from assets.ingest import files_partitions
+from assets.keys import files_partitions
 from ids_lakehouse import audit, delta
 from ids_lakehouse.config import Lake
-from ids_lakehouse.demo import Outcome, materialize_everything
 from ids_lakehouse.sources import load_sources
 from pipelines.definitions import build_definitions
+from pipelines.demo import Outcome, materialize_everything
 from pipelines.sensors import landing_sensor
 
 
@@ -88,7 +88,7 @@ def test_whole_graph_materializes_and_reruns_are_idempotent(env):
         # Re-materializing a partition replaces its rows instead of duplicating them.
         from dagster import materialize
 
-        from assets.ingest import bronze_key
+        from assets.keys import bronze_key
 
         key = instance.get_dynamic_partitions(files_partitions("medicaid").name)[0]
         result = materialize(list(defs.assets), selection=[bronze_key("medicaid")],
@@ -217,7 +217,8 @@ def test_a_population_too_small_for_the_research_policy_stops_only_research(
 def _conform(defs, instance, **config):
     from dagster import materialize
 
-    from assets.conform import ENTITIES, silver_key
+    from assets.conform import ENTITIES
+    from assets.keys import silver_key
 
     run_config = {"ops": {"conform": {"config": config}}} if config else None
     return materialize([*defs.assets, *(defs.asset_checks or [])],
@@ -226,7 +227,7 @@ def _conform(defs, instance, **config):
 
 
 def _conform_metadata(result) -> dict:
-    from assets.conform import silver_key
+    from assets.keys import silver_key
 
     return next({k: v.value for k, v in m.metadata.items()}
                 for m in result.asset_materializations_for_node("conform")
@@ -259,7 +260,7 @@ def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
         src = landing / "hmis" / "hmis_client_2025-12-31.csv"
         (landing / "hmis" / "hmis_client_2026-01-01.csv").write_bytes(src.read_bytes() + b"\n")
         materialize_everything(defs, instance, Outcome())
-        from assets.conform import silver_key
+        from assets.keys import silver_key
 
         latest = instance.get_latest_materialization_event(silver_key("person_record"))
         meta = {k: v.value for k, v in latest.asset_materialization.metadata.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ids_lakehouse.instance import PROFILES, ensure_instance, profile_template
+from pipelines.instance import PROFILES, ensure_instance, profile_template
 
 PG_HOST, PG_PORT, PG_ADMIN_USER = "127.0.0.1", 5432, "postgres"
 START_HINT = ("PostgreSQL must be running on 127.0.0.1:5432 with trust auth (it always is "
@@ -129,12 +129,13 @@ def _materialize_and_read_back(home: Path, dbname: str) -> None:
     )
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-    from assets.ingest import RECONCILE_CHECK, bronze_key, files_partitions
+    from assets.ingest import RECONCILE_CHECK
+    from assets.keys import bronze_key, files_partitions
     from ids_lakehouse import config
-    from ids_lakehouse.demo import QUIET
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.sources import load_sources
     from pipelines.definitions import build_definitions
+    from pipelines.demo import QUIET
     from pipelines.sensors import plan_landing
 
     defs = build_definitions()  # after LAKE_ROOT/LANDING_ROOT are set: resources read them

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 def _demo(work: Path, landing: Path, crashes: Path | None = None) -> int:
-    """`python -m ids_lakehouse demo` over `landing`: the product's own path."""
+    """`python -m pipelines demo` over `landing`: the product's own path."""
     manifest = json.loads((landing / "_truth" / "manifest.json").read_text())
     env = {**os.environ, "LANDING_ROOT": str(landing), "LAKE_ROOT": str(work / "lake"),
            "DAGSTER_HOME": str(work / "dagster_home"),
@@ -34,7 +34,7 @@ def _demo(work: Path, landing: Path, crashes: Path | None = None) -> int:
     if crashes is not None:
         env["IDS_CRASH_DIR"] = str(crashes)
     proc = subprocess.run(
-        [sys.executable, "-m", "ids_lakehouse", "demo", "--persons",
+        [sys.executable, "-m", "pipelines", "demo", "--persons",
          str(manifest["requested"]), "--seed", str(manifest["seed"])],
         cwd=work, env=env, capture_output=True, timeout=600)
     return proc.returncode

@@ -14,7 +14,7 @@ import pytest
 
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
-from ids_lakehouse.identity import index
+from ids_lakehouse.identity import mpi
 
 REPO = Path(__file__).resolve().parents[1]
 STEWARD = "steward@example.gov"
@@ -26,7 +26,7 @@ def indexed(tmp_path_factory, tiny_silver) -> Lake:
     lake = Lake(tmp_path_factory.mktemp("steward") / "lake")
     shutil.copytree(tiny_silver.root, lake.root)
     records = pl.from_arrow(delta.read(lake.silver("person_record")))
-    index.update(lake, records, "setup")
+    mpi.update(lake, records, "setup")
     return lake
 
 
@@ -100,7 +100,7 @@ def test_an_empty_reason_is_refused(indexed, two_ids, reason):
 
 
 def test_an_overlong_reason_is_refused(indexed, two_ids):
-    assert refused(indexed, *two_ids, reason="x" * (index.MAX_REASON + 1)) == \
+    assert refused(indexed, *two_ids, reason="x" * (mpi.MAX_REASON + 1)) == \
         "error: --reason is 1,001 characters; keep it to 1,000 at most"
 
 
@@ -135,7 +135,7 @@ def test_a_good_decision_is_recorded_and_audited(indexed, two_ids, tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith(f"recorded: match for {left} / {right}")
     assert recorded(lake) == (decisions_before + 1, audit_before + 1)
-    row = index.steward_decisions(lake).row(0, named=True)
+    row = mpi.steward_decisions(lake).row(0, named=True)
     assert {row["unique_id_l"], row["unique_id_r"]} == {left, right}
     assert (row["decision"], row["steward"], row["reason"]) == \
         ("match", STEWARD, "same person")

@@ -138,7 +138,7 @@ def dagster_dev(workdir: Path, timeout: float = 120) -> Iterator[DagsterDev]:
     """Start `dagster dev -w workspace.yaml` on a free port of 127.0.0.1 with throwaway lake,
     landing and instance dirs; yield once the code location is LOADED; always stop every
     process it started."""
-    from ids_lakehouse.instance import ensure_instance
+    from pipelines.instance import ensure_instance
 
     home = (workdir / "dagster_home").resolve()
     env = {**os.environ,
