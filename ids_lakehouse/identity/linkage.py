@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from nicknames import NickNamer
+    from splink import DuckDBAPI, Linker, SettingsCreator
+    from splink.internals.blocking_rule_creator import BlockingRuleCreator
+    from splink.internals.comparison_creator import ComparisonCreator
+    from splink.internals.comparison_level import ComparisonLevel
+    from splink.internals.settings import Settings
+    from splink.internals.splink_dataframe import SplinkDataFrame
+
+# A trained model: Splink's settings with its estimates, as saved to JSON.
+Model = dict[str, Any]
 
 LINK_COLUMNS = ["unique_id", "source_dataset", "first_name", "first_name_variants",
                 "middle_initial", "last_name", "dob", "dob_text", "sex", "ssn", "ssn_last4",
@@ -27,7 +41,7 @@ DETERMINISTIC_RULES = (("ssn",), ("national_id_type", "national_id"),
 
 
 @lru_cache(maxsize=1)
-def _namer():
+def _namer() -> NickNamer:
     from nicknames import NickNamer
 
     return NickNamer()
@@ -68,7 +82,7 @@ def linkage_input(person_record: pl.DataFrame) -> pl.DataFrame:
             .select(LINK_COLUMNS))
 
 
-def _comparisons() -> list:
+def _comparisons() -> list[ComparisonCreator]:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
@@ -133,7 +147,7 @@ def _comparisons() -> list:
     return [first, last, middle, dob, identifier, location, sex]
 
 
-def blocking_rules() -> list:
+def blocking_rules() -> list[BlockingRuleCreator]:
     from splink import block_on
 
     # Surname with birth year and month, or year and day, catches a single wrong part of
@@ -146,20 +160,20 @@ def blocking_rules() -> list:
             block_on("last_name", "year(dob)", "day(dob)")]
 
 
-def settings():
+def settings() -> SettingsCreator:
     from splink import SettingsCreator
 
     # Splink emits comparison levels (gamma_*) only alongside the compared values; the
     # values stay inside DuckDB: predict() keeps ids, levels and weights only.
-    return SettingsCreator(link_type="link_and_dedupe", comparisons=_comparisons(),
-                           blocking_rules_to_generate_predictions=blocking_rules(),
+    return SettingsCreator(link_type="link_and_dedupe", comparisons=list(_comparisons()),
+                           blocking_rules_to_generate_predictions=list(blocking_rules()),
                            retain_matching_columns=True,
                            retain_intermediate_calculation_columns=False)
 
 
 @contextmanager
-def _engine(records: pl.DataFrame, model: dict | None, spill: Path,
-            tf: dict[str, pl.DataFrame] | None = None):
+def _engine(records: pl.DataFrame, model: Model | None, spill: Path,
+            tf: dict[str, pl.DataFrame] | None = None) -> Iterator[tuple[Linker, DuckDBAPI]]:
     """A linker over `records` and its DuckDB, limited to IDS_DUCKDB_MEMORY and spilling to
     `spill`; with `tf`, the model's own term-frequency tables are used instead of
     frequencies computed from today's records. The database is closed on leaving the
@@ -170,7 +184,7 @@ def _engine(records: pl.DataFrame, model: dict | None, spill: Path,
 
     from ids_lakehouse.config import duckdb_config
 
-    db = DuckDBAPI(duckdb.connect(config=duckdb_config(spill)))
+    db = DuckDBAPI(duckdb.connect(config=dict(duckdb_config(spill))))
     try:
         table = db.register(records.to_arrow(), dataset_display_name="records")
         linker = Linker(table, model if model is not None else settings(),
@@ -184,7 +198,7 @@ def _engine(records: pl.DataFrame, model: dict | None, spill: Path,
 
 
 def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
-          ) -> tuple[dict, dict[str, pl.DataFrame]]:
+          ) -> tuple[Model, dict[str, pl.DataFrame]]:
     """Estimate the model from the records: prior from deterministic rules, u by random
     sampling, m by EM on two blockings (each leaves the comparisons it blocks on free).
     Returns the model and its term-frequency tables: both belong to the model version, so
@@ -203,7 +217,8 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
         return linker.misc.save_model_to_json(), tf
 
 
-def _estimate_m_by_em(linker, blocking_rule) -> list[tuple[str, int]]:
+def _estimate_m_by_em(linker: Linker, blocking_rule: BlockingRuleCreator
+                      ) -> list[tuple[str, int]]:
     """One EM session estimating m (u fixed, no term frequencies). Returns the levels it
     pinned, as (comparison, comparison vector value).
 
@@ -228,7 +243,8 @@ def _estimate_m_by_em(linker, blocking_rule) -> list[tuple[str, int]]:
     while True:
         # A failing session leaves the linker's parameters half-changed (it drops the
         # comparisons it blocks on and changes the prior before EM starts): keep a copy.
-        before = settings.core_model_settings.copy()
+        # (Splink leaves this deepcopy unannotated.)
+        before = settings.core_model_settings.copy()  # type: ignore[no-untyped-call]
         try:
             linker.training.estimate_parameters_using_expectation_maximisation(
                 blocking_rule, estimate_without_term_frequencies=True)
@@ -250,7 +266,8 @@ def _estimate_m_by_em(linker, blocking_rule) -> list[tuple[str, int]]:
             _level(settings, *level)._fix_m_probability = False
         # As Splink does after each session: m is the median of the sessions' estimates
         # (it skipped the pinned levels, which were fixed then).
-        linker._populate_m_u_from_trained_values()
+        # (Splink leaves this method unannotated.)
+        linker._populate_m_u_from_trained_values()  # type: ignore[no-untyped-call]
     return pinned
 
 
@@ -270,12 +287,12 @@ def _underflowed_level(error: ValueError) -> tuple[str, int] | None:
     return None
 
 
-def _level(settings, comparison: str, vector_value: int):
+def _level(settings: Settings, comparison: str, vector_value: int) -> ComparisonLevel:
     return (settings.core_model_settings.get_comparison_by_output_column_name(comparison)
             ._get_comparison_level_by_comparison_vector_value(vector_value))
 
 
-def predict(records: pl.DataFrame, model: dict, tf: dict[str, pl.DataFrame], *,
+def predict(records: pl.DataFrame, model: Model, tf: dict[str, pl.DataFrame], *,
             spill: Path, floor: float = LINK_FLOOR) -> pl.DataFrame:
     """Scored pairs at or above `floor`: ids, probability, weight and each comparison's
     level (gamma); never the compared values."""
@@ -284,7 +301,7 @@ def predict(records: pl.DataFrame, model: dict, tf: dict[str, pl.DataFrame], *,
         return _pairs(linker.inference.predict(threshold_match_probability=floor))
 
 
-def predict_changed(records: pl.DataFrame, changed: pl.Series, model: dict,
+def predict_changed(records: pl.DataFrame, changed: pl.Series, model: Model,
                     tf: dict[str, pl.DataFrame], *, spill: Path,
                     floor: float = LINK_FLOOR) -> pl.DataFrame:
     """Scored pairs that involve at least one `changed` record (unique ids): changed
@@ -301,7 +318,7 @@ def predict_changed(records: pl.DataFrame, changed: pl.Series, model: dict,
         return pl.concat([_pairs(between), _pairs(within)])
 
 
-def _pairs(predictions) -> pl.DataFrame:
+def _pairs(predictions: SplinkDataFrame) -> pl.DataFrame:
     """Ids, weights and levels of scored pairs, each oriented (smaller id, larger id) so a
     pair reads the same however it was scored (the comparisons are symmetric)."""
     keep = ["unique_id_l", "unique_id_r", "source_dataset_l", "source_dataset_r",
@@ -366,7 +383,7 @@ def auto_link(pairs: pl.DataFrame) -> pl.Series:
     return (pairs["match_probability"] >= MATCH_THRESHOLD) & held_for_review(pairs).is_null()
 
 
-def save_model(model: dict, tf: dict[str, pl.DataFrame], directory: Path) -> int:
+def save_model(model: Model, tf: dict[str, pl.DataFrame], directory: Path) -> int:
     """Write a new numbered version (model JSON and its term-frequency tables); earlier
     versions are kept. The JSON is written last: it marks the version complete."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -383,7 +400,7 @@ def latest_version(directory: Path) -> int:
     return max(versions, default=0)
 
 
-def load_model(directory: Path) -> tuple[dict, dict[str, pl.DataFrame], int] | None:
+def load_model(directory: Path) -> tuple[Model, dict[str, pl.DataFrame], int] | None:
     version = latest_version(directory)
     if not version:
         return None

@@ -4,6 +4,8 @@ pairs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 
@@ -16,7 +18,7 @@ def _pairs(df: pl.DataFrame, keys: list[str]) -> tuple[int, int]:
     return total - within, within
 
 
-def _prf(tp: int, predicted: int, actual: int) -> dict:
+def _prf(tp: int, predicted: int, actual: int) -> dict[str, float | int]:
     precision = tp / predicted if predicted else 1.0
     recall = tp / actual if actual else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -24,7 +26,15 @@ def _prf(tp: int, predicted: int, actual: int) -> dict:
             "true_positive_pairs": tp, "predicted_pairs": predicted, "true_pairs": actual}
 
 
-def pairwise_quality(xref: pl.DataFrame, truth: pl.DataFrame) -> dict:
+def _share(flags: pl.Series) -> float:
+    """The share of true values. An empty series has none: TypeError (as float(None))."""
+    share = flags.mean()
+    if not isinstance(share, (int, float)):
+        raise TypeError("no share of an empty series")
+    return float(share)
+
+
+def pairwise_quality(xref: pl.DataFrame, truth: pl.DataFrame) -> dict[str, Any]:
     """xref: unique_id, person_id. truth: source, source_record_id, true_person_id."""
     t = truth.select((pl.col("source") + ":" + pl.col("source_record_id")).alias("unique_id"),
                      "source", "true_person_id")
@@ -39,6 +49,6 @@ def pairwise_quality(xref: pl.DataFrame, truth: pl.DataFrame) -> dict:
         "cross_source": _prf(tp_x, pred_x, true_x),
         "within_source": _prf(tp_w, pred_w, true_w),
         "clusters": clusters.height, "true_people": people.height,
-        "pure_clusters": round(float((clusters["k"] == 1).mean()), 5),
-        "people_in_one_cluster": round(float((people["k"] == 1).mean()), 5),
+        "pure_clusters": round(_share(clusters["k"] == 1), 5),
+        "people_in_one_cluster": round(_share(people["k"] == 1), 5),
     }

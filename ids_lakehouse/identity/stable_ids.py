@@ -13,16 +13,21 @@ previous index (record -> person_id, and when each person_id was minted):
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from dataclasses import dataclass
 
 import polars as pl
 
-XREF_SCHEMA = {"unique_id": pl.String, "person_id": pl.String}
-INDEX_SCHEMA = {"person_id": pl.String, "minted_at": pl.Datetime("us", "UTC"),
-                "minted_run": pl.String}
-EVENT_SCHEMA = {"person_id": pl.String, "event": pl.String, "related_person_id": pl.String,
-                "records": pl.Int64, "reason": pl.String}
+# Column name -> Polars type (a type class such as pl.String, or an instance: a Datetime).
+ColumnTypes = dict[str, pl.DataType | type[pl.DataType]]
+
+XREF_SCHEMA: ColumnTypes = {"unique_id": pl.String, "person_id": pl.String}
+INDEX_SCHEMA: ColumnTypes = {"person_id": pl.String, "minted_at": pl.Datetime("us", "UTC"),
+                             "minted_run": pl.String}
+EVENT_SCHEMA: ColumnTypes = {"person_id": pl.String, "event": pl.String,
+                             "related_person_id": pl.String, "records": pl.Int64,
+                             "reason": pl.String}
 
 
 def new_person_id() -> str:
@@ -37,7 +42,7 @@ class Assignment:
 
 
 def assign(clusters: pl.DataFrame, prior_xref: pl.DataFrame, prior_index: pl.DataFrame,
-           run_id: str, now) -> Assignment:
+           run_id: str, now: dt.datetime) -> Assignment:
     """Give each cluster a person_id, keeping prior IDs per the rules above."""
     joined = clusters.join(prior_xref, on="unique_id", how="left")
     overlap = (joined.filter(pl.col("person_id").is_not_null())

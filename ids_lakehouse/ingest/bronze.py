@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,7 +71,7 @@ class IngestResult:
     renamed_columns: dict[str, str] = field(default_factory=dict)
     rules: dict[str, int] = field(default_factory=dict)
 
-    def as_metadata(self) -> dict:
+    def as_metadata(self) -> dict[str, Any]:
         """For logs, audit and Dagster: the names of undeclared columns are delivered text
         (a headerless file makes them someone's name), so they are counted, not shown."""
         out = asdict(self)
@@ -90,7 +91,8 @@ def file_predicate(sha256: str, extra: str = "", column: str = "_file_sha256") -
     return f"{column} = '{sha256}'" + (f" AND {extra}" if extra else "")
 
 
-def replace_file_rows(path: Path, data, sha256: str, extra: str = "") -> None:
+def replace_file_rows(path: Path, data: pa.Table | pa.RecordBatchReader, sha256: str,
+                      extra: str = "") -> None:
     """Write `data` as the rows of one file version, replacing earlier rows of that version,
     in one commit."""
     delta.replace(path, data, file_predicate(sha256, extra))

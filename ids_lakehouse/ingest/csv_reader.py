@@ -27,6 +27,7 @@ from ids_lakehouse.ingest.readers import (
     BLANK,
     READ_BYTES,
     Batch,
+    IntArray,
     Reader,
     _first_break,
     ascii_compatible,
@@ -39,7 +40,7 @@ _BREAKS = "\r\n|\r|\n"
 
 
 @contextlib.contextmanager
-def field_size_limit(limit: int):
+def field_size_limit(limit: int) -> Iterator[None]:
     """Python's csv module bounds a field (a process-wide setting): raise it for a scan."""
     old = csv.field_size_limit()
     csv.field_size_limit(limit)
@@ -50,6 +51,12 @@ def field_size_limit(limit: int):
 
 
 class CsvReader(Reader):
+    # Parser state of one pass over the file, set up by `_batches`.
+    _blank_chars: str
+    _skipped: dict[int, tuple[int, int | None]]   # Arrow row ordinal -> (lines, reject)
+    _handler_error: IngestError | None
+    _spanning_at: int | None
+
     @property
     def scan_control_bytes(self) -> bool:
         return ascii_compatible(self.defn.encoding)
@@ -91,7 +98,7 @@ class CsvReader(Reader):
         self.accept_header([h.strip(" \t") for h in header], line=1)
         return self.string_schema()
 
-    def _on_invalid(self, row) -> str:
+    def _on_invalid(self, row: pacsv.InvalidRow) -> str:
         """Arrow's invalid-row callback; an exception here would be swallowed by Arrow, so a
         failure is kept and re-raised once the parser stops. Rows are placed on their
         physical lines once their batch arrives (`_place`)."""
@@ -129,9 +136,9 @@ class CsvReader(Reader):
         opts = self.defn.csv
         header_lines = 1 if opts.header else 0
         self._blank_chars = BLANK + opts.delimiter + opts.quote_char
-        self._skipped: dict[int, tuple[int, int | None]] = {}
-        self._handler_error: IngestError | None = None
-        self._spanning_at: int | None = None
+        self._skipped = {}
+        self._handler_error = None
+        self._spanning_at = None
         read = pacsv.ReadOptions(column_names=schema.names, skip_rows=header_lines,
                                  encoding=self.defn.encoding, block_size=BLOCK_BYTES,
                                  use_threads=False)
@@ -173,7 +180,7 @@ class CsvReader(Reader):
             yield pa.RecordBatch.from_pylist([], schema=schema), np.empty(0, np.int64)
 
     # -- placing rows on lines ---------------------------------------------------------
-    def _spans(self, batch: pa.RecordBatch) -> np.ndarray | None:
+    def _spans(self, batch: pa.RecordBatch) -> IntArray | None:
         """Physical lines each row covers (multi-line sources); None when all are one."""
         spans = None
         for col in _columns_with_breaks(batch):
@@ -181,8 +188,8 @@ class CsvReader(Reader):
             spans = n if spans is None else spans + n
         return None if spans is None else spans.astype(np.int64) + 1
 
-    def _place(self, position: tuple[int, int], n: int, spans: np.ndarray | None,
-               final: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    def _place(self, position: tuple[int, int], n: int, spans: IntArray | None,
+               final: bool = False) -> tuple[IntArray, tuple[int, int]]:
         """Lines of the `n` rows of a batch, from Arrow's row ordinal `position[0]` (at
         line `position[1]`) on, stepping over the rows the invalid-row handler skipped
         (which may already include later rows) and over the lines multi-line records
@@ -215,7 +222,7 @@ class CsvReader(Reader):
         return starts[good], (end, int(starts[-1] + seq[-1]))
 
     # -- checks on parsed rows ----------------------------------------------------------
-    def _no_line_breaks(self, batch: pa.RecordBatch, lines: np.ndarray) -> None:
+    def _no_line_breaks(self, batch: pa.RecordBatch, lines: IntArray) -> None:
         """A single-line source: a value holding a line break means the parser merged
         lines (a quoted line break, or an unbalanced quote)."""
         first = None
@@ -227,8 +234,8 @@ class CsvReader(Reader):
         if first is not None:
             raise self._spanning(int(lines[first]))
 
-    def _drop_valueless(self, batch: pa.RecordBatch, lines: np.ndarray
-                        ) -> tuple[pa.RecordBatch, np.ndarray]:
+    def _drop_valueless(self, batch: pa.RecordBatch, lines: IntArray
+                        ) -> tuple[pa.RecordBatch, IntArray]:
         """A row without any value (blank, or only delimiters, quotes and white space) is
         not a record."""
         if batch.num_rows == 0:
@@ -245,7 +252,7 @@ class CsvReader(Reader):
         keep = pc.invert(empty)
         return batch.filter(keep), lines[keep.to_numpy(zero_copy_only=False)]
 
-    def _screen(self, batch: pa.RecordBatch, lines: np.ndarray, control: bool) -> Batch:
+    def _screen(self, batch: pa.RecordBatch, lines: IntArray, control: bool) -> Batch:
         """Quarantine rows with an over-long value or a control character."""
         bad = screen_strings(self, batch, list(range(batch.num_columns)), control=control)
         if bad is None:
@@ -303,7 +310,7 @@ class CsvReader(Reader):
                 before = rows.line_num
 
 
-def _columns_with_breaks(batch: pa.RecordBatch):
+def _columns_with_breaks(batch: pa.RecordBatch) -> Iterator[pa.Array]:
     """The string columns of a batch whose data holds a CR or LF somewhere (a cheap scan of
     the raw buffer before any per-value work)."""
     for col in batch.columns:

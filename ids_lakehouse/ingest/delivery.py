@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +41,7 @@ LEDGER_SCHEMA = pa.schema([
 ])
 
 
-def ledger_path(lake: Lake):
+def ledger_path(lake: Lake) -> Path:
     return lake.table("bronze", LEDGER)
 
 

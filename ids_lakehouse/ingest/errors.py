@@ -24,7 +24,7 @@ class IngestError(Exception):
             text += f" (expected {self.expected}; found {self.found})"
         return text
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str | int | None]:
         return {"source": self.source, "file": self.file, "rule": self.rule,
                 "reason": self.reason, "line": self.line, "expected": self.expected,
                 "found": self.found}

@@ -167,8 +167,8 @@ def survey(landing_root: Path, sources: dict[str, SourceDefinition],
             if waiting(path.name):
                 continue
             try:
-                reason = _refusal(path, defn)
-                if reason is None:
+                refused = _refusal(path, defn)
+                if refused is None:
                     st = path.lstat()
                     cached = known.get(str(path))
                     sha = cached[2] if cached and tuple(cached[:2]) == (
@@ -176,8 +176,8 @@ def survey(landing_root: Path, sources: dict[str, SourceDefinition],
                     out.files.append(landed_file(root, defn, path, sha))
                     continue
             except OSError as exc:
-                reason = f"the file cannot be read ({type(exc).__name__})"
-            out.refused.append(Refusal(name, reason))
+                refused = f"the file cannot be read ({type(exc).__name__})"
+            out.refused.append(Refusal(name, refused))
     return out
 
 

@@ -34,15 +34,23 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ids_lakehouse.ingest.errors import BronzeWriteError, IngestError, Reject
 from ids_lakehouse.sources import SourceDefinition
+
+if TYPE_CHECKING:
+    import zipfile
+
+    import pyarrow.parquet as pq
+    from _typeshed import WriteableBuffer
 
 BATCH_ROWS = 65_536
 PARQUET_BATCH_ROWS = 262_144  # Arrow-native batches: larger batches, less per-batch overhead
@@ -50,7 +58,8 @@ SNIFF_BYTES = 1 << 20
 READ_BYTES = 1 << 20
 RATIO_GRACE_BYTES = 256 << 10   # expansion ratio is checked once this much is expanded
 XLSX_RATIO_PART_BYTES = 1 << 20  # ... and for xlsx parts larger than this
-Batch = tuple[pa.RecordBatch, np.ndarray]
+IntArray = npt.NDArray[np.int64]   # row numbers, line counts
+Batch = tuple[pa.RecordBatch, IntArray]
 
 BOM_UTF8 = codecs.BOM_UTF8
 # C0 control characters other than tab, LF and CR are never data.
@@ -111,9 +120,10 @@ class _Stream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[:len(data)] = data
+    def readinto(self, buf: WriteableBuffer) -> int:
+        with memoryview(buf) as view:
+            data = self.read(len(view))
+            view[:len(data)] = data
         return len(data)
 
     def readall(self) -> bytes:
@@ -146,7 +156,7 @@ class _Stream(io.RawIOBase):
                 self._check_expansion()
             self._check_lines(data, start)
             if self._quote is not None:
-                self._check_quotes(data, start)
+                self._check_quotes(data, start, self._quote)
             if not self.saw_control and has_control(data):
                 self.saw_control = True
         return data
@@ -186,13 +196,13 @@ class _Stream(io.RawIOBase):
         if self._run > limit:
             self._too_long(start + last + 1)
 
-    def _check_quotes(self, data: bytes, start: int) -> None:
-        n = data.count(self._quote)
+    def _check_quotes(self, data: bytes, start: int, quote: bytes) -> None:
+        n = data.count(quote)
         if n:
             # Open after this block when the parity flips from closed, or stays from open;
             # then the last quote of the block is the one that opened the value.
             still_open = (n % 2 == 1) == (self._open_since is None)
-            self._open_since = start + data.rfind(self._quote) if still_open else None
+            self._open_since = start + data.rfind(quote) if still_open else None
         if self._open_since is not None and \
                 start + len(data) - self._open_since > self._line_limit:
             raise self._reader.fail(
@@ -200,7 +210,7 @@ class _Stream(io.RawIOBase):
                 f"{self._line_limit:,} bytes (limits.max_line_bytes): a quote that is never "
                 "closed", line=self._reader.line_at(self._open_since))
 
-    def _too_long(self, offset: int):
+    def _too_long(self, offset: int) -> NoReturn:
         raise self._reader.fail(
             "line_too_long", f"a line is longer than {self._line_limit:,} bytes "
             "(limits.max_line_bytes): not line-oriented text, or a missing line break",
@@ -225,7 +235,10 @@ def _first_break(data: bytes) -> int:
 class Reader:
     """Base: opens the file, checks the header against the definition, counts records."""
 
-    scan_control_bytes = False   # text readers scan raw bytes for control characters
+    @property
+    def scan_control_bytes(self) -> bool:
+        """Whether the raw bytes are scanned for control characters (text readers)."""
+        return False
 
     def __init__(self, defn: SourceDefinition, path: Path, name: str):
         self.defn, self.path, self.name = defn, Path(path), name
@@ -241,8 +254,10 @@ class Reader:
         self._declared = set(defn.columns)
 
     # -- shared helpers ---------------------------------------------------------------
-    def fail(self, rule: str, reason: str, **kw) -> IngestError:
-        return IngestError(self.defn.source, self.name, rule, reason, **kw)
+    def fail(self, rule: str, reason: str, *, line: int | None = None,
+             expected: str | None = None, found: str | None = None) -> IngestError:
+        return IngestError(self.defn.source, self.name, rule, reason, line=line,
+                           expected=expected, found=found)
 
     def compressed(self) -> bool:
         c = self.defn.compression
@@ -257,7 +272,7 @@ class Reader:
     def open_stream(self, checked: bool = True) -> _Stream:
         return _Stream(self, checked)
 
-    def open_binary(self):
+    def open_binary(self) -> io.BufferedReader[_Stream]:
         return io.BufferedReader(self.open_stream(), buffer_size=READ_BYTES)
 
     def head(self, n: int = SNIFF_BYTES) -> bytes:
@@ -528,8 +543,8 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
-def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
     for k, v in pairs:
         if k in out:
             raise _DuplicateKey(k)
@@ -568,14 +583,14 @@ class JsonLinesReader(_LineReader):
         return self.string_schema()
 
     @staticmethod
-    def _loads(line: str):
+    def _loads(line: str) -> object:
         try:
             return json.loads(line, parse_float=_Number, parse_int=_Number, parse_constant=_Number,
                               object_pairs_hook=_unique_pairs)
         except (ValueError, RecursionError, _DuplicateKey):
             return None
 
-    def _parse(self, line_no: int, line: str) -> dict | None:
+    def _parse(self, line_no: int, line: str) -> dict[str, object] | None:
         try:
             obj = json.loads(line, parse_float=_Number, parse_int=_Number, parse_constant=_Number,
                              object_pairs_hook=_unique_pairs)
@@ -642,7 +657,7 @@ class JsonLinesReader(_LineReader):
 
 def _string_batch(schema: pa.Schema, rows: list[list[str | None]], numbers: list[int]
                   ) -> Batch:
-    cols = list(zip(*rows)) if rows else [[] for _ in schema]
+    cols: list[Sequence[str | None]] = list(zip(*rows)) if rows else [[] for _ in schema]
     arrays = [pa.array(c, pa.string()) for c in cols]
     return (pa.RecordBatch.from_arrays(arrays, schema=schema),
             np.asarray(numbers, dtype=np.int64))
@@ -652,7 +667,7 @@ class _Number(str):
     """A JSON number, kept as its delivered text."""
 
 
-def _json_text(v) -> str | None:
+def _json_text(v: object) -> str | None:
     """A top-level value as text: strings as they are, numbers as delivered, nested values
     as compact JSON with their numbers as delivered (never turned into strings)."""
     if v is None or isinstance(v, str) and not isinstance(v, _Number):
@@ -660,7 +675,7 @@ def _json_text(v) -> str | None:
     return _json_dump(v)
 
 
-def _json_dump(v) -> str:
+def _json_dump(v: object) -> str:
     if isinstance(v, _Number):
         return str.__str__(v)
     if isinstance(v, str):
@@ -672,7 +687,9 @@ def _json_dump(v) -> str:
     if isinstance(v, dict):
         return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_json_dump(x)}"
                               for k, x in v.items()) + "}"
-    return "[" + ",".join(_json_dump(x) for x in v) + "]"
+    if isinstance(v, list):
+        return "[" + ",".join(_json_dump(x) for x in v) + "]"
+    raise TypeError(f"not a JSON value: {type(v).__name__}")   # json.loads makes no other
 
 
 class FixedWidthReader(_LineReader):
@@ -738,7 +755,7 @@ class XlsxReader(Reader):
     first cell of a range holds the value, the others would read as silent nulls), and for
     over-long values or control characters."""
 
-    def _check_zip(self):
+    def _check_zip(self) -> zipfile.ZipFile:
         import zipfile
 
         try:
@@ -804,7 +821,7 @@ class XlsxReader(Reader):
                             "the header row has merged cells or formulas without values",
                             line=1)
         self.accept_header([h.strip(" \t") if isinstance(h, str) else "" if h is None
-                            else _cell_text(h) for h in header], line=1)
+                            else _cell_str(h) for h in header], line=1)
         return self.string_schema()
 
     def _merged_rows(self) -> dict[int, str]:
@@ -830,27 +847,31 @@ class XlsxReader(Reader):
                 tail = data[-256:]
         return rows
 
-    def _sheet_rows(self) -> Iterator[tuple[int, list]]:
+    def _sheet_rows(self) -> Iterator[tuple[int, list[object]]]:
         """(sheet row, cell values by column) for each row present in the sheet XML: the
         dimension the workbook declares is not trusted, and formulas without a cached
         value are marked rather than read as empty."""
         from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
 
-        class Parser(WorkSheetParser):
-            def parse_cell(self, element):
-                cell = super().parse_cell(element)
+        book = self._book
+        with book._archive.open(self._sheet._worksheet_path) as src:
+            parser = WorkSheetParser(src, self._sheet._shared_strings, data_only=True,
+                                     epoch=book.epoch, date_formats=book._date_formats,
+                                     timedelta_formats=book._timedelta_formats)
+            parse_cell = parser.parse_cell
+
+            def mark_uncached(element: Any) -> dict[str, Any]:
+                cell: dict[str, Any] = parse_cell(element)
                 if cell["value"] is None and element.find(FORMULA_TAG) is not None and \
                         not element.findtext(VALUE_TAG):
                     cell["value"] = _NO_CACHED_VALUE
                 return cell
 
-        book = self._book
-        with book._archive.open(self._sheet._worksheet_path) as src:
-            parser = Parser(src, self._sheet._shared_strings, data_only=True,
-                            epoch=book.epoch, date_formats=book._date_formats,
-                            timedelta_formats=book._timedelta_formats)
+            # The parser reads every cell through its parse_cell (openpyxl has no types to
+            # subclass it under mypy; the instance's method is wrapped instead).
+            parser.parse_cell = mark_uncached
             for idx, cells in parser.parse():
-                values: list = []
+                values: list[object] = []
                 for cell in cells:
                     col = cell["column"]
                     if col > len(values):
@@ -911,11 +932,13 @@ class XlsxReader(Reader):
             self._book.close()
 
 
-def _cell_text(v) -> str | None:
+def _cell_text(v: object) -> str | None:
+    return None if v is None else _cell_str(v)
+
+
+def _cell_str(v: object) -> str:
     import datetime as dt
 
-    if v is None:
-        return None
     if isinstance(v, (dt.datetime, dt.date, dt.time)):
         return v.isoformat()
     return str(v)
@@ -926,7 +949,7 @@ class ParquetReader(Reader):
     struct, map) are refused unless the source declares `allow_nested_types`; rows with an
     over-long string or a control character are quarantined as in the text formats."""
 
-    def _file(self):
+    def _file(self) -> pq.ParquetFile:
         import pyarrow.parquet as pq
 
         if self.path.stat().st_size == 0:
@@ -981,7 +1004,7 @@ class ParquetReader(Reader):
         if start == 1:
             yield pa.RecordBatch.from_pylist([], schema=self.schema), np.empty(0, np.int64)
 
-    def _screen(self, batch: pa.RecordBatch, numbers: np.ndarray, strings: list[int]
+    def _screen(self, batch: pa.RecordBatch, numbers: IntArray, strings: list[int]
                 ) -> Batch:
         bad = screen_strings(self, batch, strings)
         if bad is None:
@@ -1047,9 +1070,9 @@ def _widens(delivered: pa.DataType, stored: pa.DataType) -> bool:
         return True
     if pa.types.is_integer(delivered) and pa.types.is_signed_integer(stored):
         signed = pa.types.is_signed_integer(delivered)
-        return delivered.bit_width < stored.bit_width or \
-            (signed and delivered.bit_width == stored.bit_width)
-    return pa.types.is_float32(delivered) and pa.types.is_float64(stored)
+        return bool(delivered.bit_width < stored.bit_width or
+                    (signed and delivered.bit_width == stored.bit_width))
+    return bool(pa.types.is_float32(delivered) and pa.types.is_float64(stored))
 
 
 def check_bronze_schema(reader: Reader, table_path: Path, out_schema: pa.Schema) -> None:

@@ -7,6 +7,7 @@ import codecs
 import csv
 import gzip
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ids_lakehouse.config import Lake
@@ -23,7 +24,8 @@ def delivered_records(defn: SourceDefinition, landed: LandedFile) -> int | None:
     if defn.format == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(landed.path).metadata.num_rows
+        rows: int = pq.ParquetFile(landed.path).metadata.num_rows
+        return rows
     if defn.format == "xlsx":
         return None
     gz = defn.compression == "gzip" or (defn.compression == "infer"
@@ -43,7 +45,7 @@ def delivered_records(defn: SourceDefinition, landed: LandedFile) -> int | None:
     return max(lines - header, 0)
 
 
-def _csv_records(defn: SourceDefinition, text) -> int:
+def _csv_records(defn: SourceDefinition, text: Iterable[str]) -> int:
     """Records of a CSV whose quoted values may span lines; a record whose every field is
     blank is not one."""
     old = csv.field_size_limit()
