@@ -156,7 +156,6 @@ def run(quick: bool, command: str) -> str:
         r = Runner(f"{persons:,}", paths)
         r.persons, r.runs, r.started = persons, runs, time.perf_counter()
         runners.append(r)
-        r.stop_reason = ""
         try:
             if not budgeted:
                 for i in range(runs):
@@ -221,7 +220,7 @@ def _save(quick, command, runners, febrl, elapsed, failures) -> None:
             "febrl": {k: dump(v) for k, v in febrl.items()},
             "runners": [{"label": r.label, "paths": {k: str(p) for k, p in r.paths.items()},
                          "persons": r.persons, "runs": r.runs, "minutes": r.minutes,
-                         "stop_reason": getattr(r, "stop_reason", ""),
+                         "stop_reason": r.stop_reason,
                          "samples": {k: dump(v) for k, v in r.samples.items()}}
                         for r in runners]}
     ROOT.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,10 @@ class Runner:
     def __init__(self, label: str, paths: dict[str, Path]):
         self.label, self.paths = label, paths
         self.samples: dict[str, list[Sample]] = {}
+        # Set by linkage.run (or rerender, from the saved samples).
+        self.persons, self.runs, self.minutes = 0, 0, 0.0
+        self.started = 0.0
+        self.stop_reason = ""      # why a budgeted size ran fewer rounds than planned
 
     def _add(self, name: str, s: Sample) -> Sample:
         self.samples.setdefault(name, []).append(s)
