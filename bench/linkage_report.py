@@ -98,6 +98,15 @@ def report(quick: bool, command: str, runners: list[Runner], febrl: dict,
 
 
 def _size_section(r: Runner) -> list[str]:
+    """One generated size: the variants, the ratios, where ours spends its time, stability,
+    the targets and where the wrong pairs are."""
+    s = r.samples
+    return [*_size_intro(r), *_variants_table(s), *_ratios(s), *_phase_table(s),
+            *_stability(s), *_targets(r), *_errors(s)]
+
+
+def _size_intro(r: Runner) -> list[str]:
+    """The size's heading, why it ran fewer rounds (if it did) and what its input is."""
     import polars as pl
 
     s = r.samples
@@ -106,14 +115,14 @@ def _size_section(r: Runner) -> list[str]:
     qual = first["quality"]
     truth = pl.read_parquet(r.paths["truth"])
     runs = len(s["ours-first"])
-    lines = [
+    return [
         f"### {r.persons:,} generated people ({runs} run{'s' if runs > 1 else ''} of each "
         "variant)",
         "",
         *([f"**{r.stop_reason[0].upper()}{r.stop_reason[1:]}.** This size took "
            f"{r.minutes:.1f} min in all." + (" Single values, not medians." if runs == 1
                                               else ""), ""]
-          if getattr(r, "stop_reason", "") else []),
+          if r.stop_reason else []),
         f"Input: {first['records']:,} silver person records from 6 agencies "
         f"({truth.height:,} in the generator's truth, the rest quarantined by conform; "
         f"{qual['true_people']:,} true people "
@@ -123,19 +132,27 @@ def _size_section(r: Runner) -> list[str]:
         f"once (generate {man['generate_s']:.0f} s, ingest {man['ingest_s']:.0f} s, "
         f"conform {man['conform_s']:.0f} s), cached in `bench/out/linkage/`.",
         "",
+    ]
+
+
+VARIANT_LABELS = {
+    "ours-first": "ours, first run (EM training + predict + cluster + IDs)",
+    "ours-second": "ours, rerun with the saved model, every pair re-scored "
+                   "(`full=True`): predict + cluster + IDs",
+    "ours-incremental": "ours, rerun with the saved model, default (incremental: "
+                        "identical records, nothing re-scored)",
+    "bare-train": "bare Splink, train + predict + cluster",
+    "bare-predict": "bare Splink, saved model: predict + cluster",
+    "rl": "recordlinkage (block dob, ECM, components)"}
+
+
+def _variants_table(s: dict) -> list[str]:
+    lines = [
         "| variant | wall s | peak RSS MiB | cross-source P | cross-source R | "
         "cross-source F1 | within-source F1 | cluster purity |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    labels = {"ours-first": "ours, first run (EM training + predict + cluster + IDs)",
-              "ours-second": "ours, rerun with the saved model, every pair re-scored "
-                             "(`full=True`): predict + cluster + IDs",
-              "ours-incremental": "ours, rerun with the saved model, default (incremental: "
-                                  "identical records, nothing re-scored)",
-              "bare-train": "bare Splink, train + predict + cluster",
-              "bare-predict": "bare Splink, saved model: predict + cluster",
-              "rl": "recordlinkage (block dob, ECM, components)"}
-    for k, label in labels.items():
+    for k, label in VARIANT_LABELS.items():
         v = s.get(k)
         if not v:
             continue
@@ -147,10 +164,14 @@ def _size_section(r: Runner) -> list[str]:
             f"{_fmt_f(_med(v, lambda x: _q(x, 'cross_source', 'f1')))} | "
             f"{_fmt_f(_med(v, lambda x: _q(x, 'within_source', 'f1')))} | "
             f"{_fmt_f(_med(v, lambda x: x.extra['quality']['pure_clusters']))} |")
+    return lines
+
+
+def _ratios(s: dict) -> list[str]:
+    """What the times cover, and ours ÷ bare Splink over the paired runs."""
     full = _ratio(s["ours-first"], s["bare-train"])
     pred = _ratio(s["ours-second"], s["bare-predict"])
-    f1 = _med(s["ours-first"], lambda x: _q(x, "cross_source", "f1"))
-    lines += [
+    return [
         "",
         "Wall s is the timed call only (`index.build`; for bare Splink from registering the "
         "table to the clusters in memory; imports and reading the cached Parquet excluded). "
@@ -167,13 +188,12 @@ def _size_section(r: Runner) -> list[str]:
         f"| predict + cluster with a saved model | {_fmt_t(pred, '.2f')}× |",
         "",
     ]
-    lines += _phase_table(s)
-    # Stability.
+
+
+def _stability(s: dict) -> list[str]:
+    """person_ids changed by the reruns on identical records and by +1% new records."""
     second = s["ours-second"]
-    reruns = second + s.get("ours-incremental", [])
-    changed = _med(reruns, lambda x: x.extra["changed"])
-    ho = s.get("holdout-second", [])
-    lines += [
+    lines = [
         "| stability | value |",
         "|---|---|",
         f"| rerun on identical records, saved model, full re-score: person_ids changed | "
@@ -187,8 +207,9 @@ def _size_section(r: Runner) -> list[str]:
             f"changed | {_fmt_t(_med(inc, lambda x: x.extra['changed']), '.0f')} of "
             f"{inc[0].extra['existing_records']:,} records "
             f"({_fmt_t(_med(inc, lambda x: x.extra['rescored']), ',.0f')} re-scored) |")
+    ho = s.get("holdout-second", [])
     if ho:
-        frac = _med(ho, lambda x: x.extra["changed"] / x.extra["existing_records"])
+        frac = _holdout_changed(ho)
         ev = {k: _med(ho, lambda x, k=k: x.extra["events"].get(k, 0))
               for k in ("created", "merged", "split")}
         lines += [
@@ -206,19 +227,39 @@ def _size_section(r: Runner) -> list[str]:
             f"{_fmt_t(_med(ho, lambda x: x.extra.get('rescored', 0)), ',.0f')}, "
             f"{_fmt_t(_med(ho, lambda x: x.seconds))} |",
         ]
-    lines += ["", "Against target:", ""]
-    lines.append(f"- cross-source F1 ≥ {TARGET_F1} at {r.persons:,} people: "
-                 f"{_against_min(f1.median, TARGET_F1)} (median of {f1.n}).")
+    return lines
+
+
+def _holdout_changed(ho: list[Sample]) -> Stats:
+    """Share of the existing records whose person_id changed when 1% new records came."""
+    return _med(ho, lambda x: x.extra["changed"] / x.extra["existing_records"])
+
+
+def _targets(r: Runner) -> list[str]:
+    """Each target met or not, then any Splink underflow the runs clamped."""
+    s = r.samples
+    full = _ratio(s["ours-first"], s["bare-train"])
+    pred = _ratio(s["ours-second"], s["bare-predict"])
+    f1 = _med(s["ours-first"], lambda x: _q(x, "cross_source", "f1"))
     within = _med(s["ours-first"], lambda x: _q(x, "within_source", "f1"))
-    lines.append(f"- within-source F1 ≥ {TARGET_WITHIN_F1} at {r.persons:,} people: "
-                 f"{_against_min(within.median, TARGET_WITHIN_F1)} (median of {within.n}).")
-    lines.append(f"- ours within {TARGET_RATIO}× of bare Splink, full run: "
-                 f"{_against_max(full.median, TARGET_RATIO)}; predict-only: "
-                 f"{_against_max(pred.median, TARGET_RATIO)}.")
-    lines.append(f"- 0 person_ids changed on a rerun: "
-                 f"{'**met**' if changed.max == 0 else '**NOT met**'} "
-                 f"(max {changed.max:.0f} over {changed.n} reruns, full and incremental).")
+    changed = _med(s["ours-second"] + s.get("ours-incremental", []),
+                   lambda x: x.extra["changed"])
+    ho = s.get("holdout-second", [])
+    lines = [
+        "", "Against target:", "",
+        f"- cross-source F1 ≥ {TARGET_F1} at {r.persons:,} people: "
+        f"{_against_min(f1.median, TARGET_F1)} (median of {f1.n}).",
+        f"- within-source F1 ≥ {TARGET_WITHIN_F1} at {r.persons:,} people: "
+        f"{_against_min(within.median, TARGET_WITHIN_F1)} (median of {within.n}).",
+        f"- ours within {TARGET_RATIO}× of bare Splink, full run: "
+        f"{_against_max(full.median, TARGET_RATIO)}; predict-only: "
+        f"{_against_max(pred.median, TARGET_RATIO)}.",
+        f"- 0 person_ids changed on a rerun: "
+        f"{'**met**' if changed.max == 0 else '**NOT met**'} "
+        f"(max {changed.max:.0f} over {changed.n} reruns, full and incremental).",
+    ]
     if ho:
+        frac = _holdout_changed(ho)
         lines.append(f"- < {TARGET_NEW_CHANGED * 100:g}% of existing records change person_id "
                      f"when 1% new records arrive: "
                      f"{_against_max(frac.median * 100, TARGET_NEW_CHANGED * 100, '.3f', '%')}.")
@@ -228,10 +269,15 @@ def _size_section(r: Runner) -> list[str]:
         note = _clamp_note(who, [x for k in keys for x in s.get(k, [])])
         if note:
             lines.append(note)
-    errs = first.get("errors")
+    return lines
+
+
+def _errors(s: dict) -> list[str]:
+    """Where the wrong pairs are, from the first run of ours and of bare Splink."""
+    errs = s["ours-first"][0].extra.get("errors")
     bare_errs = s["bare-train"][0].extra.get("errors")
-    lines += ["", "Where the wrong pairs are (first run of each; false positives by how the "
-              "two true people relate, false negatives by what ours scored them):", ""]
+    lines = ["", "Where the wrong pairs are (first run of each; false positives by how the "
+             "two true people relate, false negatives by what ours scored them):", ""]
     if errs:
         lines.append(_errors_line("Ours", errs))
     if bare_errs:
@@ -242,7 +288,6 @@ def _size_section(r: Runner) -> list[str]:
                      f"{x['matches']:,} classified as matches.")
     lines.append("")
     return lines
-
 
 def _phase_table(s: dict) -> list[str]:
     """Where ours spends its time (stages timed inside `index.build`)."""
