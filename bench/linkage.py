@@ -135,18 +135,21 @@ def _code_state() -> dict[str, float]:
             for d in CODE_UNDER_TEST for f in sorted((REPO / d).glob("*.py"))}
 
 
+def _plan(quick: bool) -> tuple[list[tuple[int, int, bool, bool]], int]:
+    """The sizes to measure and the number of FEBRL runs.
+
+    (people, runs, with recordlinkage, within the time budget): a size "within the budget"
+    runs round i and holdout i together, and starts another run only if the longest one so
+    far still fits before BUDGET_MIN after the start of the whole benchmark."""
+    if quick:
+        return [(20_000, 3, True, False)], 2
+    return [(100_000, 3, True, False), (1_000_000, 3, False, True)], 3
+
+
 def run(quick: bool, command: str) -> str:
     started = time.perf_counter()
     code_before = _code_state()
-    # (people, runs, with recordlinkage, within the time budget): a size "within the budget"
-    # runs round i and holdout i together, and starts another run only if the longest one so
-    # far still fits before BUDGET_MIN after the start of the whole benchmark.
-    if quick:
-        plan = [(20_000, 3, True, False)]
-        febrl_n = 2
-    else:
-        plan = [(100_000, 3, True, False), (1_000_000, 3, False, True)]
-        febrl_n = 3
+    plan, febrl_n = _plan(quick)
     runners: list[Runner] = []
     febrl: dict[str, list[Sample]] = {}
     failures: list[str] = []
@@ -156,39 +159,11 @@ def run(quick: bool, command: str) -> str:
         r = Runner(f"{persons:,}", paths)
         r.persons, r.runs, r.started = persons, runs, time.perf_counter()
         runners.append(r)
-        try:
-            if not budgeted:
-                for i in range(runs):
-                    r.round(i, bare=True, rl=with_rl, analyse=(i == 0))
-                for i in range(runs):
-                    r.holdout(i)
-            else:
-                longest = 0.0
-                for i in range(runs):
-                    left = started + BUDGET_MIN * 60 - time.perf_counter()
-                    if i and longest > left:
-                        r.stop_reason = (
-                            f"{i} run{'s' if i > 1 else ''} of each variant, not {runs}: one "
-                            f"run of all the variants at this size took up to "
-                            f"{longest / 60:.1f} min, and another would have ended past the "
-                            f"~{BUDGET_MIN}-minute budget of the whole benchmark "
-                            f"({left / 60:.1f} min were left)")
-                        log(f"linkage {persons:,}: stopping after {i} runs (budget)")
-                        break
-                    t0 = time.perf_counter()
-                    r.round(i, bare=True, rl=with_rl, analyse=(i == 0))
-                    r.holdout(i)
-                    longest = max(longest, time.perf_counter() - t0)
-        except BenchError as exc:   # e.g. out of memory at the largest size: report it
-            if not r.samples.get("ours-first") or not r.samples.get("bare-train") \
-                    or not r.samples.get("ours-second") or not r.samples.get("bare-predict"):
+        failure = _measure_size(r, with_rl, budgeted, started)
+        if failure:
+            if not _complete(r):
                 runners.pop()
-                failures.append(f"{persons:,} people: a run failed and the size is left out "
-                                f"of the tables: {str(exc).strip().splitlines()[-1][:300]}")
-            else:
-                failures.append(f"{persons:,} people: a later run failed: "
-                                f"{str(exc).strip().splitlines()[-1][:300]}")
-            log(f"linkage {persons:,}: FAILED: {exc}")
+            failures.append(failure)
         r.minutes = (time.perf_counter() - r.started) / 60
         r.runs = len(r.samples.get("ours-first", []))
         if persons == plan[0][0]:
@@ -201,7 +176,57 @@ def run(quick: bool, command: str) -> str:
                         f"engineer's edits): {', '.join(moved)}; runs before and after the "
                         "change measured different code")
     _save(quick, command, runners, febrl, elapsed, failures)
-    body = report(quick, command, runners, febrl, elapsed)
+    return _with_failures(report(quick, command, runners, febrl, elapsed), failures)
+
+
+def _complete(r: Runner) -> bool:
+    """Whether the size has the runs its tables need (ours and bare Splink, both kinds)."""
+    return all(r.samples.get(k) for k in ("ours-first", "bare-train", "ours-second",
+                                          "bare-predict"))
+
+
+def _measure_size(r: Runner, with_rl: bool, budgeted: bool, started: float) -> str | None:
+    """All the runs at one size; the failure to report if a run failed (e.g. out of memory
+    at the largest size), else None."""
+    try:
+        if not budgeted:
+            for i in range(r.runs):
+                r.round(i, bare=True, rl=with_rl, analyse=(i == 0))
+            for i in range(r.runs):
+                r.holdout(i)
+        else:
+            _budgeted_rounds(r, with_rl, started)
+    except BenchError as exc:   # e.g. out of memory at the largest size: report it
+        why = str(exc).strip().splitlines()[-1][:300]
+        log(f"linkage {r.persons:,}: FAILED: {exc}")
+        if not _complete(r):
+            return f"{r.persons:,} people: a run failed and the size is left out of the " \
+                   f"tables: {why}"
+        return f"{r.persons:,} people: a later run failed: {why}"
+    return None
+
+
+def _budgeted_rounds(r: Runner, with_rl: bool, started: float) -> None:
+    """Round i and holdout i together, while another one still fits in the budget."""
+    longest = 0.0
+    for i in range(r.runs):
+        left = started + BUDGET_MIN * 60 - time.perf_counter()
+        if i and longest > left:
+            r.stop_reason = (
+                f"{i} run{'s' if i > 1 else ''} of each variant, not {r.runs}: one "
+                f"run of all the variants at this size took up to "
+                f"{longest / 60:.1f} min, and another would have ended past the "
+                f"~{BUDGET_MIN}-minute budget of the whole benchmark "
+                f"({left / 60:.1f} min were left)")
+            log(f"linkage {r.persons:,}: stopping after {i} runs (budget)")
+            break
+        t0 = time.perf_counter()
+        r.round(i, bare=True, rl=with_rl, analyse=(i == 0))
+        r.holdout(i)
+        longest = max(longest, time.perf_counter() - t0)
+
+
+def _with_failures(body: str, failures: list[str]) -> str:
     if failures:
         body += "\n\n**Failures:**\n\n" + "\n".join(f"- {f}" for f in failures)
     return body
@@ -244,6 +269,4 @@ def rerender(quick: bool = False) -> str:
     febrl = {k: load(v) for k, v in data["febrl"].items()}
     body = report(data["quick"], data["command"], runners, febrl, data["elapsed"],
                   measured=data.get("measured"))
-    if data["failures"]:
-        body += "\n\n**Failures:**\n\n" + "\n".join(f"- {f}" for f in data["failures"])
-    return body
+    return _with_failures(body, data["failures"])
