@@ -22,17 +22,35 @@ def error_analysis(xref, truth_path: str, persons_path: str | None, links=None) 
         (pl.col("source") + ":" + pl.col("source_record_id")).alias("unique_id"),
         "source", "true_person_id")
     df = xref.select("unique_id", "person_id").join(t, on="unique_id")
-    out: dict = {}
-    # False negatives: true pairs (small groups), not in one predicted cluster.
+    out = _false_negatives(df, links)
+    # False positives: pairs inside predicted clusters whose true people differ.
+    sizes = df.group_by("person_id").len("n")
+    big = int(sizes["n"].max() or 0)
+    out["largest_cluster"] = big
+    if big <= 200:
+        out.update(_false_positives(df, persons_path, links))
+    return out
+
+
+def _pair_keys(links, *columns: str):
+    """`links` with each pair's ids ordered (unique_id < unique_id_r), plus `columns`."""
+    import polars as pl
+
+    return links.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("unique_id"),
+                        pl.max_horizontal("unique_id_l", "unique_id_r").alias("unique_id_r"),
+                        *columns)
+
+
+def _false_negatives(df, links) -> dict:
+    """True pairs (small groups), not in one predicted cluster; by what `links` scored them."""
+    import polars as pl
+
     tp = df.join(df, on="true_person_id", suffix="_r").filter(
         pl.col("unique_id") < pl.col("unique_id_r"))
     fn = tp.filter(pl.col("person_id") != pl.col("person_id_r"))
-    out["fn_pairs"] = fn.height
-    out["fn_cross"] = int((fn["source"] != fn["source_r"]).sum())
+    out: dict = {"fn_pairs": fn.height, "fn_cross": int((fn["source"] != fn["source_r"]).sum())}
     if links is not None and fn.height:
-        lk = links.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("unique_id"),
-                          pl.max_horizontal("unique_id_l", "unique_id_r").alias("unique_id_r"),
-                          "match_probability", "gamma_first_name", "gamma_identifier")
+        lk = _pair_keys(links, "match_probability", "gamma_first_name", "gamma_identifier")
         j = fn.join(lk, on=["unique_id", "unique_id_r"], how="left")
         kind = (pl.when(pl.col("match_probability").is_null())
                 .then(pl.lit("not scored >= 0.5 (blocked out or low score)"))
@@ -40,31 +58,33 @@ def error_analysis(xref, truth_path: str, persons_path: str | None, links=None) 
                 .then(pl.lit("review band 0.5-0.9"))
                 .otherwise(pl.lit(">= 0.9 but first names disagree (vetoed)")))
         out["fn_by_kind"] = dict(j.group_by(kind.alias("k")).len().iter_rows())
-    # False positives: pairs inside predicted clusters whose true people differ.
-    sizes = df.group_by("person_id").len("n")
-    big = int(sizes["n"].max() or 0)
-    out["largest_cluster"] = big
-    if big <= 200:
-        pp = df.join(df, on="person_id", suffix="_r").filter(
-            (pl.col("unique_id") < pl.col("unique_id_r"))
-            & (pl.col("true_person_id") != pl.col("true_person_id_r")))
-        out["fp_pairs"] = pp.height
-        out["fp_cross"] = int((pp["source"] != pp["source_r"]).sum())
-        if persons_path and pp.height:
-            persons = pl.read_parquet(persons_path,
-                                      columns=["true_person_id", "household_id", "twin", "dob"])
-            a = pp.join(persons, on="true_person_id").join(
-                persons, left_on="true_person_id_r", right_on="true_person_id", suffix="_r")
-            kind = (pl.when(pl.col("twin") & pl.col("twin_r")
-                            & (pl.col("household_id") == pl.col("household_id_r"))
-                            & (pl.col("dob") == pl.col("dob_r")))
-                    .then(pl.lit("twins"))
-                    .when(pl.col("household_id") == pl.col("household_id_r"))
-                    .then(pl.lit("same household"))
-                    .otherwise(pl.lit("unrelated")))
-            out["fp_by_kind"] = dict(a.group_by(kind.alias("k")).len().iter_rows())
-            if links is not None:
-                out["fp_patterns"] = _fp_patterns(a.with_columns(kind.alias("kind")), links)
+    return out
+
+
+def _false_positives(df, persons_path: str | None, links) -> dict:
+    """Pairs in one predicted cluster whose true people differ; by how those people relate
+    (from the generator's persons table) and, given `links`, by comparison pattern."""
+    import polars as pl
+
+    pp = df.join(df, on="person_id", suffix="_r").filter(
+        (pl.col("unique_id") < pl.col("unique_id_r"))
+        & (pl.col("true_person_id") != pl.col("true_person_id_r")))
+    out: dict = {"fp_pairs": pp.height, "fp_cross": int((pp["source"] != pp["source_r"]).sum())}
+    if persons_path and pp.height:
+        persons = pl.read_parquet(persons_path,
+                                  columns=["true_person_id", "household_id", "twin", "dob"])
+        a = pp.join(persons, on="true_person_id").join(
+            persons, left_on="true_person_id_r", right_on="true_person_id", suffix="_r")
+        kind = (pl.when(pl.col("twin") & pl.col("twin_r")
+                        & (pl.col("household_id") == pl.col("household_id_r"))
+                        & (pl.col("dob") == pl.col("dob_r")))
+                .then(pl.lit("twins"))
+                .when(pl.col("household_id") == pl.col("household_id_r"))
+                .then(pl.lit("same household"))
+                .otherwise(pl.lit("unrelated")))
+        out["fp_by_kind"] = dict(a.group_by(kind.alias("k")).len().iter_rows())
+        if links is not None:
+            out["fp_patterns"] = _fp_patterns(a.with_columns(kind.alias("kind")), links)
     return out
 
 
@@ -102,9 +122,7 @@ def _fp_patterns(fp, links, top: int = 4) -> dict:
     import polars as pl
 
     levels = _levels()
-    lk = links.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("unique_id"),
-                      pl.max_horizontal("unique_id_l", "unique_id_r").alias("unique_id_r"),
-                      "match_probability", *[f"gamma_{c}" for c in levels])
+    lk = _pair_keys(links, "match_probability", *[f"gamma_{c}" for c in levels])
     j = fp.join(lk, on=["unique_id", "unique_id_r"], how="left")
     direct = j.filter(pl.col("match_probability") >= THRESHOLD)
     out = {"direct": direct.height, "transitive": j.height - direct.height, "patterns": {}}
@@ -119,5 +137,3 @@ def _fp_patterns(fp, links, top: int = 4) -> dict:
             ("; ".join(f"{c.replace('_name', '')} {label(c, r[f'gamma_{c}'])}" for c in levels),
              r["n"]) for r in rows]
     return out
-
-

@@ -66,14 +66,23 @@ def task_ours(records: str, truth: str, lake: str, persons: str | None = None,
            "mode": getattr(result, "mode", "full"),
            "rescored": getattr(result, "rescored", result.records)}
     if prior is not None:
-        j = prior.join(xref, on="unique_id", how="inner", suffix="_new")
-        out["existing_records"] = j.height
-        out["changed"] = int((j["person_id"] != j["person_id_new"]).sum())
-        out["existing_people_changed"] = int(
-            j.filter(pl.col("person_id") != pl.col("person_id_new"))["person_id"].n_unique())
+        out.update(_changed(prior, xref))
     if analyse:
         out["errors"] = error_analysis(xref, truth, persons, result.tables["person_link"])
     return out
+
+
+def _changed(prior, xref) -> dict:
+    """How many of the records the lake held before changed person_id, and how many of
+    the earlier people they were."""
+    import polars as pl
+
+    j = prior.join(xref, on="unique_id", how="inner", suffix="_new")
+    return {"existing_records": j.height,
+            "changed": int((j["person_id"] != j["person_id_new"]).sum()),
+            "existing_people_changed": int(
+                j.filter(pl.col("person_id") != pl.col("person_id_new"))["person_id"]
+                .n_unique())}
 
 
 def task_febrl(which: str, lake: str) -> dict:
