@@ -8,7 +8,7 @@ bench/out/linkage/ (git-ignored).
 
 Variants, each run in a fresh process, interleaved round by round:
 
-* ours-first  - `identity.index.build` in a fresh lake: EM training, predict, cluster,
+* ours-first  - `identity.mpi.build` in a fresh lake: EM training, predict, cluster,
                 stable IDs (the tables are then written, untimed, for the next variant);
 * ours-second - `build(..., full=True)` again on the same lake and the same records: the
                 saved model is reused, every pair re-scored (predict + cluster + stable
@@ -81,15 +81,16 @@ def prepared(persons: int) -> dict[str, Path]:
 
 def task_prepare(persons: int, folder: str) -> dict:
     import polars as pl
-    from ids_lakehouse.conform.conform import conform_source
 
     from ids_lakehouse import delta
     from ids_lakehouse.config import Lake
-    from ids_lakehouse.conform import silver
+    from ids_lakehouse.conform import state
+    from ids_lakehouse.conform.mapping import conform_source
     from ids_lakehouse.ingest import landing
     from ids_lakehouse.ingest.delivery import ingest_delivery
     from ids_lakehouse.sources import load_sources
     from ids_lakehouse.synth.generate import TRUTH_DIR, generate
+    from schemas.silver import contract
 
     folder = Path(folder)
     work = scratch_dir(f"prepare-{persons}")
@@ -103,9 +104,9 @@ def task_prepare(persons: int, folder: str) -> dict:
         ingest_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _, defn in sources.items():
-            bronze = silver.bronze_to_conform(lake, defn)
+            bronze = state.bronze_to_conform(lake, defn)
             if bronze is not None:
-                silver.write(lake, conform_source(defn, bronze), "bench-prepare")
+                state.write(lake, conform_source(defn, bronze, contract), "bench-prepare")
         conform_s = time.perf_counter() - t0
         records = pl.from_arrow(delta.read(lake.silver("person_record")))
         for name in ("person_truth.parquet", "persons.parquet"):

@@ -1,4 +1,4 @@
-"""Worker tasks that run the product's own path: `identity.index.build` on the generated
+"""Worker tasks that run the product's own path: `identity.mpi.build` on the generated
 records (ours-first / ours-second / ours-incremental and the holdout runs) and FEBRL through
 landing -> bronze -> silver -> identity (bench/febrl.py)."""
 
@@ -13,17 +13,17 @@ from bench.linkage_support import install_clamp_shim, read_records, read_truth
 RUN1, RUN2 = "bench-run-1", "bench-run-2"
 
 
-def _phase_timers(index, linkage) -> dict:
-    """Wrap the stages `index.build` calls (by module attribute) to time them; the wrappers
+def _phase_timers(mpi, linkage, clustering) -> dict:
+    """Wrap the stages `mpi.build` calls (by module attribute) to time them; the wrappers
     only add a perf_counter around each call."""
     phases: dict[str, float] = {}
     for module, name, phase in (
             (linkage, "linkage_input", "linkage input"), (linkage, "train", "train (EM)"),
             (linkage, "predict", "predict (all pairs)"),
             (linkage, "predict_changed", "predict (changed records)"),
-            (index, "score", "score (incl. reading prior pairs)"),
-            (index, "connected_components", "connected components"),
-            (index, "assign", "stable IDs (assign)")):
+            (mpi, "score", "score (incl. reading prior pairs)"),
+            (clustering, "cluster", "clustering"),
+            (mpi, "assign", "stable IDs (assign)")):
         time_calls(phases, module, name, phase)
     return phases
 
@@ -38,13 +38,13 @@ def task_ours(records: str, truth: str, lake: str, persons: str | None = None,
 
     from ids_lakehouse import delta
     from ids_lakehouse.config import Lake
-    from ids_lakehouse.identity import index
+    from ids_lakehouse.identity import mpi
     from ids_lakehouse.identity.quality import pairwise_quality
 
     clamps = install_clamp_shim()
-    from ids_lakehouse.identity import linkage
+    from ids_lakehouse.identity import clustering, linkage
 
-    phases = _phase_timers(index, linkage)
+    phases = _phase_timers(mpi, linkage, clustering)
     store = Lake(Path(lake))
     df = read_records(records, holdout, holdout_seed)
     prior_path = store.identity("person_xref")
@@ -53,9 +53,9 @@ def task_ours(records: str, truth: str, lake: str, persons: str | None = None,
     run_id = RUN1 if prior is None else RUN2
     base = rss_mb()
     kwargs = {"full": True} if full else {}
-    seconds, result = timed(lambda: index.build(store, df, run_id, **kwargs))
+    seconds, result = timed(lambda: mpi.build(store, df, run_id, **kwargs))
     peak = rss_mb()
-    write_s, _ = timed(lambda: index.write(store, result, run_id))
+    write_s, _ = timed(lambda: mpi.write(store, result, run_id))
     xref = result.tables["person_xref"].select("unique_id", "person_id")
     out = {"seconds": seconds, "base_rss_mb": base, "peak_rss_mb": peak,
            "write_s": write_s, "records": result.records, "people": result.people,
@@ -87,7 +87,7 @@ def _changed(prior, xref) -> dict:
 
 def task_febrl(which: str, lake: str) -> dict:
     """FEBRL through the product's own path (bench/febrl.py): landed, ingested, conformed
-    and linked in a fresh lake under `lake`. Timed: identity (`index.update`)."""
+    and linked in a fresh lake under `lake`. Timed: identity (`mpi.update`)."""
     from bench import febrl
 
     clamps = install_clamp_shim()

@@ -70,7 +70,7 @@ def _clamp_note(who: str, samples: list[Sample]) -> str | None:
     what = ", ".join(f"{p} of level \"{lvl}\" (down to {v:.3g})" for (lvl, p), v in seen.items())
     return (f"- **Splink underflow, {who}:** in {runs} of the {trained} runs that trained a "
             f"model, EM estimated {what}; unpatched, Splink 5 raises `ValueError` there and "
-            "training fails (for ours, `index.build` fails). The benchmark clamped the value to "
+            "training fails (for ours, `mpi.build` fails). The benchmark clamped the value to "
             "1e-300 (see `install_clamp_shim`).")
 
 
@@ -173,7 +173,7 @@ def _ratios(s: dict) -> list[str]:
     pred = _ratio(s["ours-second"], s["bare-predict"])
     return [
         "",
-        "Wall s is the timed call only (`index.build`; for bare Splink from registering the "
+        "Wall s is the timed call only (`mpi.build`; for bare Splink from registering the "
         "table to the clusters in memory; imports and reading the cached Parquet excluded). "
         "Precision/recall/F1 are pairwise (pairs of records put in one person vs pairs that "
         "are one true person, from `identity.quality.pairwise_quality`) at the production "
@@ -290,7 +290,7 @@ def _errors(s: dict) -> list[str]:
     return lines
 
 def _phase_table(s: dict) -> list[str]:
-    """Where ours spends its time (stages timed inside `index.build`)."""
+    """Where ours spends its time (stages timed inside `mpi.build`)."""
     cols = [k for k in ("ours-first", "ours-second", "ours-incremental") if s.get(k)]
     names: list[str] = []
     for k in cols:
@@ -302,7 +302,7 @@ def _phase_table(s: dict) -> list[str]:
         return []
     head = {"ours-first": "first run", "ours-second": "rerun, full re-score",
             "ours-incremental": "rerun, incremental"}
-    lines = ["Where ours spends its time (s; stages timed inside `index.build`; nested: "
+    lines = ["Where ours spends its time (s; stages timed inside `mpi.build`; nested: "
              "score contains predict):", "",
              "| stage | " + " | ".join(head[k] for k in cols) + " |",
              "|---|" + "---|" * len(cols)]
@@ -346,7 +346,7 @@ def _febrl_section(febrl: dict) -> list[str]:
         "Australian conventions -- four-digit postcodes, state codes, soc_sec_id as a "
         "national_id of its own type, street number and street joined), landed as files, "
         "ingested, conformed (field problems null the field, never the record) and linked "
-        "by `identity.index.update` in a fresh lake, model trained on that data, threshold "
+        "by `identity.mpi.update` in a fresh lake, model trained on that data, threshold "
         f"{THRESHOLD}. Wall s is identity only. FEBRL4 counts only cross-file pairs against "
         "the 5,000 true links; FEBRL3 is one file (deduplication), all pairs counted. "
         "Before issue 15 the same path scored FEBRL4 F1 0.839 (records and identifiers "
