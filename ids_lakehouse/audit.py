@@ -36,6 +36,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from deltalake import write_deltalake
@@ -97,7 +98,7 @@ def signing_key(lake: Lake) -> bytes | None:
         return None
 
 
-def event_hash(event: dict, key: bytes | None) -> str:
+def event_hash(event: dict[str, Any], key: bytes | None) -> str:
     """HMAC-SHA256 under `key` (the lake's audit key) over the event's fields (all but
     `hash`, prev_hash included), in schema order, canonical JSON; without a key, an
     `unsigned:` SHA-256."""
@@ -129,13 +130,15 @@ def anchors_path(lake: Lake) -> Path:
     return dagster_home() / "audit" / f"anchors-{where}.jsonl"
 
 
-def _mac(key: bytes | None, seq: int, digest: str, version: int) -> str | None:
+def _mac(key: bytes | None, seq: int | None, digest: str | None, version: int | None
+         ) -> str | None:
+    # seq, digest and version of an anchor read back from its file may be missing (None)
     if key is None:
         return None
     return hmac.new(key, f"{seq}:{digest}:{version}".encode(), hashlib.sha256).hexdigest()
 
 
-def _read_anchors(path: Path) -> list[dict]:
+def _read_anchors(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
@@ -149,7 +152,7 @@ def _read_anchors(path: Path) -> list[dict]:
     return out
 
 
-def _last_anchor(path: Path) -> dict | None:
+def _last_anchor(path: Path) -> dict[str, Any] | None:
     """The last line of the anchor file, read from its end."""
     if not path.exists() or path.stat().st_size == 0:
         return None
@@ -162,13 +165,14 @@ def _last_anchor(path: Path) -> dict | None:
     for line in reversed(lines):     # a torn last line (a crash mid-write) is skipped
         if line.strip():
             try:
-                return json.loads(line)
+                anchor: dict[str, Any] = json.loads(line)
+                return anchor
             except json.JSONDecodeError:
                 continue
     return None
 
 
-def _append_anchors(lake: Lake, events: list[dict], version: int) -> None:
+def _append_anchors(lake: Lake, events: list[dict[str, Any]], version: int) -> None:
     key, path = signing_key(lake), anchors_path(lake)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps({"seq": e["seq"], "hash": e["hash"], "version": version,
@@ -184,14 +188,14 @@ def _append_anchors(lake: Lake, events: list[dict], version: int) -> None:
         os.close(fd)
 
 
-def _signed(event: dict, key: bytes | None) -> bool:
+def _signed(event: dict[str, Any], key: bytes | None) -> bool:
     """Whether `event` carries this lake's signature over its content and link."""
     digest = str(event["hash"])
     return key is not None and not digest.startswith(UNSIGNED) and \
         hmac.compare_digest(event_hash(event, key), digest)
 
 
-def _head(lake: Lake, last: dict | None) -> tuple[int, str]:
+def _head(lake: Lake, last: dict[str, Any] | None) -> tuple[int, str]:
     """(seq, hash) of the last event, from the last anchor when it is current.
 
     Events committed after the last anchor come from a writer that died between its commit
@@ -221,7 +225,8 @@ def _head(lake: Lake, last: dict | None) -> tuple[int, str]:
     return last["seq"], last["hash"]
 
 
-def _chaining(lake: Lake, events: list[dict], after: int, prev: str) -> list[dict]:
+def _chaining(lake: Lake, events: list[dict[str, Any]], after: int, prev: str
+              ) -> list[dict[str, Any]]:
     """The events that follow (after, prev) link by link with this lake's signature."""
     key, good = signing_key(lake), []
     for e in events:
@@ -274,7 +279,7 @@ def launched_by(tags: dict[str, str]) -> dict[str, str | None]:
     return {"actor": tags.get("user") or None, "via": f"run {via}"}
 
 
-def _check_signed_by(lake: Lake, key: bytes, last: dict | None) -> None:
+def _check_signed_by(lake: Lake, key: bytes, last: dict[str, Any] | None) -> None:
     """The key signed this lake's log: its last anchor's MAC or, with no anchor file (a
     recreated DAGSTER_HOME), the last signed event in the log verifies under it."""
     if last is not None:
@@ -307,7 +312,7 @@ def check_key(lake: Lake) -> None:
 def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
            via: str | None = None, source: str | None = None, asset: str | None = None,
            partition: str | None = None, run_id: str | None = None,
-           details: dict | None = None) -> str:
+           details: dict[str, Any] | None = None) -> str:
     """Append one event to the chain (one writer at a time, across processes). Refuses
     without the secret, or with a secret that did not sign this lake's log: an event that
     can never verify would break the log for good."""
@@ -324,7 +329,8 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
         last = _last_anchor(anchors_path(lake))
         _check_signed_by(lake, key, last)
         seq, prev = _head(lake, last)
-        event = {"seq": seq + 1, "event_id": uuid.uuid4().hex,
+        event_id = uuid.uuid4().hex
+        event = {"seq": seq + 1, "event_id": event_id,
                  "recorded_at": dt.datetime.now(dt.timezone.utc), "kind": kind,
                  "actor": actor or f"{user}@{host}", "os_user": user, "host": host,
                  "via": via, "source": source, "asset": asset, "partition": partition,
@@ -337,7 +343,7 @@ def record(lake: Lake, kind: str, message: str, *, actor: str | None = None,
                         mode="append", configuration=APPEND_ONLY)
         crash.point("audit.before_anchor")
         _append_anchors(lake, [event], delta.table(path).version())
-    return event["event_id"]
+    return event_id
 
 
 def read(lake: Lake) -> pa.Table:
@@ -451,8 +457,8 @@ def _check_log(out: Verification, path: Path) -> None:
                                     "without append-only")
 
 
-def _check_anchors(out: Verification, events: list[dict], anchors: list[dict],
-                   key: bytes | None) -> None:
+def _check_anchors(out: Verification, events: list[dict[str, Any]],
+                   anchors: list[dict[str, Any]], key: bytes | None) -> None:
     by_seq = {e["seq"]: e["hash"] for e in events}
     if events and not anchors:
         out.problems.append("the anchor file is missing or empty: the chain cannot be "

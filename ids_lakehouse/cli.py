@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -21,10 +22,24 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_error(message: str) -> None:
+def _usage_error(message: str) -> NoReturn:
     """argparse's error: one line on stderr, exit status 2."""
     print(f"error: {message} (see --help)", file=sys.stderr)
     sys.exit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; with `one_line_errors`, a bad or missing argument is reported by
+    `_usage_error` (one line, status 2) instead of argparse's usage and message."""
+
+    def __init__(self, *args: Any, one_line_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.one_line_errors = one_line_errors
+
+    def error(self, message: str) -> NoReturn:
+        if self.one_line_errors:
+            _usage_error(message)
+        super().error(message)
 
 
 def _enforce(root: Path) -> None:
@@ -93,7 +108,8 @@ def _audit_anchor(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ids_lakehouse")
+    # one line, exit 2, for every command (and for steward's arguments)
+    parser = _Parser(prog="ids_lakehouse", one_line_errors=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate a synthetic population and agency extracts")
@@ -104,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--progress", action="store_true", help="always show a progress bar")
     gen.set_defaults(func=_generate)
 
-    st = sub.add_parser("steward", help="record a steward decision on a pair of records")
+    st = sub.add_parser("steward", help="record a steward decision on a pair of records",
+                        one_line_errors=True)  # a bad or missing argument: one line, status 2
     st.add_argument("--left", required=True, help="unique_id (source:record_id)")
     st.add_argument("--right", required=True, help="unique_id (source:record_id)")
     st.add_argument("--decision", required=True, choices=["match", "non_match"])
     st.add_argument("--steward", required=True, help="the steward's e-mail address")
     st.add_argument("--reason", required=True, help="why (at most 1,000 characters)")
-    st.error = _usage_error  # a bad or missing argument: one line, status 2
     st.set_defaults(func=_steward)
 
     aud = sub.add_parser("audit", help="the audit log")
@@ -124,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     anchor.add_argument("--operator", required=True, help="your e-mail address")
     anchor.set_defaults(func=_audit_anchor)
 
-    parser.error = _usage_error     # one line, exit 2, for every command
     args = parser.parse_args(argv)
     os.umask(0o077)     # everything the CLI writes (extracts, lake, instance) is private
     from ids_lakehouse.audit import AuditKeyError
@@ -133,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     from ids_lakehouse.zones import ZoneError
 
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except (ZoneError, MissingSecretError, LockTimeout, AuditKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

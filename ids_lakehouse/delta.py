@@ -25,18 +25,19 @@ def dataset(path: Path | str, version: int | None = None) -> pads.Dataset:
     return table(path, version).to_pyarrow_dataset(filesystem=fs)
 
 
-def read(path: Path | str, columns: list[str] | None = None, filter=None,
-         version: int | None = None) -> pa.Table:
+def read(path: Path | str, columns: list[str] | None = None,
+         filter: pads.Expression | None = None, version: int | None = None) -> pa.Table:
     return dataset(path, version).to_table(columns=columns, filter=filter)
 
 
-def count(path: Path | str, filter=None) -> int:
+def count(path: Path | str, filter: pads.Expression | None = None) -> int:
     if not exists(path):
         return 0
-    return dataset(path).count_rows(filter=filter)
+    rows: int = dataset(path).count_rows(filter=filter)
+    return rows
 
 
-def replace(path: Path | str, data, predicate: str) -> None:
+def replace(path: Path | str, data: pa.Table, predicate: str) -> None:
     """Replace the rows matching `predicate` with `data`, in one commit; new columns are
     added to the table. (Never combine a predicate with schema_mode="overwrite": delta-rs
     accepts it and corrupts the table schema.)"""

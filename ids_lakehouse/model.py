@@ -87,6 +87,8 @@ class DataModel(_Strict):
         cl = self.code_lists[name]
         if cl.codes is not None:
             return list(cl.codes)
+        if cl.file is None:
+            raise ValueError(f"code_lists.{name}: neither codes nor a file")
         text = resources.files("data_model").joinpath(cl.file).read_text()
         rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
         return [r[cl.column] for r in rows]

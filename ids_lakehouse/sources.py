@@ -23,8 +23,8 @@ class _Strict(BaseModel):
 
 
 class CsvOptions(_Strict):
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quote_char: str = Field('"', min_length=1, max_length=1)
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
     header: bool = True
     # Quoted values may span lines (a record's _row_number is the line it starts on). When
     # false (the default) a record spanning lines (an RFC 4180 quoted line break, or an
@@ -44,20 +44,20 @@ class IngestLimits(_Strict):
 
     # Decompressed bytes of a gzip file, and the uncompressed bytes of all the parts of an
     # xlsx workbook (rule `decompression_limit`).
-    max_expanded_bytes: int = Field(16 * GIB, ge=1)
+    max_expanded_bytes: int = Field(default=16 * GIB, ge=1)
     # Decompressed / compressed bytes, checked while streaming once 256 KiB have been
     # expanded (gzip), for each xlsx part over 1 MiB, and for a Parquet file's pages. Real
     # extracts compress 3-30x; a bomb of repeated bytes approaches deflate's 1032x.
-    max_expansion_ratio: float = Field(200.0, ge=1)
+    max_expansion_ratio: float = Field(default=200.0, ge=1)
     # The sharedStrings part of an xlsx workbook, which the reader holds in memory.
-    max_shared_strings_bytes: int = Field(256 * MIB, ge=1)
+    max_shared_strings_bytes: int = Field(default=256 * MIB, ge=1)
     # One physical line of a text file, in bytes (rule `line_too_long`, the file fails). CSV
     # lines are also bounded by the parser's block size (1 MiB).
-    max_line_bytes: int = Field(1 * MIB, ge=16)
+    max_line_bytes: int = Field(default=1 * MIB, ge=16)
     # One delivered value (CSV field, JSON string, fixed-width field, Excel cell), in
     # characters; longer values quarantine their row (rule `value_too_long`). The default is
     # Excel's own cell limit.
-    max_value_chars: int = Field(32_767, ge=1)
+    max_value_chars: int = Field(default=32_767, ge=1)
 
 
 class FixedWidthColumn(_Strict):
@@ -72,7 +72,7 @@ class FieldMap(_Strict):
     column: str | None = None
     # Several delivered columns joined (blank ones skipped) with `separator`, e.g. a street
     # number and a street name; format, codes and transform then apply to the joined text.
-    columns: list[str] | None = Field(None, min_length=2)
+    columns: list[str] | None = Field(default=None, min_length=2)
     separator: str = " "
     value: str | None = None              # a constant
     format: str | None = None             # strptime format for dates
@@ -81,7 +81,7 @@ class FieldMap(_Strict):
     # Only for `national_id`: what the identifier is (e.g. PASSPORT, AU_MEDICARE,
     # AGENCY_CLIENT_ID; records are compared on it only with the same type) and the pattern
     # its normalised value (upper case, spaces, hyphens, dots and slashes removed) matches.
-    id_type: str | None = Field(None, pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
+    id_type: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
     pattern: str | None = None
 
     @model_validator(mode="after")
@@ -120,7 +120,7 @@ class Conventions(_Strict):
 
     # ISO 3166-1 alpha-2 (GB, not UK): phone numbers written without a country code are
     # read as this country's numbers.
-    country: str = Field("US", pattern=r"^[A-Z]{2}$")
+    country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
 
     @field_validator("country")
     @classmethod
@@ -195,12 +195,12 @@ class SourceDefinition(_Strict):
     # snapshot: each file is the agency's full extract (conform reads the latest);
     # incremental: each file adds records (conform reads them all).
     delivery: Literal["snapshot", "incremental"] = "snapshot"
-    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)
     # Per identifying field (dob, ssn, national_id, zip, state, phone, email): the share of
     # delivered values that fail validation and are nulled. Messy values cost a field, not
     # the record; a share past this limit is a broken extract (a changed date format, a
     # shifted column) and fails conform's blocking `field_validity` check.
-    max_invalid_rate: float = Field(0.5, ge=0, le=1)
+    max_invalid_rate: float = Field(default=0.5, ge=0, le=1)
     # Parquet list/struct/map columns are refused (rule `nested_type`) unless declared here:
     # a nested value is never flattened or cast to text silently.
     allow_nested_types: bool = False

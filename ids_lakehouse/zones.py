@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -157,7 +158,7 @@ def _apply(path: Path, bits: int, gid: int | None) -> bool:
     return changed
 
 
-def _walk(top: Path):
+def _walk(top: Path) -> Iterator[tuple[Path, str]]:
     """(path, kind) under `top`, never following a link: kind is "dir", "file",
     "symlink" (a link, to a file or a directory) or "hard_link" (a file with other names:
     changing its mode would change theirs)."""

@@ -46,12 +46,12 @@ import itertools
 import math
 import re
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import polars as pl
-from scipy import sparse
-from scipy.optimize import linprog
+from scipy import sparse  # type: ignore[import-untyped]  # no stubs installed for scipy
+from scipy.optimize import linprog  # type: ignore[import-untyped]  # no stubs for scipy
 
 ALL = "ALL"
 BIG = 1e9               # "no upper bound" in interval arithmetic (exact in float64 sums)
@@ -169,7 +169,9 @@ class _Cube:
             base = base + np.where(codes[:, i] >= 0, codes[:, i], 0) * s
         return base
 
-    def propagate(self, lo: np.ndarray, hi: np.ndarray, max_iter: int = 200):
+    def propagate(self, lo: np.ndarray, hi: np.ndarray, max_iter: int = 200
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                             np.ndarray, int]:
         """Iterated interval propagation over every sum equation (each cell, finest or
         aggregate, equals the sum of its finest cells), with integer rounding. Returns
         variable bounds and tightened cell bounds (both valid for every integer solution
@@ -196,11 +198,11 @@ class _Cube:
         return lv, uv, Lc, Uc, Sl, Su, it + 1
 
 
-def _highs_object_api():
+def _highs_object_api() -> Any:
     """The HiGHS object interface bundled with scipy (the solver behind
     linprog(method="highs")), or None when this scipy does not expose it."""
     try:
-        from scipy.optimize._highspy import _core
+        from scipy.optimize._highspy import _core  # type: ignore[import-untyped]  # no stubs
         _core._Highs, _core.HighsLp, _core.MatrixFormat  # noqa: B018
         return _core
     except Exception:  # pragma: no cover - depends on the scipy build
@@ -213,7 +215,8 @@ class _Probe:
     step of cell suppression); the bound is restored afterwards. Infeasible means the LP
     maximum of the cell is below the value."""
 
-    def __init__(self, A: sparse.csr_matrix, rlo, rhi, lv, uv, use_object_api: bool):
+    def __init__(self, A: sparse.csr_matrix, rlo: np.ndarray, rhi: np.ndarray,
+                 lv: np.ndarray, uv: np.ndarray, use_object_api: bool):
         self.A = A
         self.rlo, self.rhi = np.asarray(rlo, float), np.where(rhi >= BIG / 2, np.inf, rhi)
         self.lv, self.uv = np.asarray(lv, float), np.where(uv >= BIG / 2, np.inf, uv)
@@ -267,22 +270,24 @@ class _Probe:
         h.setOptionValue("solver", "simplex")
         return x
 
-    def _run(self, h):
+    def _run(self, h: Any) -> tuple[Any, np.ndarray | None]:
         """Solve; (status, the optimal point or None)."""
+        assert self.core is not None        # only with the object interface
         h.run()
         status = h.getModelStatus()
         optimal = status == self.core.HighsModelStatus.kOptimal
         return status, np.array(h.getSolution().col_value) if optimal else None
 
-    def _verdict(self, status, x):
+    def _verdict(self, status: Any, x: np.ndarray | None) -> tuple[bool | None, np.ndarray | None]:
         if x is not None:
             return True, x
+        assert self.core is not None        # only with the object interface
         if status == self.core.HighsModelStatus.kInfeasible:
             return False, None
         return None, None
 
     def reach(self, row: int | None, col: int | None, lo: float | None, hi: float | None,
-              time_limit: float):
+              time_limit: float) -> tuple[bool | None, np.ndarray | None]:
         """Is the cell (a column, or a row of the model) able to be >= lo (or <= hi)?
         (status, x): True = yes (x a feasible point), False = no, None = undecided."""
         self.solves += 1
@@ -296,7 +301,10 @@ class _Probe:
             return False, None
         if self.core is not None:
             h, inf = self.h, self.core.kHighsInf
-            fin = lambda v: inf if np.isinf(v) else float(v)  # noqa: E731
+
+            def fin(v: float) -> Any:
+                return inf if np.isinf(v) else float(v)
+
             change = h.changeColBounds if col is not None else h.changeRowBounds
             idx = col if col is not None else row
             change(idx, float(new[0]), fin(new[1]))
@@ -324,7 +332,7 @@ class _Probe:
 
 
     def reach_all(self, cells: list[tuple[int | None, int | None, float | None, float | None]],
-                  time_limit: float):
+                  time_limit: float) -> tuple[bool | None, np.ndarray | None]:
         """Can every cell (row, col, lo, hi) be inside its requested bounds at once?
         (status, x) as `reach`."""
         if len(cells) == 1 or self.core is None:
@@ -334,11 +342,16 @@ class _Probe:
             return self.reach(row, col, lo, hi, time_limit)
         self.solves += 1
         h, inf = self.h, self.core.kHighsInf
-        fin = lambda v: inf if np.isinf(v) else float(v)  # noqa: E731
-        undo = []
+
+        def fin(v: float) -> Any:
+            return inf if np.isinf(v) else float(v)
+
+        undo: list[tuple[Callable[..., Any], int | None, tuple[Any, Any]]] = []
         for row, col, lo, hi in cells:
-            old = (self.lv[col], self.uv[col]) if col is not None else \
-                (self.rlo[row], self.rhi[row])
+            if col is not None:
+                old = (self.lv[col], self.uv[col])
+            else:
+                old = (self.rlo[row], self.rhi[row])
             new = (old[0] if lo is None else max(lo, old[0]),
                    old[1] if hi is None else min(hi, old[1]))
             if new[0] > new[1] + _EPS:
@@ -360,7 +373,8 @@ class _Table:
     """One table of the release for the LP attack: its rows, propagated bounds, targets,
     and the inner bounds (hull of values at feasible points, widened by feasible moves)."""
 
-    def __init__(self, cube: _Cube, t: int, lv, uv, Lc, Uc, target_rows: np.ndarray):
+    def __init__(self, cube: _Cube, t: int, lv: np.ndarray, uv: np.ndarray, Lc: np.ndarray,
+                 Uc: np.ndarray, target_rows: np.ndarray):
         self.t = t
         self.rows = np.flatnonzero(cube.row_table == t)
         sl = slice(t * cube.nfin, (t + 1) * cube.nfin)
@@ -389,7 +403,8 @@ class _Table:
             self.probe_pos[rows] = np.arange(rows.size)
             self.__dict__["_probe"] = _Probe(self.A[rows], self.lo[rows], self.hi[rows],
                                              self.lv, self.uv, use_object_api)
-        return self.__dict__["_probe"]
+        probe: _Probe = self.__dict__["_probe"]
+        return probe
 
     @property
     def solves(self) -> int:
@@ -400,7 +415,8 @@ class _Table:
         return bool((y >= self.lo - tol).all() and (y <= self.hi + tol).all()
                     and (x >= self.lv - tol).all() and (x <= self.uv + tol).all())
 
-    def see(self, x: np.ndarray, which: np.ndarray, rng, trials: int) -> None:
+    def see(self, x: np.ndarray, which: np.ndarray, rng: np.random.Generator,
+            trials: int) -> None:
         """Widen the inner bounds of targets `which` (indices into self.tgt) from point
         x: the value at x, then moves that keep every row inside its bounds. A move
         alternates +d/-d over the corners of a box spanned by the target and partner
@@ -503,7 +519,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
                    seed: int, trials: int, truth: np.ndarray | None,
                    use_object_api: bool = True, rounds: int = 1,
                    decide_zeros: bool = True, zero_batch: int = 64,
-                   see_every: int = 10) -> dict:
+                   see_every: int = 10) -> dict[str, Any]:
     start = time.perf_counter()
     deadline = start + time_budget_s
     lv, uv, Lc, Uc, Sl, Su, iterations = cube.propagate(lo, hi)
@@ -532,17 +548,18 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
         x_truth = np.zeros(cube.nvar)
         x_truth[cube._base(cube.row_table[fin], cube.codes[fin])] = truth[fin]
 
-    def rounded(a_lo, a_hi):
+    def rounded(a_lo: np.ndarray, a_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.ceil(a_lo - _EPS), np.floor(a_hi + _EPS)
 
-    def safe_of(a_lo, a_hi, pub):
+    def safe_of(a_lo: np.ndarray, a_hi: np.ndarray, pub: np.ndarray) -> np.ndarray:
         """Proven not to be `exact_nonzero` nor `narrow_small` (a perturbed cell: not
         exact). A feasible point at 0 suffices for a suppressed cell."""
         a, b = rounded(a_lo, a_hi)
-        return np.where(pub, b - a >= 1,
-                        (a <= 0) | (b - a >= 3) | ((b >= min_cell) & (b - a >= 1)))
+        safe: np.ndarray = np.where(pub, b - a >= 1,
+                                    (a <= 0) | (b - a >= 3) | ((b >= min_cell) & (b - a >= 1)))
+        return safe
 
-    def zero_open(a_lo, a_hi, pub):
+    def zero_open(a_lo: np.ndarray, a_hi: np.ndarray, pub: np.ndarray) -> np.ndarray:
         """Suppressed cells seen only at 0 so far: exact zeros unless a point reaches 1."""
         a, b = rounded(a_lo, a_hi)
         return ~pub & (a <= 0) & (b < 1)
@@ -556,10 +573,10 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
         tb.see(x, np.arange(k.size), rng, 0)
         tb.see(x, todo, rng, trials)
 
-    def is_unsafe(tb, k, j):
+    def is_unsafe(tb: _Table, k: np.ndarray, j: int) -> bool:
         return not safe_of(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1], pub_t[k[j:j + 1]])[0]
 
-    def is_zero_open(tb, k, j):
+    def is_zero_open(tb: _Table, k: np.ndarray, j: int) -> bool:
         return bool(zero_open(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1], pub_t[k[j:j + 1]])[0])
 
     out_of_time = False
@@ -606,7 +623,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
     phase = {"points": round(time.perf_counter() - start, 2)}
     probes = 0
 
-    def where(tb: _Table, j: int):
+    def where(tb: _Table, j: int) -> tuple[int | None, int | None]:
         """(row, col) of target j in the table's feasibility model."""
         local = tb.tgt[j]
         tb.probe(use_object_api)
@@ -614,17 +631,18 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
             return None, int(tb.codes[local] @ np.asarray(tb.strides))
         return int(tb.probe_pos[local]), None
 
-    def locate(i: int):
+    def locate(i: int) -> tuple[_Table, np.ndarray, int]:
         t = int(t_of[i])
         return tables[t], members[t], int(np.searchsorted(members[t], i))
 
-    def reach(i: int, lo_, hi_):
+    def reach(i: int, lo_: float | None, hi_: float | None) -> bool | None:
         nonlocal probes
         tb, k, j = locate(i)
         probes += 1
         status, x = tb.probe(use_object_api).reach(*where(tb, j), lo_, hi_,
                                                    deadline - time.perf_counter())
         if status:
+            assert x is not None        # a feasible point comes with a yes
             tb.see(x, np.arange(k.size), rng, 0)
         return status
 
@@ -633,8 +651,8 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
         with feasibility probes (the LP min is <= v iff the cell can be <= v)."""
         nonlocal out_of_time
         tb, k, j = locate(i)
-        a, b = rounded(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1])
-        a, b = float(a[0]), float(b[0])     # the cell can be <= a and >= b
+        ra, rb = rounded(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1])
+        a, b = float(ra[0]), float(rb[0])   # the cell can be <= a and >= b
         lo_, hi_ = float(o_lo[i]), min(a, float(o_hi[i]))     # min in [lo_, hi_]
         while lo_ < hi_:
             mid = math.floor((lo_ + hi_) / 2)
@@ -654,7 +672,10 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
             lo_, hi_ = (mid, hi_) if status else (lo_, mid - 1)
         lp_lo[i], lp_hi[i] = low, lo_
 
-    def group_test(t: int, items: list[int], ask, still_open, on_impossible) -> None:
+    def group_test(t: int, items: list[int],
+                   ask: Callable[[int], tuple[float | None, float | None]],
+                   still_open: Callable[[_Table, np.ndarray, int], bool],
+                   on_impossible: Callable[[int], None]) -> None:
         """Group testing with feasibility probes: ask the targets `items` (of table t) to
         move where `ask(i)` = (lo, hi) says, all together; a feasible point settles them
         all (and is seen), an infeasible group is halved, and a single target that cannot
@@ -672,6 +693,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
         status, x = tb.probe(use_object_api).reach_all(cells, deadline - time.perf_counter())
         probes += 1
         if status:
+            assert x is not None        # a feasible point comes with a yes
             tb.see(x, np.arange(k.size), rng, 0)
             if probes % see_every == 0:
                 see_all(tb, k, x)
@@ -683,7 +705,8 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
             group_test(t, [int(k[j]) for j in js[:half]], ask, still_open, on_impossible)
             group_test(t, [int(k[j]) for j in js[half:]], ask, still_open, on_impossible)
 
-    def batches(items: list[int], alone) -> list[tuple[int, list[int]]]:
+    def batches(items: list[int], alone: Callable[[int], bool]
+                ) -> list[tuple[int, list[int]]]:
         """Per table: targets `alone` says are likely to fail one by one, the others
         shuffled (unrelated cells move together more easily) in batches."""
         out = []
@@ -697,7 +720,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
             out += [(t, rest[g:g + zero_batch]) for g in range(0, len(rest), zero_batch)]
         return out
 
-    def hull(i: int):
+    def hull(i: int) -> tuple[float, float]:
         tb, k, j = locate(i)
         a, b = rounded(tb.i_lo[j:j + 1], tb.i_hi[j:j + 1])
         return float(a[0]), float(b[0])
@@ -711,7 +734,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
     phase["pending"] = len(pending)
     direction = {i: bool(rng.random() < 0.5) for i in pending}
 
-    def ask_out(i: int):
+    def ask_out(i: int) -> tuple[float | None, float | None]:
         if not pub_t[i]:
             return None, 0.0
         a, b = hull(i)
@@ -752,11 +775,11 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
             zeros += members[t][zero_open(tb.i_lo, tb.i_hi, pub_t[members[t]])].tolist()
         phase["zeros_pending"] = len(zeros)
 
-        def exact_zero(i: int) -> None:
+        def settle_zero(i: int) -> None:
             lp_lo[i] = lp_hi[i] = 0.0          # min 0 was seen; max < 1
 
         for t, group in batches(zeros, lambda i: o_hi[i] <= 2):
-            group_test(t, group, lambda i: (1.0, None), is_zero_open, exact_zero)
+            group_test(t, group, lambda i: (1.0, None), is_zero_open, settle_zero)
         phase["zeros_done"] = round(time.perf_counter() - start, 2)
     # 4. exact intervals of a random sample of the rest, for the distribution of widths
     for t, tb in tables.items():
@@ -788,7 +811,7 @@ def _interval_core(cube: _Cube, lo: np.ndarray, hi: np.ndarray, target: np.ndarr
     inside_undecided = feasible & ~done & null_t & ~classes["inside_small"] \
         & ~((a <= 0) | (b >= min_cell))
     exact_zero = classes["exact"] & (best_lo == 0)
-    result = {
+    result: dict[str, Any] = {
         "tables": cube.n_tables, "cells": cube.n_rows,
         "targets": int(n), "targets_suppressed": int(null_t.sum()),
         "targets_published": int(pub_t.sum()),
@@ -835,7 +858,7 @@ def lp_interval_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
                        sample: int = 0, seed: int = 0, trials: int = 6,
                        truth: pl.DataFrame | None = None, all_value: str = ALL,
                        decide_zeros: bool = True, use_object_api: bool = True,
-                       cells_detail: bool = False) -> dict:
+                       cells_detail: bool = False) -> dict[str, Any]:
     """Interval (LP) attack on every table of a release (one table per `fixed` key), as in
     the audit of cell suppression: the attacker's integer interval [ceil(LP min),
     floor(LP max)] of every target cell.
@@ -964,7 +987,7 @@ def denominator_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
                        rate_half_step: float | None = None, rounds: int = 5,
                        lp: bool = False, null_bounds: tuple[float, float | None] = (0, None),
                        published_min: int | None = None, time_budget_s: float = 300.0,
-                       all_value: str = ALL) -> dict:
+                       all_value: str = ALL) -> dict[str, Any]:
     """Denominator attack: recover served from each published (persons, rate) pair
     (`recover_served`), so served is known to within [s_lo - D, s_hi + D], then difference
     the denominators along each additive dimension: in a line (total and its details) where
@@ -1041,7 +1064,7 @@ def denominator_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
     c_lo, c_hi, c_pt = lo[derived], hi[derived], point[derived]
     m = _disclosure(c_lo, c_hi, min_cell)
     small_pt = (c_pt >= 1) & (c_pt <= min_cell - 1)
-    result = {
+    result: dict[str, Any] = {
         "served_cells": cube.height,
         "served_recovered": int(known.sum()),
         "served_exact": int(((cube["served_lo"] == cube["served_hi"]).fill_null(False)).sum()),
@@ -1077,7 +1100,8 @@ def denominator_attack(table: pl.DataFrame, fixed: Sequence[str], additive: Sequ
 
 def overlap_attack(table: pl.DataFrame, D: int, null_bounds: tuple[float, float | None], *,
                    min_cell: int = 11, published_min: int | None = None,
-                   count: str = "persons", truth: pl.DataFrame | None = None) -> dict:
+                   count: str = "persons", truth: pl.DataFrame | None = None
+                   ) -> dict[str, int]:
     """Differencing on `program_overlap`: people in A and not in B = |A| - |A and B|, with
     interval [A_lo - AB_hi, A_hi - AB_lo]; and a hidden pair bounded by min(|A|, |B|).
     Per (first_year, last_year). Returns `differences`, `exact`, `narrow_small`,
@@ -1124,7 +1148,8 @@ def overlap_attack(table: pl.DataFrame, D: int, null_bounds: tuple[float, float 
 
 def differencing_attack(before: pl.DataFrame, after: pl.DataFrame, fixed: Sequence[str],
                         additive: Sequence[str], count: str = "persons",
-                        truth: pl.DataFrame | None = None, all_value: str = ALL) -> dict:
+                        truth: pl.DataFrame | None = None, all_value: str = ALL
+                        ) -> dict[str, int]:
     """Two nights of the same tables. A cell changed when its published value differs
     (null <-> value included; a cell absent one night counts as null).
 
@@ -1187,7 +1212,7 @@ def differencing_attack(before: pl.DataFrame, after: pl.DataFrame, fixed: Sequen
                 bad |= set(anc.join(status, on=keys, how="semi")["_i"].to_list())
         fin = fin.filter(~pl.col("_i").is_in(sorted(bad)))
         claims.extend(fin.drop("_i").to_dicts())
-    schema = {k: j.schema[k] for k in keys}
+    schema = pl.Schema({k: j.schema[k] for k in keys})
     claimed = pl.DataFrame(claims, schema=schema, orient="row").unique() if claims \
         else pl.DataFrame(schema=schema)
     out = {"keys_changed": len(groups), "cells_changed": changed.height,
@@ -1221,7 +1246,7 @@ def _whole_records(persons: pl.DataFrame, spells: pl.DataFrame,
 
 def research_differencing(before_persons: pl.DataFrame, before_spells: pl.DataFrame,
                           after_persons: pl.DataFrame, after_spells: pl.DataFrame, k: int,
-                          qis: Sequence[str] | None = None) -> dict:
+                          qis: Sequence[str] | None = None) -> dict[str, int]:
     """Two releases of the research file to the same recipient (same pseudonyms). The
     records added or changed (by pseudonym) are grouped by their whole released record
     (person row + set of (program, period)); an intruder who knows who entered a program
@@ -1238,7 +1263,7 @@ def research_differencing(before_persons: pl.DataFrame, before_spells: pl.DataFr
     sizes = delta.group_by("_record").len()
     return {"added": added.height, "changed": changed.height, "removed": removed,
             "delta_records": delta.height, "delta_classes": sizes.height,
-            "delta_k": int(sizes["len"].min()) if sizes.height else 0,
+            "delta_k": int(cast(int, sizes["len"].min())) if sizes.height else 0,
             "delta_below_k": int(sizes.filter(pl.col("len") < k)["len"].sum() or 0),
             "delta_unique": int(sizes.filter(pl.col("len") == 1).height)}
 
@@ -1285,7 +1310,7 @@ def _birth_years(key: str, years: list[int]) -> list[int]:
 
 def reidentification_attack(persons: pl.DataFrame, spells: pl.DataFrame,
                             background: pl.DataFrame, truth: pl.DataFrame | None = None, *,
-                            periods: Sequence[str] | None = None) -> dict:
+                            periods: Sequence[str] | None = None) -> dict[str, int | float]:
     """Linkage of the released research file to the attacker's exact knowledge of the
     population. A released record matches a background person when every released
     attribute is consistent with theirs (a birth-year band contains the year, "<=1935"
@@ -1375,7 +1400,7 @@ def reidentification_attack(persons: pl.DataFrame, spells: pl.DataFrame,
     out = {"records": rec.height,
            "unique_matches": int((m["_n"] == 1).sum()),
            "no_match": int((m["_n"] == 0).sum()),
-           "mean_candidates": round(float(m["_n"].mean() or 0.0), 3)}
+           "mean_candidates": round(float(cast("float | None", m["_n"].mean()) or 0.0), 3)}
     if truth is not None:
         t = m.join(truth.select("pseudonym", pl.col("true_person_id").alias("_true")),
                    on="pseudonym", how="left")
@@ -1421,13 +1446,13 @@ def _truth_consistent(rec: pl.DataFrame, bg: pl.DataFrame, truth: pl.DataFrame) 
 # --------------------------------------------------------------------------------------
 
 def k_whole_record(persons: pl.DataFrame, spells: pl.DataFrame, qis: Sequence[str],
-                   k: int | None = None) -> dict:
+                   k: int | None = None) -> dict[str, int]:
     """k-anonymity over the whole released record: the person row's `qis` plus the set of
     (program, period) as one more quasi-identifier ("participation"). Computed with polars
     and confirmed with `pycanon.anonymity.k_anonymity` on a pandas frame (they must agree).
     Returns `records`, `classes`, `k`, `k_pycanon`, `unique_records` and, given `k`,
     `records_below_k`."""
-    from pycanon.anonymity import k_anonymity
+    from pycanon.anonymity import k_anonymity  # type: ignore[import-untyped]  # no stubs
 
     qis = list(qis)
     df = persons.select("pseudonym", *[pl.col(q).cast(pl.String).fill_null("\u2205")
@@ -1439,7 +1464,7 @@ def k_whole_record(persons: pl.DataFrame, spells: pl.DataFrame, qis: Sequence[st
         return {"records": 0, "classes": 0, "k": 0, "k_pycanon": 0, "unique_records": 0,
                 **({"records_below_k": 0} if k is not None else {})}
     sizes = df.group_by(cols).len()
-    out = {"records": df.height, "classes": sizes.height, "k": int(sizes["len"].min()),
+    out = {"records": df.height, "classes": sizes.height, "k": int(cast(int, sizes["len"].min())),
            "k_pycanon": int(k_anonymity(df.select(cols).to_pandas(), cols)),
            "unique_records": int(sizes.filter(pl.col("len") == 1).height)}
     if k is not None:

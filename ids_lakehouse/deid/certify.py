@@ -78,7 +78,7 @@ def certify(published: pl.DataFrame, truth: pl.DataFrame, fixed: Sequence[str],
                                   ).clip(lower_bound=0)
         siblings = [*fixed, *[a for a in additive if a != d]]
         scored = moves.with_columns(ups.alias("_u"), downs.alias("_d"))
-        best = []
+        pair_moves = []
         for mine, theirs, name in (("_u", "_d", f"pu_{d}"), ("_d", "_u", f"pd_{d}")):
             # The best sibling other than f itself: the group's top value, or its second
             # when f is the (only) top.
@@ -90,9 +90,9 @@ def certify(published: pl.DataFrame, truth: pl.DataFrame, fixed: Sequence[str],
                 .alias("_second"))
             other = pl.when((pl.col(theirs) == pl.col("_top")) & (pl.col("_ntop") == 1)) \
                 .then(pl.col("_second")).otherwise(pl.col("_top"))
-            best.append(ranked.select(pl.min_horizontal(pl.col(mine), other.fill_null(0))
+            pair_moves.append(ranked.select(pl.min_horizontal(pl.col(mine), other.fill_null(0))
                                       .alias(name))[name])
-        moves = moves.with_columns(best)
+        moves = moves.with_columns(pair_moves)
     moves = moves.select(*keys, "up", "down", *[f"pu_{d}" for d in additive],
                          *[f"pd_{d}" for d in additive])
     # For each cell, the best single or pair move of any finest cell inside it (a pair

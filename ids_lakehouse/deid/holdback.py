@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import polars as pl
 
@@ -40,7 +41,13 @@ class Advanced:
     transitions_held: int
 
 
-def thresholds(label: str) -> dict:
+class Thresholds(TypedDict, total=False):
+    """Keyword arguments of advance() (and advance_file()) for the holdback thresholds."""
+    secret: bytes | None
+    spread: int
+
+
+def thresholds(label: str) -> Thresholds:
     """The secret, per-transition thresholds of one published series (`label`): keyword
     arguments for advance() and advance_file()."""
     from ids_lakehouse.config import pseudonym_key
@@ -99,7 +106,7 @@ def advance(basis: pl.DataFrame | None, current: pl.DataFrame, unit: list[str],
         *unit, *[pl.col(_AFTER + a).alias(a) for a in attributes])
     kept = basis.join(moving.select(unit), on=unit, how="anti", nulls_equal=True)
     return Advanced(
-        basis=pl.concat([kept, arrived.cast(dict(basis.schema))]),
+        basis=pl.concat([kept, arrived.cast(basis.schema)]),
         applied=moving.height, held_back=waiting.height,
         transitions_held=waiting.select(transition).unique().height)
 
@@ -117,8 +124,8 @@ class FileAdvanced:
 
 def advance_file(before: tuple[pl.DataFrame, pl.DataFrame | None] | None,
                  persons: pl.DataFrame, participation: pl.DataFrame | None,
-                 fields: list[str], k: int, id_column: str = "pseudonym", **thresholds
-                 ) -> FileAdvanced:
+                 fields: list[str], k: int, id_column: str = "pseudonym",
+                 **thresholds: Unpack[Thresholds]) -> FileAdvanced:
     """The next version of a person-level file, given the previous one: records enter,
     change or leave only in groups of at least k identical changes (whole record before,
     whole record after), and if even that would leave a class under k, the whole change

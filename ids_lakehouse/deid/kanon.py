@@ -13,6 +13,7 @@ holds over a person's row and all their participation rows together.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import polars as pl
 
@@ -26,7 +27,7 @@ def k_of(df: pl.DataFrame, qis: list[str]) -> int:
     """The smallest equivalence class over the quasi-identifiers (0 for an empty table)."""
     if df.height == 0:
         return 0
-    return int(df.group_by(qis).len()["len"].min())
+    return int(cast(int, df.group_by(qis).len()["len"].min()))
 
 
 def periods(facts: pl.DataFrame, years: int | str, first_year: int, last_year: int
@@ -86,8 +87,8 @@ class Anonymised:
 
 
 def anonymise(people: pl.DataFrame, facts: pl.DataFrame, qis: list[str], k: int,
-              ladder: list[dict], max_suppression: float, first_year: int, last_year: int,
-              participation_years: int | str = 1) -> Anonymised:
+              ladder: list[dict[str, int | str]], max_suppression: float, first_year: int,
+              last_year: int, participation_years: int | str = 1) -> Anonymised:
     """Climb the ladder until local suppression would remove at most `max_suppression` of
     the records (or the ladder ends), then remove the records in classes below k.
 

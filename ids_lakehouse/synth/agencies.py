@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,7 +31,7 @@ class AgencySpec:
     homeless_rate: float          # the same, for people in homeless households
     duplicate_rate: float
     errors: ErrorRates
-    rows: Callable[[dict, np.random.Generator], list[dict]]
+    rows: Callable[[dict[str, Any], np.random.Generator], list[dict[str, Any]]]
     encoding: str = "utf-8"
     widths: tuple[tuple[str, int], ...] = field(default=())  # fixed-width layout
 
@@ -46,7 +47,7 @@ def _ages(df: pl.DataFrame) -> np.ndarray:
 def _spells(rng: np.random.Generator, max_spells: int = 3, start: dt.date = WINDOW_START,
             born: dt.date | None = None) -> list[tuple[dt.date, dt.date | None]]:
     """Enrollment spells inside the window, never before the person was born."""
-    out = []
+    out: list[tuple[dt.date, dt.date | None]] = []
     if born is not None and born > start:
         start = born
     span = (AS_OF - start).days
@@ -64,7 +65,7 @@ def _spells(rng: np.random.Generator, max_spells: int = 3, start: dt.date = WIND
     return out
 
 
-def demographics(p: dict, rng: np.random.Generator, e: ErrorRates) -> dict:
+def demographics(p: dict[str, Any], rng: np.random.Generator, e: ErrorRates) -> dict[str, Any]:
     """A person as one agency recorded them: the clean values with that agency's errors."""
     first, middle = p["first_name"], p["middle_name"]
     last = p["birth_last_name"] if (p["birth_last_name"] != p["last_name"]
@@ -122,7 +123,7 @@ _MEDICAID_RACE = {"WHITE": "1", "BLACK": "2", "AIAN": "3", "ASIAN": "4", "NHPI":
                   "MULTI": "6"}
 
 
-def _medicaid_rows(c: dict, rng: np.random.Generator) -> list[dict]:
+def _medicaid_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d = c["demo"]
     ssn = d["ssn"]
     age = _age(c["person"]["dob"])
@@ -143,7 +144,7 @@ def _medicaid_rows(c: dict, rng: np.random.Generator) -> list[dict]:
 _HMIS_RACE = {"AIAN": "1", "ASIAN": "2", "BLACK": "3", "NHPI": "4", "WHITE": "5"}
 
 
-def _hmis_rows(c: dict, rng: np.random.Generator) -> list[dict]:
+def _hmis_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d = c["demo"]
     ssn = d["ssn"]
     if ssn and rng.random() < 0.1:
@@ -171,7 +172,7 @@ _SCHOOL_RACE = {"WHITE": "WH", "BLACK": "BL", "AIAN": "AM", "ASIAN": "AS", "NHPI
                 "MULTI": "TR"}
 
 
-def _school_rows(c: dict, rng: np.random.Generator) -> list[dict]:
+def _school_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d, p = c["demo"], c["person"]
     rows = []
     mv = p["homeless"] and rng.random() < 0.6 or rng.random() < 0.003
@@ -199,7 +200,7 @@ _CC_RACE = {"WHITE": "White", "BLACK": "Black or African American",
             "NHPI": "Native Hawaiian or Other Pacific Islander", "MULTI": "Two or more races"}
 
 
-def _childcare_rows(c: dict, rng: np.random.Generator) -> list[dict]:
+def _childcare_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d, mother = c["demo"], c["mother"]
     return [{
         "child_id": int(c["record_id"]), "child_first": d["first"], "child_last": d["last"],
@@ -223,7 +224,7 @@ _BIRTH_RACE = {"WHITE": "W", "BLACK": "B", "AIAN": "I", "ASIAN": "A", "NHPI": "P
                "MULTI": "M"}
 
 
-def _birth_rows(c: dict, rng: np.random.Generator) -> list[dict]:
+def _birth_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d, p, mother = c["demo"], c["person"], c["mother"]
     return [{
         "cert_number": c["record_id"], "child_first": d["first"], "child_middle": d["middle"],
@@ -237,7 +238,7 @@ def _birth_rows(c: dict, rng: np.random.Generator) -> list[dict]:
 
 
 # --- Traveller contact details from an immigration agency: Excel ----------------------
-def _traveller_rows(c: dict, rng: np.random.Generator) -> list[dict]:
+def _traveller_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d = c["demo"]
     arrival = AS_OF - dt.timedelta(days=int(rng.integers(1, 120)))
     name = f"{d['last'].upper()}, {d['first']}" + (f" {d['middle']}" if d["middle"] else "")

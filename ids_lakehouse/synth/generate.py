@@ -16,6 +16,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -31,7 +32,7 @@ PARQUET_TYPES = {"child_id": pl.Int64, "child_dob": pl.Date, "subsidy_start": pl
                  "subsidy_end": pl.Date}
 
 
-def record_id(source: str, seq: int, person: dict) -> str:
+def record_id(source: str, seq: int, person: dict[str, Any]) -> str:
     """Agency-style identifiers: unique per agency (an affine permutation of a counter),
     carrying no personal data."""
     k = (seq * 7_654_321 + 1_234_567) % 10**9
@@ -51,11 +52,12 @@ class ExtractWriter:
     def __init__(self, spec: AgencySpec, path: Path):
         self.spec, self.path = spec, path
         self.rows = 0
-        self._fh = None
+        self._fh: BinaryIO | None = None
         self._parquet: pq.ParquetWriter | None = None
-        self._book = self._sheet = None
+        self._book: Any = None          # openpyxl objects (untyped)
+        self._sheet: Any = None
 
-    def write(self, rows: list[dict]) -> None:
+    def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         fmt = self.spec.fmt
@@ -75,7 +77,7 @@ class ExtractWriter:
             self._append(self._text(rows))
         self.rows += len(rows)
 
-    def _text(self, rows: list[dict]) -> bytes:
+    def _text(self, rows: list[dict[str, Any]]) -> bytes:
         fmt, enc = self.spec.fmt, self.spec.encoding
         if fmt == "fixed_width":
             lines = ("".join(str(r[name]).ljust(w)[:w] for name, w in self.spec.widths)
@@ -96,7 +98,7 @@ class ExtractWriter:
             self._fh = open(self.path, "wb")
         self._fh.write(data)
 
-    def _write_xlsx(self, rows: list[dict]) -> None:
+    def _write_xlsx(self, rows: list[dict[str, Any]]) -> None:
         if self._book is None:
             from openpyxl import Workbook
 
@@ -116,8 +118,9 @@ class ExtractWriter:
             self._book.save(self.path)
 
 
-def _agency_chunk(spec: AgencySpec, persons: pl.DataFrame, people: list[dict],
-                  rng: np.random.Generator, seq: int) -> tuple[list[dict], list[tuple], int]:
+def _agency_chunk(spec: AgencySpec, persons: pl.DataFrame, people: list[dict[str, Any]],
+                  rng: np.random.Generator, seq: int
+                  ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]], int]:
     eligible = spec.eligible(persons)
     p = np.where(persons["homeless"].to_numpy(), spec.homeless_rate, spec.rate)
     chosen = np.flatnonzero(eligible & (rng.random(persons.height) < p))
@@ -140,7 +143,8 @@ TRUTH_SCHEMA = pa.schema([("source", pa.string()), ("source_record_id", pa.strin
 
 
 def generate(persons: int, seed: int, out: Path, chunk_size: int = DEFAULT_CHUNK,
-             agencies: tuple[AgencySpec, ...] = AGENCIES, progress: bool | None = None) -> dict:
+             agencies: tuple[AgencySpec, ...] = AGENCIES, progress: bool | None = None
+             ) -> dict[str, Any]:
     out = Path(out)
     truth_dir = out / TRUTH_DIR
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ def generate(persons: int, seed: int, out: Path, chunk_size: int = DEFAULT_CHUNK
     persons_writer = None
     if progress is None:
         progress = persons >= 100_000 and sys.stderr.isatty()
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs (types-tqdm) installed
 
     bar = tqdm(total=persons, unit="person", disable=not progress, desc="generating")
     made, chunk = 0, 0

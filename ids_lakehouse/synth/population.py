@@ -135,9 +135,11 @@ def generate_persons(rng: np.random.Generator, n: int, first_index: int) -> pl.D
     addr = _address(rng, h)
     moved = rng.random(h) < 0.15
     prior = _address(rng, h)
-    landline = np.where(rng.random(h) < 0.6, _phones(rng, addr["area_code"]), None)
-    mobile = np.where(adult & (rng.random(m) < 0.85), _phones(rng, addr["area_code"][hh]),
-                      None)
+    # numpy's stubs reject None as a value of where(); numpy takes it as an object scalar
+    landline = np.where(rng.random(h) < 0.6,  # type: ignore[call-overload]
+                        _phones(rng, addr["area_code"]), None)
+    mobile = np.where(adult & (rng.random(m) < 0.85),  # type: ignore[call-overload]
+                      _phones(rng, addr["area_code"][hh]), None)
     email_n = rng.integers(1, 100, m)
     email = np.asarray(
         [f"{f.lower()}.{s.lower()}{k}@example.{d}".replace(" ", "") if a and r < 0.8 else None

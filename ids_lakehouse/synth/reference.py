@@ -6,6 +6,7 @@ from the data model's code list."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -35,7 +36,7 @@ class Weighted:
         return rng.choice(self.values, size=n, p=self.p)
 
 
-def _weighted(pairs) -> Weighted:
+def _weighted(pairs: Iterable[tuple[str, float]]) -> Weighted:
     values, weights = zip(*pairs)
     w = np.asarray(weights, dtype=float)
     return Weighted(np.asarray(values, dtype=object), w / w.sum())
@@ -99,7 +100,8 @@ def zips() -> Zips:
     import zipcodes
 
     fips = county_fips()
-    rows = [z for z in zipcodes.filter_by(state=STATE)
+    # zipcodes ships py.typed, but its public filter_by wrapper has no annotations
+    rows = [z for z in zipcodes.filter_by(state=STATE)  # type: ignore[no-untyped-call]
             if z["zip_code_type"] == "STANDARD" and z["county"] in fips and z["area_codes"]]
     rows.sort(key=lambda z: z["zip_code"])
     return Zips(
