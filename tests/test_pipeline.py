@@ -235,7 +235,7 @@ def _conform_metadata(result) -> dict:
 
 
 def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
-    import assets.conform as conform_assets
+    from ids_lakehouse.conform import run as conform_run
 
     landing, lake = env
     defs = build_definitions()
@@ -276,7 +276,7 @@ def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
         # conforms and checks it again rather than trusting its failed rows.
         strict = {s: d.model_copy(update={"max_invalid_rate": 0.0}) if s == "medicaid"
                   else d for s, d in load_sources().items()}
-        monkeypatch.setattr(conform_assets, "load_sources", lambda: strict)
+        monkeypatch.setattr(conform_run, "load_sources", lambda: strict)
         medicaid_rows = delta.count(lake.silver("person_record"),
                                     pc.field("source") == "medicaid")
         others = [s for s in sources if s != "medicaid"]
@@ -300,7 +300,7 @@ def test_a_source_that_cannot_be_conformed_is_refused_alone(env, monkeypatch):
     """One agency's delivery lacks a mapped column: that source is refused with the reason
     (its earlier silver rows kept), every other source is conformed, and the run does not
     crash half-way through the sources."""
-    import assets.conform as conform_assets
+    from ids_lakehouse.conform import run as conform_run
     from ids_lakehouse.sources import FieldMap
 
     _, lake = env
@@ -313,7 +313,7 @@ def test_a_source_that_cannot_be_conformed_is_refused_alone(env, monkeypatch):
             "mapping": d.mapping | {"person_record": d.mapping["person_record"] | {
                 "email": FieldMap(column="mothers_phone")}}}) if s == "births" else d
             for s, d in load_sources().items()}
-        monkeypatch.setattr(conform_assets, "load_sources", lambda: broken)
+        monkeypatch.setattr(conform_run, "load_sources", lambda: broken)
         result = _conform(defs, instance, full_rebuild=True)
     meta = _conform_metadata(result)
     assert "births" not in meta["sources_conformed"]
