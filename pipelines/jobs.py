@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.keys import bronze_key, files_partitions
+from assets.keys import bronze_key
 from ids_lakehouse.sources import load_sources
 
 # Runs that write the shared downstream tables carry this tag; the instance profiles allow
@@ -21,7 +21,6 @@ def ingest_job_name(source: str) -> str:
 
 ingest_jobs = {
     source: define_asset_job(ingest_job_name(source), selection=[bronze_key(source)],
-                             partitions_def=files_partitions(source),
                              tags={"ids/source": source},
                              description=f"Ingest one landed {source} file (a partition).")
     for source in load_sources()}

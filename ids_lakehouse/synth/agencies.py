@@ -220,10 +220,6 @@ BIRTH_WIDTHS = (("cert_number", 11), ("child_first", 15), ("child_middle", 15),
                 ("child_last", 20), ("sex", 1), ("birth_date", 8), ("birth_county", 3),
                 ("mother_first", 15), ("mother_maiden", 20), ("mother_dob", 8),
                 ("birth_weight_g", 4))
-_BIRTH_RACE = {"WHITE": "W", "BLACK": "B", "AIAN": "I", "ASIAN": "A", "NHPI": "P",
-               "MULTI": "M"}
-
-
 def _birth_rows(c: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
     d, p, mother = c["demo"], c["person"], c["mother"]
     return [{

@@ -14,7 +14,6 @@ from importlib import resources
 import numpy as np
 
 STATE = "WA"
-STATE_FIPS = "53"
 
 # Names with characters outside ASCII, so encodings (cp1252 vs UTF-8) are exercised.
 ACCENTED_FIRST = {"F": ["José", "María", "Zoë", "Chloé", "Renée", "Inés"],
