@@ -23,7 +23,7 @@ MIN_CROSS_SOURCE_F1 = 0.95
 
 # Stewards write their decisions with the CLI, outside any run; every build reads them.
 steward_decisions = AssetSpec(
-    identity_key(mpi.DECISIONS[0]), description=mpi.DECISIONS[1], group_name="identity",
+    identity_key(mpi.STEWARD_TABLE[0]), description=mpi.STEWARD_TABLE[1], group_name="identity",
     owners=OWNERS, kinds={"delta"}, tags={"ids/layer": "identity"})
 
 

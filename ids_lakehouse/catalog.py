@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ids_lakehouse.agreements import load_agreements
-from ids_lakehouse.identity.mpi import DECISIONS, TABLES
+from ids_lakehouse.identity.mpi import STEWARD_TABLE, TABLES
 from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.model import DataModel, load_model
 from ids_lakehouse.sources import SourceDefinition, load_sources
@@ -55,7 +55,7 @@ def lake_inventory() -> list[Entry]:
             for n in model.published_entities()]
     out.append(entry("silver", "_conformed", "Conform's state: which delivery of each "
                      "source the silver tables hold."))
-    out += [entry("identity", n, d) for n, d in [*TABLES.items(), DECISIONS]]
+    out += [entry("identity", n, d) for n, d in [*TABLES.items(), STEWARD_TABLE]]
     models = entry("models", "linkage", "")
     out.append(Entry(f"{models.path}/linkage_model_v<n>.json", models.zone, "A linkage model: "
                      "Splink settings with trained m/u probabilities."))

@@ -56,7 +56,7 @@ TABLES = {
     "person_index": "The master person index: every person ID ever minted, and when and in "
                     "which run.",
 }
-DECISIONS = ("steward_decisions", "Steward decisions on pairs (match or non-match; who, "
+STEWARD_TABLE = ("steward_decisions", "Steward decisions on pairs (match or non-match; who, "
              "when, why), written by `ids-lakehouse steward` and honoured by every build.")
 
 
