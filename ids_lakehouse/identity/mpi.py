@@ -57,7 +57,8 @@ TABLES = {
                     "which run.",
 }
 STEWARD_TABLE = ("steward_decisions", "Steward decisions on pairs (match or non-match; who, "
-             "when, why), written by `ids-lakehouse steward` and honoured by every build.")
+                 "when, why), written by `ids-lakehouse steward` and honoured by every "
+                 "build.")
 
 
 def models_dir(lake: Lake) -> Path:
