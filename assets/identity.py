@@ -54,6 +54,7 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     layout = lake.layout()
     records = pl.from_arrow(delta.read(layout.silver("person_record"),
                                        columns=linkage.SILVER_COLUMNS))
+    assert isinstance(records, pl.DataFrame)        # from a table, never a series
     result = mpi.update(layout, records, context.run_id, retrain=config.retrain,
                                  full=config.full_rebuild)
     if result.rolled_back:
@@ -62,7 +63,7 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     if result.trained:
         audit.record(layout, "model_trained", f"linkage model v{result.model_version}",
                      asset="identity", run_id=context.run_id,
-                     **audit.launched_by(context.run.tags),
+                     **audit.launched_by(dict(context.run.tags)),
                      details={"version": result.model_version, "records": result.records,
                               "requested": config.retrain})
     context.log.info(f"{result.mode} linkage: scored {result.rescored:,} of "
@@ -70,9 +71,10 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
                      f"events {result.events}; {result.review_pairs:,} pairs to review")
     yield _coverage(records, result.tables["person_xref"])
     yield _quality(lake, result.tables["person_xref"])
-    common = {"model_version": result.model_version, "run_trained_model": result.trained,
-              "rolled_back_rows": result.rolled_back,
-              "linkage_mode": result.mode, "records_rescored": result.rescored}
+    common: dict[str, int | str | dict[str, int]] = {
+        "model_version": result.model_version, "run_trained_model": result.trained,
+        "rolled_back_rows": result.rolled_back,
+        "linkage_mode": result.mode, "records_rescored": result.rescored}
     for table in mpi.TABLES:
         yield MaterializeResult(asset_key=identity_key(table), metadata={
             **common, "dagster/row_count": result.tables[table].height,

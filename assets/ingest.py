@@ -27,7 +27,7 @@ def _fail(lake, defn: SourceDefinition, context: AssetExecutionContext, message:
     audit.record(lake, "ingest_failed", message, source=defn.source,
                  asset=bronze_key(defn.source).to_user_string(),
                  partition=context.partition_key, run_id=context.run_id, details=details,
-                 **audit.launched_by(context.run.tags))
+                 **audit.launched_by(dict(context.run.tags)))
     context.log.error(message)
     return Failure(description=message, allow_retries=False,
                    metadata={k: v for k, v in details.items() if v is not None})
@@ -45,16 +45,18 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
     result, rec = delivery.result, delivery.reconciliation
     if not delivery.accepted:
         error = delivery.error
+        assert error is not None        # a rejected delivery says why
         counts = result.as_metadata() if result else {}
         raise _fail(lake, defn, context, f"delivery rejected: {error.message}",
                     {**error.as_dict(), "rows_read": counts.get("rows_read"),
                      "rows_quarantined": counts.get("rows_quarantined")})
+    assert result is not None and rec is not None   # an accepted delivery was reconciled
     counts = {"rows_read": result.rows_read, "rows_written": result.rows_written,
               "rows_quarantined": result.rows_quarantined}
     audit.record(lake, "ingest_succeeded", f"{landed.name}: accepted {counts}",
                  source=defn.source, asset=bronze_key(defn.source).to_user_string(),
                  partition=key, run_id=context.run_id, details=result.as_metadata(),
-                 **audit.launched_by(context.run.tags))
+                 **audit.launched_by(dict(context.run.tags)))
     context.log.info(f"{landed.name}: accepted; read {result.rows_read:,} rows, wrote "
                      f"{result.rows_written:,}, quarantined {result.rows_quarantined:,} "
                      f"in {result.duration_s:.2f}s")

@@ -44,9 +44,14 @@ def release_key(agreement_id: str) -> AssetKey:
     return AssetKey(["releases", agreement_id])
 
 
+def files_partitions_name(source: str) -> str:
+    """The name of the source's dynamic partitions (the instance stores them under it)."""
+    return f"{source}_files"
+
+
 def files_partitions(source: str) -> DynamicPartitionsDefinition:
     """One partition per landed file of the source."""
-    return DynamicPartitionsDefinition(name=f"{source}_files")
+    return DynamicPartitionsDefinition(name=files_partitions_name(source))
 
 
 # The blocking checks of the gold marts (the release gate requires every one of a mart's).

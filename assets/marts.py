@@ -73,7 +73,10 @@ def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
 
 
 def _who(context: AssetExecutionContext) -> dict[str, str]:
-    return {"run_id": context.run_id, **audit.launched_by(context.run.tags)}
+    # The publishing steps pass `who` on to audit.record, where an absent actor and a None
+    # one both mean the OS account: only the launcher's known values are passed.
+    launcher = audit.launched_by(dict(context.run.tags))
+    return {"run_id": context.run_id, **{k: v for k, v in launcher.items() if v is not None}}
 
 
 def _events(context: AssetExecutionContext, lake: LakeResource,

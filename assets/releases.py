@@ -46,7 +46,7 @@ def build_release_asset(agreement: Agreement):
         try:
             manifest = releases.release(layout, agreement, dt.date.today(), status,
                                         context.run_id, load_policy().min_cell_size,
-                                        by=audit.launched_by(context.run.tags))
+                                        by=audit.launched_by(dict(context.run.tags)))
         except releases.ReleaseRefused as exc:
             raise Failure(description=str(exc), allow_retries=False, metadata={
                 "refusals": [r.__dict__ for r in exc.refusals]}) from None

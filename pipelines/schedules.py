@@ -5,6 +5,8 @@ skips and says why."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
@@ -35,8 +37,9 @@ def stale(instance, lake: LakeResource) -> list[str]:
         if landed is not None and (built is None or landed > built):
             out.append(source)
     linked = _latest(instance, identity_key("person_xref"))
+    # A datetime column's max: a datetime, or None when no decision was recorded.
     decided = steward_decisions(lake.layout())["decided_at"].max()
-    if decided is not None and linked is not None and decided.timestamp() > linked:
+    if isinstance(decided, dt.datetime) and linked is not None and decided.timestamp() > linked:
         out.append("steward_decisions")
     return out
 

@@ -23,7 +23,7 @@ from dagster import (
     sensor,
 )
 
-from assets.keys import files_partitions
+from assets.keys import files_partitions, files_partitions_name
 from ids_lakehouse import audit
 from ids_lakehouse.ingest import landing
 from ids_lakehouse.ingest.landing import LandedFile, Refusal, parse_partition_key
@@ -97,7 +97,7 @@ def _landing_tick(context: SensorEvaluationContext, lake: LakeResource) -> Senso
     found = landing.survey(lake.landing, sources, known=known)
     reported = report_refusals(lake.layout(), found.refused, state.get("refused", {}),
                                context.log)
-    registered = {s: list(context.instance.get_dynamic_partitions(files_partitions(s).name))
+    registered = {s: list(context.instance.get_dynamic_partitions(files_partitions_name(s)))
                   for s in sources}
     new, runs, notes = plan_landing(found.files, registered)
     for note in notes:
@@ -119,11 +119,12 @@ def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
     run = context.dagster_run
     failed_steps = [e.step_key for e in context.get_step_failure_events()]
     # Step keys and error classes only: an exception message may quote data.
-    errors = sorted({e.event_specific_data.error.cls_name
-                     for e in context.get_step_failure_events()
-                     if e.event_specific_data and e.event_specific_data.error})
+    # A step failure event's data is a StepFailureData (not a public class): its error,
+    # if any, is read by name.
+    errors = sorted({error.cls_name for e in context.get_step_failure_events()
+                     if (error := getattr(e.event_specific_data, "error", None))})
     audit.record(lake.layout(), "run_failed", f"run {run.run_id} of {run.job_name} failed",
-                 run_id=run.run_id, **audit.launched_by(run.tags),
+                 run_id=run.run_id, **audit.launched_by(dict(run.tags)),
                  details={"job": run.job_name, "steps": failed_steps, "errors": errors,
                           "tags": dict(run.tags), "recorded_by": "sensor:audit_run_failures"})
 
@@ -135,6 +136,6 @@ def audit_run_failures(context: RunFailureSensorContext, lake: LakeResource):
 def audit_run_successes(context: RunStatusSensorContext, lake: LakeResource):
     run = context.dagster_run
     audit.record(lake.layout(), "run_succeeded", f"run {run.run_id} of {run.job_name} succeeded",
-                 run_id=run.run_id, **audit.launched_by(run.tags),
+                 run_id=run.run_id, **audit.launched_by(dict(run.tags)),
                  details={"job": run.job_name, "tags": dict(run.tags),
                           "recorded_by": "sensor:audit_run_successes"})
