@@ -1,5 +1,10 @@
 """The landing sensor and an in-process materialization of the whole graph on a tiny
-population, on a real (temporary) Dagster instance and real Delta tables."""
+population, on a real (temporary) Dagster instance and real Delta tables.
+
+The whole graph is materialized once per session (`published_build` in conftest); tests
+that only look at the result read it, tests that carry on from it work on a copy of its
+lake, landing zone and instance (`published_copy`). Scenarios with another history (a bad
+file among the first deliveries, another population) build their own."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from ids_lakehouse.sources import load_sources
 from pipelines.definitions import build_definitions
 from pipelines.demo import Outcome, materialize_everything
 from pipelines.sensors import landing_sensor
+from tests.conftest import PUBLISHED_KEY
 
 
 @pytest.fixture
@@ -64,13 +70,14 @@ def test_sensor_registers_each_file_once(env):
         assert len(_sensor(instance, again.cursor).run_requests) == 1
 
 
-def test_whole_graph_materializes_and_reruns_are_idempotent(env):
-    landing, lake = env
+def test_whole_graph_materializes_and_reruns_are_idempotent(published_copy):
+    # The first pass is the session's build; the rerun goes on a copy of its lake and
+    # instance.
+    landing, lake = published_copy.landing, Lake(published_copy.lake)
     defs = build_definitions()
     manifest = json.loads((landing / "_truth" / "manifest.json").read_text())
-    with DagsterInstance.ephemeral() as instance:
-        outcome = Outcome()
-        materialize_everything(defs, instance, outcome)
+    with published_copy.instance() as instance:
+        outcome = published_copy.outcome
         assert not outcome.runs_failed and not outcome.checks_failed
         assert outcome.checks_passed >= len(load_sources())
         counts = {s: delta.count(lake.bronze(s))
@@ -126,14 +133,10 @@ def _event_log_text(instance) -> str:
     return "\n".join(parts)
 
 
-def test_silver_reconciles_per_source_and_no_personal_data_reaches_dagster(env):
-    import pyarrow.compute as pc
-
-    landing, lake = env
-    defs = build_definitions()
-    with DagsterInstance.ephemeral() as instance:
-        outcome = Outcome()
-        materialize_everything(defs, instance, outcome)
+def test_silver_reconciles_per_source_and_no_personal_data_reaches_dagster(published_build):
+    landing, lake = published_build.landing, Lake(published_build.lake)
+    with published_build.instance() as instance:
+        outcome = published_build.outcome
         assert not outcome.runs_failed and not outcome.checks_failed, outcome
         text = _event_log_text(instance)
     for source in load_sources():
@@ -157,15 +160,16 @@ def test_silver_reconciles_per_source_and_no_personal_data_reaches_dagster(env):
     assert not leaked, f"{len(leaked)} personal values reached the Dagster event log"
 
 
-def test_marts_are_published_and_the_warehouse_answers_queries(env):
+def test_marts_are_published_and_the_warehouse_answers_queries(published_build,
+                                                              monkeypatch):
     import duckdb
 
     from ids_lakehouse import warehouse
 
-    landing, lake = env
-    with DagsterInstance.ephemeral() as instance:
-        outcome = Outcome()
-        materialize_everything(build_definitions(), instance, outcome)
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", PUBLISHED_KEY)   # the audit log's key
+    lake = Lake(published_build.lake)
+    with published_build.instance() as instance:
+        outcome = published_build.outcome
         # Counts of held-back changes and suppressed records are disclosive between
         # nights (even rounded): they go to the audit log, never to metadata.
         for mart in ("indicators", "research_person"):
@@ -234,14 +238,13 @@ def _conform_metadata(result) -> dict:
                 if m.asset_key == silver_key("person_record"))
 
 
-def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
+def test_conform_redoes_only_changed_sources_and_failed_ones(published_copy, monkeypatch):
     from ids_lakehouse.conform import run as conform_run
 
-    landing, lake = env
+    landing, lake = published_copy.landing, Lake(published_copy.lake)
     defs = build_definitions()
     sources = sorted(load_sources())
-    with DagsterInstance.ephemeral() as instance:
-        materialize_everything(defs, instance, Outcome())
+    with published_copy.instance() as instance:  # the whole graph already materialized
         versions = {e: delta.table(lake.silver(e)).version()
                     for e in ("person_record", "enrollment")}
 
@@ -276,37 +279,37 @@ def test_conform_redoes_only_changed_sources_and_failed_ones(env, monkeypatch):
         # conforms and checks it again rather than trusting its failed rows.
         strict = {s: d.model_copy(update={"max_invalid_rate": 0.0}) if s == "medicaid"
                   else d for s, d in load_sources().items()}
-        monkeypatch.setattr(conform_run, "load_sources", lambda: strict)
-        medicaid_rows = delta.count(lake.silver("person_record"),
-                                    pc.field("source") == "medicaid")
-        others = [s for s in sources if s != "medicaid"]
-        for config, conformed in (({"full_rebuild": True}, others), ({}, [])):
-            failed = _conform(defs, instance, **config)
-            rate = next(c for c in failed.get_asset_check_evaluations()
-                        if c.check_name == "field_validity")
-            assert not rate.passed and set(rate.metadata["over_limit"].value) == {"medicaid"}
-            meta = _conform_metadata(failed)
-            assert meta["sources_conformed"] == conformed
-            assert list(meta["sources_refused"]) == ["medicaid"]
-            # Refused before writing: medicaid's rows from its last good delivery stay.
-            assert delta.count(lake.silver("person_record"),
-                               pc.field("source") == "medicaid") == medicaid_rows
-        monkeypatch.undo()
+        # (Only this patch is undone after: the copy's environment stays.)
+        with monkeypatch.context() as patched:
+            patched.setattr(conform_run, "load_sources", lambda: strict)
+            medicaid_rows = delta.count(lake.silver("person_record"),
+                                        pc.field("source") == "medicaid")
+            others = [s for s in sources if s != "medicaid"]
+            for config, conformed in (({"full_rebuild": True}, others), ({}, [])):
+                failed = _conform(defs, instance, **config)
+                rate = next(c for c in failed.get_asset_check_evaluations()
+                            if c.check_name == "field_validity")
+                assert not rate.passed and set(rate.metadata["over_limit"].value) == {"medicaid"}
+                meta = _conform_metadata(failed)
+                assert meta["sources_conformed"] == conformed
+                assert list(meta["sources_refused"]) == ["medicaid"]
+                # Refused before writing: medicaid's rows from its last good delivery stay.
+                assert delta.count(lake.silver("person_record"),
+                                   pc.field("source") == "medicaid") == medicaid_rows
         assert _conform_metadata(_conform(defs, instance))["sources_conformed"] == ["medicaid"]
         assert _conform_metadata(_conform(defs, instance))["sources_conformed"] == []
 
 
-def test_a_source_that_cannot_be_conformed_is_refused_alone(env, monkeypatch):
+def test_a_source_that_cannot_be_conformed_is_refused_alone(published_copy, monkeypatch):
     """One agency's delivery lacks a mapped column: that source is refused with the reason
     (its earlier silver rows kept), every other source is conformed, and the run does not
     crash half-way through the sources."""
     from ids_lakehouse.conform import run as conform_run
     from ids_lakehouse.sources import FieldMap
 
-    _, lake = env
+    lake = Lake(published_copy.lake)
     defs = build_definitions()
-    with DagsterInstance.ephemeral() as instance:
-        materialize_everything(defs, instance, Outcome())
+    with published_copy.instance() as instance:  # the whole graph already materialized
         kept = delta.count(lake.silver("person_record"), pc.field("source") == "births")
         broken = {s: d.model_copy(update={
             "columns": [*d.columns, "mothers_phone"],
