@@ -76,7 +76,7 @@ def _identifier_checks(lake: Lake, marts: tuple[str, ...], records: pl.DataFrame
     return out
 
 
-def _audit_holdback(lake: Lake, who: Mapping[str, str], asset: str, applied: int, held: int,
+def _audit_holdback(lake: Lake, who: Mapping[str, str | None], asset: str, applied: int, held: int,
                     **extra: Any) -> None:
     """What the hold-back let through and kept, for the restricted audit log only: even a
     rounded count in metadata tells "nothing held back" from "one person held back"."""
@@ -85,7 +85,7 @@ def _audit_holdback(lake: Lake, who: Mapping[str, str], asset: str, applied: int
                  details={"changes_applied": applied, "changes_held_back": held, **extra})
 
 
-def publish_marts(lake: Lake, who: Mapping[str, str]) -> Published:
+def publish_marts(lake: Lake, who: Mapping[str, str | None]) -> Published:
     """Indicators and overlap (cell-key perturbed, from the held-back basis) and the
     restricted contact directory. `who`: the run and launcher, for the audit event.
     Raises config.MissingSecretError without the pseudonym key."""
@@ -121,7 +121,7 @@ def publish_marts(lake: Lake, who: Mapping[str, str]) -> Published:
     return out
 
 
-def publish_research(lake: Lake, who: Mapping[str, str]) -> Published:
+def publish_research(lake: Lake, who: Mapping[str, str | None]) -> Published:
     """The de-identified research person file and its participation, k-anonymous over the
     whole record. Night to night, the file changes only in groups of identical changes
     (analysts read it, so comparing two versions must single nobody out)."""
