@@ -24,9 +24,9 @@ from ids_lakehouse.identity import clustering, linkage
 from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, XREF_SCHEMA, ColumnTypes, assign
 
 DECISION_SCHEMA: ColumnTypes = {"unique_id_l": pl.String, "unique_id_r": pl.String,
-                   "decision": pl.String, "steward": pl.String, "reason": pl.String,
-                   "decided_at": pl.Datetime("us", "UTC")}
-DECISIONS = ("match", "non_match")
+                                "decision": pl.String, "steward": pl.String,
+                                "reason": pl.String, "decided_at": pl.Datetime("us", "UTC")}
+DECISION_VALUES = ("match", "non_match")   # what a steward decides on a pair
 
 
 @dataclass
@@ -57,6 +57,7 @@ TABLES = {
     "person_index": "The master person index: every person ID ever minted, and when and in "
                     "which run.",
 }
+# The steward_decisions table (name, description): catalogued with TABLES.
 DECISIONS = ("steward_decisions", "Steward decisions on pairs (match or non-match; who, "
              "when, why), written by `ids-lakehouse steward` and honoured by every build.")
 
@@ -110,8 +111,8 @@ def _check_decision_fields(left: str, right: str, decision: str, steward: str,
                 any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
             raise DecisionError(f"{flag} holds control characters (line breaks, escapes); "
                                 "write it on one line of plain text")
-    if decision not in DECISIONS:
-        raise DecisionError(f"decision must be one of {', '.join(DECISIONS)}")
+    if decision not in DECISION_VALUES:
+        raise DecisionError(f"decision must be one of {', '.join(DECISION_VALUES)}")
     if len(steward) > 254 or not STEWARD_EMAIL.fullmatch(steward):
         raise DecisionError("--steward must be the steward's e-mail address "
                             "(name@domain.tld, no spaces)")
