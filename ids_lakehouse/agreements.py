@@ -113,7 +113,8 @@ def load_agreements(directory: Path | None = None) -> dict[str, Agreement]:
 
 
 @lru_cache(maxsize=8)
-def _load_agreements(directory: Path, state: tuple) -> dict[str, Agreement]:
+def _load_agreements(directory: Path, state: tuple[tuple[str, int, int], ...]
+                     ) -> dict[str, Agreement]:
     out = {}
     for path in sorted(directory.glob("*.yaml")):
         try:

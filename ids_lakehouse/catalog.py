@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ids_lakehouse.agreements import load_agreements
 from ids_lakehouse.identity.mpi import STEWARD_TABLE, TABLES
@@ -164,7 +165,7 @@ def data_dictionary() -> str:
 
 
 def _dataset(identifier: str, title: str, description: str, keywords: list[str],
-             access: str, contact: str, publisher: str) -> dict:
+             access: str, contact: str, publisher: str) -> dict[str, Any]:
     return {
         "@type": "dcat:Dataset", "identifier": identifier, "title": title,
         "description": description, "keyword": keywords,
@@ -178,7 +179,7 @@ def _dataset(identifier: str, title: str, description: str, keywords: list[str],
     }
 
 
-def dcat_catalog() -> dict:
+def dcat_catalog() -> dict[str, Any]:
     model, sources, marts = load_model(), load_sources(), load_marts()
     datasets = [
         _dataset(f"ids-lakehouse/bronze/{s}", f"{d.agency}: raw extract", d.description,

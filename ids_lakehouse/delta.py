@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -28,6 +29,14 @@ def dataset(path: Path | str, version: int | None = None) -> pads.Dataset:
 def read(path: Path | str, columns: list[str] | None = None,
          filter: pads.Expression | None = None, version: int | None = None) -> pa.Table:
     return dataset(path, version).to_table(columns=columns, filter=filter)
+
+
+def frame(path: Path | str, columns: list[str] | None = None,
+          filter: pads.Expression | None = None, version: int | None = None) -> pl.DataFrame:
+    """`read`, as a polars DataFrame."""
+    df = pl.from_arrow(read(path, columns=columns, filter=filter, version=version))
+    assert isinstance(df, pl.DataFrame)     # an Arrow table converts to a DataFrame
+    return df
 
 
 def count(path: Path | str, filter: pads.Expression | None = None) -> int:

@@ -18,8 +18,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -131,7 +133,7 @@ def _party_research(lake: Lake, agreement: Agreement, versions: dict[str, int]
     def read(name: str) -> pl.DataFrame:
         layer, table = RESEARCH_INPUTS[name]
         frame = state.read(lake, table, versions[name]) if layer == "silver" else \
-            pl.from_arrow(delta.read(lake.table(layer, table), version=versions[name]))
+            delta.frame(lake.table(layer, table), version=versions[name])
         return frame.filter(pl.col("source").is_in(agreement.sources))
 
     xref, records, enrollment = read("person_xref"), read("person_record"), read("enrollment")
@@ -193,8 +195,8 @@ def aggregate_refusals(lake: Lake, agreement: Agreement) -> list[Refusal]:
     marts = sorted(set(agreement.release) & load_marts().aggregates)
     if not marts or not delta.exists(lake.identity("person_xref")):
         return []
-    feeding = set(pl.from_arrow(delta.read(lake.identity("person_xref"), columns=["source"]))
-                  ["source"].unique())
+    feeding = set(delta.frame(lake.identity("person_xref"), columns=["source"])["source"]
+                  .unique())
     extra = sorted(feeding - set(agreement.sources))
     return [Refusal("source_not_party", f"{mart}: computed over every linked record, it "
                     f"draws on {extra}, which are not among the agreement's sources")
@@ -202,7 +204,8 @@ def aggregate_refusals(lake: Lake, agreement: Agreement) -> list[Refusal]:
 
 
 def _research(frames: dict[str, pl.DataFrame], agreement: Agreement,
-              previous: dict[str, pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
+              previous: dict[str, pl.DataFrame] | None
+              ) -> tuple[dict[str, pl.DataFrame], dict[str, int | bool]]:
     """Re-keys the pseudonyms for this agreement; keeps k over the whole released record
     (person row and participation); and, against the recipient's previous release, lets
     changes through only in groups of at least k identical changes (deid/holdback.py), so
@@ -257,11 +260,12 @@ def _operations(frames: dict[str, pl.DataFrame], agreement: Agreement
 
 
 def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell: int,
-            previous: Path | None = None) -> tuple[dict[str, pl.DataFrame], dict]:
+            previous: Path | None = None
+            ) -> tuple[dict[str, pl.DataFrame], dict[str, int | bool]]:
     """The release's tables, from its inputs at the given Delta versions and (research)
     the recipient's previous release `previous`; and what was held back. Refuses when a row
     would derive from a source outside the agreement."""
-    held: dict = {}
+    held: dict[str, int | bool] = {}
     if agreement.purpose == "research":
         before = None if previous is None else {
             p.stem: pl.read_parquet(p) for p in previous.glob("*.parquet")}
@@ -270,8 +274,7 @@ def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell
             frames["research_participation"] = _participation_provenance(
                 frames["research_participation"])
     else:
-        frames = {m: pl.from_arrow(delta.read(lake.gold(m), version=versions[m]))
-                  for m in agreement.release}
+        frames = {m: delta.frame(lake.gold(m), version=versions[m]) for m in agreement.release}
         frames = (_operations(frames, agreement) if agreement.purpose == "operations"
                   else _indicators(frames, agreement, min_cell))
     refusals = provenance_refusals(frames, agreement)
@@ -281,7 +284,7 @@ def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell
             for m, f in frames.items()}, held
 
 
-def _write(frames: dict[str, pl.DataFrame], folder: Path) -> list[dict]:
+def _write(frames: dict[str, pl.DataFrame], folder: Path) -> list[dict[str, Any]]:
     files = []
     for mart, frame in sorted(frames.items()):
         path = folder / f"{mart}.parquet"
@@ -308,18 +311,19 @@ def next_version(lake: Lake, agreement: Agreement) -> str:
     return f"v{int(done[-1].name[1:]) + 1 if done else 1:04d}"
 
 
-def _digest(files: list[dict]) -> list[tuple[str, str]]:
+def _digest(files: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return sorted((f["name"], f["sha256"]) for f in files)
 
 
-def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | None:
+def _latest_same(lake: Lake, agreement: Agreement, files: list[dict[str, Any]]
+                 ) -> dict[str, Any] | None:
     """The latest published release when it holds exactly these files (by SHA-256) under
     this agreement text: a re-run, a refresh whose marts came out the same, or a run that
     died after publishing adds no version."""
     done = published(lake, agreement)
     if not done:
         return None
-    manifest = json.loads((done[-1] / MANIFEST).read_text())
+    manifest: dict[str, Any] = json.loads((done[-1] / MANIFEST).read_text())
     if _digest(manifest["files"]) != _digest(files) or \
             manifest["agreement_sha256"] != fingerprint(agreement):
         return None
@@ -328,7 +332,7 @@ def _latest_same(lake: Lake, agreement: Agreement, files: list[dict]) -> dict | 
 
 def release(lake: Lake, agreement: Agreement, today: dt.date,
             check_status: dict[str, dict[str, bool | None]], run_id: str,
-            min_cell: int, by: dict | None = None) -> dict:
+            min_cell: int, by: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """`by`: who asked (audit.launched_by of the run), recorded on every audit event."""
     by = by or {}
     zones.prepare(lake.root)        # private umask, whoever calls
@@ -349,8 +353,8 @@ def release(lake: Lake, agreement: Agreement, today: dt.date,
         raise
 
 
-def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int, by: dict
-             ) -> dict:
+def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int,
+             by: Mapping[str, str | None]) -> dict[str, Any]:
     """Extract, stage and rename into place the next version (one publisher at a time)."""
     tables = inputs(agreement)
     versions = current_versions(lake, agreement)
@@ -374,7 +378,7 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int, by: d
         shutil.rmtree(staging)
         _audit_created(lake, agreement, same, run_id, by, only_if_missing=True)
         return same
-    manifest = {
+    manifest: dict[str, Any] = {
         "agreement": agreement.id, "agreement_sha256": fingerprint(agreement),
         "version": version, "purpose": agreement.purpose,
         "recipient": agreement.recipient.model_dump(),
@@ -394,8 +398,8 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int, by: d
     return manifest
 
 
-def _audit_created(lake: Lake, agreement: Agreement, manifest: dict, run_id: str, by: dict,
-                   only_if_missing: bool = False) -> None:
+def _audit_created(lake: Lake, agreement: Agreement, manifest: dict[str, Any], run_id: str,
+                   by: Mapping[str, str | None], only_if_missing: bool = False) -> None:
     """Every published version has its release_created event (a run that died between
     publishing and auditing gets it written by the next run)."""
     asset = f"releases/{agreement.id}"

@@ -26,7 +26,7 @@ def build(lake: Lake) -> dict[str, int]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".duckdb.building")
     tmp.unlink(missing_ok=True)
-    counts = {}
+    counts: dict[str, int] = {}
     with duckdb.connect(str(tmp)) as con:
         for schema, views in load_marts().views().items():
             con.execute(f"CREATE SCHEMA {schema}")
@@ -35,7 +35,8 @@ def build(lake: Lake) -> dict[str, int]:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(f"CREATE VIEW {schema}.{view} AS "
                             f"SELECT * FROM read_parquet([{listing}])")
-                counts[f"{schema}.{view}"] = con.execute(
-                    f"SELECT count(*) FROM {schema}.{view}").fetchone()[0]
+                row = con.execute(f"SELECT count(*) FROM {schema}.{view}").fetchone()
+                assert row is not None          # count(*) returns one row
+                counts[f"{schema}.{view}"] = row[0]
     os.replace(tmp, target)
     return counts

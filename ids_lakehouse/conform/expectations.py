@@ -7,21 +7,28 @@ rendered into the docs site, so one default-format run would publish personal da
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from ids_lakehouse.model import DataModel, load_model
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationValidationResult,
+    )
+    from great_expectations.expectations import Expectation
 
 SAFE_RESULT_FORMAT = {"result_format": "SUMMARY", "exclude_unexpected_values": True,
                       "partial_unexpected_count": 0}
 SITE = "ids_lakehouse"
 
 
-def expectations(entity: str, model: DataModel) -> list:
+def expectations(entity: str, model: DataModel) -> list[Expectation]:
     import great_expectations.expectations as gxe
 
     e = model.entities[entity]
-    out = []
+    out: list[Expectation] = []
     for name, f in e.fields.items():
         if not f.nullable:
             out.append(gxe.ExpectColumnValuesToNotBeNull(column=name))
@@ -39,7 +46,17 @@ def expectations(entity: str, model: DataModel) -> list:
     return out
 
 
-def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dict]:
+def _failure(r: ExpectationValidationResult) -> dict[str, Any]:
+    """A failed expectation: which, on which column(s), how many rows; never values."""
+    config = r.expectation_config
+    assert config is not None       # a checkpoint's results carry their expectation
+    return {"expectation": config.type,
+            "column": config.kwargs.get("column")
+            or ",".join(config.kwargs.get("column_list", [])),
+            "unexpected_count": int(r.result.get("unexpected_count") or 0)}
+
+
+def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dict[str, Any]]:
     """Validate each entity's frame; build Data Docs into `docs_dir`. Returns per entity
     {success, evaluated, failed: [{expectation, column, unexpected_count}]}."""
     import great_expectations as gx
@@ -50,7 +67,8 @@ def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dic
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    ctx.add_data_docs_site(SITE, {
+    # GX's DataDocsSiteConfigTypedDict is incomplete: SiteBuilder takes show_how_to_buttons.
+    ctx.add_data_docs_site(SITE, {  # type: ignore[typeddict-unknown-key]
         "class_name": "SiteBuilder", "show_how_to_buttons": False,
         "store_backend": {"class_name": "TupleFilesystemStoreBackend",
                           "base_directory": str(docs_dir)},
@@ -65,7 +83,7 @@ def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dic
         validations.append(ctx.validation_definitions.add(
             gx.ValidationDefinition(name=entity, data=batch, suite=suite)))
         pandas_frames[entity] = frame.to_pandas()
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for vd in validations:
         checkpoint = ctx.checkpoints.add(gx.Checkpoint(
             name=f"check_{vd.name}", validation_definitions=[vd],
@@ -73,11 +91,7 @@ def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dic
             actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[SITE])]))
         result = checkpoint.run(batch_parameters={"dataframe": pandas_frames[vd.name]})
         for run in result.run_results.values():
-            failed = [{"expectation": r.expectation_config.type,
-                       "column": r.expectation_config.kwargs.get("column")
-                       or ",".join(r.expectation_config.kwargs.get("column_list", [])),
-                       "unexpected_count": int(r.result.get("unexpected_count") or 0)}
-                      for r in run.results if not r.success]
+            failed = [_failure(r) for r in run.results if not r.success]
             out[vd.name] = {"success": bool(run.success),
                             "evaluated": run.statistics["evaluated_expectations"],
                             "failed": failed}

@@ -114,6 +114,7 @@ class _FieldProblems:
 def _delivered(df: pl.DataFrame, fm: FieldMap) -> pl.Series:
     """The delivered value a field is read from: one column, or several joined."""
     if fm.columns is None:
+        assert fm.column is not None    # not a constant (callers check): column or columns
         return df[fm.column]
     parts = [std.blank_to_null(pl.col(c).cast(pl.String)) for c in fm.columns]
     joined = df.select(pl.concat_str(parts, separator=fm.separator, ignore_nulls=True))
@@ -327,7 +328,8 @@ def _row_rules(frames: dict[str, pl.DataFrame], failures: _Failures) -> None:
 
 
 def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame,
-                 missing_in_delivery: list[str] | tuple = ()) -> dict[str, list[str] | int]:
+                 missing_in_delivery: list[str] | tuple[str, ...] = (),
+                 ) -> dict[str, list[str] | int]:
     """How the delivered columns differ from what the definition maps. A mapped column
     that is absent stops the conform; mapped columns that arrived empty are named, and new
     columns counted: an undeclared column's name is delivered text (it can be someone's
@@ -394,11 +396,16 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
         per_file = kept.filter(pl.col(c) != "missing").group_by("_file_sha256").agg(
             (~pl.col(c).is_in(sorted(USABLE))).mean().alias("rate"))
         if per_file.height:
-            worst_invalid[name] = round(float(per_file["rate"].max()), 4)
+            rate = per_file["rate"].max()
+            assert isinstance(rate, (int, float))   # a mean over at least one row
+            worst_invalid[name] = round(float(rate), 4)
     by_file = bronze.group_by("_file_sha256").len("n").join(
         quarantine.group_by("_file_sha256").len("q"), on="_file_sha256", how="left")
-    worst_q = float((by_file["q"].fill_null(0) / by_file["n"]).max() or 0.0) \
-        if by_file.height else 0.0
+    worst_q = 0.0
+    if by_file.height:
+        q_rate = (by_file["q"].fill_null(0) / by_file["n"]).max()
+        assert q_rate is None or isinstance(q_rate, (int, float))   # a Float64 column
+        worst_q = float(q_rate or 0.0)
     return ConformResult(
         source=defn.source, bronze_rows=bronze.height, entities=entities,
         quarantine=quarantine,

@@ -101,7 +101,9 @@ def _conform_one(lake: Lake, defn: SourceDefinition, shas: list[str], contract: 
     """The source's rows conformed; None (and refused) when its delivery cannot be
     conformed at all; refused, with its result, when its rows are past its limits."""
     try:
-        result = conform_source(defn, state.bronze_to_conform(lake, defn, shas), contract,
+        bronze = state.bronze_to_conform(lake, defn, shas)
+        assert bronze is not None       # conform_all passes the deliveries: shas is not empty
+        result = conform_source(defn, bronze, contract,
                                 missing_in_delivery=state.missing_columns(lake, shas))
     except ConformError as exc:
         run.refused[defn.source] = str(exc)
@@ -160,8 +162,7 @@ def _contract_checks(lake: Lake, run: ConformRun, unchanged: list[str],
         for r in run.conformed:
             if entity not in r.entities:
                 continue
-            rows = pl.from_arrow(delta.read(path, filter=pc.field("source") == r.source))
-            assert isinstance(rows, pl.DataFrame)
+            rows = delta.frame(path, filter=pc.field("source") == r.source)
             found = failure_counts(contract(entity), rows)
             if found:
                 failed.add(r.source)
@@ -235,7 +236,5 @@ def expectations(lake: Lake, run_id: str) -> tuple[list[str], dict[str, pl.DataF
     frames: dict[str, pl.DataFrame] = {}
     for e in entities():
         if delta.exists(lake.silver(e)):
-            frame = pl.from_arrow(delta.read(lake.silver(e), filter=where))
-            assert isinstance(frame, pl.DataFrame)
-            frames[e] = frame
+            frames[e] = delta.frame(lake.silver(e), filter=where)
     return fresh, frames

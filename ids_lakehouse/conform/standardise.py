@@ -16,8 +16,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from phonenumbers import PhoneNumber
 
 _SUFFIX_RE = r"\s+(JR|SR|II|III|IV)$"
 # SSNs that were never issued or are known to be invalid (advertising, test numbers).
@@ -312,16 +316,20 @@ def _e164(number: str, region: str) -> tuple[str | None, str]:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), status
 
 
-def _fits_country(parsed) -> bool:
+def _fits_country(parsed: PhoneNumber) -> bool:
     """The number fits its country's general numbering pattern (e.g. a North American
     area code does not start with 0 or 1), though perhaps not a range known to be in use."""
     import phonenumbers
 
-    region = phonenumbers.region_code_for_country_code(parsed.country_code)
-    meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
-        parsed.country_code, region)
-    pattern = meta.general_desc.national_number_pattern if meta else None
-    return bool(pattern) and re.fullmatch(pattern, str(parsed.national_number)) is not None
+    country = parsed.country_code
+    assert country is not None          # phonenumbers.parse sets it on every number
+    region = phonenumbers.region_code_for_country_code(country)
+    meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country, region)
+    desc = meta.general_desc if meta else None
+    pattern = desc.national_number_pattern if desc else None
+    if not pattern:
+        return False
+    return re.fullmatch(pattern, str(parsed.national_number)) is not None
 
 
 def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
@@ -362,4 +370,6 @@ def zip_county() -> dict[str, str]:
     rows = csv.DictReader(x for x in text.splitlines() if not x.startswith("#"))
     fips_by_name = {r["county_name"]: r["county_fips"] for r in rows}
     return {z["zip_code"]: fips_by_name[z["county"]]
-            for z in zipcodes.filter_by(state=COUNTY_STATE) if z["county"] in fips_by_name}
+            # zipcodes' functions are unannotated
+            for z in zipcodes.filter_by(state=COUNTY_STATE)  # type: ignore[no-untyped-call]
+            if z["county"] in fips_by_name}

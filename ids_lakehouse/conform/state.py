@@ -18,6 +18,7 @@ import sys
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -67,7 +68,7 @@ def deliveries_to_conform(lake: Lake, defn: SourceDefinition) -> list[str]:
     """The file versions (SHA-256) whose rows conform reads: the latest accepted delivery
     of a snapshot source, every accepted delivery of an incremental one. A delivery that
     is not accepted (rejected, or its ingest died) is never read."""
-    shas = delivery.accepted(lake, defn.source)["file_sha256"].to_pylist()
+    shas: list[str] = delivery.accepted(lake, defn.source)["file_sha256"].to_pylist()
     if defn.delivery == "incremental":
         return shas
     return shas[-1:]
@@ -92,7 +93,7 @@ def signature(shas: list[str], contract: RowContract) -> str:
             + code_digest(Path(module)))
 
 
-def conformed(lake: Lake) -> dict[str, dict]:
+def conformed(lake: Lake) -> dict[str, dict[str, Any]]:
     """Per source, the state its current silver rows were conformed from (and passed)."""
     path = lake.table("silver", STATE)
     if not delta.exists(path):
@@ -124,8 +125,7 @@ def bronze_to_conform(lake: Lake, defn: SourceDefinition,
     shas = deliveries_to_conform(lake, defn) if shas is None else shas
     if not shas:
         return None
-    return pl.from_arrow(delta.read(lake.bronze(defn.source),
-                                    filter=pc.field("_file_sha256").isin(shas)))
+    return delta.frame(lake.bronze(defn.source), filter=pc.field("_file_sha256").isin(shas))
 
 
 ABSENT = -1   # the "version" of a silver table no source has delivered rows for yet
@@ -142,7 +142,7 @@ def read(lake: Lake, entity: str, version: int | None = None) -> pl.DataFrame:
         return pl.DataFrame(schema={n: DTYPES[f.type] for n, f in fields.items()}
                             | {"_file": pl.String, "_file_sha256": pl.String,
                                "_row_number": pl.Int64})
-    return pl.from_arrow(delta.read(path, version=version))
+    return delta.frame(path, version=version)
 
 
 def version(lake: Lake, entity: str) -> int:
@@ -165,7 +165,7 @@ def write(lake: Lake, result: ConformResult, run_id: str) -> None:
         delta.replace(path, table, f"_source = '{source}' AND _stage = '{STAGE}'")
 
 
-def reconcile(lake: Lake, defn: SourceDefinition, bronze_rows: int) -> dict:
+def reconcile(lake: Lake, defn: SourceDefinition, bronze_rows: int) -> dict[str, int | bool]:
     """bronze rows conformed = row-level silver rows + quarantined rows, read back (the
     row-level entities are the source's enrollments and events, or its person records
     when it delivers nothing else)."""

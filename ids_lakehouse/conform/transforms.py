@@ -49,7 +49,7 @@ def school_hispanic(values: pl.Series) -> Result:
 
 
 def county_from_state_county(values: pl.Series, state_fips: str = "53") -> Result:
-    def parse(v: str) -> str:
+    def parse(v: str) -> str | None:
         if len(v) != 5 or not v.isdigit():
             raise ValueError("not a 5-digit state+county FIPS code")
         return v[2:] if v.startswith(state_fips) else None
@@ -74,7 +74,7 @@ def _human_name(v: str) -> dict[str, str]:
 @lru_cache(maxsize=PARSE_CACHE)
 def _address(v: str) -> dict[str, str] | None:
     """usaddress's labelled parts, or None when the address is ambiguous."""
-    import usaddress
+    import usaddress  # type: ignore[import-untyped]  # usaddress ships no type information
 
     try:
         return dict(usaddress.tag(v)[0])

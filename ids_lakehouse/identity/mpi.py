@@ -13,6 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 from deltalake import write_deltalake
@@ -20,12 +21,12 @@ from deltalake import write_deltalake
 from ids_lakehouse import crash, delta, locks
 from ids_lakehouse.config import Lake
 from ids_lakehouse.identity import clustering, linkage
-from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, XREF_SCHEMA, assign
+from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, XREF_SCHEMA, ColumnTypes, assign
 
-DECISION_SCHEMA = {"unique_id_l": pl.String, "unique_id_r": pl.String,
-                   "decision": pl.String, "steward": pl.String, "reason": pl.String,
-                   "decided_at": pl.Datetime("us", "UTC")}
-DECISIONS = ("match", "non_match")
+DECISION_SCHEMA: ColumnTypes = {"unique_id_l": pl.String, "unique_id_r": pl.String,
+                                "decision": pl.String, "steward": pl.String,
+                                "reason": pl.String, "decided_at": pl.Datetime("us", "UTC")}
+DECISIONS = ("match", "non_match")   # what a steward decides on a pair
 
 
 @dataclass
@@ -70,10 +71,10 @@ def spill_dir(lake: Lake) -> Path:
     return lake.spill()
 
 
-def _read(path: Path, schema: dict) -> pl.DataFrame:
+def _read(path: Path, schema: ColumnTypes) -> pl.DataFrame:
     if not delta.exists(path):
         return pl.DataFrame(schema=schema)
-    return pl.from_arrow(delta.read(path, columns=list(schema))).cast(schema)
+    return delta.frame(path, columns=list(schema)).cast(pl.Schema(schema))
 
 
 def steward_decisions(lake: Lake) -> pl.DataFrame:
@@ -169,7 +170,7 @@ def record_decision(lake: Lake, left: str, right: str, decision: str, steward: s
 
 @dataclass(frozen=True)
 class Model:
-    settings: dict
+    settings: linkage.Model
     tf: dict[str, pl.DataFrame]
     version: int
     trained_now: bool
@@ -191,8 +192,7 @@ def _prior_hashes(lake: Lake, version: int) -> pl.DataFrame | None:
     if not delta.exists(xref_path) or not delta.exists(link_path) or \
             "record_hash" not in delta.table(xref_path).schema().to_arrow().names:
         return None
-    prior = pl.from_arrow(delta.read(xref_path, columns=["unique_id", "record_hash",
-                                                         "model_version"]))
+    prior = delta.frame(xref_path, columns=["unique_id", "record_hash", "model_version"])
     if prior.height == 0 or set(prior["model_version"].unique()) != {version}:
         return None
     return prior.drop("model_version")
@@ -212,7 +212,7 @@ def score(lake: Lake, records: pl.DataFrame, current: pl.DataFrame, model: Model
     changed = current.join(prior, on=["unique_id", "record_hash"], how="anti")["unique_id"]
     removed = prior.join(current, on="unique_id", how="anti")["unique_id"]
     dirty = pl.concat([changed, removed]).implode()
-    kept = (pl.from_arrow(delta.read(lake.identity("person_link")))
+    kept = (delta.frame(lake.identity("person_link"))
             .filter(~pl.col("unique_id_l").is_in(dirty) & ~pl.col("unique_id_r").is_in(dirty)))
     fresh = (linkage.predict_changed(records, changed, model.settings, model.tf,
                                      spill=spill) if changed.len() else None)
@@ -320,7 +320,8 @@ def write(lake: Lake, result: IdentityResult, run_id: str) -> None:
 
     for name in WRITE_ORDER:
         frame = result.tables[name]
-        mode = "append" if name == "person_id_events" else "overwrite"
+        mode: Literal["append", "overwrite"] = (
+            "append" if name == "person_id_events" else "overwrite")
         if mode == "append" and frame.height == 0:
             continue
         if name == "person_xref":

@@ -47,7 +47,7 @@ def _domain(model: DataModel, policy: DisclosurePolicy) -> dict[str, list[str]]:
             "race_ethnicity": [*model.codes("race"), "HISPANIC", "UNKNOWN", ALL]}
 
 
-def _cube(basis: pl.DataFrame, domain: dict) -> pl.DataFrame:
+def _cube(basis: pl.DataFrame, domain: dict[str, list[str]]) -> pl.DataFrame:
     """Distinct persons and the sum of their record keys for every combination, with ALL
     totals, zeros included. A person counts once per year and program (the first row in
     person order if the basis holds two), so the totals are sums of the finest cells."""

@@ -48,8 +48,8 @@ def _people(lake: Lake, model: DataModel
             ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(silver person records, person_xref, golden persons, program years) of the linked
     people."""
-    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
-    records = pl.from_arrow(delta.read(lake.silver("person_record")))
+    xref = delta.frame(lake.identity("person_xref"))
+    records = delta.frame(lake.silver("person_record"))
     enrollment = state.read(lake, "enrollment")
     persons = people.golden_persons(records, xref)
     return records, xref, persons, people.program_years(enrollment, xref, people.FIRST_YEAR,
@@ -65,7 +65,7 @@ def _write(lake: Lake, layer: str, frames: Mapping[str, pl.DataFrame]) -> None:
 def _identifier_checks(lake: Lake, marts: tuple[str, ...], records: pl.DataFrame
                        ) -> Published:
     """The tables as written, and the identifier scan of those that must be free of them."""
-    tables = {m: pl.from_arrow(delta.read(lake.gold(m))) for m in marts}
+    tables = {m: delta.frame(lake.gold(m)) for m in marts}
     full_names = (records["first_name"] + " " + records["last_name"]).drop_nulls().unique()
     out = Published(tables=tables)
     for mart in marts:
@@ -76,7 +76,7 @@ def _identifier_checks(lake: Lake, marts: tuple[str, ...], records: pl.DataFrame
     return out
 
 
-def _audit_holdback(lake: Lake, who: Mapping[str, str], asset: str, applied: int, held: int,
+def _audit_holdback(lake: Lake, who: Mapping[str, str | None], asset: str, applied: int, held: int,
                     **extra: Any) -> None:
     """What the hold-back let through and kept, for the restricted audit log only: even a
     rounded count in metadata tells "nothing held back" from "one person held back"."""
@@ -85,7 +85,7 @@ def _audit_holdback(lake: Lake, who: Mapping[str, str], asset: str, applied: int
                  details={"changes_applied": applied, "changes_held_back": held, **extra})
 
 
-def publish_marts(lake: Lake, who: Mapping[str, str]) -> Published:
+def publish_marts(lake: Lake, who: Mapping[str, str | None]) -> Published:
     """Indicators and overlap (cell-key perturbed, from the held-back basis) and the
     restricted contact directory. `who`: the run and launcher, for the audit event.
     Raises config.MissingSecretError without the pseudonym key."""
@@ -94,7 +94,7 @@ def publish_marts(lake: Lake, who: Mapping[str, str]) -> Published:
     records, xref, persons, years = _people(lake, model)
     keys = persons.select("person_id", cellkey.record_keys(persons["person_id"], cell_secret))
     with locks.exclusive(lake, "gold"):
-        previous = (pl.from_arrow(delta.read(lake.disclosure(BASIS)))
+        previous = (delta.frame(lake.disclosure(BASIS))
                     if delta.exists(lake.disclosure(BASIS)) else None)
         moved = holdback.advance(previous, indicators.facts(years, persons), indicators.UNIT,
                                  indicators.ATTRIBUTES, policy.min_cell_size,
@@ -121,7 +121,7 @@ def publish_marts(lake: Lake, who: Mapping[str, str]) -> Published:
     return out
 
 
-def publish_research(lake: Lake, who: Mapping[str, str]) -> Published:
+def publish_research(lake: Lake, who: Mapping[str, str | None]) -> Published:
     """The de-identified research person file and its participation, k-anonymous over the
     whole record. Night to night, the file changes only in groups of identical changes
     (analysts read it, so comparing two versions must single nobody out)."""
@@ -132,8 +132,8 @@ def publish_research(lake: Lake, who: Mapping[str, str]) -> Published:
     with locks.exclusive(lake, "gold"):
         before = None
         if delta.exists(lake.gold("research_person")):
-            before = (pl.from_arrow(delta.read(lake.gold(RESEARCH[0]))),
-                      pl.from_arrow(delta.read(lake.gold(RESEARCH[1]))))
+            before = (delta.frame(lake.gold(RESEARCH[0])),
+                      delta.frame(lake.gold(RESEARCH[1])))
         moved = holdback.advance_file(before, built.persons, built.participation,
                                       policy.research_quasi_identifiers, policy.k_anonymity,
                                       **holdback.thresholds("gold/research"))
