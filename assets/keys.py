@@ -36,6 +36,10 @@ def identity_key(table: str) -> AssetKey:
     return AssetKey(["identity", table])
 
 
+def disclosure_key(table: str) -> AssetKey:
+    return AssetKey(["disclosure", table])
+
+
 def gold_key(mart: str) -> AssetKey:
     return AssetKey(["gold", mart])
 

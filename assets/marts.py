@@ -25,6 +25,7 @@ from assets.keys import (
     MART_CHECKS,
     MART_FRESHNESS,
     OWNERS,
+    disclosure_key,
     gold_key,
     identity_key,
     mart_checks,
@@ -72,6 +73,13 @@ def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
                         freshness_policy=MART_FRESHNESS) for m in marts}
 
 
+def _register_outs() -> dict[str, AssetOut]:
+    return {name: AssetOut(key=disclosure_key(name), description=f"RESTRICTED: {text}",
+                           owners=OWNERS, kinds={"delta", "polars"},
+                           tags={"ids/layer": "disclosure"})
+            for name, text in publish.REGISTERS.items()}
+
+
 def _who(context: AssetExecutionContext) -> dict[str, str]:
     # The publishing steps pass `who` on to audit.record, where an absent actor and a None
     # one both mean the OS account: only the launcher's known values are passed.
@@ -100,9 +108,12 @@ def _events(context: AssetExecutionContext, lake: LakeResource,
         yield MaterializeResult(asset_key=gold_key(mart), metadata={
             "dagster/row_count": table.height, "purpose": MARTS[mart].purpose,
             "dagster/column_lineage": _lineage(MARTS[mart]), **done.metadata.get(mart, {})})
+    # No row counts: a register's size night to night tells what the hold-back kept.
+    for name in done.registers:
+        yield MaterializeResult(asset_key=disclosure_key(name), metadata={"zone": "restricted"})
 
 
-@multi_asset(outs=_outs(PUBLISHED), deps=DEPS, group_name="marts",
+@multi_asset(outs=_outs(PUBLISHED) | _register_outs(), deps=DEPS, group_name="marts",
              check_specs=[s for s in _specs() if s.asset_key.path[-1] in PUBLISHED])
 def marts(context: AssetExecutionContext, lake: LakeResource):
     """Indicators and overlap (cell-key perturbed, from the held-back basis) and the

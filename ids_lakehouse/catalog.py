@@ -13,18 +13,11 @@ from typing import Any
 from ids_lakehouse.agreements import load_agreements
 from ids_lakehouse.identity.mpi import STEWARD_TABLE, TABLES
 from ids_lakehouse.marts.declaration import load_marts
+from ids_lakehouse.marts.publish import REGISTERS
 from ids_lakehouse.model import DataModel, load_model
 from ids_lakehouse.sources import SourceDefinition, load_sources
 
 SENSITIVITY = ["non_identifying", "sensitive", "quasi_identifier", "direct_identifier"]
-
-
-DISCLOSURE_TABLES = {
-    "indicator_basis": "Person x year x program rows with attributes the aggregate marts are "
-                       "computed from (the held-back basis).",
-    "indicators_cells": "True counts, cell keys and reasons of every indicator cell.",
-    "program_overlap_cells": "True counts, cell keys and reasons of every overlap cell.",
-}
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,7 @@ def lake_inventory() -> list[Entry]:
                   f"Every {c} in the population with its frequency (term-frequency "
                   "adjustment of the model): as sensitive as a list of names.")
             for c in TF_COLUMNS]
-    out += [entry("disclosure", n, d) for n, d in DISCLOSURE_TABLES.items()]
+    out += [entry("disclosure", n, d) for n, d in REGISTERS.items()]
     out.append(entry("audit", "events", "The audit log (hash-chained, append-only)."))
     out.append(entry("audit", None, "anchors.jsonl: signed (seq, hash) of every audit event "
                      "(unless IDS_AUDIT_ANCHORS puts it elsewhere)."))

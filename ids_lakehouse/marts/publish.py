@@ -23,6 +23,13 @@ from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.model import DataModel, load_model
 
 BASIS = "indicator_basis"   # restricted: what the aggregate marts are computed from
+# The disclosure registers publish_marts writes beside the aggregate marts (restricted).
+REGISTERS = {
+    BASIS: "Person x year x program rows with attributes the aggregate marts are computed "
+           "from (the held-back basis).",
+    "indicators_cells": "True counts, cell keys and reasons of every indicator cell.",
+    "program_overlap_cells": "True counts, cell keys and reasons of every overlap cell.",
+}
 RESEARCH = ("research_person", "research_participation")
 
 
@@ -39,6 +46,7 @@ class Published:
     """What one publishing step wrote: each mart's table as read back, the verdicts of the
     checks computed here, and metadata per mart for the run."""
     tables: dict[str, pl.DataFrame]
+    registers: dict[str, int] = field(default_factory=dict)   # disclosure table -> rows
     checks: list[Check] = field(default_factory=list)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -106,10 +114,13 @@ def publish_marts(lake: Lake, who: Mapping[str, str | None]) -> Published:
                  "contact_directory": contacts.build(records, xref)}
         # The basis first: the marts are a function of it, so a run that dies between
         # the two writes is completed by the next one.
-        _write(lake, "disclosure", {BASIS: moved.basis, "indicators_cells": ind_cells,
-                                    "program_overlap_cells": ov_cells})
+        registers = {BASIS: moved.basis, "indicators_cells": ind_cells,
+                     "program_overlap_cells": ov_cells}
+        assert set(registers) == set(REGISTERS)
+        _write(lake, "disclosure", registers)
         _write(lake, "gold", built)
     out = _identifier_checks(lake, tuple(built), records)
+    out.registers = {name: frame.height for name, frame in registers.items()}
     for mart in sorted(load_marts().aggregates):
         small = out.tables[mart].filter(pl.col("persons") < policy.min_cell_size).height
         out.checks.append(Check(mart, "min_cell_size", small == 0,
