@@ -77,4 +77,4 @@ def mart_checks(mart: str) -> list[str]:
     return ["contract",
             *(["no_direct_identifiers"] if declared.identifier_free else []),
             *(["min_cell_size"] if declared.aggregate else []),
-            *(["k_anonymity", "local_suppression"] if mart == "research_person" else [])]
+            *(["k_anonymity", "local_suppression"] if declared.k_anonymous else [])]

@@ -40,8 +40,7 @@ from pipelines.resources import LakeResource
 from schemas.gold import contract
 
 MARTS = load_marts().marts
-RESEARCH = publish.RESEARCH
-PUBLISHED = tuple(m for m in MARTS if m not in RESEARCH)
+RESEARCH, PUBLISHED = publish.RESEARCH, publish.PUBLISHED
 DEPS = [identity_key("person_xref"), silver_key("person_record"), silver_key("enrollment")]
 
 
@@ -134,8 +133,10 @@ def research_file(context: AssetExecutionContext, lake: LakeResource):
     key=AssetKey(["warehouse"]),
     deps=[gold_key(m) for m in MARTS],
     group_name="marts",
-    description="LAKE_ROOT/warehouse.duckdb: read-only views over the gold marts, one schema "
-                "per purpose (indicators, research, operations).",
+    description="LAKE_ROOT/internal/warehouse/warehouse.duckdb: read-only views over the gold "
+                "marts, one schema per purpose: "
+                + "; ".join(f"{schema}: {', '.join(views)}"
+                            for schema, views in load_marts().views().items()) + ".",
     owners=OWNERS,
     kinds={"duckdb"},
     tags={"ids/layer": "gold"},

@@ -68,8 +68,8 @@ def lake_inventory() -> list[Entry]:
                   zone_of("releases", a.purpose),
                   f"Versioned releases to {a.recipient.organisation} ({a.purpose}).")
             for a in agreements.values()]
-    out.append(entry("warehouse", None, "warehouse.duckdb: read-only views over the research "
-                     "and indicator marts."))
+    out.append(entry("warehouse", None, "warehouse.duckdb: read-only views over the marts "
+                     f"{', '.join(m for v in marts.views().values() for m in v.values())}."))
     out.append(entry("data_docs", None, "Great Expectations validation results of silver."))
     out.append(entry("catalog", None, "This data dictionary and the DCAT catalog."))
     out.append(entry("_spill", None, "Temporary spill of the linkage engine (record "

@@ -22,7 +22,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ids_lakehouse.declarations import DeclarationError
+from ids_lakehouse.declarations import DeclarationError, parse
 
 ZoneName = Literal["restricted", "internal", "published"]
 ZONES: tuple[ZoneName, ...] = ("restricted", "internal", "published")
@@ -70,7 +70,9 @@ class ZoneError(RuntimeError):
 def declaration() -> ZonesDeclaration:
     path = Path(str(resources.files("data_model").joinpath("zones.yaml")))
     try:
-        return ZonesDeclaration.model_validate(yaml.safe_load(path.read_text()))
+        return ZonesDeclaration.model_validate(parse(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise DeclarationError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(f"key '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}"
                              for e in exc.errors(include_url=False, include_input=False))

@@ -52,6 +52,24 @@ def test_the_domain_imports_no_dagster_assets_pipelines_or_schemas():
     assert not {m: i for m, i in bad.items() if i}
 
 
+def test_the_domain_loads_no_code_by_name():
+    """The rules above read import statements, so the domain may not load code any other
+    way: no importlib/__import__/exec/eval, and package resources only from data_model."""
+    bad = []
+    for path in (ROOT / "ids_lakehouse").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                node.func.id if isinstance(node.func, ast.Name) else ""
+            if name in {"import_module", "__import__", "exec", "eval"}:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+            if name == "files" and node.args and not (
+                    isinstance(node.args[0], ast.Constant) and node.args[0].value == "data_model"):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} resources.files")
+    assert not bad
+
+
 def test_contracts_import_only_the_domain():
     bad = {m: sorted(i for i in imps if _top(i) in {"assets", "pipelines"}
                      or _top(i).startswith("dagster"))

@@ -53,7 +53,7 @@ def test_contracts_catalog_zones_and_quasi_identifiers_come_from_the_declaration
     (lambda d: d["marts"]["indicators"].update(unique=["nope"]), "unique"),
     (lambda d: d["marts"]["research_person"]["columns"]["sex"].update(code_list="gender"),
      "code_list"),
-    (lambda d: d["marts"]["program_overlap"].update(view="person_counts"), "same warehouse"),
+    (lambda d: d["marts"]["program_overlap"].update(view="person_counts"), "already the view"),
 ])
 def test_a_bad_declaration_names_the_file_and_key(tmp_path: Path, change, key):
     declared = yaml.safe_load(marts_file().read_text())
@@ -63,3 +63,50 @@ def test_a_bad_declaration_names_the_file_and_key(tmp_path: Path, change, key):
     with pytest.raises(DeclarationError) as exc:
         load_marts_file(bad)
     assert str(bad) in str(exc.value) and key in str(exc.value)
+
+
+def test_every_declared_mart_has_one_builder():
+    from ids_lakehouse.marts import publish
+
+    built = [*publish.PUBLISHED, *publish.RESEARCH]
+    assert sorted(built) == sorted(MARTS) and len(set(built)) == len(built)
+    assert set(publish.RESEARCH) == set(load_marts().of_purpose("research"))
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda d: d["marts"]["indicators"]["columns"]["year"].update(
+        lineage=["silver/no_such_table.x"]), "names no silver entity"),
+    (lambda d: d["marts"]["indicators"]["columns"]["year"].update(
+        lineage=["identity/person_xref.nope"]), "names no column of person_xref"),
+    (lambda d: d["marts"]["research_person"]["columns"]["zip3"].update(
+        pattern="(?=[0-9])[0-9]{3}"), "look-around"),
+    (lambda d: d["marts"]["indicators"].update(view="x; DROP SCHEMA research"), "view"),
+    (lambda d: d["purposes"]["research"].update(warehouse_schema="a-b"), "warehouse_schema"),
+    (lambda d: d["marts"]["indicators"]["columns"]["year"].update(pattern="[0-9]+"),
+     "apply to String columns"),
+    (lambda d: d["marts"]["indicators"]["columns"]["program"].update(non_negative=True),
+     "non_negative applies to numbers"),
+    (lambda d: d["marts"]["contact_directory"].pop("zone"), "direct identifiers"),
+    (lambda d: d["marts"]["research_person"]["columns"].update(
+        ssn={"type": "String", "description": "x", "classification": "direct_identifier"}),
+     "direct identifiers"),
+    (lambda d: d["marts"]["research_participation"].update(k_anonymous=True),
+     "only one mart"),
+])
+def test_declarations_that_would_leak_or_break_a_night_are_refused(tmp_path: Path, change,
+                                                                    key):
+    declared = yaml.safe_load(marts_file().read_text())
+    change(declared)
+    bad = tmp_path / "marts.yaml"
+    bad.write_text(yaml.safe_dump(declared))
+    with pytest.raises(DeclarationError) as exc:
+        load_marts_file(bad)
+    assert str(bad) in str(exc.value) and key in str(exc.value)
+
+
+def test_a_key_declared_twice_is_refused(tmp_path: Path):
+    text = marts_file().read_text()
+    twice = tmp_path / "marts.yaml"
+    twice.write_text(text + "\n  research_person:\n    purpose: research\n")
+    with pytest.raises(DeclarationError, match="declared twice"):
+        load_marts_file(twice)

@@ -6,9 +6,9 @@ import csv
 from functools import lru_cache
 from importlib import resources
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ids_lakehouse.declarations import parse
 from ids_lakehouse.marts.declaration import load_marts
 
 LADDER_COLUMNS = {"birth_year", "zip3", "county_fips", "race_ethnicity", "sex",
@@ -45,7 +45,7 @@ class DisclosurePolicy(BaseModel):
     def research_quasi_identifiers(self) -> list[str]:
         """The research person file's quasi-identifiers, as data_model/marts.yaml classifies
         its columns (participation is one more, always: see kanon.py)."""
-        return load_marts().marts["research_person"].quasi_identifiers()
+        return load_marts().research_quasi_identifiers()
 
     @property
     def max_perturbation(self) -> int:
@@ -55,7 +55,7 @@ class DisclosurePolicy(BaseModel):
 @lru_cache(maxsize=1)
 def load_policy() -> DisclosurePolicy:
     text = resources.files("data_model").joinpath("disclosure.yaml").read_text()
-    return DisclosurePolicy.model_validate(yaml.safe_load(text))
+    return DisclosurePolicy.model_validate(parse(text))
 
 
 @lru_cache(maxsize=1)

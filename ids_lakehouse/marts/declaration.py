@@ -14,13 +14,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ids_lakehouse.declarations import load
-from ids_lakehouse.model import Classification, load_model
+from ids_lakehouse.model import Classification, DataModel, load_model
 
 Purpose = Literal["indicators", "research", "operations"]
 MartType = Literal["String", "Int32", "Int64", "Float64", "Date"]
 Format = Literal["pseudonym"]
 # A lineage reference: layer/table.column
-REFERENCE = re.compile(r"^(silver|identity)/[a-z_]+\.[a-z_]+$")
+REFERENCE = re.compile(r"^(silver|identity)/([a-z_]+)\.([a-z_]+)$")
+# A warehouse schema or view name: a plain SQL identifier (they are written into DDL).
+SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Regular-expression syntax Python accepts but the contracts' engine (Rust regex, in
+# polars) does not: look-around and back-references.
+UNSUPPORTED_REGEX = re.compile(r"\(\?<?[=!]|\\[1-9]|\(\?P=")
+TEXT_CHECKS = ("code_list", "values", "pattern", "format")
 
 
 class _Strict(BaseModel):
@@ -40,6 +46,23 @@ class MartColumn(_Strict):
     non_negative: bool = False
     lineage: list[str] = []
 
+    @model_validator(mode="after")
+    def _checks_fit_the_type(self) -> MartColumn:
+        text = [c for c in TEXT_CHECKS if getattr(self, c) is not None]
+        if text and self.type != "String":
+            raise ValueError(f"{', '.join(text)} apply to String columns, not {self.type}")
+        if self.non_negative and self.type not in ("Int32", "Int64", "Float64"):
+            raise ValueError(f"non_negative applies to numbers, not {self.type}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern: {exc}") from None
+            if UNSUPPORTED_REGEX.search(self.pattern):
+                raise ValueError("pattern: look-around and back-references are not supported "
+                                 "by the contracts' regex engine")
+        return self
+
     def lineage_pairs(self) -> list[tuple[str, str]]:
         """[(layer/table, column)] this column derives from."""
         return [(ref.split(".")[0], ref.split(".")[1]) for ref in self.lineage]
@@ -51,7 +74,9 @@ class MartDef(_Strict):
     zone: Literal["restricted", "internal", "published"] | None = None
     identifier_free: bool = False
     aggregate: bool = False
-    view: str | None = None
+    # Whole-record k-anonymity (with participation) and local suppression are checked on it.
+    k_anonymous: bool = False
+    view: str | None = Field(default=None, pattern=SQL_NAME.pattern)
     unique: list[str] = []
     strict: bool = True
     columns: dict[str, MartColumn] = Field(min_length=1)
@@ -62,7 +87,7 @@ class MartDef(_Strict):
 
 class PurposeDef(_Strict):
     access_level: Literal["public", "restricted public", "non-public"]
-    warehouse_schema: str | None = None
+    warehouse_schema: str | None = Field(default=None, pattern=SQL_NAME.pattern)
 
 
 class MartsDeclaration(_Strict):
@@ -71,36 +96,32 @@ class MartsDeclaration(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> MartsDeclaration:
-        model = load_model()
         for name, mart in self.marts.items():
+            _check_mart(f"marts.{name}", mart)
             where = f"marts.{name}"
             if mart.purpose not in self.purposes:
                 raise ValueError(f"{where}.purpose: {mart.purpose!r} is not under purposes")
             if mart.view and not self.purposes[mart.purpose].warehouse_schema:
                 raise ValueError(f"{where}.view: purpose {mart.purpose!r} has no "
                                  "warehouse_schema")
-            unknown = sorted(set(mart.unique) - set(mart.columns))
-            if unknown:
-                raise ValueError(f"{where}.unique: unknown columns {unknown}")
-            if mart.aggregate and "persons" not in mart.columns:
-                raise ValueError(f"{where}: an aggregate mart publishes a 'persons' count")
-            for cname, col in mart.columns.items():
-                if col.code_list and col.code_list not in model.code_lists:
-                    raise ValueError(f"{where}.columns.{cname}.code_list: unknown code list "
-                                     f"{col.code_list!r}")
-                bad = [r for r in col.lineage if not REFERENCE.match(r)]
-                if bad:
-                    raise ValueError(f"{where}.columns.{cname}.lineage: {bad} are not "
-                                     "'layer/table.column'")
-                if col.pattern is not None:
-                    try:
-                        re.compile(col.pattern)
-                    except re.error as exc:
-                        raise ValueError(f"{where}.columns.{cname}.pattern: {exc}") from None
-        views = [(m.purpose, m.view) for m in self.marts.values() if m.view]
-        if len(views) != len(set(views)):
-            raise ValueError("two marts declare the same warehouse view")
+        k_anonymous = [n for n, m in self.marts.items() if m.k_anonymous]
+        if len(k_anonymous) > 1:
+            raise ValueError(f"marts: only one mart (the research person file) may be "
+                             f"k_anonymous, not {k_anonymous}")
+        seen: dict[tuple[str, str], str] = {}
+        for name, mart in self.marts.items():
+            if mart.view is None:
+                continue
+            if (mart.purpose, mart.view) in seen:
+                raise ValueError(f"marts.{name}.view: {mart.purpose}.{mart.view} is already "
+                                 f"the view of {seen[mart.purpose, mart.view]}")
+            seen[mart.purpose, mart.view] = name
         return self
+
+    def research_quasi_identifiers(self) -> list[str]:
+        """The quasi-identifier columns of the k-anonymous research person file."""
+        return [c for m in self.marts.values() if m.k_anonymous
+                for c in m.quasi_identifiers()]
 
     def of_purpose(self, purpose: str) -> list[str]:
         return sorted(n for n, m in self.marts.items() if m.purpose == purpose)
@@ -121,6 +142,48 @@ class MartsDeclaration(_Strict):
             if mart.view and schema:
                 out.setdefault(schema, {})[mart.view] = name
         return out
+
+
+def _check_mart(where: str, mart: MartDef) -> None:
+    """What a single mart's declaration must satisfy beyond its fields' own types."""
+    unknown = sorted(set(mart.unique) - set(mart.columns))
+    if unknown:
+        raise ValueError(f"{where}.unique: unknown columns {unknown}")
+    if mart.aggregate and "persons" not in mart.columns:
+        raise ValueError(f"{where}: an aggregate mart publishes a 'persons' count")
+    identified = [c for c, d in mart.columns.items() if d.classification == "direct_identifier"]
+    if identified and (mart.identifier_free or mart.view or mart.zone != "restricted"):
+        raise ValueError(f"{where}: direct identifiers {identified} may only be in a mart "
+                         "in the restricted zone, not identifier_free, without a view")
+    if mart.k_anonymous and not mart.quasi_identifiers():
+        raise ValueError(f"{where}: k_anonymous without a quasi_identifier column")
+    model = load_model()
+    for cname, col in mart.columns.items():
+        if col.code_list and col.code_list not in model.code_lists:
+            raise ValueError(f"{where}.columns.{cname}.code_list: unknown code list "
+                             f"{col.code_list!r}")
+        for ref in col.lineage:
+            problem = _lineage_problem(ref, model)
+            if problem:
+                raise ValueError(f"{where}.columns.{cname}.lineage: {ref!r} {problem}")
+
+
+def _lineage_problem(ref: str, model: DataModel) -> str:
+    """Why a lineage reference does not name a column the lake has ("" when it does)."""
+    from ids_lakehouse.identity.stable_ids import XREF_SCHEMA
+
+    found = REFERENCE.match(ref)
+    if not found:
+        return "is not 'layer/table.column'"
+    layer, table, column = found.groups()
+    if layer == "silver":
+        entity = model.entities.get(table)
+        if entity is None:
+            return "names no silver entity"
+        return "" if column in entity.fields else f"names no field of {table}"
+    if table != "person_xref":
+        return "names no identity table a mart reads (person_xref)"
+    return "" if column in XREF_SCHEMA else "names no column of person_xref"
 
 
 def marts_file() -> Path:

@@ -30,6 +30,8 @@ REGISTERS = {
     "indicators_cells": "True counts, cell keys and reasons of every indicator cell.",
     "program_overlap_cells": "True counts, cell keys and reasons of every overlap cell.",
 }
+# What each builder builds (tests/test_marts_declaration.py: every declared mart, once).
+PUBLISHED = ("indicators", "program_overlap", "contact_directory")
 RESEARCH = ("research_person", "research_participation")
 
 
@@ -112,6 +114,7 @@ def publish_marts(lake: Lake, who: Mapping[str, str | None]) -> Published:
                                      model.as_of.year)
         built = {"indicators": ind, "program_overlap": ov,
                  "contact_directory": contacts.build(records, xref)}
+        assert tuple(built) == PUBLISHED
         # The basis first: the marts are a function of it, so a run that dies between
         # the two writes is completed by the next one.
         registers = {BASIS: moved.basis, "indicators_cells": ind_cells,
