@@ -88,7 +88,7 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
     done = run.conform_all(layout, context.run_id, contract, full_rebuild=config.full_rebuild,
                            log=lambda level, message: getattr(context.log, level)(message))
     for check in done.checks:
-        yield AssetCheckResult(asset_key=silver_key(check.entity), check_name=check.name,
+        yield AssetCheckResult(asset_key=silver_key(check.table), check_name=check.name,
                                passed=check.passed, metadata=check.metadata)
     for entity in ENTITIES:
         per_source = {r.source: r.entities[entity].height for r in done.conformed

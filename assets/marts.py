@@ -101,7 +101,7 @@ def _events(context: AssetExecutionContext, lake: LakeResource,
                                passed=not (f := failure_counts(contract(mart), table)),
                                metadata={"failures": f})
     for check in done.checks:
-        yield AssetCheckResult(asset_key=gold_key(check.mart), check_name=check.name,
+        yield AssetCheckResult(asset_key=gold_key(check.table), check_name=check.name,
                                passed=check.passed, metadata=check.metadata)
     for mart, table in done.tables.items():
         yield MaterializeResult(asset_key=gold_key(mart), metadata={

@@ -23,17 +23,9 @@ from ids_lakehouse.conform import state
 from ids_lakehouse.conform.mapping import ConformError, ConformResult, RowContract, conform_source
 from ids_lakehouse.model import load_model
 from ids_lakehouse.sources import SourceDefinition, load_sources
-from ids_lakehouse.validation import failure_counts
+from ids_lakehouse.validation import Check, failure_counts
 
 Log = Callable[[str, str], None]   # (level, message): where progress goes
-
-
-@dataclass(frozen=True)
-class Check:
-    entity: str
-    name: str
-    passed: bool
-    metadata: dict[str, Any]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ids_lakehouse.deid.pseudonym import derive_key
 from ids_lakehouse.marts import contacts, indicators, overlap, people, research
 from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.model import DataModel, load_model
+from ids_lakehouse.validation import Check
 
 BASIS = "indicator_basis"   # restricted: what the aggregate marts are computed from
 # The disclosure registers publish_marts writes beside the aggregate marts (restricted).
@@ -33,14 +34,6 @@ REGISTERS = {
 # What each builder builds (tests/test_marts_declaration.py: every declared mart, once).
 PUBLISHED = ("indicators", "program_overlap", "contact_directory")
 RESEARCH = ("research_person", "research_participation")
-
-
-@dataclass(frozen=True)
-class Check:
-    mart: str
-    name: str
-    passed: bool
-    metadata: dict[str, Any]
 
 
 @dataclass
