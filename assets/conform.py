@@ -85,7 +85,7 @@ class ConformConfig(Config):
 )
 def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeResource):
     layout = lake.layout()
-    done = run.conform_all(layout, context.run_id, contract, full_rebuild=config.full_rebuild,
+    done = run.conform_all(layout, context.run.run_id, contract, full_rebuild=config.full_rebuild,
                            log=lambda level, message: getattr(context.log, level)(message))
     for check in done.checks:
         yield AssetCheckResult(asset_key=silver_key(check.table), check_name=check.name,

@@ -55,14 +55,14 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     records = pl.from_arrow(delta.read(layout.silver("person_record"),
                                        columns=linkage.SILVER_COLUMNS))
     assert isinstance(records, pl.DataFrame)        # from a table, never a series
-    result = mpi.update(layout, records, context.run_id, retrain=config.retrain,
+    result = mpi.update(layout, records, context.run.run_id, retrain=config.retrain,
                                  full=config.full_rebuild)
     if result.rolled_back:
         context.log.warning(f"rolled back what a dead identity build left: "
                             f"{result.rolled_back}")
     if result.trained:
         audit.record(layout, "model_trained", f"linkage model v{result.model_version}",
-                     asset="identity", run_id=context.run_id,
+                     asset="identity", run_id=context.run.run_id,
                      **audit.launched_by(dict(context.run.tags)),
                      details={"version": result.model_version, "records": result.records,
                               "requested": config.retrain})

@@ -26,7 +26,7 @@ def _fail(lake, defn: SourceDefinition, context: AssetExecutionContext, message:
           details: dict) -> Failure:
     audit.record(lake, "ingest_failed", message, source=defn.source,
                  asset=bronze_key(defn.source).to_user_string(),
-                 partition=context.partition_key, run_id=context.run_id, details=details,
+                 partition=context.partition_key, run_id=context.run.run_id, details=details,
                  **audit.launched_by(dict(context.run.tags)))
     context.log.error(message)
     return Failure(description=message, allow_retries=False,
@@ -41,7 +41,7 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
     except (FileNotFoundError, FileChangedError) as exc:
         raise _fail(lake, defn, context, str(exc), {"source": defn.source, "partition": key}
                     ) from None
-    delivery = ingest_delivery(defn, landed, lake, context.run_id)
+    delivery = ingest_delivery(defn, landed, lake, context.run.run_id)
     result, rec = delivery.result, delivery.reconciliation
     if not delivery.accepted:
         error = delivery.error
@@ -55,7 +55,7 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
               "rows_quarantined": result.rows_quarantined}
     audit.record(lake, "ingest_succeeded", f"{landed.name}: accepted {counts}",
                  source=defn.source, asset=bronze_key(defn.source).to_user_string(),
-                 partition=key, run_id=context.run_id, details=result.as_metadata(),
+                 partition=key, run_id=context.run.run_id, details=result.as_metadata(),
                  **audit.launched_by(dict(context.run.tags)))
     context.log.info(f"{landed.name}: accepted; read {result.rows_read:,} rows, wrote "
                      f"{result.rows_written:,}, quarantined {result.rows_quarantined:,} "

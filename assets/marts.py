@@ -83,7 +83,7 @@ def _who(context: AssetExecutionContext) -> dict[str, str]:
     # The publishing steps pass `who` on to audit.record, where an absent actor and a None
     # one both mean the OS account: only the launcher's known values are passed.
     launcher = audit.launched_by(dict(context.run.tags))
-    return {"run_id": context.run_id, **{k: v for k, v in launcher.items() if v is not None}}
+    return {"run_id": context.run.run_id, **{k: v for k, v in launcher.items() if v is not None}}
 
 
 def _events(context: AssetExecutionContext, lake: LakeResource,

@@ -45,7 +45,7 @@ def build_release_asset(agreement: Agreement):
         status = check_status(context.instance, list(agreement.release))
         try:
             manifest = releases.release(layout, agreement, dt.date.today(), status,
-                                        context.run_id, load_policy().min_cell_size,
+                                        context.run.run_id, load_policy().min_cell_size,
                                         by=audit.launched_by(dict(context.run.tags)))
         except releases.ReleaseRefused as exc:
             raise Failure(description=str(exc), allow_retries=False, metadata={

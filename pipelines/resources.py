@@ -23,7 +23,7 @@ class LakeResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         zones.prepare(Path(self.lake_root))
-        if context.dagster_run is not None:   # a step of a run: nothing written yet
+        if context.run is not None:   # a step of a run: nothing written yet
             from ids_lakehouse import audit
 
             audit.check_key(self.layout())
@@ -31,7 +31,7 @@ class LakeResource(ConfigurableResource):
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         # After a step of a run. A sensor tick writes only audit events, which the umask
         # already makes 0600 in the restricted zone: no walk of the lake every tick.
-        if context.dagster_run is not None:
+        if context.run is not None:
             done = zones.enforce(Path(self.lake_root))
             zones.enforce_landing(Path(self.landing_root))
             for warning in done.warnings():
