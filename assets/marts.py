@@ -66,7 +66,7 @@ def _specs() -> list[AssetCheckSpec]:
 
 def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
     return {m: AssetOut(key=gold_key(m), description=MARTS[m].description, owners=OWNERS,
-                        kinds={"delta", "polars"},
+                        group_name="marts", kinds={"delta", "polars"},
                         tags={"ids/layer": "gold", "ids/purpose": MARTS[m].purpose},
                         metadata={"dagster/column_schema": _column_schema(MARTS[m])},
                         freshness_policy=MART_FRESHNESS) for m in marts}
@@ -74,7 +74,7 @@ def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
 
 def _register_outs() -> dict[str, AssetOut]:
     return {name: AssetOut(key=disclosure_key(name), description=f"RESTRICTED: {text}",
-                           owners=OWNERS, kinds={"delta", "polars"},
+                           owners=OWNERS, group_name="disclosure", kinds={"delta", "polars"},
                            tags={"ids/layer": "disclosure"})
             for name, text in publish.REGISTERS.items()}
 
@@ -112,7 +112,7 @@ def _events(context: AssetExecutionContext, lake: LakeResource,
         yield MaterializeResult(asset_key=disclosure_key(name), metadata={"zone": "restricted"})
 
 
-@multi_asset(outs=_outs(PUBLISHED) | _register_outs(), deps=DEPS, group_name="marts",
+@multi_asset(outs=_outs(PUBLISHED) | _register_outs(), deps=DEPS,
              check_specs=[s for s in _specs() if s.asset_key.path[-1] in PUBLISHED])
 def marts(context: AssetExecutionContext, lake: LakeResource):
     """Indicators and overlap (cell-key perturbed, from the held-back basis) and the
@@ -120,7 +120,7 @@ def marts(context: AssetExecutionContext, lake: LakeResource):
     yield from _events(context, lake, publish.publish_marts)
 
 
-@multi_asset(outs=_outs(RESEARCH), deps=DEPS, group_name="marts",
+@multi_asset(outs=_outs(RESEARCH), deps=DEPS,
              check_specs=[s for s in _specs() if s.asset_key.path[-1] in RESEARCH])
 def research_file(context: AssetExecutionContext, lake: LakeResource):
     """The de-identified research person file and its participation, k-anonymous over the

@@ -19,7 +19,8 @@ from tests.ui_helpers import chromium, dagster_dev, graphql
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
 # The medallion layers every deployment must show: group name -> asset key prefix.
-LAYERS = {"ingest": "bronze", "conform": "silver", "identity": "identity", "marts": "gold"}
+LAYERS = {"ingest": "bronze", "conform": "silver", "identity": "identity", "marts": "gold",
+          "disclosure": "disclosure"}
 CHECKED_ASSET = ("silver", "person_record")
 REVIEW_SCREENSHOT = Path("/tmp/ui_check.png")
 
