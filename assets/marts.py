@@ -74,7 +74,7 @@ def _outs(marts: tuple[str, ...]) -> dict[str, AssetOut]:
 
 def _register_outs() -> dict[str, AssetOut]:
     return {name: AssetOut(key=disclosure_key(name), description=f"RESTRICTED: {text}",
-                           owners=OWNERS, group_name="disclosure", kinds={"delta", "polars"},
+                           owners=OWNERS, group_name="marts", kinds={"delta", "polars"},
                            tags={"ids/layer": "disclosure"})
             for name, text in publish.REGISTERS.items()}
 

@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     anchor.add_argument("--operator", required=True, help="your e-mail address")
     anchor.set_defaults(func=_audit_anchor)
 
+    moved = (argv if argv is not None else sys.argv[1:])[:1]
+    if moved in (["demo"], ["instance"]):
+        _usage_error(f"'{moved[0]}' runs Dagster, so it is `python -m pipelines {moved[0]}`")
     args = parser.parse_args(argv)
     os.umask(0o077)     # everything the CLI writes (extracts, lake, instance) is private
     from ids_lakehouse.audit import AuditKeyError

@@ -24,7 +24,7 @@ REFRESH = (AutomationCondition.any_deps_updated().since_last_handled()
            & ~AutomationCondition.any_deps_in_progress()
            & ~AutomationCondition.in_progress()).with_label("refresh_after_delivery")
 
-GROUPS = ("conform", "identity", "marts", "disclosure", "releases")
+GROUPS = ("conform", "identity", "marts", "releases")
 
 
 def automated(assets: list) -> list:

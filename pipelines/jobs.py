@@ -11,7 +11,7 @@ from ids_lakehouse.sources import load_sources
 # Runs that write the shared downstream tables carry this tag; the instance profiles allow
 # one such run at a time (pipelines/instance/*.yaml), so two refreshes never interleave.
 DOWNSTREAM_TAG = {"ids/writes": "downstream"}
-DOWNSTREAM = AssetSelection.groups("conform", "identity", "marts", "disclosure", "releases",
+DOWNSTREAM = AssetSelection.groups("conform", "identity", "marts", "releases",
                                    "governance").materializable()
 
 

@@ -170,3 +170,13 @@ def test_an_unknown_option_is_one_line(indexed, two_ids):
         "--left", left, "--right", right, "--decision", "match", "--steward", STEWARD,
         "--reason", "same", "--surprise"])
     assert "unrecognized arguments" in line
+
+
+@pytest.mark.parametrize("command", ["demo", "instance"])
+def test_the_dagster_commands_say_where_they_moved(command, capsys):
+    from ids_lakehouse.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command])
+    assert exit_.value.code == 2
+    assert f"python -m pipelines {command}" in capsys.readouterr().err
