@@ -75,6 +75,8 @@ def lake_inventory() -> list[Entry]:
     out.append(entry("_spill", None, "Temporary spill of the linkage engine (record "
                      "comparisons); emptied after each run."))
     out.append(entry("_locks", None, "Lock files serialising writers."))
+    out.append(entry("sharing", "tokens", "Recipient tokens of the sharing gateway: SHA-256 "
+                     "hashes only, with agreement, expiry and revocation."))
     return out
 
 

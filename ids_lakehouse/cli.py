@@ -1,5 +1,5 @@
-"""Command line: `python -m ids_lakehouse {generate,steward,audit}`. (What runs Dagster,
-`demo` and `instance`, is `python -m pipelines`.)"""
+"""Command line: `python -m ids_lakehouse {generate,steward,audit,share-profile,
+share-revoke,serve}`. (What runs Dagster, `demo` and `instance`, is `python -m pipelines`.)"""
 
 from __future__ import annotations
 
@@ -107,6 +107,69 @@ def _audit_anchor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_ok(operator: str) -> bool:
+    from ids_lakehouse.identity.mpi import STEWARD_EMAIL
+
+    return len(operator) <= 254 and bool(STEWARD_EMAIL.fullmatch(operator))
+
+
+def _share_profile(args: argparse.Namespace) -> int:
+    """Issue a token for an agreement and write the recipient's Delta Sharing profile."""
+    import json
+
+    from ids_lakehouse import config
+    from ids_lakehouse.sharing import tokens
+
+    if not _operator_ok(args.operator):
+        print("error: --operator must be your e-mail address", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists():
+        print(f"error: {out} exists; a profile is never overwritten", file=sys.stderr)
+        return 2
+    try:
+        token, token_id, expires = tokens.issue(config.lake(), args.agreement, args.operator,
+                                                days=args.days)
+    except tokens.TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    profile = {"shareCredentialsVersion": 1, "endpoint": args.endpoint.rstrip("/"),
+               "bearerToken": token,
+               "expirationTime": expires.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(profile, fh, indent=2)
+    print(f"{token_id} for {args.agreement}, expires {expires:%Y-%m-%d %H:%M} UTC: {out}")
+    return 0
+
+
+def _share_revoke(args: argparse.Namespace) -> int:
+    from ids_lakehouse import config
+    from ids_lakehouse.sharing import tokens
+
+    if not _operator_ok(args.operator):
+        print("error: --operator must be your e-mail address", file=sys.stderr)
+        return 2
+    try:
+        tokens.revoke(config.lake(), args.token_id, args.operator)
+    except tokens.TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.token_id} revoked")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ids_lakehouse import config
+    from ids_lakehouse.sharing.server import create_app
+
+    uvicorn.run(create_app(config.lake()), host=args.host, port=args.port,
+                log_level="warning", access_log=False)   # the audit log is the access log
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # one line, exit 2, for every command (and for steward's arguments)
     parser = _Parser(prog="ids_lakehouse", one_line_errors=True)
@@ -139,6 +202,25 @@ def main(argv: list[str] | None = None) -> int:
                                 "that chain on and are signed; the act is audited")
     anchor.add_argument("--operator", required=True, help="your e-mail address")
     anchor.set_defaults(func=_audit_anchor)
+
+    prof = sub.add_parser("share-profile", help="issue a recipient's Delta Sharing profile "
+                          "(endpoint, bearer token, expiry) for an agreement; audited")
+    prof.add_argument("--agreement", required=True)
+    prof.add_argument("--out", required=True, help="the profile file to write (0600)")
+    prof.add_argument("--operator", required=True, help="your e-mail address")
+    prof.add_argument("--endpoint", default="http://127.0.0.1:8080/delta-sharing",
+                      help="the gateway's URL as the recipient reaches it")
+    prof.add_argument("--days", type=int, default=90,
+                      help="lifetime (never beyond the agreement's expiry)")
+    prof.set_defaults(func=_share_profile)
+    rev = sub.add_parser("share-revoke", help="revoke a recipient token by its id; audited")
+    rev.add_argument("--token-id", required=True)
+    rev.add_argument("--operator", required=True, help="your e-mail address")
+    rev.set_defaults(func=_share_revoke)
+    serve = sub.add_parser("serve", help="run the sharing gateway (Delta Sharing)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_serve)
 
     moved = (argv if argv is not None else sys.argv[1:])[:1]
     if moved in (["demo"], ["instance"]):
