@@ -163,9 +163,11 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ids_lakehouse import config
-    from ids_lakehouse.sharing.server import create_app
+    from ids_lakehouse.sharing.server import Settings, create_app
 
-    uvicorn.run(create_app(config.lake()), host=args.host, port=args.port,
+    settings = Settings.from_env()
+    settings.public_url = settings.public_url or f"http://{args.host}:{args.port}"
+    uvicorn.run(create_app(config.lake(), settings), host=args.host, port=args.port,
                 log_level="warning", access_log=False)   # the audit log is the access log
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.client
 import json
 import socket
 import threading
@@ -38,6 +39,7 @@ class Gateway:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
+        settings.public_url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(
             create_app(lake, settings), host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -59,7 +61,8 @@ class Gateway:
 @pytest.fixture
 def gateway(published_copy) -> Iterator[tuple[Lake, Gateway]]:
     lake = Lake(published_copy.lake)
-    with Gateway(lake, Settings(url_ttl_s=60, rate_per_minute=10_000)) as gw:
+    with Gateway(lake, Settings(url_ttl_s=60, rate_per_minute=10_000,
+                                refusals_per_minute=40)) as gw:
         yield lake, gw
 
 
@@ -178,3 +181,59 @@ def test_a_profile_is_never_issued_for_an_unknown_agreement_or_overwritten(gatew
     assert main(["share-profile", "--agreement", RESEARCH, "--out", str(out),
                  "--operator", OPERATOR]) == 2
     assert "never overwritten" in capsys.readouterr().err
+
+
+def _query(gw: Gateway, token: str, body: bytes = b"{}", table: str = "research_person",
+           **headers: str) -> requests.Response:
+    return requests.post(
+        f"{gw.endpoint}/shares/{RESEARCH}/schemas/research/tables/{table}/query", data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                 **headers}, timeout=30)
+
+
+def test_payloads_headers_and_urls_the_gateway_does_not_trust(gateway, tmp_path):
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, RESEARCH))
+    assert _query(gw, token, b"[" + b"{}," * 20_000 + b"{}]").status_code == 413
+    for body in (b'{"version": NaN}', b'{"version": 0}', b"not json",
+                 b'{"timestamp": "2020-01-01T00:00:00Z"}', b'{"startingVersion": 1}'):
+        bad = _query(gw, token, body)
+        assert bad.status_code == 400, body
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert "NaN" not in bad.text and "2020" not in bad.text    # no input echoed
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    conn.putrequest("GET", "/delta-sharing/shares")
+    conn.putheader("Authorization", f"Bearer {token}")
+    conn.putheader("Authorization", "Bearer other")
+    conn.endheaders()
+    assert conn.getresponse().status == 400     # two Authorization headers
+    conn.close()
+    # File URLs are built on the configured public URL, not on the request's Host.
+    forged = _query(gw, token, Host="evil.example")
+    url = json.loads(forged.text.splitlines()[2])["file"]["url"]
+    assert url.startswith(f"http://127.0.0.1:{gw.port}/")
+    assert forged.headers["cache-control"] == "no-store"
+
+    # A download is audited with who, which table and version; a revoked token's URLs die
+    # at once (not at their expiry).
+    before = audit.read(lake).num_rows
+    assert requests.get(url, timeout=30).status_code == 200
+    got = pl.from_arrow(audit.read(lake)).slice(before)
+    download = [json.loads(d) for d in got["details"].to_list()
+                if json.loads(d).get("endpoint", "").endswith("/files/{share}/{version}/{table}")]
+    assert download and download[0]["table"] == "research_person" and download[0]["token_id"]
+    token_id = download[0]["token_id"]
+    assert main(["share-revoke", "--token-id", token_id, "--operator", OPERATOR]) == 0
+    assert requests.get(url, timeout=30).status_code == 403
+
+
+def test_a_flood_of_refused_requests_is_throttled_and_audited_in_aggregate(gateway):
+    lake, gw = gateway
+    before = audit.read(lake).num_rows
+    codes = [_get(gw, "/shares", tokens.PREFIX + "Z" * 43).status_code for _ in range(60)]
+    assert codes[:40] == [401] * 40 and set(codes[40:]) == {429}
+    limited = _get(gw, "/shares", tokens.PREFIX + "Z" * 43)
+    assert limited.headers["retry-after"] == "60"
+    events = pl.from_arrow(audit.read(lake)).slice(before)
+    assert events.filter(pl.col("kind") == "sharing_refused").height == 40
+    assert 1 <= events.filter(pl.col("kind") == "sharing_throttled").height <= 2

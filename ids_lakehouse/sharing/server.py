@@ -8,8 +8,11 @@ itself through short-lived signed URLs. Errors are RFC 9457 problem details (wit
 Sharing's errorCode and message beside them, which its clients print).
 
 Configuration (environment): LAKE_ROOT; IDS_PSEUDONYM_KEY (the audit log's and the URL
-signatures' secret); IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300);
-IDS_SHARING_RATE_PER_MINUTE (requests per token per minute, default 600)."""
+signatures' secret); IDS_SHARING_PUBLIC_URL (the gateway's URL as recipients reach it,
+e.g. behind a TLS proxy; file URLs are built on it, never on the request's Host header);
+IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300); IDS_SHARING_RATE_PER_MINUTE
+(requests per token per minute, default 600); IDS_SHARING_REFUSALS_PER_MINUTE (refused
+requests per client address per minute before it is throttled, default 30)."""
 
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -49,20 +53,26 @@ class Problem(Exception):
 
 
 def _problem(status: int, title: str, detail: str, code: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="ids-lakehouse"'} if status == 401 else None
     return JSONResponse(status_code=status, media_type="application/problem+json", content={
         "type": "about:blank", "title": title, "status": status, "detail": detail,
-        "errorCode": code, "message": detail})
+        "errorCode": code, "message": detail}, headers=headers)
 
 
 @dataclass
 class Settings:
     url_ttl_s: int = 300
-    rate_per_minute: int = 600
+    rate_per_minute: int = 600          # per token
+    refusals_per_minute: int = 30       # per client address, without a valid token
+    max_body_bytes: int = 16_384
+    public_url: str | None = None       # where recipients reach the gateway (file URLs)
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(url_ttl_s=_positive("IDS_SHARING_URL_TTL_S", 300),
-                   rate_per_minute=_positive("IDS_SHARING_RATE_PER_MINUTE", 600))
+                   rate_per_minute=_positive("IDS_SHARING_RATE_PER_MINUTE", 600),
+                   refusals_per_minute=_positive("IDS_SHARING_REFUSALS_PER_MINUTE", 30),
+                   public_url=os.environ.get("IDS_SHARING_PUBLIC_URL") or None)
 
 
 def _positive(name: str, default: int) -> int:
@@ -89,31 +99,77 @@ class _RateLimiter:
             window.append(now)
             return True
 
+    def exhausted(self, key: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            window = self.seen.get(key, deque())
+            return sum(1 for t in window if t >= now - 60) >= self.per_minute
+
+
+@dataclass
+class _Throttled:
+    """Requests refused cheaply (429, over a limit) are audited in aggregate: one event per
+    client address and minute with the count, so a flood cannot cost one audit commit per
+    request."""
+    counts: dict[str, int] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, client: str) -> int | None:
+        """The count to audit now (the first refusal, then once a minute), or None."""
+        now = time.monotonic()
+        with self.lock:
+            self.counts[client] = self.counts.get(client, 0) + 1
+            if now - self.last.get(client, -1e9) < 60:
+                return None
+            self.last[client] = now
+            return self.counts.pop(client)
+
 
 class QueryBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    version: int | None = Field(default=None, ge=1)
+    """A query request; options of the protocol this gateway does not serve are refused,
+    not ignored (a recipient must never believe they read a version they did not)."""
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
     limitHint: int | None = Field(default=None, ge=0)
+    predicateHints: list[str] | None = None          # hints: a server may ignore them
+    jsonPredicateHints: str | None = None
 
 
 def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if not settings.public_url:
+        raise ValueError("the gateway needs its public URL (IDS_SHARING_PUBLIC_URL): file URLs "
+                         "are built on it, never on a request's Host header")
+    public_url = settings.public_url.rstrip("/")
     url_key = derive_key(config.pseudonym_key(), "sharing/file-urls")
-    limiter = _RateLimiter(settings.rate_per_minute)
+    limiter, refusals = _RateLimiter(settings.rate_per_minute), \
+        _RateLimiter(settings.refusals_per_minute)
+    throttled = _Throttled()
     app = FastAPI(title="ids-lakehouse sharing gateway",
                   description="Delta Sharing over the releases of each data sharing agreement.")
 
     def principal(request: Request) -> tokens.Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        client = _client(request)
+        if refusals.exhausted(client):
+            request.state.throttled = True
+            raise Problem(429, "Too Many Requests", "too many refused requests from this "
+                          "address", "RESOURCE_EXHAUSTED")
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1:
+            raise Problem(400, "Bad Request", "one Authorization header", "INVALID_REQUEST")
+        scheme, _, token = (headers[0] if headers else "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            refusals.allow(client)
             raise Problem(401, "Unauthorized", "a bearer token is required", "UNAUTHENTICATED")
         who, why = tokens.authenticate(lake, token.strip())
         if who is None:
+            refusals.allow(client)
             request.state.denied = why
             raise Problem(401, "Unauthorized", "the token is not valid", "UNAUTHENTICATED")
         request.state.principal = who
         if not limiter.allow(who.token_id):
+            request.state.throttled = True
             raise Problem(429, "Too Many Requests", "the token's rate limit is reached",
                           "RESOURCE_EXHAUSTED")
         return who
@@ -128,6 +184,12 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _problem(exc.status_code, str(exc.detail), str(exc.detail), "INVALID_REQUEST")
 
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Which parameter, never its value (FastAPI's default echoes the input).
+        where = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
+        return _problem(400, "Bad Request", f"invalid {', '.join(where)}", "INVALID_REQUEST")
+
     @app.exception_handler(protocol.NotFound)
     async def _on_not_found(request: Request, exc: protocol.NotFound) -> JSONResponse:
         return _problem(404, "Not Found", str(exc), "RESOURCE_DOES_NOT_EXIST")
@@ -136,7 +198,28 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     async def _audited(request: Request,
                        call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
+            response: Response = _problem(413, "Content Too Large", "the request body is "
+                                          "too large", "INVALID_REQUEST")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:
+                # Audited like any other request, then Starlette answers 500 (its message
+                # and traceback stay in the server's own log).
+                await run_in_threadpool(_audit, lake, request, 500,
+                                        time.perf_counter() - started)
+                raise
+        if response.status_code == 429:
+            response.headers["Retry-After"] = "60"
+        if getattr(request.state, "throttled", False):
+            count = throttled.add(_client(request))
+            if count is not None:
+                await run_in_threadpool(audit.record, lake, "sharing_throttled",
+                                        f"{count} requests refused over a rate limit",
+                                        actor="anonymous", via="sharing-gateway",
+                                        details={"client": _client(request), "count": count})
+            return response
         # The audit log's writer takes a file lock and commits: off the event loop.
         await run_in_threadpool(_audit, lake, request, response.status_code,
                                 time.perf_counter() - started)
@@ -146,9 +229,25 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         if share != who.agreement.id:
             raise protocol.NotFound("no such share")
 
+    def _page(items: list[dict[str, Any]], max_results: int | None, page_token: str | None
+              ) -> dict[str, Any]:
+        start = int(page_token) if page_token and page_token.isdigit() else 0
+        if page_token and not page_token.isdigit():
+            raise Problem(400, "Bad Request", "invalid pageToken", "INVALID_REQUEST")
+        end = len(items) if max_results is None else start + max_results
+        out: dict[str, Any] = {"items": items[start:end]}
+        if end < len(items):
+            out["nextPageToken"] = str(end)
+        return out
+
+    Max = Query(default=None, ge=1, le=1000, alias="maxResults")
+    Token = Query(default=None, max_length=12, alias="pageToken")
+
     @app.get(PREFIX + "/shares")
-    def list_shares(who: tokens.Principal = Auth) -> dict[str, Any]:
-        return {"items": [{"name": who.agreement.id, "id": who.agreement.id}]}
+    def list_shares(who: tokens.Principal = Auth, max_results: int | None = Max,
+                    page_token: str | None = Token) -> dict[str, Any]:
+        return _page([{"name": who.agreement.id, "id": who.agreement.id}], max_results,
+                     page_token)
 
     @app.get(PREFIX + "/shares/{share}")
     def get_share(share: str, who: tokens.Principal = Auth) -> dict[str, Any]:
@@ -156,77 +255,109 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         return {"share": {"name": share, "id": share}}
 
     @app.get(PREFIX + "/shares/{share}/schemas")
-    def list_schemas(share: str, who: tokens.Principal = Auth) -> dict[str, Any]:
+    def list_schemas(share: str, who: tokens.Principal = Auth, max_results: int | None = Max,
+                     page_token: str | None = Token) -> dict[str, Any]:
         _share(who, share)
-        return {"items": [{"name": protocol.schema_name(who.agreement), "share": share}]}
+        return _page([{"name": protocol.schema_name(who.agreement), "share": share}],
+                     max_results, page_token)
 
-    def _tables(who: tokens.Principal) -> list[dict[str, str]]:
+    def _tables(who: tokens.Principal) -> list[dict[str, Any]]:
         schema = protocol.schema_name(who.agreement)
         return [{"name": t, "schema": schema, "share": who.agreement.id, "shareId":
                  who.agreement.id} for t in protocol.tables(who.agreement)]
 
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables")
-    def list_tables(share: str, schema: str, who: tokens.Principal = Auth) -> dict[str, Any]:
+    def list_tables(share: str, schema: str, who: tokens.Principal = Auth,
+                    max_results: int | None = Max, page_token: str | None = Token
+                    ) -> dict[str, Any]:
         _share(who, share)
         if schema != protocol.schema_name(who.agreement):
             raise protocol.NotFound("no such schema")
-        return {"items": _tables(who)}
+        return _page(_tables(who), max_results, page_token)
 
     @app.get(PREFIX + "/shares/{share}/all-tables")
-    def all_tables(share: str, who: tokens.Principal = Auth) -> dict[str, Any]:
+    def all_tables(share: str, who: tokens.Principal = Auth, max_results: int | None = Max,
+                   page_token: str | None = Token) -> dict[str, Any]:
         _share(who, share)
-        return {"items": _tables(who)}
+        return _page(_tables(who), max_results, page_token)
 
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/version")
-    def table_version(share: str, schema: str, table: str,
+    def table_version(share: str, schema: str, table: str, request: Request,
                       who: tokens.Principal = Auth) -> Response:
+        if "startingTimestamp" in request.query_params:
+            raise Problem(400, "Bad Request", "startingTimestamp is not supported: versions "
+                          "are release versions", "INVALID_REQUEST")
         tv = protocol.resolve(lake, who.agreement, share, schema, table)
+        request.state.table = (table, tv.version)
         return Response(status_code=200, headers={VERSION_HEADER: str(tv.version)})
 
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/metadata")
-    def table_metadata(share: str, schema: str, table: str,
+    def table_metadata(share: str, schema: str, table: str, request: Request,
                        who: tokens.Principal = Auth) -> Response:
         tv = protocol.resolve(lake, who.agreement, share, schema, table)
+        request.state.table = (table, tv.version)
         return _ndjson([protocol.PROTOCOL, protocol.metadata(tv)], tv.version)
 
     @app.post(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/query")
-    def query(share: str, schema: str, table: str, request: Request, body: QueryBody,
-              who: tokens.Principal = Auth) -> Response:
+    async def query(share: str, schema: str, table: str, request: Request,
+                    who: tokens.Principal = Auth) -> Response:
+        # The body is read only now, after the token (and its size before, in the
+        # middleware); options the gateway does not serve are refused.
+        try:
+            body = QueryBody.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            where = sorted({".".join(str(p) for p in e["loc"]) or "body"
+                            for e in exc.errors(include_input=False)})
+            raise Problem(400, "Bad Request", f"invalid or unsupported {', '.join(where)}",
+                          "INVALID_REQUEST") from None
+        return await run_in_threadpool(_query, who, share, schema, table, body, request)
+
+    def _query(who: tokens.Principal, share: str, schema: str, table: str, body: QueryBody,
+               request: Request) -> Response:
         tv = protocol.resolve(lake, who.agreement, share, schema, table, body.version)
         expires = int(time.time()) + settings.url_ttl_s
-        url = str(request.url_for("file", share=share, version=str(tv.version), table=table))
-        url += f"?expires={expires}&sig={_sign(url_key, share, tv.version, table, expires)}"
-        request.state.rows = tv.rows
+        path = f"{PREFIX}/files/{share}/{tv.version}/{table}"
+        url = (f"{public_url}{path}?token_id={who.token_id}&expires={expires}"
+               f"&sig={_sign(url_key, who.token_id, share, tv.version, table, expires)}")
+        request.state.rows, request.state.table = tv.rows, (table, tv.version)
         lines = [protocol.PROTOCOL, protocol.metadata(tv)]
         if body.limitHint != 0:
             lines.append(protocol.file_line(tv, url, expires * 1000))
         return _ndjson(lines, tv.version)
 
-    @app.api_route(PREFIX + "/files/{share}/{version}/{table}", methods=["GET", "HEAD"],
-                   name="file")
-    def file(share: str, version: str, table: str, expires: int = 0, sig: str = ""
-             ) -> Response:
-        """A data file, by a signed URL the query issued (the URL is the credential, as
-        object stores' pre-signed URLs are; it expires after IDS_SHARING_URL_TTL_S)."""
-        if not version.isdigit() or expires < time.time() or not hmac.compare_digest(
-                sig, _sign(url_key, share, int(version), table, expires)):
+    @app.get(PREFIX + "/files/{share}/{version}/{table}", name="file")
+    @app.head(PREFIX + "/files/{share}/{version}/{table}", name="file_head")
+    def file(share: str, version: str, table: str, request: Request, token_id: str = "",
+             expires: str = "", sig: str = "") -> Response:
+        """A data file, by a signed URL the query issued to one token (the URL is the
+        credential for that file, as object stores' pre-signed URLs are; it expires after
+        IDS_SHARING_URL_TTL_S, and dies at once with its token)."""
+        if not (version.isdigit() and expires.isdigit() and int(expires) >= time.time()
+                and tokens.TOKEN_ID.match(token_id) and hmac.compare_digest(
+                    sig, _sign(url_key, token_id, share, int(version), table, int(expires)))):
             raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
                           "PERMISSION_DENIED")
-        from ids_lakehouse.agreements import load_agreements
-
-        agreement = load_agreements().get(share)
-        if agreement is None:
-            raise protocol.NotFound("no such file")
-        tv = protocol.resolve(lake, agreement, share, protocol.schema_name(agreement), table,
-                              int(version))
+        who = tokens.by_id(lake, token_id)
+        if who is None or who.agreement.id != share:
+            raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
+                          "PERMISSION_DENIED")
+        request.state.principal = who
+        tv = protocol.resolve(lake, who.agreement, share, protocol.schema_name(who.agreement),
+                              table, int(version))
+        request.state.table = (table, tv.version)
         return FileResponse(tv.path, media_type="application/octet-stream",
-                            headers={"Cache-Control": "private, max-age=0"})
+                            headers={"Cache-Control": "no-store"})
 
     return app
 
 
-def _sign(key: bytes, share: str, version: int, table: str, expires: int) -> str:
-    message = f"{share}\0{version}\0{table}\0{expires}".encode()
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _sign(key: bytes, token_id: str, share: str, version: int, table: str, expires: int
+          ) -> str:
+    message = f"{token_id}\0{share}\0{version}\0{table}\0{expires}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -235,7 +366,8 @@ def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
         for line in lines:
             yield json.dumps(line) + "\n"
 
-    return StreamingResponse(body(), media_type=NDJSON, headers={VERSION_HEADER: str(version)})
+    return StreamingResponse(body(), media_type=NDJSON,
+                             headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
 
 
 def _audit(lake: Lake, request: Request, status: int, seconds: float) -> None:
@@ -246,12 +378,16 @@ def _audit(lake: Lake, request: Request, status: int, seconds: float) -> None:
     who: tokens.Principal | None = getattr(request.state, "principal", None)
     details: dict[str, Any] = {"method": request.method, "endpoint": endpoint,
                                "status": status, "latency_ms": round(seconds * 1000, 1)}
+    details["client"] = _client(request)
     if who is not None:
         details |= {"token_id": who.token_id, "agreement": who.agreement.id}
     if getattr(request.state, "denied", None):
         details["denied"] = request.state.denied
+    if getattr(request.state, "table", None) is not None:
+        details["table"], details["version"] = request.state.table
     if getattr(request.state, "rows", None) is not None:
         details["rows"] = request.state.rows
     kind = "sharing_request" if status < 400 else "sharing_refused"
     audit.record(lake, kind, f"{request.method} {endpoint} -> {status}",
-                 actor=who.token_id if who else None, via="sharing-gateway", details=details)
+                 actor=who.token_id if who else "anonymous", via="sharing-gateway",
+                 details=details)

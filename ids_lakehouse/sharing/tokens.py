@@ -113,8 +113,19 @@ def authenticate(lake: Lake, token: str, now: dt.datetime | None = None
     rows = delta.read(path, filter=pc.field("token_sha256") == digest(token)).to_pylist()
     if not rows:
         return None, "unknown token"
-    row = rows[0]
-    now = now or dt.datetime.now(dt.timezone.utc)
+    return _valid(rows[0], now or dt.datetime.now(dt.timezone.utc))
+
+
+def by_id(lake: Lake, token_id: str, now: dt.datetime | None = None) -> Principal | None:
+    """The principal of a token still valid, by its id (a signed file URL names it)."""
+    path = _path(lake)
+    if not TOKEN_ID.match(token_id) or not delta.exists(path):
+        return None
+    rows = delta.read(path, filter=pc.field("token_id") == token_id).to_pylist()
+    return _valid(rows[0], now or dt.datetime.now(dt.timezone.utc))[0] if rows else None
+
+
+def _valid(row: dict[str, Any], now: dt.datetime) -> tuple[Principal | None, str]:
     if row["revoked_at"] is not None:
         return None, f"token {row['token_id']} revoked"
     if now > row["expires_at"]:
