@@ -52,9 +52,7 @@ class IdentityConfig(Config):
 )
 def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeResource):
     layout = lake.layout()
-    records = pl.from_arrow(delta.read(layout.silver("person_record"),
-                                       columns=linkage.SILVER_COLUMNS))
-    assert isinstance(records, pl.DataFrame)        # from a table, never a series
+    records = delta.frame(layout.silver("person_record"), columns=linkage.SILVER_COLUMNS)
     result = mpi.update(layout, records, context.run.run_id, retrain=config.retrain,
                                  full=config.full_rebuild)
     if result.rolled_back:
