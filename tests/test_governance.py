@@ -680,3 +680,27 @@ def test_a_run_under_another_key_writes_nothing(lake, built, tmp_path, monkeypat
     if anchors == "kept":
         monkeypatch.setenv("IDS_PSEUDONYM_KEY", KEY)
         assert audit.verify(lake).problems == []
+
+
+def test_a_spool_killed_between_its_commit_and_emptying_is_not_committed_twice(lake,
+                                                                              tmp_path):
+    """The gateway's audit spool: its flush commits, then empties the file; killed in
+    between, the next start's recovery finds the events already in the log."""
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    (crashes / "audit.spool_committed").touch()
+    before = audit.read(lake).num_rows
+    script = ("from ids_lakehouse import audit, config\n"
+              "s = audit.Spool(config.lake())\n"
+              "for i in range(3):\n"
+              "    s.add('sharing_request', f'request {i}', via='test')\n"
+              "s.flush()\n")
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=120,
+                            env={**os.environ, "IDS_CRASH_DIR": str(crashes)})
+    assert killed.returncode == -9
+    assert audit.read(lake).num_rows == before + 3          # committed, spool not emptied
+    assert len(list(audit.spool_dir(lake).glob("*.jsonl"))) == 1
+    assert audit.Spool.recover(lake) == 0
+    assert audit.read(lake).num_rows == before + 3
+    assert not list(audit.spool_dir(lake).glob("*.jsonl"))
+    assert audit.verify(lake).intact

@@ -9,7 +9,11 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,8 +44,10 @@ class Gateway:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         settings.public_url = f"http://127.0.0.1:{self.port}"
+        self.lake = lake
+        self.app = create_app(lake, settings)
         self.server = uvicorn.Server(uvicorn.Config(
-            create_app(lake, settings), host="127.0.0.1", port=self.port, log_level="warning"))
+            self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.endpoint = f"http://127.0.0.1:{self.port}/delta-sharing"
 
@@ -53,6 +59,11 @@ class Gateway:
             time.sleep(0.05)
         return self
 
+    def audited(self) -> pl.DataFrame:
+        """The audit log, once the gateway's spooled events are committed."""
+        self.app.state.spool.flush()
+        return pl.from_arrow(audit.read(self.lake))
+
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
@@ -62,7 +73,7 @@ class Gateway:
 def gateway(published_copy) -> Iterator[tuple[Lake, Gateway]]:
     lake = Lake(published_copy.lake)
     with Gateway(lake, Settings(url_ttl_s=60, rate_per_minute=10_000,
-                                refusals_per_minute=40)) as gw:
+                                refusals_per_minute=40, token_recheck_s=0)) as gw:
         yield lake, gw
 
 
@@ -112,7 +123,7 @@ def test_the_gateway_refuses_what_it_must_and_audits_it(gateway, tmp_path):
     lake, gw = gateway
     research = _token(_profile(tmp_path, gw, RESEARCH, "r"))
     public = _token(_profile(tmp_path, gw, INDICATORS, "i"))
-    before = audit.read(lake).num_rows
+    before = gw.audited().height
 
     assert _get(gw, "/shares").status_code == 401                          # no token
     assert _get(gw, "/shares", "not-a-token").status_code == 401           # malformed
@@ -139,7 +150,7 @@ def test_the_gateway_refuses_what_it_must_and_audits_it(gateway, tmp_path):
                 url.replace("sig=", "sig=0"), url.split("?")[0]):
         assert requests.get(bad, timeout=30).status_code == 403, bad
 
-    events = pl.from_arrow(audit.read(lake)).slice(before)
+    events = gw.audited().slice(before)
     refusals = events.filter(pl.col("kind") == "sharing_refused")
     assert refusals.height >= 10
     text = "".join(events["message"].to_list() + events["details"].to_list())
@@ -216,9 +227,9 @@ def test_payloads_headers_and_urls_the_gateway_does_not_trust(gateway, tmp_path)
 
     # A download is audited with who, which table and version; a revoked token's URLs die
     # at once (not at their expiry).
-    before = audit.read(lake).num_rows
+    before = gw.audited().height
     assert requests.get(url, timeout=30).status_code == 200
-    got = pl.from_arrow(audit.read(lake)).slice(before)
+    got = gw.audited().slice(before)
     download = [json.loads(d) for d in got["details"].to_list()
                 if json.loads(d).get("endpoint", "").endswith("/files/{share}/{version}/{table}")]
     assert download and download[0]["table"] == "research_person" and download[0]["token_id"]
@@ -229,11 +240,66 @@ def test_payloads_headers_and_urls_the_gateway_does_not_trust(gateway, tmp_path)
 
 def test_a_flood_of_refused_requests_is_throttled_and_audited_in_aggregate(gateway):
     lake, gw = gateway
-    before = audit.read(lake).num_rows
+    before = gw.audited().height
     codes = [_get(gw, "/shares", tokens.PREFIX + "Z" * 43).status_code for _ in range(60)]
     assert codes[:40] == [401] * 40 and set(codes[40:]) == {429}
     limited = _get(gw, "/shares", tokens.PREFIX + "Z" * 43)
     assert limited.headers["retry-after"] == "60"
-    events = pl.from_arrow(audit.read(lake)).slice(before)
+    events = gw.audited().slice(before)
     assert events.filter(pl.col("kind") == "sharing_refused").height == 40
     assert 1 <= events.filter(pl.col("kind") == "sharing_throttled").height <= 2
+
+
+def test_a_revoked_token_is_refused_within_the_registry_recheck(published_copy, tmp_path):
+    lake = Lake(published_copy.lake)
+    with Gateway(lake, Settings(token_recheck_s=1.0)) as gw:
+        token = _token(_profile(tmp_path, gw, RESEARCH))
+        assert _get(gw, "/shares", token).status_code == 200
+        token_id = delta.read(lake.table("sharing", "tokens")).to_pylist()[0]["token_id"]
+        assert main(["share-revoke", "--token-id", token_id, "--operator", OPERATOR]) == 0
+        revoked = time.monotonic()
+        while _get(gw, "/shares", token).status_code == 200:
+            assert time.monotonic() - revoked < 1.5, "a revoked token outlived the recheck"
+            time.sleep(0.05)
+
+
+def test_a_gateway_killed_mid_service_loses_no_audit_event(published_copy, tmp_path):
+    """Events are spooled and committed in groups; kill -9 between the two, and the next
+    gateway to start commits them (once: a flush that committed before dying is not
+    committed again)."""
+    lake = Lake(published_copy.lake)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}/delta-sharing"
+    env = os.environ | {"IDS_SHARING_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    token = _token(_profile(tmp_path, type("G", (), {"endpoint": endpoint})(), RESEARCH))
+    before = audit.read(lake).num_rows
+    server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(endpoint + "/shares", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        codes = [requests.get(endpoint + "/shares", timeout=5,
+                              headers={"Authorization": f"Bearer {token}"}).status_code
+                 for _ in range(30)]
+        assert codes == [200] * 30
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+    spooled = list(audit.spool_dir(lake).glob("*.jsonl"))
+    assert len(spooled) == 1
+    assert audit.Spool.recover(lake) + (audit.read(lake).num_rows - before) >= 31
+    events = pl.from_arrow(audit.read(lake)).slice(before)
+    served = events.filter(pl.col("kind") == "sharing_request")
+    assert served.height == 30 and served["event_id"].n_unique() == 30
+    assert not list(audit.spool_dir(lake).glob("*.jsonl"))
+    assert audit.verify(lake).intact
+    assert token not in "".join(events["details"].to_list())

@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +68,8 @@ class Settings:
     refusals_per_minute: int = 30       # per client address, without a valid token
     max_body_bytes: int = 16_384
     public_url: str | None = None       # where recipients reach the gateway (file URLs)
+    audit_flush_s: float = 1.0          # how often spooled audit events are committed
+    token_recheck_s: float = 1.0        # how soon an issued or revoked token is seen
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -146,8 +150,22 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     limiter, refusals = _RateLimiter(settings.rate_per_minute), \
         _RateLimiter(settings.refusals_per_minute)
     throttled = _Throttled()
-    app = FastAPI(title="ids-lakehouse sharing gateway",
+    registry = tokens.Registry(lake, settings.token_recheck_s)
+    audit.Spool.recover(lake)           # events a killed gateway spooled but never committed
+    spool = audit.Spool(lake)
+    flusher = _Flusher(spool, settings.audit_flush_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher.start()
+        try:
+            yield
+        finally:
+            flusher.stop()
+
+    app = FastAPI(title="ids-lakehouse sharing gateway", lifespan=lifespan,
                   description="Delta Sharing over the releases of each data sharing agreement.")
+    app.state.spool = spool
 
     def principal(request: Request) -> tokens.Principal:
         client = _client(request)
@@ -162,7 +180,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         if scheme.lower() != "bearer" or not token.strip():
             refusals.allow(client)
             raise Problem(401, "Unauthorized", "a bearer token is required", "UNAUTHENTICATED")
-        who, why = tokens.authenticate(lake, token.strip())
+        who, why = registry.authenticate(token.strip())
         if who is None:
             refusals.allow(client)
             request.state.denied = why
@@ -207,22 +225,18 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             except Exception:
                 # Audited like any other request, then Starlette answers 500 (its message
                 # and traceback stay in the server's own log).
-                await run_in_threadpool(_audit, lake, request, 500,
-                                        time.perf_counter() - started)
+                _audit(spool, request, 500, time.perf_counter() - started)
                 raise
         if response.status_code == 429:
             response.headers["Retry-After"] = "60"
         if getattr(request.state, "throttled", False):
             count = throttled.add(_client(request))
             if count is not None:
-                await run_in_threadpool(audit.record, lake, "sharing_throttled",
-                                        f"{count} requests refused over a rate limit",
-                                        actor="anonymous", via="sharing-gateway",
-                                        details={"client": _client(request), "count": count})
+                spool.add("sharing_throttled", f"{count} requests refused over a rate limit",
+                          actor="anonymous", via="sharing-gateway",
+                          details={"client": _client(request), "count": count})
             return response
-        # The audit log's writer takes a file lock and commits: off the event loop.
-        await run_in_threadpool(_audit, lake, request, response.status_code,
-                                time.perf_counter() - started)
+        _audit(spool, request, response.status_code, time.perf_counter() - started)
         return response
 
     def _share(who: tokens.Principal, share: str) -> None:
@@ -337,7 +351,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
                     sig, _sign(url_key, token_id, share, int(version), table, int(expires)))):
             raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
                           "PERMISSION_DENIED")
-        who = tokens.by_id(lake, token_id)
+        who = registry.by_id(token_id)
         if who is None or who.agreement.id != share:
             raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
                           "PERMISSION_DENIED")
@@ -370,7 +384,30 @@ def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
                              headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
 
 
-def _audit(lake: Lake, request: Request, status: int, seconds: float) -> None:
+class _Flusher(threading.Thread):
+    """Commits the spooled audit events every `every_s` seconds, and once more at stop."""
+
+    def __init__(self, spool: audit.Spool, every_s: float) -> None:
+        super().__init__(name="audit-flusher", daemon=True)
+        self.spool, self.every_s, self.stopping = spool, every_s, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every_s):
+            try:
+                self.spool.flush()
+            except Exception:
+                # The events stay spooled; the next flush (or recover) commits them. The
+                # error names no value (audit events hold none).
+                logging.getLogger(__name__).exception("audit flush failed; events kept")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join()
+        self.spool.close()
+
+
+def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) -> None:
     """One event per request: the endpoint as routed (its template, never the raw path,
     which is the caller's text), who and for which agreement, the outcome and latency."""
     route = request.scope.get("route")
@@ -388,6 +425,6 @@ def _audit(lake: Lake, request: Request, status: int, seconds: float) -> None:
     if getattr(request.state, "rows", None) is not None:
         details["rows"] = request.state.rows
     kind = "sharing_request" if status < 400 else "sharing_refused"
-    audit.record(lake, kind, f"{request.method} {endpoint} -> {status}",
-                 actor=who.token_id if who else "anonymous", via="sharing-gateway",
-                 details=details)
+    spool.add(kind, f"{request.method} {endpoint} -> {status}",
+              actor=who.token_id if who else "anonymous", via="sharing-gateway",
+              details=details)

@@ -101,28 +101,51 @@ def revoke(lake: Lake, token_id: str, revoked_by: str) -> None:
     delta.replace(path, pa.Table.from_pylist([row], schema=SCHEMA), f"token_id = '{token_id}'")
 
 
-def authenticate(lake: Lake, token: str, now: dt.datetime | None = None
-                 ) -> tuple[Principal | None, str]:
-    """The principal a bearer token speaks for, or None and why (for the audit log: the
-    reason names no token)."""
-    if not token.startswith(PREFIX) or len(token) > 200:
-        return None, "malformed token"
-    path = _path(lake)
-    if not delta.exists(path):
-        return None, "unknown token"
-    rows = delta.read(path, filter=pc.field("token_sha256") == digest(token)).to_pylist()
-    if not rows:
-        return None, "unknown token"
-    return _valid(rows[0], now or dt.datetime.now(dt.timezone.utc))
+class Registry:
+    """The token table as a long-running service reads it: held in memory and re-read when
+    its Delta version changes, which is looked at most every `recheck_s` seconds. A token
+    issued or revoked is seen by the next request after that (default 1 s): reading the
+    table on every request cost milliseconds a lookup does not have."""
 
+    def __init__(self, lake: Lake, recheck_s: float = 1.0) -> None:
+        import threading
 
-def by_id(lake: Lake, token_id: str, now: dt.datetime | None = None) -> Principal | None:
-    """The principal of a token still valid, by its id (a signed file URL names it)."""
-    path = _path(lake)
-    if not TOKEN_ID.match(token_id) or not delta.exists(path):
-        return None
-    rows = delta.read(path, filter=pc.field("token_id") == token_id).to_pylist()
-    return _valid(rows[0], now or dt.datetime.now(dt.timezone.utc))[0] if rows else None
+        self.lake, self.recheck_s = lake, recheck_s
+        self.lock = threading.Lock()
+        self.checked, self.version = -1e9, -2
+        self.by_digest: dict[str, dict[str, Any]] = {}
+        self.by_token_id: dict[str, dict[str, Any]] = {}
+
+    def _rows(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        import time
+
+        with self.lock:
+            if time.monotonic() - self.checked >= self.recheck_s:
+                path = _path(self.lake)
+                version = delta.table(path).version() if delta.exists(path) else -1
+                if version != self.version:
+                    rows = delta.read(path).to_pylist() if version >= 0 else []
+                    self.by_digest = {r["token_sha256"]: r for r in rows}
+                    self.by_token_id = {r["token_id"]: r for r in rows}
+                    self.version = version
+                self.checked = time.monotonic()
+            return self.by_digest, self.by_token_id
+
+    def authenticate(self, token: str, now: dt.datetime | None = None
+                     ) -> tuple[Principal | None, str]:
+        """The principal a bearer token speaks for, or None and why (for the audit log:
+        the reason names no token)."""
+        if not token.startswith(PREFIX) or len(token) > 200:
+            return None, "malformed token"
+        row = self._rows()[0].get(digest(token))
+        if row is None:
+            return None, "unknown token"
+        return _valid(row, now or dt.datetime.now(dt.timezone.utc))
+
+    def by_id(self, token_id: str, now: dt.datetime | None = None) -> Principal | None:
+        """The principal of a token still valid, by its id (a signed file URL names it)."""
+        row = self._rows()[1].get(token_id) if TOKEN_ID.match(token_id) else None
+        return _valid(row, now or dt.datetime.now(dt.timezone.utc))[0] if row else None
 
 
 def _valid(row: dict[str, Any], now: dt.datetime) -> tuple[Principal | None, str]:
