@@ -1,0 +1,382 @@
+"""Real-time matching against the master person index: the people a partner submits are
+scored, one by one, against the index's records with the nightly linkage model, and each
+gets one answer: the one person it confidently is, "refer for review", or "no match".
+
+Same model, same evidence: the candidates are the records the model's own blocking rules
+pair with the submitted person (held in memory as sorted key hashes), and each pair is
+scored with the model's comparison levels, m and u, prior and term-frequency
+adjustments, evaluated here in Python: Splink's real-time API runs a DuckDB query per
+record, milliseconds a 50 ms budget for a 100-person batch does not have. The levels are
+written out below once more, in Python; tests score the same pairs through Splink and
+require the same levels and probabilities, and `Index` refuses a model whose comparisons,
+levels or blocking rules differ from the ones written here.
+
+A confident match is what the nightly run would link without a steward: probability at
+or above MATCH_THRESHOLD, not held by the twins or date-of-birth guards, and no other
+person scoring at or above LINK_FLOOR. Anything else at or above LINK_FLOOR is referred
+for review; below it, no match."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ids_lakehouse.identity import linkage
+
+MATCH, REVIEW, NO_MATCH = "match", "refer_for_review", "no_match"
+
+# The model's blocking rules as their key columns (a key with a null part blocks nothing).
+BLOCKS: tuple[tuple[str, ...], ...] = (
+    ("ssn",), ("national_id_type", "national_id"), ("dob",), ("first_name", "last_name"),
+    ("phone",), ("last_name", "_year", "_month"), ("last_name", "_year", "_day"))
+# Each comparison's levels, best first ("null" is Splink's null level, -1), as labelled in
+# the model (linkage._comparisons): the scorer below implements exactly these.
+LEVELS: dict[str, tuple[str, ...]] = {
+    "first_name": ("first_name is NULL", "Exact match on first_name", "nickname",
+                   "first and last swapped", "Jaro-Winkler distance of first_name >= 0.92",
+                   "Jaro-Winkler distance of first_name >= 0.8", "All other comparisons"),
+    "last_name": ("last_name is NULL", "Exact match on last_name", "first and last swapped",
+                  "Jaro-Winkler distance of last_name >= 0.92",
+                  "Jaro-Winkler distance of last_name >= 0.8", "All other comparisons"),
+    "middle_initial": ("middle_initial is NULL", "Exact match on middle_initial",
+                       "All other comparisons"),
+    "dob": ("dob is NULL", "Exact match on dob", "day and month transposed",
+            "Damerau-Levenshtein distance of dob_text <= 1", "same year",
+            "All other comparisons"),
+    "identifier": ("null", "exact", "SSN's last four digits agree", "one edit apart",
+                   "All other comparisons"),
+    "location": ("null", "same street and ZIP", "same phone", "same ZIP",
+                 "All other comparisons"),
+    "sex": ("sex is NULL", "Exact match on sex", "All other comparisons"),
+}
+
+
+class ModelMismatch(ValueError):
+    """The saved model is not the one this scorer implements (its comparisons, levels or
+    blocking rules changed): real-time answers would not be the nightly model's."""
+
+
+def _jw(a: str, b: str) -> float:
+    from rapidfuzz.distance import JaroWinkler
+
+    # DuckDB's jaro_winkler_similarity('', '') is 0 (rapidfuzz says 1); names are never
+    # empty (standardised to null), this keeps the two equal anyway.
+    return JaroWinkler.similarity(a, b) if a and b else 0.0
+
+
+def _dl1(a: str, b: str) -> bool:
+    from rapidfuzz.distance import DamerauLevenshtein
+
+    return DamerauLevenshtein.distance(a, b, score_cutoff=2) <= 1
+
+
+def _swapped(q: Record, r: Record) -> bool:
+    f1, l1, f2, l2 = q.first, q.last, r.first, r.last
+    return (f1 is not None and l1 is not None and f2 is not None and l2 is not None
+            and f1[:1] == l2[:1] and l1[:1] == f2[:1]
+            and _jw(f1, l2) >= 0.9 and _jw(l1, f2) >= 0.9)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record's linkage values (linkage.LINK_COLUMNS), as the scorer reads them."""
+    first: str | None
+    variants: frozenset[str]
+    middle: str | None
+    last: str | None
+    dob: dt.date | None
+    dob_text: str | None
+    sex: str | None
+    ssn: str | None
+    last4: str | None
+    nid: str | None
+    nid_type: str | None
+    street: str | None
+    zip: str | None
+    phone: str | None
+
+
+def records(frame: pl.DataFrame) -> list[Record]:
+    """linkage.linkage_input's frame -> Records, in its row order."""
+    cols = [frame[c].to_list() for c in
+            ("first_name", "first_name_variants", "middle_initial", "last_name", "dob",
+             "dob_text", "sex", "ssn", "ssn_last4", "national_id", "national_id_type",
+             "street", "zip", "phone")]
+    return [Record(f, frozenset(v or ()), *rest) for f, v, *rest in zip(*cols, strict=True)]
+
+
+def _first(q: Record, r: Record) -> int:
+    if q.first is None or r.first is None:
+        return -1
+    if q.first == r.first:
+        return 5
+    if r.first in q.variants or q.first in r.variants:
+        return 4
+    if _swapped(q, r):
+        return 3
+    s = _jw(q.first, r.first)
+    return 2 if s >= 0.92 else 1 if s >= 0.8 else 0
+
+
+def _last(q: Record, r: Record) -> int:
+    if q.last is None or r.last is None:
+        return -1
+    if q.last == r.last:
+        return 4
+    if _swapped(q, r):
+        return 3
+    s = _jw(q.last, r.last)
+    return 2 if s >= 0.92 else 1 if s >= 0.8 else 0
+
+
+def _middle(q: Record, r: Record) -> int:
+    return -1 if q.middle is None or r.middle is None else 1 if q.middle == r.middle else 0
+
+
+def _dob(q: Record, r: Record) -> int:
+    a, b = q.dob, r.dob
+    if a is None or b is None:
+        return -1
+    if a == b:
+        return 4
+    if a.day == b.month and a.month == b.day and a.year == b.year:
+        return 3
+    if q.dob_text is not None and r.dob_text is not None and _dl1(q.dob_text, r.dob_text):
+        return 2
+    return 1 if a.year == b.year else 0
+
+
+def _identifier(q: Record, r: Record) -> int:
+    # SQL's three-valued logic, as in the model's conditions: a comparison with a null is
+    # unknown, and a level is taken only when its condition is true.
+    typed = q.nid_type is not None and r.nid_type is not None
+    same_type = typed and q.nid_type == r.nid_type
+    other_type = typed and q.nid_type != r.nid_type
+    if (q.last4 is None or r.last4 is None) and (q.nid is None or r.nid is None or other_type):
+        return -1
+    ssns = q.ssn is not None and r.ssn is not None
+    nids = same_type and q.nid is not None and r.nid is not None
+    if (ssns and q.ssn == r.ssn) or (nids and q.nid == r.nid):
+        return 3
+    if q.last4 is not None and q.last4 == r.last4:
+        return 2
+    if (ssns and _dl1(q.ssn or "", r.ssn or "")) or (nids and _dl1(q.nid or "", r.nid or "")):
+        return 1
+    return 0
+
+
+def _location(q: Record, r: Record) -> int:
+    if (q.zip is None or r.zip is None) and (q.phone is None or r.phone is None):
+        return -1
+    same_zip = q.zip is not None and q.zip == r.zip
+    if same_zip and q.street is not None and q.street == r.street:
+        return 3
+    if q.phone is not None and q.phone == r.phone:
+        return 2
+    return 1 if same_zip else 0
+
+
+def _sex(q: Record, r: Record) -> int:
+    return -1 if q.sex is None or r.sex is None else 1 if q.sex == r.sex else 0
+
+
+GAMMA: dict[str, Callable[[Record, Record], int]] = {
+    "first_name": _first, "last_name": _last, "middle_initial": _middle, "dob": _dob,
+    "identifier": _identifier, "location": _location, "sex": _sex}
+TF_VALUE = {"first_name": "first", "last_name": "last"}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The model's numbers: prior log-odds, each level's match weight, and for the exact
+    levels with term-frequency adjustment: log2 of their u and the value frequencies."""
+    prior: float
+    levels: dict[str, dict[int, float]]
+    tf_exact: dict[str, tuple[int, float, float, float]]  # gamma, weight, log2 u, min u
+    tf: dict[str, dict[str, float]]
+
+    @classmethod
+    def of(cls, model: linkage.Model, tf: dict[str, pl.DataFrame]) -> Weights:
+        from splink.internals.settings_creator import SettingsCreator
+
+        settings = SettingsCreator.from_path_or_dict(model).get_settings("duckdb")
+        core = settings.core_model_settings
+        found = {c.output_column_name: tuple(lv.label_for_charts for lv in c.comparison_levels)
+                 for c in core.comparisons}
+        if found != LEVELS:
+            raise ModelMismatch("the saved linkage model's comparisons are not the ones the "
+                                "real-time scorer implements (identity/realtime.py LEVELS)")
+        rules = [r["blocking_rule"] for r in model["blocking_rules_to_generate_predictions"]]
+        if rules != _expected_rules():
+            raise ModelMismatch("the saved linkage model's blocking rules are not the ones "
+                                "the real-time index implements (identity/realtime.py BLOCKS)")
+        levels, tf_exact = {}, {}
+        for c in core.comparisons:
+            name = c.output_column_name
+            levels[name] = {lv.comparison_vector_value: float(lv._log2_bayes_factor)
+                            for lv in c.comparison_levels}
+            for lv in c.comparison_levels:
+                if lv._has_tf_adjustments and lv._tf_adjustment_weight:
+                    u = lv._u_probability_corresponding_to_exact_match(c.comparison_levels)
+                    tf_exact[name] = (lv.comparison_vector_value, float(lv._tf_adjustment_weight),
+                                      math.log2(u), float(lv._tf_minimum_u_value))
+        if set(tf_exact) - set(TF_VALUE):
+            raise ModelMismatch("term-frequency adjustments on columns the real-time scorer "
+                                "does not adjust")
+        p = core.probability_two_random_records_match
+        frequencies = {c: dict(zip(t[c].to_list(), t[f"tf_{c}"].to_list(), strict=True))
+                       for c, t in tf.items()}
+        return cls(math.log2(p / (1 - p)), levels, tf_exact, frequencies)
+
+    def score(self, q: Record, r: Record) -> tuple[float, tuple[int, ...]]:
+        """(match weight, each comparison's level) of one pair."""
+        weight, gammas = self.prior, []
+        for name, gamma_of in GAMMA.items():
+            gamma = gamma_of(q, r)
+            gammas.append(gamma)
+            weight += self.levels[name][gamma]
+            exact = self.tf_exact.get(name)
+            if exact is not None and gamma == exact[0]:
+                value = getattr(q, TF_VALUE[name])
+                frequency = self.tf[name].get(value)
+                if frequency is not None:
+                    weight += exact[1] * (exact[2] - math.log2(max(frequency, exact[3])))
+        return weight, tuple(gammas)
+
+
+def _expected_rules() -> list[str]:
+    return [rule.get_blocking_rule("duckdb").blocking_rule_sql
+            for rule in linkage.blocking_rules()]
+
+
+def probability(weight: float) -> float:
+    return 1.0 / (1.0 + 2.0 ** -weight) if weight > -1000 else 0.0
+
+
+def _keys(frame: pl.DataFrame) -> list[np.ndarray]:
+    """Per blocking rule, each row's key hash, or 0 where a part is null (0 is no key:
+    a real key hashing to 0 only loses that rule's candidates for it)."""
+    parts = frame.select(
+        pl.col("ssn"), pl.col("national_id_type"), pl.col("national_id"),
+        pl.col("dob").cast(pl.String).alias("dob"), pl.col("first_name"), pl.col("last_name"),
+        pl.col("phone"), pl.col("dob").dt.year().cast(pl.String).alias("_year"),
+        pl.col("dob").dt.month().cast(pl.String).alias("_month"),
+        pl.col("dob").dt.day().cast(pl.String).alias("_day"))
+    out = []
+    for block in BLOCKS:
+        key = pl.concat_str([pl.lit(str(len(block)))] + [pl.col(c) for c in block],
+                            separator="\x1f")
+        hashed = parts.select(pl.when(key.is_not_null()).then(key.hash(seed=7))
+                              .otherwise(0).alias("h"))["h"]
+        out.append(hashed.to_numpy().astype(np.uint64))
+    return out
+
+
+@dataclass
+class Candidate:
+    person_id: str
+    probability: float
+    weight: float
+    gammas: tuple[int, ...]
+
+
+@dataclass
+class Outcome:
+    outcome: str                 # MATCH, REVIEW or NO_MATCH
+    person_id: str | None        # MATCH only
+    probability: float | None    # MATCH only
+    evidence: dict[str, str] | None  # MATCH only: each comparison's level, as labelled
+
+
+class Index:
+    """The index's records, their person ids and the blocking keys, in memory."""
+
+    def __init__(self, person_record: pl.DataFrame, xref: pl.DataFrame,
+                 model: linkage.Model, tf: dict[str, pl.DataFrame], model_version: int) -> None:
+        """person_record: silver person records (linkage.SILVER_COLUMNS); xref: unique_id
+        and person_id of the index's build."""
+        self.weights = Weights.of(model, tf)
+        self.model_version = model_version
+        frame = (linkage.linkage_input(person_record)
+                 .join(xref.select("unique_id", "person_id"), on="unique_id", how="inner"))
+        self.records = records(frame)
+        self.person_ids: list[str] = frame["person_id"].to_list()
+        self.blocks = []
+        for hashes in _keys(frame):
+            rows = np.nonzero(hashes)[0]
+            order = np.argsort(hashes[rows], kind="stable")
+            self.blocks.append((hashes[rows][order], rows[order].astype(np.int64)))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def blocked(self, keys: list[np.ndarray], i: int) -> set[int]:
+        """The index rows the model's blocking rules pair with row `i` of `keys`."""
+        rows: set[int] = set()
+        for (sorted_keys, positions), hashes in zip(self.blocks, keys, strict=True):
+            key = hashes[i]
+            if key:
+                lo = int(np.searchsorted(sorted_keys, key, side="left"))
+                hi = int(np.searchsorted(sorted_keys, key, side="right"))
+                rows.update(positions[lo:hi].tolist())
+        return rows
+
+    def candidates(self, submitted: pl.DataFrame) -> list[list[Candidate]]:
+        """Per submitted person (linkage_input's columns), the index's persons the model
+        pairs it with, best record per person, best first."""
+        keys, people = _keys(submitted), records(submitted)
+        out = []
+        for i, q in enumerate(people):
+            best: dict[str, Candidate] = {}
+            for row in self.blocked(keys, i):
+                weight, gammas = self.weights.score(q, self.records[row])
+                pid = self.person_ids[row]
+                if pid not in best or weight > best[pid].weight:
+                    best[pid] = Candidate(pid, probability(weight), weight, gammas)
+            out.append(sorted(best.values(), key=lambda c: -c.weight))
+        return out
+
+    def decide(self, candidates: list[list[Candidate]], population: set[str] | None = None
+               ) -> list[Outcome]:
+        """One answer per submitted person. With `population`, only its persons are
+        answerable: a confident match outside it, or a review among persons all outside
+        it, is answered "no match" (the two are not told apart)."""
+        tops = [c[0] for c in candidates if c]
+        held = linkage.held_for_review(pl.DataFrame(
+            [dict(zip((f"gamma_{g}" for g in linkage.GAMMAS), t.gammas, strict=True))
+             for t in tops], schema={f"gamma_{g}": pl.Int64 for g in linkage.GAMMAS})
+        ).to_list() if tops else []
+        out, k = [], 0
+        for found in candidates:
+            plausible = [c for c in found if c.probability >= linkage.LINK_FLOOR]
+            if not found:
+                out.append(Outcome(NO_MATCH, None, None, None))
+                continue
+            top, reason = found[0], held[k]
+            k += 1
+            inside = [c for c in plausible if population is None or c.person_id in population]
+            if (top.probability >= linkage.MATCH_THRESHOLD and reason is None
+                    and len(plausible) == 1):
+                if population is None or top.person_id in population:
+                    out.append(Outcome(MATCH, top.person_id, top.probability,
+                                       self.evidence(top.gammas)))
+                else:
+                    out.append(Outcome(NO_MATCH, None, None, None))
+            elif inside:
+                out.append(Outcome(REVIEW, None, None, None))
+            else:
+                out.append(Outcome(NO_MATCH, None, None, None))
+        return out
+
+    @staticmethod
+    def evidence(gammas: tuple[int, ...]) -> dict[str, str]:
+        """Each comparison's level, as the model labels it (e.g. "Exact match on dob")."""
+        out = {}
+        for (name, labels), gamma in zip(LEVELS.items(), gammas, strict=True):
+            out[name] = labels[0] if gamma == -1 else labels[len(labels) - 1 - gamma]
+        return out

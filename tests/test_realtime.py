@@ -1,0 +1,119 @@
+"""Real-time matching scores with the nightly model: on the published lake's records, and
+on copies of them changed the ways records differ (nulls, typos, swapped names,
+transposed dates, nicknames, identifiers one edit apart or of another type), the
+real-time index pairs exactly the records Splink's blocking pairs and gives each pair
+Splink's levels and probability."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+
+from ids_lakehouse import delta
+from ids_lakehouse.config import Lake
+from ids_lakehouse.identity import linkage, mpi, realtime
+
+
+def _variants(people: pl.DataFrame, seed: int = 7) -> pl.DataFrame:
+    """Each record once more, changed in one or two of the ways records of one person
+    differ (and a few ways they should not match)."""
+    rng = random.Random(seed)
+
+    def typo(s: str | None) -> str | None:
+        if not s or len(s) < 2:
+            return s
+        i = rng.randrange(len(s) - 1)
+        return s[:i] + s[i + 1] + s[i] + s[i + 2:] if rng.random() < 0.5 else \
+            s[:i] + rng.choice("AEIOURSTN") + s[i + 1:]
+
+    changes = [
+        lambda r: r | {"first_name": None},
+        lambda r: r | {"last_name": None, "dob": None},
+        lambda r: r | {"first_name": r["last_name"], "last_name": r["first_name"]},
+        lambda r: r | {"first_name": typo(r["first_name"])},
+        lambda r: r | {"last_name": typo(r["last_name"]), "zip": None},
+        lambda r: r | {"dob": r["dob"].replace(day=r["dob"].month, month=r["dob"].day)
+                       if r["dob"] and r["dob"].day <= 12 else r["dob"]},
+        lambda r: r | {"dob": r["dob"].replace(year=r["dob"].year + 1)
+                       if r["dob"] and not (r["dob"].month == 2 and r["dob"].day == 29)
+                       else r["dob"]},
+        lambda r: r | {"first_name": {"ROBERT": "BOB", "WILLIAM": "BILL"}.get(
+            r["first_name"] or "", "ELIZABETH")},
+        lambda r: r | ({"ssn": r["ssn"][:7] + r["ssn"][8] + r["ssn"][7],
+                        "ssn_last4": r["ssn"][5:7] + r["ssn"][8] + r["ssn"][7]}
+                       if r["ssn"] and r["ssn"][7] != r["ssn"][8] else {}),
+        lambda r: r | {"ssn": None, "ssn_last4": r["ssn_last4"]},
+        lambda r: r | {"ssn": ("8" + r["ssn"][1:]) if r["ssn"] else None},
+        lambda r: r | {"ssn": None, "ssn_last4": None, "national_id": "AB1234567",
+                       "national_id_type": rng.choice(["passport", "drivers_licence", None])},
+        lambda r: r | {"phone": None, "zip": None, "street": None, "sex": None},
+        lambda r: r | {"middle_name": "Q", "sex": "F" if r["sex"] == "M" else "M"},
+        lambda r: r | {"street": "1 OTHER ST", "phone": r["phone"]},
+    ]
+    rows = []
+    for n, row in enumerate(people.iter_rows(named=True)):
+        changed = rng.choice(changes)(dict(row))
+        if rng.random() < 0.3:
+            changed = rng.choice(changes)(changed)
+        changed["source_record_id"] = f"V{n:05d}"
+        rows.append(changed)
+    return pl.DataFrame(rows, schema=people.schema)
+
+
+@pytest.fixture(scope="module")
+def scored(published) -> tuple[pl.DataFrame, realtime.Index, pl.DataFrame]:
+    lake = Lake(published)
+    people = delta.frame(lake.silver("person_record"), columns=linkage.SILVER_COLUMNS)
+    people = pl.concat([people, _variants(people)])
+    records = linkage.linkage_input(people)
+    model, tf, version = linkage.load_model(mpi.models_dir(lake)) or pytest.fail("no model")
+    xref = records.select("unique_id", pl.col("unique_id").alias("person_id"))
+    index = realtime.Index(people, xref, model, tf, version)
+    splink = linkage.predict(records, model, tf, spill=lake.spill(), floor=0.0)
+    return records, index, splink
+
+
+def test_the_index_pairs_what_the_models_blocking_pairs(scored):
+    records, index, splink = scored
+    ids = records["unique_id"].to_list()
+    keys = realtime._keys(records)
+    ours = {tuple(sorted((ids[i], ids[j]))) for i in range(len(ids))
+            for j in index.blocked(keys, i) if j != i}
+    theirs = set(zip(splink["unique_id_l"], splink["unique_id_r"], strict=True))
+    assert len(theirs) > 5_000
+    assert ours == theirs
+
+
+def test_each_pair_gets_the_models_levels_and_probability(scored):
+    records, index, splink = scored
+    row_of = {u: i for i, u in enumerate(records["unique_id"].to_list())}
+    people = realtime.records(records)
+    gammas = [f"gamma_{g}" for g in linkage.GAMMAS]
+    worst, checked = 0.0, 0
+    for pair in splink.iter_rows(named=True):
+        weight, levels = index.weights.score(people[row_of[pair["unique_id_l"]]],
+                                             people[row_of[pair["unique_id_r"]]])
+        assert levels == tuple(pair[g] for g in gammas), pair["unique_id_l"]
+        assert weight == pytest.approx(pair["match_weight"], abs=1e-9)
+        worst = max(worst, abs(realtime.probability(weight) - pair["match_probability"]))
+        checked += 1
+    assert worst < 1e-9 and checked == splink.height
+    # Every level of every comparison was exercised by these pairs.
+    for name, g in zip(linkage.GAMMAS, gammas, strict=True):
+        assert splink[g].n_unique() == len(realtime.LEVELS[name]), name
+
+
+def test_a_model_the_scorer_does_not_implement_is_refused(published):
+    lake = Lake(published)
+    model, tf, _ = linkage.load_model(mpi.models_dir(lake)) or pytest.fail("no model")
+    changed = model | {"comparisons": [
+        c | {"comparison_levels": c["comparison_levels"][:-2] + c["comparison_levels"][-1:]}
+        if c["output_column_name"] == "dob" else c for c in model["comparisons"]]}
+    with pytest.raises(realtime.ModelMismatch, match="comparisons"):
+        realtime.Weights.of(changed, tf)
+    rules = model | {"blocking_rules_to_generate_predictions":
+                     model["blocking_rules_to_generate_predictions"][:-1]}
+    with pytest.raises(realtime.ModelMismatch, match="blocking rules"):
+        realtime.Weights.of(rules, tf)
