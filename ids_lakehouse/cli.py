@@ -162,13 +162,12 @@ def _share_revoke(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ids_lakehouse import config
-    from ids_lakehouse.sharing.server import Settings, create_app
-
-    settings = Settings.from_env()
-    settings.public_url = settings.public_url or f"http://{args.host}:{args.port}"
-    uvicorn.run(create_app(config.lake(), settings), host=args.host, port=args.port,
-                log_level="warning", access_log=False)   # the audit log is the access log
+    # Each worker process builds its app from the environment (the factory below); the
+    # public URL recipients reach is this host and port unless configured.
+    os.environ.setdefault("IDS_SHARING_PUBLIC_URL", f"http://{args.host}:{args.port}")
+    uvicorn.run("ids_lakehouse.sharing.server:app_from_env", factory=True, host=args.host,
+                port=args.port, workers=args.workers, log_level="warning",
+                access_log=False)   # the audit log is the access log
     return 0
 
 
@@ -219,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     rev.add_argument("--token-id", required=True)
     rev.add_argument("--operator", required=True, help="your e-mail address")
     rev.set_defaults(func=_share_revoke)
-    serve = sub.add_parser("serve", help="run the sharing gateway (Delta Sharing)")
+    serve = sub.add_parser("serve", help="run the sharing gateway (Delta Sharing, lookups)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes (each holds the person index in memory and its "
+                            "own rate limits)")
     serve.set_defaults(func=_serve)
 
     moved = (argv if argv is not None else sys.argv[1:])[:1]

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import delta_sharing
 import polars as pl
@@ -303,3 +304,148 @@ def test_a_gateway_killed_mid_service_loses_no_audit_event(published_copy, tmp_p
     assert not list(audit.spool_dir(lake).glob("*.jsonl"))
     assert audit.verify(lake).intact
     assert token not in "".join(events["details"].to_list())
+
+
+# -- operations lookups ------------------------------------------------------------------
+
+OPERATIONS = "dsa-traveller-followup"
+
+
+def _lookup(gw: Gateway, token: str | None, body: Any, **headers: str) -> requests.Response:
+    data = body if isinstance(body, bytes) or not isinstance(body, dict) else \
+        json.dumps(body).encode()
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"http://127.0.0.1:{gw.port}/v1/lookups", data=data, timeout=60,
+                         headers={"Content-Type": "application/json", **auth, **headers})
+
+
+def _people(lake: Lake) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Silver person records with their person_id; the latest operations release."""
+    records = delta.frame(lake.silver("person_record")).join(
+        delta.frame(lake.identity("person_xref"), columns=["source", "source_record_id",
+                                                           "person_id"]),
+        on=["source", "source_record_id"])
+    latest = releases.published(lake, load_agreements()[OPERATIONS])[-1]
+    released = pl.read_parquet(latest / "contact_directory.parquet")
+    outside = records.filter(~pl.col("person_id").is_in(released["person_id"].implode()))
+    return records, released, outside
+
+
+def _as_known(row: dict[str, Any], ref: str, **changes: Any) -> dict[str, Any]:
+    person = {"ref": ref, "first_name": row["first_name"], "last_name": row["last_name"],
+              "dob": row["dob"].isoformat(), "phone": row["phone"], "zip": row["zip"]}
+    return {k: v for k, v in (person | changes).items() if v is not None}
+
+
+def test_an_operations_user_looks_people_up(gateway, tmp_path):
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, OPERATIONS))
+    records, released, outside = _people(lake)
+    travellers = records.filter(pl.col("source") == "travellers",
+                                pl.col("person_id").is_in(released["person_id"].implode()),
+                                pl.col("dob").is_not_null(), pl.col("first_name").is_not_null(),
+                                pl.col("last_name").is_not_null())
+    other = outside.filter(pl.col("dob").is_not_null(), pl.col("first_name").is_not_null())
+    assert travellers.height >= 5 and other.height >= 5
+    people = [_as_known(r, f"t{i}") for i, r in enumerate(travellers.head(5).iter_rows(named=True))]
+    # As another agency knows them: a typo in the first name, no phone.
+    typo = travellers.row(0, named=True)
+    people.append(_as_known(typo, "typo", first_name=typo["first_name"][:-1] + "X",
+                            phone=None))
+    # Known to the index, but not a traveller: never answerable.
+    people += [_as_known(r, f"o{i}") for i, r in enumerate(other.head(5).iter_rows(named=True))]
+    people.append({"ref": "nobody", "first_name": "Zebulon", "last_name": "Quackenbush",
+                   "dob": "1950-02-03", "ssn": "123-45-678"})
+    people.append({"ref": "blank", "first_name": "--", "last_name": "Smith",
+                   "dob": "1980-01-01"})
+    got = _lookup(gw, token, {"people": people})
+    assert got.status_code == 200, got.text
+    answer = got.json()
+    results = {r["ref"]: r for r in answer["results"]}
+    assert [r["ref"] for r in answer["results"]] == [p["ref"] for p in people]
+    rows = {r["person_id"]: r for r in released.iter_rows(named=True)}
+    fields = set(load_agreements()[OPERATIONS].permitted["contact_directory"])
+    for i, row in enumerate(travellers.head(5).iter_rows(named=True)):
+        r = results[f"t{i}"]
+        assert r["outcome"] == "match", r
+        assert r["person"]["person_id"] == row["person_id"]
+        assert set(r["person"]) == fields
+        want = rows[row["person_id"]]
+        assert all(r["person"][k] == (want[k].isoformat() if hasattr(want[k], "isoformat")
+                                      else want[k]) for k in fields)
+        assert r["match_probability"] >= 0.9 and r["evidence"]["dob"] == "Exact match on dob"
+    assert results["typo"]["outcome"] == "match"
+    assert results["typo"]["person"]["person_id"] == typo["person_id"]
+    for i in range(5):
+        assert set(results[f"o{i}"]) == {"ref", "outcome"}
+        assert results[f"o{i}"]["outcome"] == "no_match"
+    assert results["nobody"] == {"ref": "nobody", "outcome": "no_match",
+                                 "unused": {"ssn": "invalid_format"}}
+    assert results["blank"] == {"ref": "blank", "outcome": "invalid",
+                                "problems": {"first_name": "unusable"}}
+    assert answer["release_version"] >= 1 and answer["model_version"] >= 1
+
+    # Audited: who, the counts of each outcome; never a reference, name or value.
+    events = gw.audited().filter(pl.col("details").str.contains("/v1/lookups"))
+    event = json.loads(events.filter(pl.col("kind") == "sharing_request")["details"][-1])
+    assert event["endpoint"] == "/v1/lookups" and event["agreement"] == OPERATIONS
+    assert (event["outcomes"]["match"], event["outcomes"]["no_match"],
+            event["outcomes"]["invalid"]) == (6, 6, 1)
+    text = "".join(events["message"].to_list() + events["details"].to_list())
+    for p in people:
+        assert f'"{p["ref"]}"' not in text
+        assert p["last_name"] not in text and p["dob"] not in text
+    assert token not in text
+
+
+def test_lookups_refuse_what_they_must(gateway, tmp_path):
+    lake, gw = gateway
+    operations = _token(_profile(tmp_path, gw, OPERATIONS, "o"))
+    research = _token(_profile(tmp_path, gw, RESEARCH, "r"))
+    one = {"people": [{"ref": "a", "first_name": "Ann", "last_name": "Lee",
+                       "dob": "1990-01-01"}]}
+    before = gw.audited().height
+    assert _lookup(gw, None, one).status_code == 401
+    assert _lookup(gw, "idsl_" + "x" * 43, one).status_code == 401
+    forbidden = _lookup(gw, research, one)               # a research token
+    assert forbidden.status_code == 403
+    assert forbidden.headers["content-type"].startswith("application/problem+json")
+    # Wildcards, partial searches and malformed people are refused, naming the field only.
+    for person, field in (({"ref": "a", "last_name": "Lee", "dob": "1990-01-01"},
+                           "people.0.first_name"),
+                          ({"ref": "a", "first_name": "A*", "last_name": "%",
+                            "dob": "1990-13-01"}, "people.0.dob"),
+                          ({"ref": "a b", "first_name": "Ann", "last_name": "Lee",
+                            "dob": "1990-01-01"}, "people.0.ref"),
+                          ({"ref": "a", "first_name": "Ann", "last_name": "Lee",
+                            "dob": "1990-01-01", "email": "x@y.z"}, "people.0.email")):
+        bad = _lookup(gw, operations, {"people": [person]})
+        assert bad.status_code == 400 and field in bad.json()["detail"], bad.text
+        assert "1990" not in bad.text and "Lee" not in bad.text
+    assert _lookup(gw, operations, {"people": []}).status_code == 400
+    assert _lookup(gw, operations, b"{not json").status_code == 400
+    assert _lookup(gw, operations, {"people": one["people"] * 101}).status_code == 413
+    assert _lookup(gw, operations, b" " * 300_000).status_code == 413
+
+    def chunked() -> Iterator[bytes]:
+        yield b'{"people": ['
+        for _ in range(5_000):
+            yield json.dumps(one["people"][0]).encode() + b","
+        yield b"{}]}"
+
+    assert _lookup(gw, operations, chunked()).status_code == 413  # no Content-Length
+    # Hostile strings are names like any other: no error, no match, nothing echoed.
+    hostile = [{"ref": f"h{i}", "first_name": s, "last_name": s, "dob": "1990-01-01"}
+               for i, s in enumerate(["'; DROP TABLE person_xref; --", "../../etc/passwd",
+                                      "\u202eevil", "%00", "ROBERT\u200b", "x" * 100])]
+    got = _lookup(gw, operations, {"people": hostile})
+    assert got.status_code == 200
+    assert {r["outcome"] for r in got.json()["results"]} <= {"no_match", "invalid"}
+    events = gw.audited().slice(before)
+    refused = events.filter(pl.col("kind") == "sharing_refused")
+    assert refused.height >= 10
+    text = "".join(events["details"].to_list())
+    assert operations not in text and research not in text and "DROP TABLE" not in text
+    # The documentation of the API is served by the app.
+    spec = requests.get(f"http://127.0.0.1:{gw.port}/openapi.json", timeout=30).json()
+    assert "/v1/lookups" in spec["paths"]

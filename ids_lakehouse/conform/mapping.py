@@ -27,7 +27,7 @@ import polars as pl
 from ids_lakehouse.conform import standardise as std
 from ids_lakehouse.conform.transforms import TRANSFORMS
 from ids_lakehouse.model import DTYPES, DataModel, load_model
-from ids_lakehouse.sources import Conventions, FieldMap, SourceDefinition
+from ids_lakehouse.sources import FieldMap, SourceDefinition
 
 ROW_ENTITIES = ("enrollment", "service_event")   # one row per bronze row
 PROVENANCE = ["_file", "_file_sha256", "_row_number"]
@@ -182,8 +182,7 @@ def _entity(df: pl.DataFrame, defn: SourceDefinition, entity: str, model: DataMo
         dob_raw = (_delivered(df, mapping["dob"]).cast(pl.String) if "dob" in mapping
                    and mapping["dob"].value is None else pl.Series([None] * df.height,
                                                                    dtype=pl.String))
-        out = standardise_person(out.with_columns(dob_raw.alias("dob_raw")), defn.conventions,
-                                 mapping.get("national_id"), model)
+        out = _standardise_person(out.with_columns(dob_raw.alias("dob_raw")), defn, model)
     missing = [n for n in fields if n not in out.columns]
     out = out.with_columns([pl.lit(None, dtype=DTYPES[fields[n].type]).alias(n)
                             for n in missing])
@@ -205,12 +204,8 @@ def _record_id(df: pl.DataFrame, column: str) -> pl.Series:
                      .alias("source_record_id")).to_series()
 
 
-def standardise_person(p: pl.DataFrame, conv: Conventions, ident: FieldMap | None,
-                       model: DataModel) -> pl.DataFrame:
-    """Person fields as delivered (dob parsed, dob_raw as delivered) -> standardised, each
-    identifying field with its *_raw and *_status: names, address, identifiers (`ident`:
-    the national_id's declaration), postcode, state, e-mail, county and phone as the
-    source's conventions read them. Also the path of a real-time lookup's people."""
+def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
+                        model: DataModel) -> pl.DataFrame:
     # Every field read below as a column of the frame's height (a bare null literal would
     # not broadcast through the Python folding of non-ASCII text).
     used = ("first_name", "middle_name", "last_name", "street", "city", "ssn", "national_id",
@@ -218,6 +213,8 @@ def standardise_person(p: pl.DataFrame, conv: Conventions, ident: FieldMap | Non
     p = p.with_columns([pl.lit(None, dtype=pl.String).alias(n) for n in used
                         if n not in p.columns])
 
+    conv = defn.conventions
+    ident = defn.mapping.get("person_record", {}).get("national_id")
     dob = pl.col("dob").cast(pl.Date) if "dob" in p.columns else pl.lit(None, dtype=pl.Date)
     dob_raw = std.blank_to_null(pl.col("dob_raw"))
     oldest = dt.date(model.as_of.year - model.max_age_years, 1, 1)

@@ -1,5 +1,7 @@
 """The sharing gateway (FastAPI): the Delta Sharing protocol over the releases, for the
-recipients of each agreement. `python -m ids_lakehouse serve` runs it under uvicorn.
+recipients of each agreement, and real-time lookups in the master person index for
+operations agreements (`POST /v1/lookups`, sharing/lookups.py). `python -m ids_lakehouse
+serve` runs it under uvicorn; the OpenAPI description is at /openapi.json and /docs.
 
 Every request is authenticated by a bearer token (sharing/tokens.py) that speaks for one
 agreement, and audited: who (the token's id, never the token), which agreement, which
@@ -12,7 +14,12 @@ signatures' secret); IDS_SHARING_PUBLIC_URL (the gateway's URL as recipients rea
 e.g. behind a TLS proxy; file URLs are built on it, never on the request's Host header);
 IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300); IDS_SHARING_RATE_PER_MINUTE
 (requests per token per minute, default 600); IDS_SHARING_REFUSALS_PER_MINUTE (refused
-requests per client address per minute before it is throttled, default 30)."""
+requests per client address per minute before it is throttled, default 30);
+IDS_LOOKUP_MAX_BATCH (people per lookup request, default 100). Rate limits are per worker
+process (`serve --workers N` allows N times as much).
+
+Audit events are spooled and committed in groups (audit.Spool, about once a second): a
+request is answered once its event is written to the spool, not to the Delta log."""
 
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ids_lakehouse import audit, config
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid.pseudonym import derive_key
-from ids_lakehouse.sharing import protocol, tokens
+from ids_lakehouse.sharing import lookups, protocol, tokens
 
 PREFIX = "/delta-sharing"
 NDJSON = "application/x-ndjson; charset=utf-8"
@@ -67,6 +74,8 @@ class Settings:
     rate_per_minute: int = 600          # per token
     refusals_per_minute: int = 30       # per client address, without a valid token
     max_body_bytes: int = 16_384
+    max_lookup_batch: int = 100         # people per lookup request
+    index_recheck_s: float = 60.0       # how often a lookup looks for a newer index build
     public_url: str | None = None       # where recipients reach the gateway (file URLs)
     audit_flush_s: float = 1.0          # how often spooled audit events are committed
     token_recheck_s: float = 1.0        # how soon an issued or revoked token is seen
@@ -74,6 +83,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(url_ttl_s=_positive("IDS_SHARING_URL_TTL_S", 300),
+                   max_lookup_batch=_positive("IDS_LOOKUP_MAX_BATCH", 100),
                    rate_per_minute=_positive("IDS_SHARING_RATE_PER_MINUTE", 600),
                    refusals_per_minute=_positive("IDS_SHARING_REFUSALS_PER_MINUTE", 30),
                    public_url=os.environ.get("IDS_SHARING_PUBLIC_URL") or None)
@@ -157,6 +167,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.warm()          # the person index in memory before the first request
         flusher.start()
         try:
             yield
@@ -166,6 +177,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ids-lakehouse sharing gateway", lifespan=lifespan,
                   description="Delta Sharing over the releases of each data sharing agreement.")
     app.state.spool = spool
+    service = lookups.Lookups(lake, settings.max_lookup_batch, settings.index_recheck_s)
+    app.state.lookups = service
 
     def principal(request: Request) -> tokens.Principal:
         client = _client(request)
@@ -216,7 +229,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     async def _audited(request: Request,
                        call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
+        if int(request.headers.get("content-length") or 0) > _body_limit(request, settings):
             response: Response = _problem(413, "Content Too Large", "the request body is "
                                           "too large", "INVALID_REQUEST")
         else:
@@ -318,7 +331,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         # The body is read only now, after the token (and its size before, in the
         # middleware); options the gateway does not serve are refused.
         try:
-            body = QueryBody.model_validate_json(await request.body() or b"{}")
+            body = QueryBody.model_validate_json(
+                await _body(request, settings.max_body_bytes) or b"{}")
         except ValidationError as exc:
             where = sorted({".".join(str(p) for p in e["loc"]) or "body"
                             for e in exc.errors(include_input=False)})
@@ -362,7 +376,63 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         return FileResponse(tv.path, media_type="application/octet-stream",
                             headers={"Cache-Control": "no-store"})
 
+    @app.post("/v1/lookups", tags=["operations"], summary="Look people up in the master "
+              "person index", response_description="One answer per submitted person")
+    async def lookup(request: Request, who: tokens.Principal = Auth) -> dict[str, Any]:
+        """Under an operations agreement's token: per submitted person (first name, last
+        name and date of birth required; identifiers, address and phone optional), the
+        agreement's permitted fields of the one person it confidently is, or
+        `refer_for_review`, or `no_match`; `invalid` when a required field is unusable.
+        At most IDS_LOOKUP_MAX_BATCH people (default 100) per request."""
+        if who.agreement.purpose != "operations":
+            raise Problem(403, "Forbidden", "this agreement's purpose does not permit "
+                          "lookups", "PERMISSION_DENIED")
+        try:
+            body = lookups.LookupBody.model_validate_json(
+                await _body(request, LOOKUP_BODY_BYTES))
+        except ValidationError as exc:
+            where = sorted({".".join(str(p) for p in e["loc"]) or "body"
+                            for e in exc.errors(include_input=False)})
+            shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5
+                                            else "")
+            raise Problem(400, "Bad Request", f"invalid {shown}", "INVALID_REQUEST") from None
+        if len(body.people) > settings.max_lookup_batch:
+            raise Problem(413, "Content Too Large", f"at most {settings.max_lookup_batch} "
+                          "people per request", "INVALID_REQUEST")
+        try:
+            answer, counts = await run_in_threadpool(service.lookup, who.agreement,
+                                                     body.people)
+        except lookups.NotAnswerable as exc:
+            raise Problem(503, "Service Unavailable", str(exc), "UNAVAILABLE") from None
+        request.state.counts = counts
+        return answer
+
     return app
+
+
+LOOKUP_BODY_BYTES = 262_144
+
+
+def _body_limit(request: Request, settings: Settings) -> int:
+    return LOOKUP_BODY_BYTES if request.url.path == "/v1/lookups" else settings.max_body_bytes
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past `limit` bytes however it is sent (a chunked
+    body has no Content-Length to refuse it by)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "Content Too Large", "the request body is too large",
+                          "INVALID_REQUEST")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def app_from_env() -> FastAPI:
+    """The app as `python -m ids_lakehouse serve` runs it in each worker process."""
+    return create_app(config.lake(), Settings.from_env())
 
 
 def _client(request: Request) -> str:
@@ -424,6 +494,8 @@ def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) ->
         details["table"], details["version"] = request.state.table
     if getattr(request.state, "rows", None) is not None:
         details["rows"] = request.state.rows
+    if getattr(request.state, "counts", None) is not None:
+        details["outcomes"] = request.state.counts
     kind = "sharing_request" if status < 400 else "sharing_refused"
     spool.add(kind, f"{request.method} {endpoint} -> {status}",
               actor=who.token_id if who else "anonymous", via="sharing-gateway",

@@ -1,0 +1,249 @@
+"""Operations query-and-retrieve (`POST /v1/lookups`): a partner under an operations
+agreement submits people as it knows them and gets, per person, the agreement's permitted
+fields of the one person it confidently is, "refer_for_review", or "no_match"; never a
+list of candidates, never a partial or wildcard search (first name, last name and date of
+birth are required).
+
+Who is answerable: the people of the agreement's latest release of its person-level mart
+(for dsa-traveller-followup, contact_directory: the travellers, with the values the
+release decided from the agreement's own sources). A confident match to anyone else in
+the index is answered "no_match", as is a review among people all outside the population:
+the two cannot be told apart, so a lookup never reveals that someone is known to another
+agency. Matching is identity/realtime.py: the nightly model over the whole index.
+
+Submitted values are standardised as a delivery's are (conform.mapping.standardise_person,
+United States conventions); a value that cannot be used (an invalid SSN, ZIP or phone) is
+left out of the matching and named, with its status, in the answer's `unused`; a missing
+or unusable name or date of birth makes that person's answer `invalid`. Nothing submitted
+or returned is logged or audited: the audit event holds the counts of each outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from ids_lakehouse import delta, releases
+from ids_lakehouse.agreements import Agreement
+from ids_lakehouse.config import Lake
+from ids_lakehouse.identity import linkage, mpi, realtime
+
+INVALID = "invalid"
+TEXT = Field(default=None, min_length=1, max_length=100)
+
+
+class Person(BaseModel):
+    """One person as the requesting agency knows them."""
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    ref: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                     description="The requester's own reference, echoed in the answer "
+                                 "(not personal data: letters, digits, _ . : - only).")
+    first_name: str = Field(min_length=1, max_length=100)
+    middle_name: str | None = TEXT
+    last_name: str = Field(min_length=1, max_length=100)
+    dob: dt.date = Field(description="Date of birth, YYYY-MM-DD.")
+    sex: str | None = Field(default=None, pattern=r"^[FMfm]$")
+    ssn: str | None = Field(default=None, min_length=1, max_length=20)
+    national_id: str | None = Field(default=None, min_length=1, max_length=40)
+    national_id_type: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{1,39}$")
+    street: str | None = Field(default=None, min_length=1, max_length=200)
+    zip: str | None = Field(default=None, min_length=1, max_length=20)
+    phone: str | None = Field(default=None, min_length=1, max_length=40)
+
+
+class LookupBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    people: list[Person] = Field(min_length=1)
+
+
+class NotAnswerable(LookupError):
+    """The agreement has nothing the lookups can answer from (no release yet, or no
+    person-level mart in it), or the index is not built."""
+
+
+@dataclass(frozen=True)
+class Answerable:
+    """An agreement's released person-level mart: who is answerable, with what."""
+    folder: Path
+    version: int
+    mart: str
+    rows: dict[str, dict[str, Any]]
+
+
+# The statuses of an optional field that is used (or was not given).
+USABLE = {"valid", "possible", "partial", "missing"}
+
+
+class Lookups:
+    """The index and the answerable populations, loaded once and reloaded when the
+    identity build or the release changes (looked at most every `recheck_s` seconds)."""
+
+    def __init__(self, lake: Lake, max_batch: int = 100, recheck_s: float = 60.0) -> None:
+        self.lake, self.max_batch, self.recheck_s = lake, max_batch, recheck_s
+        self.lock = threading.Lock()
+        self.index: realtime.Index | None = None
+        self.index_version: int | None = None
+        self.checked = -1e9
+        self.answerable: dict[str, Answerable] = {}
+
+    def warm(self) -> None:
+        """Load the index now if there is one (a gateway without one still serves
+        Delta Sharing; its lookups answer 503 until the index is built)."""
+        try:
+            self.current()
+        except NotAnswerable:
+            pass
+
+    def current(self) -> realtime.Index:
+        with self.lock:
+            if time.monotonic() - self.checked >= self.recheck_s or self.index is None:
+                xref = self.lake.identity("person_xref")
+                version = delta.table(xref).version() if delta.exists(xref) else None
+                if version is None:
+                    raise NotAnswerable("the master person index is not built yet")
+                if version != self.index_version:
+                    self.index = load_index(self.lake)
+                    self.index_version = version
+                self.checked = time.monotonic()
+            assert self.index is not None
+            return self.index
+
+    def population(self, agreement: Agreement) -> Answerable:
+        published = releases.published(self.lake, agreement)
+        if not published:
+            raise NotAnswerable("nothing is released under this agreement yet")
+        folder = published[-1]
+        cached = self.answerable.get(agreement.id)
+        if cached is not None and cached.folder == folder:
+            return cached
+        for mart in sorted(agreement.release):
+            path = folder / f"{mart}.parquet"
+            if path.exists() and "person_id" in pq.read_schema(path).names:
+                fields = [f for f in agreement.permitted.get(mart, []) if f != "person_id"]
+                frame = pl.read_parquet(path, columns=["person_id", *fields])
+                rows = {r.pop("person_id"): _jsonable(r) for r in frame.iter_rows(named=True)}
+                answer = Answerable(folder, int(folder.name[1:]), mart, rows)
+                self.answerable[agreement.id] = answer
+                return answer
+        raise NotAnswerable("this agreement releases no person-level mart to answer from")
+
+    def lookup(self, agreement: Agreement, people: list[Person]
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The answer, and what the audit log may hold about it (counts, versions)."""
+        index, answerable = self.current(), self.population(agreement)
+        frame, problems, unused = standardise(people)
+        usable = [i for i, p in enumerate(problems) if not p]
+        candidates = index.candidates(frame[usable]) if usable else []
+        decided = dict(zip(usable, index.decide(candidates, set(answerable.rows)),
+                           strict=True))
+        results: list[dict[str, Any]] = []
+        counts = {realtime.MATCH: 0, realtime.REVIEW: 0, realtime.NO_MATCH: 0, INVALID: 0}
+        for i, person in enumerate(people):
+            answer: dict[str, Any] = {"ref": person.ref}
+            if problems[i]:
+                answer |= {"outcome": INVALID, "problems": problems[i]}
+            else:
+                o = decided[i]
+                answer["outcome"] = o.outcome
+                if o.outcome == realtime.MATCH and o.person_id is not None:
+                    answer |= {"person": {"person_id": o.person_id,
+                                          **answerable.rows[o.person_id]},
+                               "match_probability": round(o.probability or 0.0, 6),
+                               "evidence": o.evidence}
+            if unused[i]:
+                answer["unused"] = unused[i]
+            counts[answer["outcome"]] += 1
+            results.append(answer)
+        meta = {"model_version": index.model_version, "release_version": answerable.version}
+        return {"results": results, **meta, "mart": answerable.mart}, counts | meta
+
+
+def load_index(lake: Lake) -> realtime.Index:
+    saved = linkage.load_model(mpi.models_dir(lake))
+    if saved is None:
+        raise NotAnswerable("no linkage model is saved yet")
+    model, tf, version = saved
+    records = delta.frame(lake.silver("person_record"), columns=linkage.SILVER_COLUMNS)
+    xref = delta.frame(lake.identity("person_xref"), columns=["unique_id", "person_id"])
+    return realtime.Index(records, xref, model, tf, version)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in row.items()}
+
+
+def standardise(people: list[Person]) -> tuple[pl.DataFrame, list[dict[str, str]],
+                                                 list[dict[str, str]]]:
+    """The submitted people as linkage input (linkage.linkage_input's columns); per person,
+    the required fields that are unusable (field -> status) and the optional ones left
+    out of the matching (field -> status). The fields are read by conform's own
+    standardisers, with the United States conventions of a source that declares none."""
+    from ids_lakehouse.conform import standardise as std
+    from ids_lakehouse.sources import Conventions
+
+    text = ["first_name", "middle_name", "last_name", "sex", "ssn", "street", "zip", "phone",
+            "national_id", "national_id_type"]
+    frame = pl.DataFrame({**{c: [getattr(p, c) for p in people] for c in text},
+                          "dob": [p.dob for p in people]},
+                         schema={**dict.fromkeys(text, pl.String), "dob": pl.Date})
+    declared = id_types()
+    # National ids: each type read by its declaration in data_model/sources (one pattern
+    # per type), an undeclared type not at all.
+    national: list[pl.Expr] = [pl.when(pl.col("national_id_type") == kind).then(e) for kind, fm in
+                declared.items() for e in std.national_id_frame(
+                    pl.col("national_id"), fm.id_type, fm.pattern)[:1]]
+    conventions = Conventions()
+    out = frame.select(
+        std.name(pl.col("first_name")).alias("first_name"),
+        std.name(pl.col("middle_name")).alias("middle_name"),
+        std.without_suffix(std.name(pl.col("last_name"))).alias("last_name"),
+        pl.col("dob"), pl.col("sex").str.to_uppercase(),
+        *std.ssn_frame(pl.col("ssn")),
+        pl.coalesce(national or [pl.lit(None, pl.String)]).alias("national_id"),
+        std.street(pl.col("street")).alias("street"),
+        *std.postcode_frame(pl.col("zip"), conventions.postcode_pattern),
+        pl.lit("lookup").alias("source"),
+        pl.int_range(pl.len()).cast(pl.String).alias("source_record_id"))
+    phones = std.phones(frame["phone"], conventions.country)
+    out = out.with_columns(
+        pl.when(pl.col("national_id").is_not_null()).then(frame["national_id_type"])
+        .alias("national_id_type"), phones["phone"])
+    problems: list[dict[str, str]] = []
+    unused: list[dict[str, str]] = []
+    phone_status = phones["phone_status"].to_list()
+    for i, row in enumerate(out.iter_rows(named=True)):
+        # A name without a letter ("--", "?") is no name to match on.
+        problems.append({c: "unusable" for c in ("first_name", "last_name")
+                         if not any(ch.isalpha() for ch in row[c] or "")})
+        left_out = {}
+        if row["ssn_status"] not in USABLE:
+            left_out["ssn"] = str(row["ssn_status"])
+        if row["zip_status"] not in USABLE:
+            left_out["zip"] = str(row["zip_status"])
+        if phone_status[i] not in USABLE:
+            left_out["phone"] = str(phone_status[i])
+        nid = people[i].national_id
+        if nid is not None and row["national_id"] is None:
+            left_out["national_id"] = ("unknown_type" if people[i].national_id_type
+                                       not in declared else "invalid")
+        unused.append(left_out)
+    return linkage.linkage_input(out), problems, unused
+
+
+def id_types() -> dict[str, Any]:
+    """The national id types the sources declare, with their declarations."""
+    from ids_lakehouse.sources import load_sources
+
+    out = {}
+    for defn in load_sources().values():
+        fm = defn.mapping.get("person_record", {}).get("national_id")
+        if fm is not None and fm.id_type:
+            out[fm.id_type] = fm
+    return out
