@@ -59,18 +59,23 @@ def built_lake(persons: int) -> Path:
     if done.exists():
         return folder
     prep = pipeline.prepared(persons)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    shutil.copytree(Path(prep["folder"]) / "landing", folder / "landing",
-                    copy_function=os.link)
-    layers = {}
+    progress = folder / "layers.json"       # layers built so far: a failed build resumes
+    layers = json.loads(progress.read_text()) if progress.exists() else {}
+    if not layers:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        shutil.copytree(Path(prep["folder"]) / "landing", folder / "landing",
+                        copy_function=os.link)
     for layer in pipeline.LAYERS:
+        if layer in layers:
+            continue
         t0 = time.perf_counter()
         s = run_in_subprocess("pipeline:task_layer", timeout=4 * 3600, layer=layer,
                               work=str(folder))
         if s.extra["runs_failed"]:
             raise BenchError(f"{layer}: runs failed: {s.extra['runs_failed']}")
         layers[layer] = time.perf_counter() - t0
+        progress.write_text(json.dumps(layers))
         log(f"built {persons:,}: {layer} in {layers[layer]:.0f}s")
     done.write_text(json.dumps({"persons": persons, "layers_s": layers}, indent=2))
     return folder
@@ -81,6 +86,342 @@ def env_for(folder: Path) -> dict[str, str]:
                          "LANDING_ROOT": str(folder / "landing"),
                          "DAGSTER_HOME": str(folder / "dagster_home"),
                          "IDS_PSEUDONYM_KEY": KEY, "PYTHONPATH": str(REPO)}
+
+
+# -- one measurement: a copy of the built lake, the gateway in its own process -------------
+
+def _copy(folder: Path, work: Path) -> None:
+    """The lake by hard links (Delta files are never rewritten, only added), the Dagster
+    home and landing truth by copy (the audit anchors are appended to in place)."""
+    shutil.copytree(folder / "lake", work / "lake", copy_function=os.link)
+    shutil.copytree(folder / "dagster_home", work / "dagster_home")
+    (work / "landing").mkdir()
+    shutil.copytree(folder / "landing" / "_truth", work / "landing" / "_truth",
+                    copy_function=os.link)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    """`python -m ids_lakehouse serve` in its own process group, stopped on exit."""
+
+    def __init__(self, work: Path, workers: int) -> None:
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env_for(work) | {"IDS_SHARING_RATE_PER_MINUTE": "10000000",
+                                    "IDS_SHARING_PUBLIC_URL": self.url}
+        self.workers = workers
+        self.log = open(work / "gateway.log", "w")
+
+    def __enter__(self) -> Gateway:
+        import requests
+
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ids_lakehouse", "serve", "--host", "127.0.0.1", "--port",
+             str(self.port), "--workers", str(self.workers)], env=self.env, cwd=REPO,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        while True:
+            try:
+                if requests.get(self.url + "/openapi.json", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.perf_counter() - t0 > 900:
+                raise BenchError("the gateway did not start; see gateway.log")
+            time.sleep(0.5)
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def _profile(work: Path, agreement: str, endpoint: str) -> Path:
+    out = work / f"{agreement}.share"
+    subprocess.run([sys.executable, "-m", "ids_lakehouse", "share-profile", "--agreement",
+                    agreement, "--out", str(out), "--operator", OPERATOR, "--endpoint",
+                    endpoint + "/delta-sharing"], env=env_for(work), cwd=REPO, check=True,
+                   capture_output=True)
+    return out
+
+
+# -- the people submitted, and the truth to judge the answers by -------------------------
+
+def queries(work: Path, n_each: int, seed: int = 11) -> list[tuple[str, str | None, dict]]:
+    """(kind, true person or None, person as the requester knows them)."""
+    import numpy as np
+    import polars as pl
+
+    from ids_lakehouse.synth.agencies import demographics
+    from ids_lakehouse.synth.corrupt import ErrorRates
+
+    truth = pl.read_parquet(work / "landing" / "_truth" / "person_truth.parquet")
+    persons = pl.read_parquet(work / "landing" / "_truth" / "persons.parquet")
+    travellers = truth.filter(pl.col("source") == "travellers")["true_person_id"].unique()
+    known = truth["true_person_id"].unique()
+    inside = persons.filter(pl.col("true_person_id").is_in(travellers.implode()))
+    elsewhere = persons.filter(pl.col("true_person_id").is_in(known.implode()),
+                               ~pl.col("true_person_id").is_in(travellers.implode()))
+    rng = np.random.default_rng(seed)
+    errors = ErrorRates()
+    out: list[tuple[str, str | None, dict]] = []
+
+    def person(p: dict, ref: str) -> dict | None:
+        d = demographics(p, rng, errors)
+        if d["dob"] is None or not d["first"] or not d["last"]:
+            return None
+        known_as = {"ref": ref, "first_name": d["first"], "last_name": d["last"],
+                    "dob": d["dob"].isoformat(), "sex": d["sex"], "street": d["street"],
+                    "zip": d["zip"], "phone": d["phone"],
+                    "ssn": d["ssn"] if rng.random() < 0.5 else None}
+        return {k: v for k, v in known_as.items() if v is not None}
+
+    for kind, frame in (("traveller", inside), ("elsewhere", elsewhere)):
+        for p in frame.sample(min(n_each, frame.height), seed=seed).iter_rows(named=True):
+            q = person(p, f"{kind[0]}{len(out)}")
+            if q is not None:
+                out.append((kind, p["true_person_id"], q))
+    # Nobody: names and places of people drawn apart, a date of birth of nobody's.
+    firsts = persons["first_name"].sample(n_each, seed=seed + 1).to_list()
+    lasts = persons["last_name"].sample(n_each, seed=seed + 2).to_list()
+    for first, last in zip(firsts, lasts, strict=True):
+        dob = f"{int(rng.integers(1930, 2020))}-{int(rng.integers(1, 13)):02d}-" \
+              f"{int(rng.integers(1, 29)):02d}"
+        out.append(("nobody", None, {"ref": f"n{len(out)}", "first_name": first,
+                                     "last_name": last, "dob": dob}))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def truth_of_person_ids(work: Path) -> dict[str, str]:
+    """person_id -> the true person holding most of its records."""
+    import polars as pl
+
+    from ids_lakehouse import delta
+    from ids_lakehouse.config import Lake
+
+    xref = delta.frame(Lake(work / "lake").identity("person_xref"),
+                       columns=["source", "source_record_id", "person_id"])
+    truth = pl.read_parquet(work / "landing" / "_truth" / "person_truth.parquet")
+    top = (xref.join(truth, on=["source", "source_record_id"])
+           .group_by("person_id", "true_person_id").len()
+           .sort("len", descending=True).unique("person_id", keep="first"))
+    return dict(zip(top["person_id"], top["true_person_id"], strict=True))
+
+
+# -- load --------------------------------------------------------------------------------
+
+def drive(url: str, token: str, batches: list[list[dict]], threads: int
+          ) -> tuple[list[float], list[dict], float, int]:
+    """Post every batch from `threads` client threads (keep-alive sessions): latencies
+    (ms), the answers, the wall time and the number of non-200 answers."""
+    import concurrent.futures as cf
+    import threading
+
+    import requests
+
+    local = threading.local()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def one(batch: list[dict]) -> tuple[float, list[dict], int]:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        t0 = time.perf_counter()
+        r = session.post(url + "/v1/lookups", json={"people": batch}, headers=headers,
+                         timeout=60)
+        ms = (time.perf_counter() - t0) * 1000
+        return ms, r.json()["results"] if r.status_code == 200 else [], r.status_code
+
+    started = time.perf_counter()
+    with cf.ThreadPoolExecutor(threads) as pool:
+        done = list(pool.map(one, batches))
+    wall = time.perf_counter() - started
+    return ([d[0] for d in done], [a for d in done for a in d[1]], wall,
+            sum(1 for d in done if d[2] != 200))
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def judge(asked: list[tuple[str, str | None, dict]], answers: list[dict],
+          truth: dict[str, str]) -> dict:
+    by_ref = {a["ref"]: a for a in answers}
+    out: dict = {"matches": 0, "right": 0, "wrong": 0, "kinds": {}}
+    for kind, true_id, q in asked:
+        a = by_ref.get(q["ref"])
+        if a is None:
+            continue
+        k = out["kinds"].setdefault(kind, {"n": 0, "match": 0, "refer_for_review": 0,
+                                           "no_match": 0, "invalid": 0, "right": 0})
+        k["n"] += 1
+        k[a["outcome"]] += 1
+        if a["outcome"] == "match":
+            out["matches"] += 1
+            ok = true_id is not None and truth.get(a["person"]["person_id"]) == true_id
+            out["right" if ok else "wrong"] += 1
+            k["right"] += ok
+    out["precision"] = out["right"] / out["matches"] if out["matches"] else None
+    return out
+
+
+def sharing_read(work: Path, profile: Path, rounds: int) -> dict:
+    """The research person file through the gateway with the stock client, against the
+    same Parquet file read directly (both to pandas), interleaved."""
+    import delta_sharing
+    import pyarrow.parquet as pq
+
+    from ids_lakehouse import releases
+    from ids_lakehouse.agreements import load_agreements
+    from ids_lakehouse.config import Lake
+
+    latest = releases.published(Lake(work / "lake"), load_agreements()[RESEARCH])[-1]
+    path = latest / "research_person.parquet"
+    url = f"{profile}#{RESEARCH}.research.research_person"
+    gateway, direct = [], []
+    for i in range(rounds):
+        for name in (("gateway", "direct") if i % 2 == 0 else ("direct", "gateway")):
+            t0 = time.perf_counter()
+            frame = (delta_sharing.load_as_pandas(url) if name == "gateway"
+                     else pq.read_table(path).to_pandas())
+            (gateway if name == "gateway" else direct).append(time.perf_counter() - t0)
+            rows = len(frame)
+    ratios = [g / d for g, d in zip(gateway, direct, strict=True)]
+    return {"rows": rows, "bytes": path.stat().st_size, "gateway_s": gateway,
+            "direct_s": direct, "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
+def measure(persons: int, quick: bool) -> dict:
+    import requests
+
+    from bench.common import scratch_dir
+
+    folder = built_lake(persons)
+    work = scratch_dir(f"lookups-{persons}")
+    results: dict = {"persons": persons}
+    try:
+        _copy(folder, work)
+        asked = queries(work, 300 if quick else 2_000)
+        truth = truth_of_person_ids(work)
+        from ids_lakehouse import delta
+        from ids_lakehouse.config import Lake
+
+        results["index_records"] = delta.count(Lake(work / "lake").identity("person_xref"))
+        workers = int(os.environ.get("BENCH_LOOKUP_WORKERS", "2"))
+        with Gateway(work, workers) as gw:
+            results["startup_s"] = gw.startup_s
+            results["workers"] = workers
+            ops = json.loads(_profile(work, OPERATIONS, gw.url).read_text())["bearerToken"]
+            requests.post(gw.url + "/v1/lookups", json={"people": [asked[0][2]]}, timeout=60,
+                          headers={"Authorization": f"Bearer {ops}"})   # warm
+            singles = [[q] for _, _, q in asked]
+            ms, answers, wall, failed = drive(gw.url, ops, singles, threads=8)
+            results["single"] = {"requests": len(ms), "failed": failed, "wall_s": wall,
+                                 "per_s": len(ms) / wall, "p50": _pct(ms, .5),
+                                 "p95": _pct(ms, .95), "p99": _pct(ms, .99)}
+            results["quality"] = judge(asked, answers, truth)
+            batches = [[q for _, _, q in asked[i:i + 100]] for i in range(0, len(asked), 100)]
+            batches = (batches * 3)[: max(len(batches), 30)]
+            ms, _, wall, failed = drive(gw.url, ops, batches, threads=2)
+            results["batch100"] = {"requests": len(ms), "failed": failed, "wall_s": wall,
+                                   "people_per_s": sum(len(b) for b in batches) / wall,
+                                   "p50": _pct(ms, .5), "p95": _pct(ms, .95),
+                                   "p99": _pct(ms, .99)}
+            research = _profile(work, RESEARCH, gw.url)
+            results["sharing"] = sharing_read(work, research, 3 if quick else 7)
+            rss = subprocess.run(["ps", "-o", "rss=", "--ppid", str(gw.proc.pid)],
+                                 capture_output=True, text=True).stdout.split()
+            own = subprocess.run(["ps", "-o", "rss=", "-p", str(gw.proc.pid)],
+                                 capture_output=True, text=True).stdout.split()
+            results["server_rss_mb"] = sum(int(x) for x in rss + own) / 1024
+    finally:
+        from bench.common import remove
+
+        remove(work)
+    return results
+
+
+def run(quick: bool, command: str) -> str:
+    persons = 20_000 if quick else 1_000_000
+    t0 = time.perf_counter()
+    results = measure(persons, quick)
+    results["minutes"] = (time.perf_counter() - t0) / 60
+    (ROOT / f"results_{persons}.json").write_text(json.dumps(results, indent=2))
+    return report(results, command)
+
+
+def report(r: dict, command: str) -> str:
+    s, b, q, sh = r["single"], r["batch100"], r["quality"], r["sharing"]
+    kinds = q["kinds"]
+    lines = [
+        f"Command: `{command}`; this section took {r['minutes']:.1f} min. Inputs and method: "
+        "bench/lookups.py's docstring.",
+        "",
+        f"### Lookups against {r['persons']:,} people ({r['index_records']:,} index records)",
+        "",
+        f"Gateway: `python -m ids_lakehouse serve --workers {r['workers']}` (start-up, index "
+        f"loaded: {r['startup_s']:.0f} s; resident memory {r['server_rss_mb']:,.0f} MiB); "
+        "clients in the benchmark's process on the same 2 cores.",
+        "",
+        "| requests | people per request | client threads | requests/s | people/s | "
+        "p50 ms | p95 ms | p99 ms | failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {s['requests']:,} | 1 | 8 | {s['per_s']:,.0f} | {s['per_s']:,.0f} | "
+        f"{s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {s['failed']} |",
+        f"| {b['requests']:,} | 100 | 2 | {b['requests'] / b['wall_s']:,.1f} | "
+        f"{b['people_per_s']:,.0f} | {b['p50']:.1f} | {b['p95']:.1f} | {b['p99']:.1f} | "
+        f"{b['failed']} |",
+        "",
+        "Answers to the single lookups, by who was submitted:",
+        "",
+        "| submitted | people | match | right match | refer for review | no match | "
+        "invalid |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, label in (("traveller", "a traveller (answerable)"),
+                        ("elsewhere", "known to other agencies only"),
+                        ("nobody", "nobody in the index")):
+        k = kinds.get(kind)
+        if k:
+            lines.append(f"| {label} | {k['n']:,} | {k['match']:,} | {k['right']:,} | "
+                         f"{k['refer_for_review']:,} | {k['no_match']:,} | {k['invalid']:,} |")
+    precision = q["precision"]
+    lines += [
+        "",
+        f"Precision of the answers \"match\": **{precision:.4f}** ({q['right']:,} of "
+        f"{q['matches']:,}; target ≥ 0.99)." if precision is not None else
+        "No answer was a match.",
+        "",
+        "### Delta Sharing read versus the Parquet file",
+        "",
+        f"The research person file ({sh['rows']:,} rows, {sh['bytes'] / 1e6:.1f} MB): "
+        f"`delta_sharing.load_as_pandas` through the gateway "
+        f"{statistics.median(sh['gateway_s']) * 1000:,.0f} ms against "
+        f"`pyarrow.parquet.read_table(...).to_pandas()` "
+        f"{statistics.median(sh['direct_s']) * 1000:,.0f} ms (medians of "
+        f"{len(sh['gateway_s'])}, interleaved): ratio **{sh['ratio']:.2f}×** "
+        f"({sh['ratio_min']:.2f}–{sh['ratio_max']:.2f}; target ≤ 1.5×).",
+        "",
+        "Targets: ≥ 500 single lookups/s with p95 ≤ 50 ms: "
+        f"{'met' if s['per_s'] >= 500 and s['p95'] <= 50 else 'not met'} "
+        f"({s['per_s']:,.0f}/s, p95 {s['p95']:.1f} ms); precision ≥ 0.99: "
+        f"{'met' if precision is not None and precision >= 0.99 else 'not met'}; "
+        f"Delta Sharing within 1.5× of direct: {'met' if sh['ratio'] <= 1.5 else 'not met'}.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -449,3 +449,32 @@ def test_lookups_refuse_what_they_must(gateway, tmp_path):
     # The documentation of the API is served by the app.
     spec = requests.get(f"http://127.0.0.1:{gw.port}/openapi.json", timeout=30).json()
     assert "/v1/lookups" in spec["paths"]
+
+
+def test_concurrent_lookups_each_get_their_own_answers(gateway, tmp_path):
+    """Requests waiting together are answered in one batch; each gets its own people's
+    answers, in its order."""
+    import concurrent.futures as cf
+
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, OPERATIONS))
+    records, released, _ = _people(lake)
+    travellers = records.filter(pl.col("source") == "travellers", pl.col("dob").is_not_null(),
+                                pl.col("person_id").is_in(released["person_id"].implode()))
+    rows = list(travellers.iter_rows(named=True))[:10]
+    assert len(rows) >= 5
+    nobody = {"first_name": "Zebulon", "last_name": "Quackenbush", "dob": "1950-02-03"}
+
+    def ask(i: int) -> tuple[int, list[dict[str, Any]]]:
+        row = rows[i % len(rows)]
+        people = [_as_known(row, f"q{i}a"), {"ref": f"q{i}b", **nobody}]
+        got = _lookup(gw, token, {"people": people})
+        assert got.status_code == 200, got.text
+        return i, got.json()["results"]
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(48)))
+    for i, results in answers:
+        assert [r["ref"] for r in results] == [f"q{i}a", f"q{i}b"]
+        assert results[0]["person"]["person_id"] == rows[i % len(rows)]["person_id"]
+        assert results[1]["outcome"] == "no_match"

@@ -204,6 +204,9 @@ def _record_id(df: pl.DataFrame, column: str) -> pl.Series:
                      .alias("source_record_id")).to_series()
 
 
+FOLDED = ("ssn", "national_id", "zip")
+
+
 def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
                         model: DataModel) -> pl.DataFrame:
     # Every field read below as a column of the frame's height (a bare null literal would
@@ -228,6 +231,8 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
     text = {"first_name": std.name, "middle_name": std.name, "last_name": std.name,
             "street": std.street, "city": std.name}
     p = p.with_columns([pl.col(n).alias(f"_raw_{n}") for n in text])
+    # Identifiers and postcodes folded once (see std.ssn_frame's `folded`).
+    p = p.with_columns([std.unicode_text(pl.col(n)).alias(f"_fold_{n}") for n in FOLDED])
     p = p.with_columns([fn(pl.col(f"_raw_{n}")).alias(n) for n, fn in text.items()])
     status = {n: std.text_status(pl.col(f"_raw_{n}"), pl.col(n)) for n in text}
     p = p.with_columns(
@@ -238,13 +243,13 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
         std.worst_status(status["first_name"], status["middle_name"], status["last_name"])
         .alias("name_status"),
         std.worst_status(status["street"], status["city"]).alias("address_status"),
-        *std.ssn_frame(pl.col("ssn")),
+        *std.ssn_frame(pl.col("ssn"), pl.col("_fold_ssn")),
         *std.national_id_frame(pl.col("national_id"), ident.id_type if ident else None,
-                               ident.pattern if ident else None),
-        *std.postcode_frame(pl.col("zip"), conv.postcode_pattern),
+                               ident.pattern if ident else None, pl.col("_fold_national_id")),
+        *std.postcode_frame(pl.col("zip"), conv.postcode_pattern, pl.col("_fold_zip")),
         *std.state_frame(pl.col("state"), conv.state_codes),
         *std.email_frame(pl.col("email")),
-    ).drop([f"_raw_{n}" for n in text])
+    ).drop([f"_raw_{n}" for n in text] + [f"_fold_{n}" for n in FOLDED])
     # County from the ZIP only for a US source, when the ZIP itself is valid (an invalid
     # one is null, never matched by a prefix or a guess) and the record's state is the
     # code list's state or missing: a ZIP never gives a county of another state.

@@ -211,11 +211,16 @@ def without_suffix(last: pl.Expr) -> pl.Expr:
     return last.str.replace(_SUFFIX_RE, "")
 
 
-def ssn_frame(raw: pl.Expr) -> list[pl.Expr]:
+def ssn_frame(raw: pl.Expr, folded: pl.Expr | None = None) -> list[pl.Expr]:
     """ssn (9 digits or null), ssn_last4, ssn_raw (as delivered) and ssn_status: invalid
     numbers are nulled with the reason, never guessed. (Identifiers, postcodes, phones
-    and dates are read after `fold_text`: full-width or other-script digits are digits.)"""
-    s = unicode_text(raw).str.strip_chars()
+    and dates are read after `fold_text`: full-width or other-script digits are digits.)
+
+    `folded`: the raw column already through `unicode_text`, as a column of the frame.
+    These frames use their input a dozen times and Polars runs a Python function once
+    per use (it does not share it between uses): folding once beforehand spares the
+    rest, which on a lookup's few rows was most of the time."""
+    s = (unicode_text(raw) if folded is None else folded).str.strip_chars()
     digits = s.str.replace_all(r"[\s-]", "")
     partial = digits.str.contains(r"^[Xx*]{5}[0-9]{4}$")
     nine = digits.str.contains(r"^[0-9]{9}$")
@@ -246,12 +251,15 @@ def _status(raw: pl.Expr, value: pl.Expr) -> pl.Expr:
             .when(value.is_null()).then(pl.lit("invalid")).otherwise(pl.lit("valid")))
 
 
-def postcode_frame(raw: pl.Expr, pattern: str) -> list[pl.Expr]:
+def postcode_frame(raw: pl.Expr, pattern: str, folded: pl.Expr | None = None
+                   ) -> list[pl.Expr]:
     """zip (the postcode as `pattern` reads it: its first group if it has one, else the
     whole normalised value), zip_raw (as delivered) and zip_status. The value is
     upper-cased with runs of spaces made one before matching; all zeros is invalid. A
-    postcode that does not match is nulled with the status, never guessed."""
-    s = unicode_text(raw).str.strip_chars().str.to_uppercase().str.replace_all(r"\s+", " ")
+    postcode that does not match is nulled with the status, never guessed. `folded`: as
+    for `ssn_frame`."""
+    s = ((unicode_text(raw) if folded is None else folded)
+         .str.strip_chars().str.to_uppercase().str.replace_all(r"\s+", " "))
     group = 1 if re.compile(pattern).groups else 0
     code = s.str.extract(_whole(pattern), group)
     code = pl.when(code.str.contains(r"^[0\s-]+$")).then(None).otherwise(code)
@@ -270,12 +278,14 @@ ID_SEPARATORS = r"[\s\-./]"
 RUNS = "01234567890123456789"   # 1234567890, 0123456789, 9876543210: placeholders
 
 
-def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None) -> list[pl.Expr]:
+def national_id_frame(raw: pl.Expr, id_type: str | None, pattern: str | None,
+                      folded: pl.Expr | None = None) -> list[pl.Expr]:
     """national_id (upper case, spaces, hyphens, dots and slashes removed; null unless it
     matches the declared pattern, and is neither a decimal rendering nor a placeholder of
-    at most two distinct characters), its type, raw value and status."""
-    s = unicode_text(raw).str.strip_chars().str.to_uppercase().str.replace_all(ID_SEPARATORS,
-                                                                                "")
+    at most two distinct characters), its type, raw value and status. `folded`: as for
+    `ssn_frame`."""
+    s = ((unicode_text(raw) if folded is None else folded)
+         .str.strip_chars().str.to_uppercase().str.replace_all(ID_SEPARATORS, ""))
     # A number a spreadsheet rendered as a decimal ("12345678.0") is not the identifier
     # without its dot; placeholders (0000000000, 9999999999) are no one's identifier.
     decimal = raw.str.contains(r"^\s*[0-9]+\.0+\s*$")

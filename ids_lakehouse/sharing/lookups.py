@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class Lookups:
         self.index_version: int | None = None
         self.checked = -1e9
         self.answerable: dict[str, Answerable] = {}
+        self.together = Together(self.answer, max_people=max(500, max_batch))
 
     def warm(self) -> None:
         """Load the index now if there is one (a gateway without one still serves
@@ -137,6 +138,16 @@ class Lookups:
     def lookup(self, agreement: Agreement, people: list[Person]
                ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The answer, and what the audit log may hold about it (counts, versions)."""
+        results, meta = self.together.submit(agreement, people)
+        counts = {realtime.MATCH: 0, realtime.REVIEW: 0, realtime.NO_MATCH: 0, INVALID: 0}
+        for answer in results:
+            counts[answer["outcome"]] += 1
+        return {"results": results, **meta}, counts | {k: meta[k] for k in (
+            "model_version", "release_version")}
+
+    def answer(self, agreement: Agreement, people: list[Person]
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Per person, the answer; and the versions it was given from."""
         index, answerable = self.current(), self.population(agreement)
         frame, problems, unused = standardise(people)
         usable = [i for i, p in enumerate(problems) if not p]
@@ -144,7 +155,6 @@ class Lookups:
         decided = dict(zip(usable, index.decide(candidates, set(answerable.rows)),
                            strict=True))
         results: list[dict[str, Any]] = []
-        counts = {realtime.MATCH: 0, realtime.REVIEW: 0, realtime.NO_MATCH: 0, INVALID: 0}
         for i, person in enumerate(people):
             answer: dict[str, Any] = {"ref": person.ref}
             if problems[i]:
@@ -159,10 +169,79 @@ class Lookups:
                                "evidence": o.evidence}
             if unused[i]:
                 answer["unused"] = unused[i]
-            counts[answer["outcome"]] += 1
             results.append(answer)
-        meta = {"model_version": index.model_version, "release_version": answerable.version}
-        return {"results": results, **meta, "mart": answerable.mart}, counts | meta
+        return results, {"model_version": index.model_version,
+                         "release_version": answerable.version, "mart": answerable.mart}
+
+
+@dataclass
+class _Job:
+    agreement: Agreement
+    people: list[Person]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
+    error: BaseException | None = None
+
+
+class Together:
+    """Concurrent requests answered together. Standardising and blocking a batch costs
+    about the same for one person as for a hundred (most of it is per query, not per
+    row), so one thread takes every request waiting when it is free, answers their people
+    in one batch per agreement and hands each request its own answers. An idle gateway
+    answers a request at once (nothing waits for a batch to fill); a busy one answers in
+    larger batches, never more than `max_people` people at a time."""
+
+    def __init__(self, answer: Any, max_people: int) -> None:
+        from collections import deque
+
+        self.answer, self.max_people = answer, max_people
+        self.waiting: deque[_Job] = deque()
+        self.ready = threading.Condition()
+        threading.Thread(target=self._run, name="lookups", daemon=True).start()
+
+    def submit(self, agreement: Agreement, people: list[Person]
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        job = _Job(agreement, people)
+        with self.ready:
+            self.waiting.append(job)
+            self.ready.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _take(self) -> list[_Job]:
+        with self.ready:
+            while not self.waiting:
+                self.ready.wait()
+            jobs, people = [self.waiting.popleft()], 0
+            people = len(jobs[0].people)
+            while self.waiting and people + len(self.waiting[0].people) <= self.max_people:
+                jobs.append(self.waiting.popleft())
+                people += len(jobs[-1].people)
+            return jobs
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._take()
+            groups: dict[str, list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.agreement.id, []).append(job)
+            for group in groups.values():
+                try:
+                    results, meta = self.answer(group[0].agreement,
+                                                [p for j in group for p in j.people])
+                    start = 0
+                    for job in group:
+                        job.result = (results[start:start + len(job.people)], meta)
+                        start += len(job.people)
+                except BaseException as error:      # each waiting request gets it
+                    for job in group:
+                        job.error = error
+                finally:
+                    for job in group:
+                        job.done.set()
 
 
 def load_index(lake: Lake) -> realtime.Index:
@@ -193,22 +272,28 @@ def standardise(people: list[Person]) -> tuple[pl.DataFrame, list[dict[str, str]
     frame = pl.DataFrame({**{c: [getattr(p, c) for p in people] for c in text},
                           "dob": [p.dob for p in people]},
                          schema={**dict.fromkeys(text, pl.String), "dob": pl.Date})
+    # Identifiers and postcodes folded here, once per value (std.ssn_frame's `folded`).
+    folded = {c: pl.Series([std.fold_text(v) if v is not None else None
+                            for v in frame[c].to_list()], dtype=pl.String)
+              for c in ("ssn", "national_id", "zip")}
     declared = id_types()
     # National ids: each type read by its declaration in data_model/sources (one pattern
     # per type), an undeclared type not at all.
     national: list[pl.Expr] = [pl.when(pl.col("national_id_type") == kind).then(e) for kind, fm in
                 declared.items() for e in std.national_id_frame(
-                    pl.col("national_id"), fm.id_type, fm.pattern)[:1]]
+                    pl.col("national_id"), fm.id_type, fm.pattern,
+                    pl.lit(folded["national_id"]))[:1]]
     conventions = Conventions()
     out = frame.select(
         std.name(pl.col("first_name")).alias("first_name"),
         std.name(pl.col("middle_name")).alias("middle_name"),
         std.without_suffix(std.name(pl.col("last_name"))).alias("last_name"),
         pl.col("dob"), pl.col("sex").str.to_uppercase(),
-        *std.ssn_frame(pl.col("ssn")),
+        *std.ssn_frame(pl.col("ssn"), pl.lit(folded["ssn"])),
         pl.coalesce(national or [pl.lit(None, pl.String)]).alias("national_id"),
         std.street(pl.col("street")).alias("street"),
-        *std.postcode_frame(pl.col("zip"), conventions.postcode_pattern),
+        *std.postcode_frame(pl.col("zip"), conventions.postcode_pattern,
+                            pl.lit(folded["zip"])),
         pl.lit("lookup").alias("source"),
         pl.int_range(pl.len()).cast(pl.String).alias("source_record_id"))
     phones = std.phones(frame["phone"], conventions.country)
