@@ -82,9 +82,14 @@ def built_lake(persons: int) -> Path:
 
 
 def env_for(folder: Path) -> dict[str, str]:
+    """The environment of the lake in `folder`; a copy keeps the built lake's name (its
+    audit signing key), as a lake that moves does."""
+    origin = (folder / "origin").read_text() if (folder / "origin").exists() else \
+        str((folder / "lake").resolve())
     return os.environ | {"LAKE_ROOT": str(folder / "lake"),
                          "LANDING_ROOT": str(folder / "landing"),
                          "DAGSTER_HOME": str(folder / "dagster_home"),
+                         "IDS_LAKE_NAME": origin,
                          "IDS_PSEUDONYM_KEY": KEY, "PYTHONPATH": str(REPO)}
 
 
@@ -94,6 +99,7 @@ def _copy(folder: Path, work: Path) -> None:
     """The lake by hard links (Delta files are never rewritten, only added), the Dagster
     home and landing truth by copy (the audit anchors are appended to in place)."""
     shutil.copytree(folder / "lake", work / "lake", copy_function=os.link)
+    (work / "origin").write_text(str((folder / "lake").resolve()))
     shutil.copytree(folder / "dagster_home", work / "dagster_home")
     (work / "landing").mkdir()
     shutil.copytree(folder / "landing" / "_truth", work / "landing" / "_truth",
@@ -148,10 +154,12 @@ class Gateway:
 
 def _profile(work: Path, agreement: str, endpoint: str) -> Path:
     out = work / f"{agreement}.share"
-    subprocess.run([sys.executable, "-m", "ids_lakehouse", "share-profile", "--agreement",
-                    agreement, "--out", str(out), "--operator", OPERATOR, "--endpoint",
-                    endpoint + "/delta-sharing"], env=env_for(work), cwd=REPO, check=True,
-                   capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "ids_lakehouse", "share-profile",
+                           "--agreement", agreement, "--out", str(out), "--operator", OPERATOR,
+                           "--endpoint", endpoint + "/delta-sharing"], env=env_for(work),
+                          cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise BenchError(f"share-profile failed: {done.stderr[-1000:]}")
     return out
 
 

@@ -132,7 +132,8 @@ def _layer_keys(defs, layer: str) -> list:
         return k.path[0]
 
     want = {"conform": {"silver"}, "identity": {"identity"},
-            "marts": {"gold", "warehouse", "disclosure"}, "releases": {"releases", "catalog"}}[layer]
+            "marts": {"gold", "warehouse", "disclosure"},
+            "releases": {"releases", "catalog"}}[layer]
     return [k for k in keys if top(k) in want]
 
 

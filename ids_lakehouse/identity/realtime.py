@@ -22,6 +22,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -261,19 +262,24 @@ def probability(weight: float) -> float:
 def _keys(frame: pl.DataFrame) -> list[np.ndarray]:
     """Per blocking rule, each row's key hash, or 0 where a part is null (0 is no key:
     a real key hashing to 0 only loses that rule's candidates for it)."""
-    parts = frame.select(
-        pl.col("ssn"), pl.col("national_id_type"), pl.col("national_id"),
-        pl.col("dob").cast(pl.String).alias("dob"), pl.col("first_name"), pl.col("last_name"),
-        pl.col("phone"), pl.col("dob").dt.year().cast(pl.String).alias("_year"),
-        pl.col("dob").dt.month().cast(pl.String).alias("_month"),
-        pl.col("dob").dt.day().cast(pl.String).alias("_day"))
+    hashed = frame.select(_key_expressions())
+    return [hashed[f"_k{i}"].to_numpy().astype(np.uint64) for i in range(len(BLOCKS))]
+
+
+@lru_cache(maxsize=1)
+def _key_expressions() -> list[pl.Expr]:
+    parts = {"ssn": pl.col("ssn"), "national_id_type": pl.col("national_id_type"),
+             "national_id": pl.col("national_id"), "dob": pl.col("dob").cast(pl.String),
+             "first_name": pl.col("first_name"), "last_name": pl.col("last_name"),
+             "phone": pl.col("phone"), "_year": pl.col("dob").dt.year().cast(pl.String),
+             "_month": pl.col("dob").dt.month().cast(pl.String),
+             "_day": pl.col("dob").dt.day().cast(pl.String)}
     out = []
-    for block in BLOCKS:
-        key = pl.concat_str([pl.lit(str(len(block)))] + [pl.col(c) for c in block],
+    for i, block in enumerate(BLOCKS):
+        key = pl.concat_str([pl.lit(str(len(block)))] + [parts[c] for c in block],
                             separator="\x1f")
-        hashed = parts.select(pl.when(key.is_not_null()).then(key.hash(seed=7))
-                              .otherwise(0).alias("h"))["h"]
-        out.append(hashed.to_numpy().astype(np.uint64))
+        out.append(pl.when(key.is_not_null()).then(key.hash(seed=7)).otherwise(0)
+                   .alias(f"_k{i}"))
     return out
 
 

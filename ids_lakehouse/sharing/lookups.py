@@ -23,6 +23,7 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -269,33 +270,16 @@ def standardise(people: list[Person]) -> tuple[pl.DataFrame, list[dict[str, str]
 
     text = ["first_name", "middle_name", "last_name", "sex", "ssn", "street", "zip", "phone",
             "national_id", "national_id_type"]
-    frame = pl.DataFrame({**{c: [getattr(p, c) for p in people] for c in text},
-                          "dob": [p.dob for p in people]},
-                         schema={**dict.fromkeys(text, pl.String), "dob": pl.Date})
+    columns: dict[str, list[Any]] = {c: [getattr(p, c) for p in people] for c in text}
     # Identifiers and postcodes folded here, once per value (std.ssn_frame's `folded`).
-    folded = {c: pl.Series([std.fold_text(v) if v is not None else None
-                            for v in frame[c].to_list()], dtype=pl.String)
-              for c in ("ssn", "national_id", "zip")}
+    for c in FOLDED:
+        columns[f"_fold_{c}"] = [std.fold_text(v) if v is not None else None
+                                 for v in columns[c]]
+    frame = pl.DataFrame(columns | {"dob": [p.dob for p in people]},
+                         schema={**dict.fromkeys(columns, pl.String), "dob": pl.Date})
     declared = id_types()
-    # National ids: each type read by its declaration in data_model/sources (one pattern
-    # per type), an undeclared type not at all.
-    national: list[pl.Expr] = [pl.when(pl.col("national_id_type") == kind).then(e) for kind, fm in
-                declared.items() for e in std.national_id_frame(
-                    pl.col("national_id"), fm.id_type, fm.pattern,
-                    pl.lit(folded["national_id"]))[:1]]
     conventions = Conventions()
-    out = frame.select(
-        std.name(pl.col("first_name")).alias("first_name"),
-        std.name(pl.col("middle_name")).alias("middle_name"),
-        std.without_suffix(std.name(pl.col("last_name"))).alias("last_name"),
-        pl.col("dob"), pl.col("sex").str.to_uppercase(),
-        *std.ssn_frame(pl.col("ssn"), pl.lit(folded["ssn"])),
-        pl.coalesce(national or [pl.lit(None, pl.String)]).alias("national_id"),
-        std.street(pl.col("street")).alias("street"),
-        *std.postcode_frame(pl.col("zip"), conventions.postcode_pattern,
-                            pl.lit(folded["zip"])),
-        pl.lit("lookup").alias("source"),
-        pl.int_range(pl.len()).cast(pl.String).alias("source_record_id"))
+    out = frame.select(_expressions(tuple(sorted(declared)), conventions.postcode_pattern))
     phones = std.phones(frame["phone"], conventions.country)
     out = out.with_columns(
         pl.when(pl.col("national_id").is_not_null()).then(frame["national_id_type"])
@@ -320,6 +304,36 @@ def standardise(people: list[Person]) -> tuple[pl.DataFrame, list[dict[str, str]
                                        not in declared else "invalid")
         unused.append(left_out)
     return linkage.linkage_input(out), problems, unused
+
+
+FOLDED = ("ssn", "national_id", "zip")
+
+
+@lru_cache(maxsize=8)
+def _expressions(id_types_declared: tuple[str, ...], postcode_pattern: str) -> list[pl.Expr]:
+    """The standardising expressions, built once: building them (thousands of Python
+    objects) cost more than running them on a few rows."""
+    from ids_lakehouse.conform import standardise as std
+
+    declared = id_types()
+    # National ids: each type read by its declaration in data_model/sources (one pattern
+    # per type), an undeclared type not at all.
+    national: list[pl.Expr] = [
+        pl.when(pl.col("national_id_type") == kind).then(e)
+        for kind in id_types_declared for e in std.national_id_frame(
+            pl.col("national_id"), declared[kind].id_type, declared[kind].pattern,
+            pl.col("_fold_national_id"))[:1]]
+    return [
+        std.name(pl.col("first_name")).alias("first_name"),
+        std.name(pl.col("middle_name")).alias("middle_name"),
+        std.without_suffix(std.name(pl.col("last_name"))).alias("last_name"),
+        pl.col("dob"), pl.col("sex").str.to_uppercase(),
+        *std.ssn_frame(pl.col("ssn"), pl.col("_fold_ssn")),
+        pl.coalesce(national or [pl.lit(None, pl.String)]).alias("national_id"),
+        std.street(pl.col("street")).alias("street"),
+        *std.postcode_frame(pl.col("zip"), postcode_pattern, pl.col("_fold_zip")),
+        pl.lit("lookup").alias("source"),
+        pl.int_range(pl.len()).cast(pl.String).alias("source_record_id")]
 
 
 def id_types() -> dict[str, Any]:

@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ids_lakehouse import audit, config
 from ids_lakehouse.config import Lake
@@ -225,32 +226,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     async def _on_not_found(request: Request, exc: protocol.NotFound) -> JSONResponse:
         return _problem(404, "Not Found", str(exc), "RESOURCE_DOES_NOT_EXIST")
 
-    @app.middleware("http")
-    async def _audited(request: Request,
-                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        if int(request.headers.get("content-length") or 0) > _body_limit(request, settings):
-            response: Response = _problem(413, "Content Too Large", "the request body is "
-                                          "too large", "INVALID_REQUEST")
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:
-                # Audited like any other request, then Starlette answers 500 (its message
-                # and traceback stay in the server's own log).
-                _audit(spool, request, 500, time.perf_counter() - started)
-                raise
-        if response.status_code == 429:
-            response.headers["Retry-After"] = "60"
-        if getattr(request.state, "throttled", False):
-            count = throttled.add(_client(request))
-            if count is not None:
-                spool.add("sharing_throttled", f"{count} requests refused over a rate limit",
-                          actor="anonymous", via="sharing-gateway",
-                          details={"client": _client(request), "count": count})
-            return response
-        _audit(spool, request, response.status_code, time.perf_counter() - started)
-        return response
+    app.add_middleware(_Audited, spool=spool, throttled=throttled, settings=settings)
 
     def _share(who: tokens.Principal, share: str) -> None:
         if share != who.agreement.id:
@@ -452,6 +428,60 @@ def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
 
     return StreamingResponse(body(), media_type=NDJSON,
                              headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
+
+
+class _Audited:
+    """Every request audited once it is answered (a crash too), 413 for a body declared
+    too large before anything reads it, Retry-After on 429. A plain ASGI middleware:
+    Starlette's BaseHTTPMiddleware (`@app.middleware`) cost about a millisecond a
+    request."""
+
+    def __init__(self, app: ASGIApp, spool: audit.Spool, throttled: _Throttled,
+                 settings: Settings) -> None:
+        self.app, self.spool, self.throttled, self.settings = app, spool, throttled, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        started, audited = time.perf_counter(), False
+
+        def record(status: int) -> None:
+            # Before the answer's first byte: nobody receives data that is not on record.
+            nonlocal audited
+            audited = True
+            if getattr(request.state, "throttled", False):
+                count = self.throttled.add(_client(request))
+                if count is not None:
+                    self.spool.add("sharing_throttled",
+                                   f"{count} requests refused over a rate limit",
+                                   actor="anonymous", via="sharing-gateway",
+                                   details={"client": _client(request), "count": count})
+                return
+            _audit(self.spool, request, status, time.perf_counter() - started)
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record(message["status"])
+                if message["status"] == 429:
+                    message["headers"] = [*message.get("headers", []),
+                                          (b"retry-after", b"60")]
+            await send(message)
+
+        if int(request.headers.get("content-length") or 0) > _body_limit(request,
+                                                                         self.settings):
+            await _problem(413, "Content Too Large", "the request body is too large",
+                           "INVALID_REQUEST")(scope, receive, answer)
+            return
+        try:
+            await self.app(scope, receive, answer)
+        except Exception:
+            # Audited like any other request, then Starlette answers 500 (its message and
+            # traceback stay in the server's own log).
+            if not audited:
+                record(500)
+            raise
 
 
 class _Flusher(threading.Thread):
