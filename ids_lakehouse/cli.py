@@ -165,8 +165,11 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker process builds its app from the environment (the factory below); the
     # public URL recipients reach is this host and port unless configured.
     os.environ.setdefault("IDS_SHARING_PUBLIC_URL", f"http://{args.host}:{args.port}")
+    # A worker loading a large person index answers uvicorn's health pings late (its
+    # default 5 s had the supervisor kill and restart workers for ever at 1,000,000 people).
     uvicorn.run("ids_lakehouse.sharing.server:app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, log_level="warning",
+                timeout_worker_healthcheck=300,
                 access_log=False)   # the audit log is the access log
     return 0
 

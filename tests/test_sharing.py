@@ -478,3 +478,19 @@ def test_concurrent_lookups_each_get_their_own_answers(gateway, tmp_path):
         assert [r["ref"] for r in results] == [f"q{i}a", f"q{i}b"]
         assert results[0]["person"]["person_id"] == rows[i % len(rows)]["person_id"]
         assert results[1]["outcome"] == "no_match"
+
+
+def test_lookups_are_limited_in_people_not_requests(published_copy, tmp_path):
+    """Guessing names and dates of birth costs one lookup per guess, however batched."""
+    lake = Lake(published_copy.lake)
+    with Gateway(lake, Settings(lookups_per_minute=150, token_recheck_s=0)) as gw:
+        token = _token(_profile(tmp_path, gw, OPERATIONS))
+        guesses = [{"ref": f"g{i}", "first_name": "Ann", "last_name": "Lee",
+                    "dob": f"19{50 + i // 12:02d}-{i % 12 + 1:02d}-01"} for i in range(100)]
+        assert _lookup(gw, token, {"people": guesses}).status_code == 200
+        limited = _lookup(gw, token, {"people": guesses})
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+        assert _lookup(gw, token, {"people": guesses[:50]}).status_code == 200
+        assert _lookup(gw, token, {"people": guesses[:1]}).status_code == 429
+        events = gw.audited()
+        assert events.filter(pl.col("kind") == "sharing_throttled").height == 1

@@ -111,6 +111,15 @@ def records(frame: pl.DataFrame) -> list[Record]:
     return [Record(f, frozenset(v or ()), *rest) for f, v, *rest in zip(*cols, strict=True)]
 
 
+def _name(a: str, b: str, q: Record, r: Record) -> int:
+    """The levels a name comparison ends with: swapped 3, Jaro-Winkler >= 0.92 2,
+    >= 0.8 1, else 0."""
+    if _swapped(q, r):
+        return 3
+    s = _jw(a, b)
+    return 2 if s >= 0.92 else 1 if s >= 0.8 else 0
+
+
 def _first(q: Record, r: Record) -> int:
     if q.first is None or r.first is None:
         return -1
@@ -118,21 +127,13 @@ def _first(q: Record, r: Record) -> int:
         return 5
     if r.first in q.variants or q.first in r.variants:
         return 4
-    if _swapped(q, r):
-        return 3
-    s = _jw(q.first, r.first)
-    return 2 if s >= 0.92 else 1 if s >= 0.8 else 0
+    return _name(q.first, r.first, q, r)
 
 
 def _last(q: Record, r: Record) -> int:
     if q.last is None or r.last is None:
         return -1
-    if q.last == r.last:
-        return 4
-    if _swapped(q, r):
-        return 3
-    s = _jw(q.last, r.last)
-    return 2 if s >= 0.92 else 1 if s >= 0.8 else 0
+    return 4 if q.last == r.last else _name(q.last, r.last, q, r)
 
 
 def _middle(q: Record, r: Record) -> int:

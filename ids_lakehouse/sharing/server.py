@@ -15,7 +15,9 @@ e.g. behind a TLS proxy; file URLs are built on it, never on the request's Host 
 IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300); IDS_SHARING_RATE_PER_MINUTE
 (requests per token per minute, default 600); IDS_SHARING_REFUSALS_PER_MINUTE (refused
 requests per client address per minute before it is throttled, default 30);
-IDS_LOOKUP_MAX_BATCH (people per lookup request, default 100). Rate limits are per worker
+IDS_LOOKUP_MAX_BATCH (people per lookup request, default 100); IDS_LOOKUP_PEOPLE_PER_MINUTE
+(people looked up per token per minute, default 1,000: guessing names and dates of birth
+costs one each, however batched). Rate limits are per worker
 process (`serve --workers N` allows N times as much).
 
 Audit events are spooled and committed in groups (audit.Spool, about once a second): a
@@ -76,6 +78,7 @@ class Settings:
     refusals_per_minute: int = 30       # per client address, without a valid token
     max_body_bytes: int = 16_384
     max_lookup_batch: int = 100         # people per lookup request
+    lookups_per_minute: int = 1_000     # people looked up per token per minute
     index_recheck_s: float = 60.0       # how often a lookup looks for a newer index build
     public_url: str | None = None       # where recipients reach the gateway (file URLs)
     audit_flush_s: float = 1.0          # how often spooled audit events are committed
@@ -85,6 +88,7 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(url_ttl_s=_positive("IDS_SHARING_URL_TTL_S", 300),
                    max_lookup_batch=_positive("IDS_LOOKUP_MAX_BATCH", 100),
+                   lookups_per_minute=_positive("IDS_LOOKUP_PEOPLE_PER_MINUTE", 1_000),
                    rate_per_minute=_positive("IDS_SHARING_RATE_PER_MINUTE", 600),
                    refusals_per_minute=_positive("IDS_SHARING_REFUSALS_PER_MINUTE", 30),
                    public_url=os.environ.get("IDS_SHARING_PUBLIC_URL") or None)
@@ -99,26 +103,28 @@ def _positive(name: str, default: int) -> int:
 
 @dataclass
 class _RateLimiter:
+    """At most `per_minute` units (requests, or people looked up) per key in any 60 s."""
     per_minute: int
-    seen: dict[str, deque[float]] = field(default_factory=dict)
+    seen: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def allow(self, key: str) -> bool:
+    def _used(self, key: str, now: float) -> int:
+        window = self.seen.setdefault(key, deque())
+        while window and window[0][0] < now - 60:
+            window.popleft()
+        return sum(n for _, n in window)
+
+    def allow(self, key: str, units: int = 1) -> bool:
         now = time.monotonic()
         with self.lock:
-            window = self.seen.setdefault(key, deque())
-            while window and window[0] < now - 60:
-                window.popleft()
-            if len(window) >= self.per_minute:
+            if self._used(key, now) + units > self.per_minute:
                 return False
-            window.append(now)
+            self.seen[key].append((now, units))
             return True
 
     def exhausted(self, key: str) -> bool:
-        now = time.monotonic()
         with self.lock:
-            window = self.seen.get(key, deque())
-            return sum(1 for t in window if t >= now - 60) >= self.per_minute
+            return self._used(key, time.monotonic()) >= self.per_minute
 
 
 @dataclass
@@ -161,6 +167,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     limiter, refusals = _RateLimiter(settings.rate_per_minute), \
         _RateLimiter(settings.refusals_per_minute)
     throttled = _Throttled()
+    looked_up = _RateLimiter(settings.lookups_per_minute)
     registry = tokens.Registry(lake, settings.token_recheck_s)
     audit.Spool.recover(lake)           # events a killed gateway spooled but never committed
     spool = audit.Spool(lake)
@@ -375,6 +382,11 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         if len(body.people) > settings.max_lookup_batch:
             raise Problem(413, "Content Too Large", f"at most {settings.max_lookup_batch} "
                           "people per request", "INVALID_REQUEST")
+        # People, not requests: a batch of 100 guesses is 100 guesses.
+        if not looked_up.allow(who.token_id, len(body.people)):
+            request.state.throttled = True
+            raise Problem(429, "Too Many Requests", "the token's lookups per minute are "
+                          "used up", "RESOURCE_EXHAUSTED")
         try:
             answer, counts = await run_in_threadpool(service.lookup, who.agreement,
                                                      body.people)
