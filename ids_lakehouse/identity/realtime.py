@@ -21,11 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import polars as pl
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
 from ids_lakehouse.identity import linkage
 
@@ -63,16 +65,12 @@ class ModelMismatch(ValueError):
 
 
 def _jw(a: str, b: str) -> float:
-    from rapidfuzz.distance import JaroWinkler
-
     # DuckDB's jaro_winkler_similarity('', '') is 0 (rapidfuzz says 1); names are never
     # empty (standardised to null), this keeps the two equal anyway.
     return JaroWinkler.similarity(a, b) if a and b else 0.0
 
 
 def _dl1(a: str, b: str) -> bool:
-    from rapidfuzz.distance import DamerauLevenshtein
-
     return DamerauLevenshtein.distance(a, b, score_cutoff=2) <= 1
 
 
@@ -201,6 +199,7 @@ class Weights:
     levels: dict[str, dict[int, float]]
     tf_exact: dict[str, tuple[int, float, float, float]]  # gamma, weight, log2 u, min u
     tf: dict[str, dict[str, float]]
+    _plan: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, model: linkage.Model, tf: dict[str, pl.DataFrame]) -> Weights:
@@ -235,19 +234,29 @@ class Weights:
                        for c, t in tf.items()}
         return cls(math.log2(p / (1 - p)), levels, tf_exact, frequencies)
 
+    def __post_init__(self) -> None:
+        # Per comparison, in order: its level function, level weights, and for a
+        # term-frequency adjusted one its exact level, the value's attribute and each
+        # value's adjustment (Splink's: weight * (log2 u_exact - log2 max(tf, min u))).
+        plan = []
+        for name, gamma_of in GAMMA.items():
+            exact = self.tf_exact.get(name)
+            adjust = None if exact is None else {
+                value: exact[1] * (exact[2] - math.log2(max(frequency, exact[3])))
+                for value, frequency in self.tf[name].items() if frequency is not None}
+            plan.append((gamma_of, self.levels[name], exact[0] if exact else None,
+                         TF_VALUE.get(name), adjust))
+        object.__setattr__(self, "_plan", plan)
+
     def score(self, q: Record, r: Record) -> tuple[float, tuple[int, ...]]:
         """(match weight, each comparison's level) of one pair."""
         weight, gammas = self.prior, []
-        for name, gamma_of in GAMMA.items():
+        for gamma_of, levels, tf_level, attribute, adjust in self._plan:
             gamma = gamma_of(q, r)
             gammas.append(gamma)
-            weight += self.levels[name][gamma]
-            exact = self.tf_exact.get(name)
-            if exact is not None and gamma == exact[0]:
-                value = getattr(q, TF_VALUE[name])
-                frequency = self.tf[name].get(value)
-                if frequency is not None:
-                    weight += exact[1] * (exact[2] - math.log2(max(frequency, exact[3])))
+            weight += levels[gamma]
+            if gamma == tf_level and adjust is not None:
+                weight += adjust.get(getattr(q, attribute), 0.0)
         return weight, tuple(gammas)
 
 

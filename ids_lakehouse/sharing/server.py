@@ -356,7 +356,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         tv = protocol.resolve(lake, who.agreement, share, protocol.schema_name(who.agreement),
                               table, int(version))
         request.state.table = (table, tv.version)
-        return FileResponse(tv.path, media_type="application/octet-stream",
+        return _File(tv.path, media_type="application/octet-stream",
                             headers={"Cache-Control": "no-store"})
 
     @app.post("/v1/lookups", tags=["operations"], summary="Look people up in the master "
@@ -440,6 +440,12 @@ def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
 
     return StreamingResponse(body(), media_type=NDJSON,
                              headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
+
+
+class _File(FileResponse):
+    """A data file in 1 MiB reads (Starlette's 64 KiB made a 10 MB release file cost 160
+    thread hops; the stock client read it twice as slowly as the file itself)."""
+    chunk_size = 1024 * 1024
 
 
 class _Audited:
