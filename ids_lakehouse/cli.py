@@ -170,6 +170,11 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run("ids_lakehouse.sharing.server:app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, log_level="warning",
                 timeout_worker_healthcheck=300,
+                # X-Forwarded-For is believed only from the proxies named here (none by
+                # default): otherwise anyone on the host could choose the address that
+                # is audited and throttled.
+                proxy_headers=bool(os.environ.get("IDS_SHARING_FORWARDED_ALLOW_IPS")),
+                forwarded_allow_ips=os.environ.get("IDS_SHARING_FORWARDED_ALLOW_IPS") or None,
                 access_log=False)   # the audit log is the access log
     return 0
 

@@ -348,8 +348,8 @@ def test_an_operations_user_looks_people_up(gateway, tmp_path):
     other = outside.filter(pl.col("dob").is_not_null(), pl.col("first_name").is_not_null())
     assert travellers.height >= 5 and other.height >= 5
     people = [_as_known(r, f"t{i}") for i, r in enumerate(travellers.head(5).iter_rows(named=True))]
-    # As another agency knows them: a typo in the first name, no phone.
-    typo = travellers.row(0, named=True)
+    # As another agency knows them: a typo in a long first name, no phone.
+    typo = travellers.filter(pl.col("first_name").str.len_chars() >= 7).row(0, named=True)
     people.append(_as_known(typo, "typo", first_name=typo["first_name"][:-1] + "X",
                             phone=None))
     # Known to the index, but not a traveller: never answerable.
@@ -373,7 +373,7 @@ def test_an_operations_user_looks_people_up(gateway, tmp_path):
         want = rows[row["person_id"]]
         assert all(r["person"][k] == (want[k].isoformat() if hasattr(want[k], "isoformat")
                                       else want[k]) for k in fields)
-        assert r["match_probability"] >= 0.9 and r["evidence"]["dob"] == "Exact match on dob"
+        assert set(r) == {"ref", "outcome", "person"}     # no score, no comparison levels
     assert results["typo"]["outcome"] == "match"
     assert results["typo"]["person"]["person_id"] == typo["person_id"]
     for i in range(5):
@@ -418,13 +418,24 @@ def test_lookups_refuse_what_they_must(gateway, tmp_path):
                           ({"ref": "a b", "first_name": "Ann", "last_name": "Lee",
                             "dob": "1990-01-01"}, "people.0.ref"),
                           ({"ref": "a", "first_name": "Ann", "last_name": "Lee",
-                            "dob": "1990-01-01", "email": "x@y.z"}, "people.0.email")):
+                            "dob": "1990-01-01T00:00:00"}, "people.0.dob"),
+                          ({"ref": "a", "first_name": "Ann", "last_name": "Lee",
+                            "dob": "1990-01-01", "SSN 531-77-2211 X": 1},
+                           "people.0.(a field not accepted)")):
         bad = _lookup(gw, operations, {"people": [person]})
         assert bad.status_code == 400 and field in bad.json()["detail"], bad.text
         assert "1990" not in bad.text and "Lee" not in bad.text
     assert _lookup(gw, operations, {"people": []}).status_code == 400
+    twice = _lookup(gw, operations, {"people": one["people"] * 2})     # the same ref twice
+    assert twice.status_code == 400 and "unique" in twice.json()["detail"]
+    repeated = _lookup(gw, operations, b'{"people": [{"ref": "a", "first_name": "Ann", '
+                       b'"first_name": "Bob", "last_name": "Lee", "dob": "1990-01-01"}]}')
+    assert repeated.status_code == 400 and "repeated" in repeated.json()["detail"]
+    assert "531-77" not in _lookup(gw, operations, {"people": one["people"],
+                                                    "SSN 531-77-2211": 1}).text
     assert _lookup(gw, operations, b"{not json").status_code == 400
-    assert _lookup(gw, operations, {"people": one["people"] * 101}).status_code == 413
+    many = [one["people"][0] | {"ref": f"r{i}"} for i in range(101)]
+    assert _lookup(gw, operations, {"people": many}).status_code == 413
     assert _lookup(gw, operations, b" " * 300_000).status_code == 413
 
     def chunked() -> Iterator[bytes]:
@@ -494,3 +505,71 @@ def test_lookups_are_limited_in_people_not_requests(published_copy, tmp_path):
         assert _lookup(gw, token, {"people": guesses[:1]}).status_code == 429
         events = gw.audited()
         assert events.filter(pl.col("kind") == "sharing_throttled").height == 1
+
+
+def test_lookups_confirm_only_what_the_partner_already_knows(gateway, tmp_path):
+    """After the attack on the first version: answers depended on, and showed through
+    their scores and comparison levels, other agencies' records (a traveller's Medicaid
+    SSN, a sex only schools recorded); stems, initials, a decade or a birth year got a
+    match or a referral, so a name was enough to harvest contact details."""
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, OPERATIONS))
+    records, released, _ = _people(lake)
+    ids = released["person_id"].implode()
+    travellers = records.filter(pl.col("source") == "travellers", pl.col("person_id").is_in(ids),
+                                pl.col("dob").is_not_null(),
+                                pl.col("first_name").str.len_chars() >= 4,
+                                pl.col("last_name").str.len_chars() >= 4)
+    elsewhere = records.filter(pl.col("source") != "travellers",
+                               pl.col("person_id").is_in(ids))
+    both = travellers.join(elsewhere.select("person_id", pl.col("ssn").alias("other_ssn"),
+                                            pl.col("sex").alias("other_sex")),
+                           on="person_id").unique("person_id")
+    assert both.height >= 3
+    for row in both.iter_rows(named=True):
+        plain = _as_known(row, "p")
+        variants = [plain | {"ref": "m", "sex": "M"}, plain | {"ref": "f", "sex": "F"}]
+        if row["other_ssn"]:
+            variants.append(plain | {"ref": "s", "ssn": row["other_ssn"]})
+        got = _lookup(gw, token, {"people": [plain, *variants]}).json()["results"]
+        # Other agencies' records decide nothing and show through nothing.
+        assert all({k: v for k, v in r.items() if k != "ref"} ==
+                   {k: v for k, v in got[0].items() if k != "ref"} for r in got), got
+        assert got[0]["outcome"] == "match"
+
+    row = travellers.row(0, named=True)
+    dob = row["dob"]
+    loose = [
+        _as_known(row, "initials", first_name=row["first_name"][:2]),
+        _as_known(row, "stem", last_name=row["last_name"][:3] + "*"),
+        _as_known(row, "decade", dob=dob.replace(year=dob.year // 10 * 10 + (
+            1 if dob.year % 10 == 0 else 0)).isoformat()),
+        _as_known(row, "year", dob=dob.replace(month=1 if dob.month > 6 else 12,
+                                               day=15).isoformat()),
+        {"ref": "name-only", "first_name": row["first_name"], "last_name": row["last_name"],
+         "dob": "1900-01-01"},
+    ]
+    got = {r["ref"]: r["outcome"] for r in
+           _lookup(gw, token, {"people": loose}).json()["results"]}
+    assert got == {p["ref"]: "no_match" for p in loose}, got
+
+
+def test_an_operations_agreement_is_not_a_delta_sharing_table(gateway, tmp_path):
+    """Its release (identified contact details of everyone in it) would make the lookup's
+    safeguards moot: the share exists, with nothing in it."""
+    _, gw = gateway
+    profile = _profile(tmp_path, gw, OPERATIONS)
+    assert delta_sharing.SharingClient(str(profile)).list_all_tables() == []
+    got = requests.post(
+        f"{gw.endpoint}/shares/{OPERATIONS}/schemas/operations/tables/contact_directory/query",
+        json={}, headers={"Authorization": f"Bearer {_token(profile)}"}, timeout=30)
+    assert got.status_code == 404
+
+
+def test_refused_requests_never_lock_out_a_valid_token(gateway, tmp_path):
+    _, gw = gateway
+    token = _token(_profile(tmp_path, gw, RESEARCH))
+    for _ in range(45):                          # past the refusals allowed per address
+        _get(gw, "/shares", tokens.PREFIX + "Q" * 43)
+    assert _get(gw, "/shares", tokens.PREFIX + "Q" * 43).status_code == 429
+    assert _get(gw, "/shares", token).status_code == 200

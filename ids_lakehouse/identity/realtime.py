@@ -11,10 +11,11 @@ written out below once more, in Python; tests score the same pairs through Splin
 require the same levels and probabilities, and `Index` refuses a model whose comparisons,
 levels or blocking rules differ from the ones written here.
 
-A confident match is what the nightly run would link without a steward: probability at
-or above MATCH_THRESHOLD, not held by the twins or date-of-birth guards, and no other
-person scoring at or above LINK_FLOOR. Anything else at or above LINK_FLOOR is referred
-for review; below it, no match."""
+A match is what the nightly run would link without a steward (probability at or above
+MATCH_THRESHOLD, not held by the twins or date-of-birth guards, no other person at or
+above LINK_FLOOR) whose names and date of birth the submission itself confirms (CONFIRMED
+below); a referral for review, a person at or above LINK_FLOOR whose names and date of
+birth are close to the submission's (CLOSE); anything else, no match."""
 
 from __future__ import annotations
 
@@ -306,7 +307,6 @@ class Outcome:
     outcome: str                 # MATCH, REVIEW or NO_MATCH
     person_id: str | None        # MATCH only
     probability: float | None    # MATCH only
-    evidence: dict[str, str] | None  # MATCH only: each comparison's level, as labelled
 
 
 class Index:
@@ -322,6 +322,7 @@ class Index:
                  .join(xref.select("unique_id", "person_id"), on="unique_id", how="inner"))
         self.records = records(frame)
         self.person_ids: list[str] = frame["person_id"].to_list()
+        self.sources: list[str] = frame["source_dataset"].to_list()
         self.blocks = []
         for hashes in _keys(frame):
             rows = np.nonzero(hashes)[0]
@@ -342,14 +343,19 @@ class Index:
                 rows.update(positions[lo:hi].tolist())
         return rows
 
-    def candidates(self, submitted: pl.DataFrame) -> list[list[Candidate]]:
+    def candidates(self, submitted: pl.DataFrame, sources: set[str] | None = None
+                   ) -> list[list[Candidate]]:
         """Per submitted person (linkage_input's columns), the index's persons the model
-        pairs it with, best record per person, best first."""
+        pairs it with, best record per person, best first; with `sources`, only those
+        sources' records are compared (an agreement's answers come from its own sources:
+        another agency's records must not decide them, nor show through them)."""
         keys, people = _keys(submitted), records(submitted)
         out = []
         for i, q in enumerate(people):
             best: dict[str, Candidate] = {}
             for row in self.blocked(keys, i):
+                if sources is not None and self.sources[row] not in sources:
+                    continue
                 weight, gammas = self.weights.score(q, self.records[row])
                 pid = self.person_ids[row]
                 if pid not in best or weight > best[pid].weight:
@@ -359,9 +365,9 @@ class Index:
 
     def decide(self, candidates: list[list[Candidate]], population: set[str] | None = None
                ) -> list[Outcome]:
-        """One answer per submitted person. With `population`, only its persons are
-        answerable: a confident match outside it, or a review among persons all outside
-        it, is answered "no match" (the two are not told apart)."""
+        """One answer per submitted person (see the module's docstring for the rule).
+        With `population`, only its persons are answerable: anyone else is "no match",
+        as is nobody (the two are not told apart)."""
         tops = [c[0] for c in candidates if c]
         held = linkage.held_for_review(pl.DataFrame(
             [dict(zip((f"gamma_{g}" for g in linkage.GAMMAS), t.gammas, strict=True))
@@ -369,30 +375,36 @@ class Index:
         ).to_list() if tops else []
         out, k = [], 0
         for found in candidates:
-            plausible = [c for c in found if c.probability >= linkage.LINK_FLOOR]
             if not found:
-                out.append(Outcome(NO_MATCH, None, None, None))
+                out.append(Outcome(NO_MATCH, None, None))
                 continue
             top, reason = found[0], held[k]
             k += 1
+            plausible = [c for c in found if c.probability >= linkage.LINK_FLOOR]
             inside = [c for c in plausible if population is None or c.person_id in population]
             if (top.probability >= linkage.MATCH_THRESHOLD and reason is None
-                    and len(plausible) == 1):
-                if population is None or top.person_id in population:
-                    out.append(Outcome(MATCH, top.person_id, top.probability,
-                                       self.evidence(top.gammas)))
-                else:
-                    out.append(Outcome(NO_MATCH, None, None, None))
-            elif inside:
-                out.append(Outcome(REVIEW, None, None, None))
+                    and len(plausible) == 1 and top in inside
+                    and _agree(top.gammas, CONFIRMED)):
+                out.append(Outcome(MATCH, top.person_id, top.probability))
+            elif any(_agree(c.gammas, CLOSE) for c in inside):
+                out.append(Outcome(REVIEW, None, None))
             else:
-                out.append(Outcome(NO_MATCH, None, None, None))
+                out.append(Outcome(NO_MATCH, None, None))
         return out
 
-    @staticmethod
-    def evidence(gammas: tuple[int, ...]) -> dict[str, str]:
-        """Each comparison's level, as the model labels it (e.g. "Exact match on dob")."""
-        out = {}
-        for (name, labels), gamma in zip(LEVELS.items(), gammas, strict=True):
-            out[name] = labels[0] if gamma == -1 else labels[len(labels) - 1 - gamma]
-        return out
+
+# What a lookup must itself carry, beyond the model's confidence. A lookup hands out
+# identified contact details to someone who typed a name: the model links "JO SMI" born
+# 1980 to John Smith born 1980 on the strength of his other records, and an attacker
+# probing initials, name stems or a decade at a time would be answered. So a match needs
+# both names close (exact, nickname, swapped, or Jaro-Winkler >= 0.92: a typo) and the
+# exact date of birth; a referral for review needs both names close and the date of birth
+# exact or with day and month transposed. Anything looser is "no match": a date one edit
+# away (a decade, a year) would let a name and a birthday probe ten years a request.
+CONFIRMED = {"first_name": 2, "last_name": 2, "dob": 4}
+CLOSE = {"first_name": 2, "last_name": 2, "dob": 3}
+_POSITION = {name: i for i, name in enumerate(linkage.GAMMAS)}
+
+
+def _agree(gammas: tuple[int, ...], least: dict[str, int]) -> bool:
+    return all(gammas[_POSITION[name]] >= level for name, level in least.items())

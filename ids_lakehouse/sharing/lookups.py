@@ -49,7 +49,8 @@ class Person(BaseModel):
     first_name: str = Field(min_length=1, max_length=100)
     middle_name: str | None = TEXT
     last_name: str = Field(min_length=1, max_length=100)
-    dob: dt.date = Field(description="Date of birth, YYYY-MM-DD.")
+    dob: dt.date = Field(strict=True, description="Date of birth, YYYY-MM-DD (nothing else: "
+                                                  "no time, no other format).")
     sex: str | None = Field(default=None, pattern=r"^[FMfm]$")
     ssn: str | None = Field(default=None, min_length=1, max_length=20)
     national_id: str | None = Field(default=None, min_length=1, max_length=40)
@@ -62,6 +63,28 @@ class Person(BaseModel):
 class LookupBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     people: list[Person] = Field(min_length=1)
+
+    @classmethod
+    def parse(cls, body: bytes) -> LookupBody:
+        """The body, refused (ValueError) when it repeats a key in an object (JSON parsers
+        keep one of the two silently: which one the caller meant is unknown) or a ref
+        (each answer is told apart by its ref)."""
+        import json
+
+        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            if len({k for k, _ in pairs}) != len(pairs):
+                raise ValueError("a key is repeated in an object")
+            return dict(pairs)
+
+        try:
+            json.loads(body, object_pairs_hook=unique)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(str(exc) if "repeated" in str(exc) else "not JSON") from None
+        parsed = cls.model_validate_json(body)
+        refs = [p.ref for p in parsed.people]
+        if len(set(refs)) != len(refs):
+            raise ValueError("each person's ref must be unique in a request")
+        return parsed
 
 
 class NotAnswerable(LookupError):
@@ -152,7 +175,7 @@ class Lookups:
         index, answerable = self.current(), self.population(agreement)
         frame, problems, unused = standardise(people)
         usable = [i for i, p in enumerate(problems) if not p]
-        candidates = index.candidates(frame[usable]) if usable else []
+        candidates = index.candidates(frame[usable], set(agreement.sources)) if usable else []
         decided = dict(zip(usable, index.decide(candidates, set(answerable.rows)),
                            strict=True))
         results: list[dict[str, Any]] = []
@@ -164,10 +187,10 @@ class Lookups:
                 o = decided[i]
                 answer["outcome"] = o.outcome
                 if o.outcome == realtime.MATCH and o.person_id is not None:
-                    answer |= {"person": {"person_id": o.person_id,
-                                          **answerable.rows[o.person_id]},
-                               "match_probability": round(o.probability or 0.0, 6),
-                               "evidence": o.evidence}
+                    # The permitted fields only: no score, no comparison levels (they
+                    # would tell what the index holds beyond them).
+                    answer["person"] = {"person_id": o.person_id,
+                                        **answerable.rows[o.person_id]}
             if unused[i]:
                 answer["unused"] = unused[i]
             results.append(answer)

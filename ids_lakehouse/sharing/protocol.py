@@ -53,8 +53,14 @@ def schema_name(agreement: Agreement) -> str:
     return agreement.purpose
 
 
+# An operations agreement's release holds identified contact details: its partner asks
+# for one person at a time through the lookups (which answer only what the partner
+# already knows enough to confirm); a Delta Sharing table would hand over everyone.
+LOOKUP_ONLY = ("operations",)
+
+
 def tables(agreement: Agreement) -> list[str]:
-    return sorted(agreement.release)
+    return [] if agreement.purpose in LOOKUP_ONLY else sorted(agreement.release)
 
 
 def versions(lake: Lake, agreement: Agreement) -> list[int]:
@@ -70,7 +76,7 @@ def resolve(lake: Lake, agreement: Agreement, share: str, schema: str, table: st
             version: int | None = None) -> TableVersion:
     """The released file of `table` at `version` (the latest by default)."""
     if share != agreement.id or schema != schema_name(agreement) or \
-            table not in agreement.release:
+            table not in tables(agreement):
         raise NotFound("no such table")
     published = releases.published(lake, agreement)
     if version is not None:

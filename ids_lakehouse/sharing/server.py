@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,21 +189,25 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     app.state.lookups = service
 
     def principal(request: Request) -> tokens.Principal:
-        client = _client(request)
-        if refusals.exhausted(client):
-            request.state.throttled = True
-            raise Problem(429, "Too Many Requests", "too many refused requests from this "
-                          "address", "RESOURCE_EXHAUSTED")
         headers = request.headers.getlist("authorization")
         if len(headers) > 1:
             raise Problem(400, "Bad Request", "one Authorization header", "INVALID_REQUEST")
         scheme, _, token = (headers[0] if headers else "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            refusals.allow(client)
-            raise Problem(401, "Unauthorized", "a bearer token is required", "UNAUTHENTICATED")
-        who, why = registry.authenticate(token.strip())
+        bearer = scheme.lower() == "bearer" and bool(token.strip())
+        who, why = registry.authenticate(token.strip()) if bearer else (None, "")
         if who is None:
+            # Only requests without a valid token count against their address (one
+            # address may be a proxy that valid partners share: they are never locked
+            # out by someone else's refusals).
+            client = _client(request)
+            if refusals.exhausted(client):
+                request.state.throttled = True
+                raise Problem(429, "Too Many Requests", "too many refused requests from "
+                              "this address", "RESOURCE_EXHAUSTED")
             refusals.allow(client)
+            if not bearer:
+                raise Problem(401, "Unauthorized", "a bearer token is required",
+                              "UNAUTHENTICATED")
             request.state.denied = why
             raise Problem(401, "Unauthorized", "the token is not valid", "UNAUTHENTICATED")
         request.state.principal = who
@@ -226,8 +230,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Which parameter, never its value (FastAPI's default echoes the input).
-        where = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
-        return _problem(400, "Bad Request", f"invalid {', '.join(where)}", "INVALID_REQUEST")
+        return _problem(400, "Bad Request", f"invalid {_fields(exc.errors())}",
+                        "INVALID_REQUEST")
 
     @app.exception_handler(protocol.NotFound)
     async def _on_not_found(request: Request, exc: protocol.NotFound) -> JSONResponse:
@@ -317,9 +321,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             body = QueryBody.model_validate_json(
                 await _body(request, settings.max_body_bytes) or b"{}")
         except ValidationError as exc:
-            where = sorted({".".join(str(p) for p in e["loc"]) or "body"
-                            for e in exc.errors(include_input=False)})
-            raise Problem(400, "Bad Request", f"invalid or unsupported {', '.join(where)}",
+            raise Problem(400, "Bad Request", "invalid or unsupported "
+                          f"{_fields(exc.errors(include_input=False))}",
                           "INVALID_REQUEST") from None
         return await run_in_threadpool(_query, who, share, schema, table, body, request)
 
@@ -371,14 +374,13 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             raise Problem(403, "Forbidden", "this agreement's purpose does not permit "
                           "lookups", "PERMISSION_DENIED")
         try:
-            body = lookups.LookupBody.model_validate_json(
-                await _body(request, LOOKUP_BODY_BYTES))
+            body = lookups.LookupBody.parse(await _body(request, LOOKUP_BODY_BYTES))
         except ValidationError as exc:
-            where = sorted({".".join(str(p) for p in e["loc"]) or "body"
-                            for e in exc.errors(include_input=False)})
-            shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5
-                                            else "")
-            raise Problem(400, "Bad Request", f"invalid {shown}", "INVALID_REQUEST") from None
+            raise Problem(400, "Bad Request",
+                          f"invalid {_fields(exc.errors(include_input=False))}",
+                          "INVALID_REQUEST") from None
+        except ValueError as exc:       # our own messages: they hold nothing sent
+            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
         if len(body.people) > settings.max_lookup_batch:
             raise Problem(413, "Content Too Large", f"at most {settings.max_lookup_batch} "
                           "people per request", "INVALID_REQUEST")
@@ -421,6 +423,19 @@ async def _body(request: Request, limit: int) -> bytes:
 def app_from_env() -> FastAPI:
     """The app as `python -m ids_lakehouse serve` runs it in each worker process."""
     return create_app(config.lake(), Settings.from_env())
+
+
+def _fields(errors: Sequence[Any]) -> str:
+    """Where validation failed (people.3.dob), never what was sent: a key the model does
+    not know is the caller's text, so it is not named; at most five places."""
+    where = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        if e.get("type") == "extra_forbidden" and loc:
+            loc[-1] = "(a field not accepted)"
+        where.append(".".join(loc) or "body")
+    where = sorted(set(where))
+    return ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
 
 
 def _client(request: Request) -> str:
