@@ -114,6 +114,7 @@ class Lookups:
         self.lock = threading.Lock()
         self.index: realtime.Index | None = None
         self.index_version: int | None = None
+        self.index_sources: frozenset[str] = frozenset()
         self.checked = -1e9
         self.answerable: dict[str, Answerable] = {}
         self.together = Together(self.answer, max_people=max(500, max_batch))
@@ -133,9 +134,10 @@ class Lookups:
                 version = delta.table(xref).version() if delta.exists(xref) else None
                 if version is None:
                     raise NotAnswerable("the master person index is not built yet")
-                if version != self.index_version:
-                    self.index = load_index(self.lake)
-                    self.index_version = version
+                sources = lookup_sources()
+                if version != self.index_version or sources != self.index_sources:
+                    self.index = load_index(self.lake, sources)
+                    self.index_version, self.index_sources = version, sources
                 self.checked = time.monotonic()
             assert self.index is not None
             return self.index
@@ -268,13 +270,28 @@ class Together:
                         job.done.set()
 
 
-def load_index(lake: Lake) -> realtime.Index:
+def lookup_sources() -> frozenset[str]:
+    """The sources any operations agreement answers from (its `sources`)."""
+    from ids_lakehouse.agreements import load_agreements
+
+    return frozenset(s for a in load_agreements().values() if a.purpose == "operations"
+                     for s in a.sources)
+
+
+def load_index(lake: Lake, sources: frozenset[str]) -> realtime.Index:
+    """The records of `sources` (answers come from an agreement's own sources only: the
+    index holds no other agency's records), with their person ids and the saved model.
+    At 1,000,000 people the whole index took 3.6 GB in two workers and 23 s to load."""
+    import pyarrow.dataset as pads
+
     saved = linkage.load_model(mpi.models_dir(lake))
     if saved is None:
         raise NotAnswerable("no linkage model is saved yet")
     model, tf, version = saved
-    records = delta.frame(lake.silver("person_record"), columns=linkage.SILVER_COLUMNS)
-    xref = delta.frame(lake.identity("person_xref"), columns=["unique_id", "person_id"])
+    records = delta.frame(lake.silver("person_record"), columns=linkage.SILVER_COLUMNS,
+                          filter=pads.field("source").isin(sorted(sources)))
+    xref = delta.frame(lake.identity("person_xref"), columns=["unique_id", "person_id"],
+                       filter=pads.field("source").isin(sorted(sources)))
     return realtime.Index(records, xref, model, tf, version)
 
 
