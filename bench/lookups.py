@@ -324,6 +324,40 @@ def sharing_read(work: Path, profile: Path, rounds: int) -> dict:
     return out
 
 
+def task_engine(lake: str, people: list[dict], rounds: int) -> dict:
+    """The matching engine alone (no HTTP) against every record of the index, all
+    sources: how it scales with the index, whatever an agreement's sources are."""
+    from bench.common import rss_mb
+    from ids_lakehouse import delta
+    from ids_lakehouse.config import Lake
+    from ids_lakehouse.identity import linkage, mpi, realtime
+    from ids_lakehouse.sharing import lookups as lk
+
+    index_lake = Lake(Path(lake))
+    t0 = time.perf_counter()
+    saved = linkage.load_model(mpi.models_dir(index_lake))
+    assert saved is not None
+    model, tf, version = saved
+    index = realtime.Index(
+        delta.frame(index_lake.silver("person_record"), columns=linkage.SILVER_COLUMNS),
+        delta.frame(index_lake.identity("person_xref"), columns=["unique_id", "person_id"]),
+        model, tf, version)
+    load_s = time.perf_counter() - t0
+    persons = [lk.Person.model_validate_json(json.dumps(p)) for p in people]
+    out: dict = {"records": len(index), "load_s": load_s}
+    for size in (1, 100):
+        ms = []
+        for r in range(rounds):
+            batch = [persons[(r * size + i) % len(persons)] for i in range(size)]
+            t = time.perf_counter()
+            frame, problems, _ = lk.standardise(batch)
+            index.decide(index.candidates(frame))
+            ms.append((time.perf_counter() - t) * 1000)
+        out[f"batch{size}"] = {"p50": _pct(ms, .5), "p95": _pct(ms, .95),
+                               "people_per_s": size * len(ms) / (sum(ms) / 1000)}
+    return {"seconds": load_s, "base_rss_mb": 0.0, "peak_rss_mb": rss_mb(), **out}
+
+
 def measure(persons: int, quick: bool) -> dict:
     import requests
 
@@ -340,6 +374,13 @@ def measure(persons: int, quick: bool) -> dict:
         from ids_lakehouse.config import Lake
 
         results["index_records"] = delta.count(Lake(work / "lake").identity("person_xref"))
+        import pyarrow.dataset as pads
+
+        from ids_lakehouse.sharing.lookups import lookup_sources
+
+        results["lookup_records"] = delta.count(
+            Lake(work / "lake").silver("person_record"),
+            filter=pads.field("source").isin(sorted(lookup_sources())))
         workers = int(os.environ.get("BENCH_LOOKUP_WORKERS", "2"))
         with Gateway(work, workers) as gw:
             results["startup_s"] = gw.startup_s
@@ -371,6 +412,11 @@ def measure(persons: int, quick: bool) -> dict:
             own = subprocess.run(["ps", "-o", "rss=", "-p", str(gw.proc.pid)],
                                  capture_output=True, text=True).stdout.split()
             results["server_rss_mb"] = sum(int(x) for x in rss + own) / 1024
+        engine = run_in_subprocess("lookups:task_engine", timeout=3600,
+                                   lake=str(work / "lake"),
+                                   people=[q for _, _, q in asked[:2000]],
+                                   rounds=100 if quick else 300)
+        results["engine"] = engine.extra | {"peak_rss_mb": engine.peak_rss_mb}
     finally:
         from bench.common import remove
 
@@ -409,6 +455,15 @@ def report(r: dict, command: str) -> str:
         f"| {b['requests']:,} | 100 | 2 | {b['requests'] / b['wall_s']:,.1f} | "
         f"{b['people_per_s']:,.0f} | {b['p50']:.1f} | {b['p95']:.1f} | {b['p99']:.1f} | "
         f"{b['failed']} |",
+        "",
+        f"The lookups compare with the agreement's own sources' records only "
+        f"({r.get('lookup_records', 0):,} here). The matching engine alone (no HTTP, one "
+        f"process) against all {r['engine']['records']:,} records of the index, loaded in "
+        f"{r['engine']['load_s']:.0f} s (peak {r['engine']['peak_rss_mb']:,.0f} MiB): one "
+        f"person {r['engine']['batch1']['p50']:.1f} ms p50, "
+        f"{r['engine']['batch1']['p95']:.1f} ms p95; 100 people "
+        f"{r['engine']['batch100']['p50']:.0f} ms p50 "
+        f"({r['engine']['batch100']['people_per_s']:,.0f} people/s).",
         "",
         "Answers to the single lookups, by who was submitted:",
         "",
