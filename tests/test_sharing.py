@@ -207,12 +207,16 @@ def test_payloads_headers_and_urls_the_gateway_does_not_trust(gateway, tmp_path)
     lake, gw = gateway
     token = _token(_profile(tmp_path, gw, RESEARCH))
     assert _query(gw, token, b"[" + b"{}," * 20_000 + b"{}]").status_code == 413
-    for body in (b'{"version": NaN}', b'{"version": 0}', b"not json",
+    for body in (b'{"version": NaN}', b'{"version": 0}', b"not json", b'{"version": true}',
+                 b'{"version": 1, "version": 2}',
                  b'{"timestamp": "2020-01-01T00:00:00Z"}', b'{"startingVersion": 1}'):
         bad = _query(gw, token, body)
         assert bad.status_code == 400, body
         assert bad.headers["content-type"].startswith("application/problem+json")
         assert "NaN" not in bad.text and "2020" not in bad.text    # no input echoed
+    for option in ("timestamp", "startingTimestamp"):
+        assert _get(gw, f"/shares/{RESEARCH}/schemas/research/tables/research_person/version"
+                    f"?{option}=2020-01-01T00:00:00Z", token).status_code == 400
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
     conn.putrequest("GET", "/delta-sharing/shares")
     conn.putheader("Authorization", f"Bearer {token}")
@@ -348,10 +352,15 @@ def test_an_operations_user_looks_people_up(gateway, tmp_path):
     other = outside.filter(pl.col("dob").is_not_null(), pl.col("first_name").is_not_null())
     assert travellers.height >= 5 and other.height >= 5
     people = [_as_known(r, f"t{i}") for i, r in enumerate(travellers.head(5).iter_rows(named=True))]
-    # As another agency knows them: a typo in a long first name, no phone.
+    # A typo in a name is no match (a stem looks the same); day and month of birth
+    # transposed is a referral.
     typo = travellers.filter(pl.col("first_name").str.len_chars() >= 7).row(0, named=True)
     people.append(_as_known(typo, "typo", first_name=typo["first_name"][:-1] + "X",
                             phone=None))
+    swap = travellers.filter(pl.col("dob").dt.day() <= 12,
+                             pl.col("dob").dt.day() != pl.col("dob").dt.month()).row(0, named=True)
+    people.append(_as_known(swap, "swap", dob=swap["dob"].replace(
+        day=swap["dob"].month, month=swap["dob"].day).isoformat()))
     # Known to the index, but not a traveller: never answerable.
     people += [_as_known(r, f"o{i}") for i, r in enumerate(other.head(5).iter_rows(named=True))]
     people.append({"ref": "nobody", "first_name": "Zebulon", "last_name": "Quackenbush",
@@ -374,13 +383,13 @@ def test_an_operations_user_looks_people_up(gateway, tmp_path):
         assert all(r["person"][k] == (want[k].isoformat() if hasattr(want[k], "isoformat")
                                       else want[k]) for k in fields)
         assert set(r) == {"ref", "outcome", "person"}     # no score, no comparison levels
-    assert results["typo"]["outcome"] == "match"
-    assert results["typo"]["person"]["person_id"] == typo["person_id"]
+    assert results["typo"]["outcome"] == "no_match"
+    assert results["swap"] == {"ref": "swap", "outcome": "refer_for_review"}
     for i in range(5):
         assert set(results[f"o{i}"]) == {"ref", "outcome"}
         assert results[f"o{i}"]["outcome"] == "no_match"
     assert results["nobody"] == {"ref": "nobody", "outcome": "no_match",
-                                 "unused": {"ssn": "invalid_format"}}
+                                 "unused": {"ssn": "not_permitted"}}
     assert results["blank"] == {"ref": "blank", "outcome": "invalid",
                                 "problems": {"first_name": "unusable"}}
     assert answer["release_version"] >= 1 and answer["model_version"] >= 1
@@ -389,8 +398,8 @@ def test_an_operations_user_looks_people_up(gateway, tmp_path):
     events = gw.audited().filter(pl.col("details").str.contains("/v1/lookups"))
     event = json.loads(events.filter(pl.col("kind") == "sharing_request")["details"][-1])
     assert event["endpoint"] == "/v1/lookups" and event["agreement"] == OPERATIONS
-    assert (event["outcomes"]["match"], event["outcomes"]["no_match"],
-            event["outcomes"]["invalid"]) == (6, 6, 1)
+    assert (event["outcomes"]["match"], event["outcomes"]["refer_for_review"],
+            event["outcomes"]["no_match"], event["outcomes"]["invalid"]) == (5, 1, 7, 1)
     text = "".join(events["message"].to_list() + events["details"].to_list())
     for p in people:
         assert f'"{p["ref"]}"' not in text
@@ -503,8 +512,14 @@ def test_lookups_are_limited_in_people_not_requests(published_copy, tmp_path):
         assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
         assert _lookup(gw, token, {"people": guesses[:50]}).status_code == 200
         assert _lookup(gw, token, {"people": guesses[:1]}).status_code == 429
+        # Another token of the same agreement shares the allowance.
+        other = _token(_profile(tmp_path, gw, OPERATIONS, "other"))
+        assert _lookup(gw, other, {"people": guesses[:1]}).status_code == 429
         events = gw.audited()
-        assert events.filter(pl.col("kind") == "sharing_throttled").height == 1
+        throttled = events.filter(pl.col("kind") == "sharing_throttled")
+        assert throttled.height == 2          # one per token, each naming it
+        assert {json.loads(d)["token_id"] for d in throttled["details"]} == set(
+            delta.read(lake.table("sharing", "tokens")).column("token_id").to_pylist())
 
 
 def test_lookups_confirm_only_what_the_partner_already_knows(gateway, tmp_path):
@@ -518,8 +533,8 @@ def test_lookups_confirm_only_what_the_partner_already_knows(gateway, tmp_path):
     ids = released["person_id"].implode()
     travellers = records.filter(pl.col("source") == "travellers", pl.col("person_id").is_in(ids),
                                 pl.col("dob").is_not_null(),
-                                pl.col("first_name").str.len_chars() >= 4,
-                                pl.col("last_name").str.len_chars() >= 4)
+                                pl.col("first_name").str.len_chars() >= 5,
+                                pl.col("last_name").str.len_chars() >= 5)
     elsewhere = records.filter(pl.col("source") != "travellers",
                                pl.col("person_id").is_in(ids))
     both = travellers.join(elsewhere.select("person_id", pl.col("ssn").alias("other_ssn"),
@@ -533,13 +548,30 @@ def test_lookups_confirm_only_what_the_partner_already_knows(gateway, tmp_path):
             variants.append(plain | {"ref": "s", "ssn": row["other_ssn"]})
         got = _lookup(gw, token, {"people": [plain, *variants]}).json()["results"]
         # Other agencies' records decide nothing and show through nothing.
-        assert all({k: v for k, v in r.items() if k != "ref"} ==
+        assert all({k: v for k, v in r.items() if k not in ("ref", "unused")} ==
                    {k: v for k, v in got[0].items() if k != "ref"} for r in got), got
+        assert all(r["unused"] in ({"sex": "not_permitted"}, {"ssn": "not_permitted"})
+                   for r in got[1:]), got
         assert got[0]["outcome"] == "match"
 
     row = travellers.row(0, named=True)
     dob = row["dob"]
+    first, last = row["first_name"], row["last_name"]
+    # A field the agreement does not let the partner see (middle name, sex, SSN, street)
+    # is not used: right or wrong, the answer is the same.
+    plain = _as_known(row, "plain")
+    probes = [plain | {"ref": "mid-a", "middle_name": "A"},
+              plain | {"ref": "mid-z", "middle_name": "Z"},
+              plain | {"ref": "street", "street": "1 NOWHERE RD"}]
+    got = _lookup(gw, token, {"people": [plain, *probes]}).json()["results"]
+    assert [r["outcome"] for r in got] == ["match"] * 4
+    assert all(r["unused"] == {f: "not_permitted"} for r, f in
+               zip(got[1:], ["middle_name", "middle_name", "street"], strict=True))
     loose = [
+        _as_known(row, "swapped-stems", first_name=last[:4], last_name=first[:4]),
+        _as_known(row, "swapped", first_name=last, last_name=first),
+        _as_known(row, "stem4", last_name=last[:4]),
+        _as_known(row, "given4", first_name=first[:4]),
         _as_known(row, "initials", first_name=row["first_name"][:2]),
         _as_known(row, "stem", last_name=row["last_name"][:3] + "*"),
         _as_known(row, "decade", dob=dob.replace(year=dob.year // 10 * 10 + (

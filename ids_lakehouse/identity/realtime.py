@@ -13,9 +13,9 @@ levels or blocking rules differ from the ones written here.
 
 A match is what the nightly run would link without a steward (probability at or above
 MATCH_THRESHOLD, not held by the twins or date-of-birth guards, no other person at or
-above LINK_FLOOR) whose names and date of birth the submission itself confirms (CONFIRMED
-below); a referral for review, a person at or above LINK_FLOOR whose names and date of
-birth are close to the submission's (CLOSE); anything else, no match."""
+above LINK_FLOOR) whose names and date of birth the submission itself confirms exactly
+(CONFIRMED below); a referral for review, a person at or above LINK_FLOOR with those names
+and the day and month of birth transposed (CLOSE); anything else, no match."""
 
 from __future__ import annotations
 
@@ -395,14 +395,15 @@ class Index:
 
 # What a lookup must itself carry, beyond the model's confidence. A lookup hands out
 # identified contact details to someone who typed a name: the model links "JO SMI" born
-# 1980 to John Smith born 1980 on the strength of his other records, and an attacker
-# probing initials, name stems or a decade at a time would be answered. So a match needs
-# both names close (exact, nickname, swapped, or Jaro-Winkler >= 0.92: a typo) and the
-# exact date of birth; a referral for review needs both names close and the date of birth
-# exact or with day and month transposed. Anything looser is "no match": a date one edit
-# away (a decade, a year) would let a name and a birthday probe ten years a request.
-CONFIRMED = {"first_name": 2, "last_name": 2, "dob": 4}
-CLOSE = {"first_name": 2, "last_name": 2, "dob": 3}
+# 1980 to John Smith born 1980 on the strength of his other fields, and typo tolerance
+# (Jaro-Winkler >= 0.92, names swapped with a typo) accepts stems: "SMIT" for SMITH,
+# "BARB" for BARBARA. An attacker probing stems, initials or a decade at a time was
+# answered. So a match needs the first name exact or a nickname of it, the last name
+# exact and the exact date of birth; a referral for review, the same names and the date
+# of birth with day and month transposed. Anything else is "no match" (a typo in a name
+# costs the requester a match: they are told nothing, and can ask again).
+CONFIRMED = {"first_name": 4, "last_name": 4, "dob": 4}
+CLOSE = {"first_name": 4, "last_name": 4, "dob": 3}
 _POSITION = {name: i for i, name in enumerate(linkage.GAMMAS)}
 
 

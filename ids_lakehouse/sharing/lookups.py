@@ -69,22 +69,28 @@ class LookupBody(BaseModel):
         """The body, refused (ValueError) when it repeats a key in an object (JSON parsers
         keep one of the two silently: which one the caller meant is unknown) or a ref
         (each answer is told apart by its ref)."""
-        import json
-
-        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            if len({k for k, _ in pairs}) != len(pairs):
-                raise ValueError("a key is repeated in an object")
-            return dict(pairs)
-
-        try:
-            json.loads(body, object_pairs_hook=unique)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError(str(exc) if "repeated" in str(exc) else "not JSON") from None
+        refuse_repeated_keys(body)
         parsed = cls.model_validate_json(body)
         refs = [p.ref for p in parsed.people]
         if len(set(refs)) != len(refs):
             raise ValueError("each person's ref must be unique in a request")
         return parsed
+
+
+def refuse_repeated_keys(body: bytes) -> None:
+    """ValueError when a JSON object repeats a key (parsers keep one of the two silently:
+    which one the caller meant is unknown) or the body is not JSON."""
+    import json
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise ValueError("a key is repeated in an object")
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=unique)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(str(exc) if "repeated" in str(exc) else "not JSON") from None
 
 
 class NotAnswerable(LookupError):
@@ -99,6 +105,7 @@ class Answerable:
     version: int
     mart: str
     rows: dict[str, dict[str, Any]]
+    fields: frozenset[str]        # what the agreement lets the partner see of a person
 
 
 # The statuses of an optional field that is used (or was not given).
@@ -156,7 +163,11 @@ class Lookups:
                 fields = [f for f in agreement.permitted.get(mart, []) if f != "person_id"]
                 frame = pl.read_parquet(path, columns=["person_id", *fields])
                 rows = {r.pop("person_id"): _jsonable(r) for r in frame.iter_rows(named=True)}
-                answer = Answerable(folder, int(folder.name[1:]), mart, rows)
+                permitted = frozenset(agreement.permitted.get(mart, []))
+                if not {"first_name", "last_name", "dob"} <= permitted:
+                    raise NotAnswerable("this agreement does not permit the names and date "
+                                        "of birth a lookup must confirm")
+                answer = Answerable(folder, int(folder.name[1:]), mart, rows, permitted)
                 self.answerable[agreement.id] = answer
                 return answer
         raise NotAnswerable("this agreement releases no person-level mart to answer from")
@@ -175,7 +186,7 @@ class Lookups:
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Per person, the answer; and the versions it was given from."""
         index, answerable = self.current(), self.population(agreement)
-        frame, problems, unused = standardise(people)
+        frame, problems, unused = standardise(people, answerable.fields)
         usable = [i for i, p in enumerate(problems) if not p]
         candidates = index.candidates(frame[usable], set(agreement.sources)) if usable else []
         decided = dict(zip(usable, index.decide(candidates, set(answerable.rows)),
@@ -299,12 +310,22 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in row.items()}
 
 
-def standardise(people: list[Person]) -> tuple[pl.DataFrame, list[dict[str, str]],
-                                                 list[dict[str, str]]]:
+# Optional submitted fields and the linkage columns they fill.
+OPTIONAL = {"middle_name": ("middle_initial",), "sex": ("sex",), "ssn": ("ssn", "ssn_last4"),
+            "national_id": ("national_id", "national_id_type"), "street": ("street",),
+            "zip": ("zip",), "phone": ("phone",)}
+
+
+def standardise(people: list[Person], permitted: frozenset[str] | None = None
+                ) -> tuple[pl.DataFrame, list[dict[str, str]], list[dict[str, str]]]:
     """The submitted people as linkage input (linkage.linkage_input's columns); per person,
     the required fields that are unusable (field -> status) and the optional ones left
     out of the matching (field -> status). The fields are read by conform's own
-    standardisers, with the United States conventions of a source that declares none."""
+    standardisers, with the United States conventions of a source that declares none.
+
+    With `permitted` (the fields the agreement lets the partner see), an optional field
+    outside it is not used ("not_permitted"): whether it agrees could flip the answer, and
+    so tell the partner what they may not see (a wrong middle name vetoed a match)."""
     from ids_lakehouse.conform import standardise as std
     from ids_lakehouse.sources import Conventions
 
@@ -343,6 +364,16 @@ def standardise(people: list[Person]) -> tuple[pl.DataFrame, list[dict[str, str]
             left_out["national_id"] = ("unknown_type" if people[i].national_id_type
                                        not in declared else "invalid")
         unused.append(left_out)
+    if permitted is not None:
+        unused_fields = [f for f in OPTIONAL if f not in permitted]
+        for i, person in enumerate(people):
+            for f in unused_fields:
+                if getattr(person, f) is not None:
+                    unused[i][f] = "not_permitted"
+        records = linkage.linkage_input(out)
+        return records.with_columns(
+            [pl.lit(None, dtype=records.schema[c]).alias(c)
+             for f in unused_fields for c in OPTIONAL[f]]), problems, unused
     return linkage.linkage_input(out), problems, unused
 
 

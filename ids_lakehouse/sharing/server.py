@@ -16,8 +16,9 @@ IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300); IDS_SHARING_RATE
 (requests per token per minute, default 600); IDS_SHARING_REFUSALS_PER_MINUTE (refused
 requests per client address per minute before it is throttled, default 30);
 IDS_LOOKUP_MAX_BATCH (people per lookup request, default 100); IDS_LOOKUP_PEOPLE_PER_MINUTE
-(people looked up per token per minute, default 1,000: guessing names and dates of birth
-costs one each, however batched). Rate limits are per worker
+(people looked up per agreement per minute, all its tokens together, default 1,000:
+guessing names and dates of birth costs one each, however batched and however many
+tokens). Rate limits are per worker
 process (`serve --workers N` allows N times as much).
 
 Audit events are spooled and committed in groups (audit.Spool, about once a second): a
@@ -78,7 +79,7 @@ class Settings:
     refusals_per_minute: int = 30       # per client address, without a valid token
     max_body_bytes: int = 16_384
     max_lookup_batch: int = 100         # people per lookup request
-    lookups_per_minute: int = 1_000     # people looked up per token per minute
+    lookups_per_minute: int = 1_000     # people looked up per agreement per minute
     index_recheck_s: float = 60.0       # how often a lookup looks for a newer index build
     public_url: str | None = None       # where recipients reach the gateway (file URLs)
     audit_flush_s: float = 1.0          # how often spooled audit events are committed
@@ -151,7 +152,7 @@ class QueryBody(BaseModel):
     """A query request; options of the protocol this gateway does not serve are refused,
     not ignored (a recipient must never believe they read a version they did not)."""
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(default=None, ge=1, le=1_000_000)
+    version: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     limitHint: int | None = Field(default=None, ge=0)
     predicateHints: list[str] | None = None          # hints: a server may ignore them
     jsonPredicateHints: str | None = None
@@ -298,7 +299,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/version")
     def table_version(share: str, schema: str, table: str, request: Request,
                       who: tokens.Principal = Auth) -> Response:
-        if "startingTimestamp" in request.query_params:
+        if {"startingTimestamp", "timestamp"} & set(request.query_params):
             raise Problem(400, "Bad Request", "startingTimestamp is not supported: versions "
                           "are release versions", "INVALID_REQUEST")
         tv = protocol.resolve(lake, who.agreement, share, schema, table)
@@ -318,12 +319,15 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         # The body is read only now, after the token (and its size before, in the
         # middleware); options the gateway does not serve are refused.
         try:
-            body = QueryBody.model_validate_json(
-                await _body(request, settings.max_body_bytes) or b"{}")
+            raw = await _body(request, settings.max_body_bytes) or b"{}"
+            lookups.refuse_repeated_keys(raw)
+            body = QueryBody.model_validate_json(raw)
         except ValidationError as exc:
             raise Problem(400, "Bad Request", "invalid or unsupported "
                           f"{_fields(exc.errors(include_input=False))}",
                           "INVALID_REQUEST") from None
+        except ValueError as exc:       # our own messages: they hold nothing sent
+            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
         return await run_in_threadpool(_query, who, share, schema, table, body, request)
 
     def _query(who: tokens.Principal, share: str, schema: str, table: str, body: QueryBody,
@@ -384,8 +388,9 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         if len(body.people) > settings.max_lookup_batch:
             raise Problem(413, "Content Too Large", f"at most {settings.max_lookup_batch} "
                           "people per request", "INVALID_REQUEST")
-        # People, not requests: a batch of 100 guesses is 100 guesses.
-        if not looked_up.allow(who.token_id, len(body.people)):
+        # People, not requests: a batch of 100 guesses is 100 guesses; per agreement, not
+        # per token: ten tokens of one partner share one allowance.
+        if not looked_up.allow(who.agreement.id, len(body.people)):
             request.state.throttled = True
             raise Problem(429, "Too Many Requests", "the token's lookups per minute are "
                           "used up", "RESOURCE_EXHAUSTED")
@@ -485,12 +490,19 @@ class _Audited:
             nonlocal audited
             audited = True
             if getattr(request.state, "throttled", False):
-                count = self.throttled.add(_client(request))
+                # One event per token (or, without one, per address) and minute.
+                who = getattr(request.state, "principal", None)
+                key = who.token_id if who is not None else _client(request)
+                count = self.throttled.add(key)
                 if count is not None:
+                    details: dict[str, Any] = {"client": _client(request), "count": count,
+                                               "endpoint": _endpoint(request)}
+                    if who is not None:
+                        details |= {"token_id": who.token_id, "agreement": who.agreement.id}
                     self.spool.add("sharing_throttled",
                                    f"{count} requests refused over a rate limit",
-                                   actor="anonymous", via="sharing-gateway",
-                                   details={"client": _client(request), "count": count})
+                                   actor=who.token_id if who else "anonymous",
+                                   via="sharing-gateway", details=details)
                 return
             _audit(self.spool, request, status, time.perf_counter() - started)
 
@@ -540,11 +552,15 @@ class _Flusher(threading.Thread):
         self.spool.close()
 
 
+def _endpoint(request: Request) -> str:
+    """The endpoint as routed (its template), never the raw path (the caller's text)."""
+    return getattr(request.scope.get("route"), "path", None) or "unrouted"
+
+
 def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) -> None:
     """One event per request: the endpoint as routed (its template, never the raw path,
     which is the caller's text), who and for which agreement, the outcome and latency."""
-    route = request.scope.get("route")
-    endpoint = getattr(route, "path", None) or "unrouted"
+    endpoint = _endpoint(request)
     who: tokens.Principal | None = getattr(request.state, "principal", None)
     details: dict[str, Any] = {"method": request.method, "endpoint": endpoint,
                                "status": status, "latency_ms": round(seconds * 1000, 1)}
