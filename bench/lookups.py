@@ -324,7 +324,7 @@ def sharing_read(work: Path, profile: Path, rounds: int) -> dict:
     return out
 
 
-def task_engine(lake: str, people: list[dict], rounds: int) -> dict:
+def task_engine(lake: str, people_file: str, rounds: int) -> dict:
     """The matching engine alone (no HTTP) against every record of the index, all
     sources: how it scales with the index, whatever an agreement's sources are."""
     from bench.common import rss_mb
@@ -343,6 +343,7 @@ def task_engine(lake: str, people: list[dict], rounds: int) -> dict:
         delta.frame(index_lake.identity("person_xref"), columns=["unique_id", "person_id"]),
         model, tf, version)
     load_s = time.perf_counter() - t0
+    people = json.loads(Path(people_file).read_text())
     persons = [lk.Person.model_validate_json(json.dumps(p)) for p in people]
     out: dict = {"records": len(index), "load_s": load_s}
     for size in (1, 100):
@@ -412,9 +413,10 @@ def measure(persons: int, quick: bool) -> dict:
             own = subprocess.run(["ps", "-o", "rss=", "-p", str(gw.proc.pid)],
                                  capture_output=True, text=True).stdout.split()
             results["server_rss_mb"] = sum(int(x) for x in rss + own) / 1024
+        (work / "people.json").write_text(json.dumps([q for _, _, q in asked[:2000]]))
         engine = run_in_subprocess("lookups:task_engine", timeout=3600,
                                    lake=str(work / "lake"),
-                                   people=[q for _, _, q in asked[:2000]],
+                                   people_file=str(work / "people.json"),
                                    rounds=100 if quick else 300)
         results["engine"] = engine.extra | {"peak_rss_mb": engine.peak_rss_mb}
     finally:
