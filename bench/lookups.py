@@ -77,13 +77,15 @@ def built_lake(persons: int) -> Path:
         layers[layer] = time.perf_counter() - t0
         progress.write_text(json.dumps(layers))
         log(f"built {persons:,}: {layer} in {layers[layer]:.0f}s")
+    # The lake's name (its audit signing key) is where it was built: kept if it moves.
+    (folder / "origin").write_text(str((folder / "lake").resolve()))
     done.write_text(json.dumps({"persons": persons, "layers_s": layers}, indent=2))
     return folder
 
 
 def env_for(folder: Path) -> dict[str, str]:
-    """The environment of the lake in `folder`; a copy keeps the built lake's name (its
-    audit signing key), as a lake that moves does."""
+    """The environment of the lake in `folder`; a copy (or a cache that moved) keeps the
+    built lake's name (its audit signing key), as a lake that moves does."""
     origin = (folder / "origin").read_text() if (folder / "origin").exists() else \
         str((folder / "lake").resolve())
     return os.environ | {"LAKE_ROOT": str(folder / "lake"),
@@ -99,7 +101,7 @@ def _copy(folder: Path, work: Path) -> None:
     """The lake by hard links (Delta files are never rewritten, only added), the Dagster
     home and landing truth by copy (the audit anchors are appended to in place)."""
     shutil.copytree(folder / "lake", work / "lake", copy_function=os.link)
-    (work / "origin").write_text(str((folder / "lake").resolve()))
+    (work / "origin").write_text(env_for(folder)["IDS_LAKE_NAME"])
     shutil.copytree(folder / "dagster_home", work / "dagster_home")
     (work / "landing").mkdir()
     shutil.copytree(folder / "landing" / "_truth", work / "landing" / "_truth",
