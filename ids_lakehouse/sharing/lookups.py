@@ -1,21 +1,23 @@
 """Operations query-and-retrieve (`POST /v1/lookups`): a partner under an operations
 agreement submits people as it knows them and gets, per person, the agreement's permitted
-fields of the one person it confidently is, "refer_for_review", or "no_match"; never a
-list of candidates, never a partial or wildcard search (first name, last name and date of
-birth are required).
+fields of the one person the submission confirms, "refer_for_review", or "no_match";
+never a list of candidates, a score or comparison levels, never a partial or wildcard
+search (first name, last name and date of birth are required, and a match needs them
+exact: identity/realtime.py's CONFIRMED).
 
 Who is answerable: the people of the agreement's latest release of its person-level mart
 (for dsa-traveller-followup, contact_directory: the travellers, with the values the
-release decided from the agreement's own sources). A confident match to anyone else in
-the index is answered "no_match", as is a review among people all outside the population:
-the two cannot be told apart, so a lookup never reveals that someone is known to another
-agency. Matching is identity/realtime.py: the nightly model over the whole index.
+release decided from the agreement's own sources). The submitted person is compared with
+the records of the agreement's own `sources` only, with the nightly model
+(identity/realtime.py): other agencies' records decide nothing and show through nothing;
+anyone else is "no_match", as is nobody.
 
-Submitted values are standardised as a delivery's are (conform.mapping.standardise_person,
-United States conventions); a value that cannot be used (an invalid SSN, ZIP or phone) is
-left out of the matching and named, with its status, in the answer's `unused`; a missing
-or unusable name or date of birth makes that person's answer `invalid`. Nothing submitted
-or returned is logged or audited: the audit event holds the counts of each outcome."""
+Submitted values are standardised by conform's own standardisers (United States
+conventions). An optional value that cannot be used (an invalid ZIP or phone), or that
+the agreement does not let the partner see (its agreeing or not could flip the answer),
+is left out of the matching and named in the answer's `unused` with its status; an
+unusable name makes that person's answer `invalid`. Nothing submitted or returned is
+logged or audited: the audit event holds the counts of each outcome."""
 
 from __future__ import annotations
 
