@@ -306,7 +306,6 @@ class Candidate:
 class Outcome:
     outcome: str                 # MATCH, REVIEW or NO_MATCH
     person_id: str | None        # MATCH only
-    probability: float | None    # MATCH only
 
 
 class Index:
@@ -376,7 +375,7 @@ class Index:
         out, k = [], 0
         for found in candidates:
             if not found:
-                out.append(Outcome(NO_MATCH, None, None))
+                out.append(Outcome(NO_MATCH, None))
                 continue
             top, reason = found[0], held[k]
             k += 1
@@ -385,11 +384,11 @@ class Index:
             if (top.probability >= linkage.MATCH_THRESHOLD and reason is None
                     and len(plausible) == 1 and top in inside
                     and _agree(top.gammas, CONFIRMED)):
-                out.append(Outcome(MATCH, top.person_id, top.probability))
+                out.append(Outcome(MATCH, top.person_id))
             elif any(_agree(c.gammas, CLOSE) for c in inside):
-                out.append(Outcome(REVIEW, None, None))
+                out.append(Outcome(REVIEW, None))
             else:
-                out.append(Outcome(NO_MATCH, None, None))
+                out.append(Outcome(NO_MATCH, None))
         return out
 
 
