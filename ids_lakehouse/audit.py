@@ -375,7 +375,9 @@ class Spool:
     slower than reading the files. The spool is in the restricted zone and holds what the
     log will (never a value). A process holds an exclusive lock on its own spool; at start,
     `recover` commits the spools whose process died (skipping events its last flush
-    already committed)."""
+    already committed). An event keeps the time it happened (`recorded_at`) and takes its
+    place in the chain (`seq`) when committed: between processes, seq order is commit
+    order, not always time order.""" 
 
     def __init__(self, lake: Lake) -> None:
         import fcntl

@@ -131,21 +131,22 @@ class _RateLimiter:
 @dataclass
 class _Throttled:
     """Requests refused cheaply (429, over a limit) are audited in aggregate: one event per
-    client address and minute with the count, so a flood cannot cost one audit commit per
-    request."""
+    key (the token, or without one the client address) and minute with the count, so a
+    flood cannot cost one audit event per request. Counts not yet written when the
+    gateway is killed are lost (at most a minute's)."""
     counts: dict[str, int] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, client: str) -> int | None:
+    def add(self, key: str) -> int | None:
         """The count to audit now (the first refusal, then once a minute), or None."""
         now = time.monotonic()
         with self.lock:
-            self.counts[client] = self.counts.get(client, 0) + 1
-            if now - self.last.get(client, -1e9) < 60:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if now - self.last.get(key, -1e9) < 60:
                 return None
-            self.last[client] = now
-            return self.counts.pop(client)
+            self.last[key] = now
+            return self.counts.pop(key)
 
 
 class QueryBody(BaseModel):
