@@ -23,6 +23,15 @@ class Recipient(BaseModel):
     contact: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
 
 
+class QueryTerms(BaseModel):
+    """Remote statistical queries (`POST /v1/queries`): the fields the recipient may group
+    and filter by, and the privacy-loss budget all its queries spend together."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    budget_rho: float = Field(gt=0)         # zero-concentrated DP, all tokens together
+    fields: list[str] = Field(min_length=1)
+    measures: list[str] = []                # numeric measures (disclosure.yaml) it may use
+
+
 class Agreement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +54,7 @@ class Agreement(BaseModel):
     sources: list[str] = Field(min_length=1)
     # Operations: whose records are released (people seen in these sources); required.
     population_sources: list[str] = []
+    queries: QueryTerms | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Agreement:
@@ -59,6 +69,7 @@ class Agreement(BaseModel):
                              f"{self.purpose!r} (allowed: {allowed})")
         self._check_sources()
         policy = load_policy()
+        self._check_queries()
         if self.min_cell_size < policy.min_cell_size:
             raise ValueError(f"min_cell_size {self.min_cell_size} is below the policy floor "
                              f"{policy.min_cell_size}")
@@ -66,6 +77,26 @@ class Agreement(BaseModel):
             raise ValueError(f"k_anonymity {self.k_anonymity} is below the policy floor "
                              f"{policy.k_anonymity}")
         return self
+
+    def _check_queries(self) -> None:
+        from ids_lakehouse.marts.indicators import DIMENSIONS
+
+        if self.queries is None:
+            return
+        if self.purpose == "operations":
+            raise ValueError("queries: an operations agreement cannot make statistical "
+                             "queries")
+        policy = load_policy().remote_queries
+        unknown = sorted(set(self.queries.fields) - set(DIMENSIONS))
+        if unknown:
+            raise ValueError(f"queries.fields {unknown} are not query fields ({DIMENSIONS})")
+        unknown = sorted(set(self.queries.measures) - set(policy.measures))
+        if unknown:
+            raise ValueError(f"queries.measures {unknown} are not declared in "
+                             "data_model/disclosure.yaml remote_queries.measures")
+        if self.queries.budget_rho > policy.max_budget_rho:
+            raise ValueError(f"queries.budget_rho {self.queries.budget_rho} is above the "
+                             f"policy's maximum {policy.max_budget_rho}")
 
     def _check_sources(self) -> None:
         from ids_lakehouse.sources import load_sources

@@ -307,7 +307,7 @@ def test_indicator_counts_are_distinct_people_in_every_cell():
     facts = indicators.facts(years, persons)
     ids = facts["person_id"].unique()
     keys = pl.DataFrame({"person_id": ids, "record_key": cellkey.record_keys(ids, SECRET)})
-    cube = indicators._cube(facts.join(keys, on="person_id"), indicators._domain(model, policy))
+    cube = indicators._cube(facts.join(keys, on="person_id"), indicators.domain(model, policy))
     rates_checked = 0
     for r in range(len(indicators.ADDITIVE) + 1):
         for kept in itertools.combinations(indicators.ADDITIVE, r):
@@ -330,7 +330,7 @@ def test_indicator_counts_are_distinct_people_in_every_cell():
     assert shown.height > 0 and (shown["persons"] >= 11).all()
     assert ((shown["persons"] - shown["persons_true"]).abs() <= policy.max_perturbation).all()
     served = indicators._cube(facts.join(keys, on="person_id").with_columns(
-        pl.lit(indicators.SERVED).alias("program")), indicators._domain(model, policy)).drop(
+        pl.lit(indicators.SERVED).alias("program")), indicators.domain(model, policy)).drop(
         "program", "key_sum").rename({"persons": "served_true"})
     rated = shown.filter(pl.col("rate_per_1000_served") > 0).join(
         served, on=["year", *indicators.ADDITIVE])

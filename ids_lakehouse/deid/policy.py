@@ -15,6 +15,31 @@ LADDER_COLUMNS = {"birth_year", "zip3", "county_fips", "race_ethnicity", "sex",
                   "participation"}
 
 
+class NumericMeasure(BaseModel):
+    """A per person-year value a remote query may sum or average, clamped to its declared
+    bounds (the bounds, not the data, set how much one person can move an answer)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    description: str
+    lower: int
+    upper: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericMeasure:
+        if self.upper <= self.lower:
+            raise ValueError("upper must be above lower")
+        return self
+
+
+class RemoteQueries(BaseModel):
+    """Output control of `POST /v1/queries` (differential privacy, zero-concentrated; see
+    docs/adr/0006-remote-queries-differential-privacy.md)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    noise_sigma: float = Field(gt=0)          # the least noise a count may get
+    max_budget_rho: float = Field(gt=0)       # the most an agreement may declare
+    max_cells: int = Field(ge=1)              # cells one answer may hold
+    measures: dict[str, NumericMeasure]
+
+
 class DisclosurePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,6 +52,7 @@ class DisclosurePolicy(BaseModel):
     holdback_threshold_spread: int = Field(ge=0)
     participation_period_years: int = Field(ge=1)
     generalisation: list[dict[str, int | str]]
+    remote_queries: RemoteQueries
 
     @model_validator(mode="after")
     def _sound(self) -> DisclosurePolicy:

@@ -21,6 +21,7 @@ from ids_lakehouse.model import DataModel
 ALL = "ALL"
 FIXED = ["year", "program"]
 ADDITIVE = ["county_fips", "age_band", "sex", "race_ethnicity"]
+DIMENSIONS = [*FIXED, *ADDITIVE]      # what remote queries may group and filter by
 UNIT = ["person_id", "year", "program"]
 ATTRIBUTES = [*ADDITIVE, "under_6"]     # under_6: for the overlap mart's early childhood row
 SERVED = "ANY"                          # the denominator's "program": served by any program
@@ -38,7 +39,8 @@ def facts(program_years: pl.DataFrame, persons: pl.DataFrame) -> pl.DataFrame:
         (age < 6).fill_null(False).alias("under_6"))
 
 
-def _domain(model: DataModel, policy: DisclosurePolicy) -> dict[str, list[str]]:
+def domain(model: DataModel, policy: DisclosurePolicy) -> dict[str, list[str]]:
+    """The public values of each additive attribute (ALL: the total), whatever the data."""
     bands = [f"{lo}+" if lo >= policy.age_top_code else f"{lo}-{hi}"
              for lo, hi in policy.age_bands]
     return {"county_fips": [*model.codes("county_fips"), "UNKNOWN", ALL],
@@ -82,10 +84,10 @@ def build(basis: pl.DataFrame, record_keys: pl.DataFrame, model: DataModel,
     """(published table, restricted cell register). `basis`: facts() rows as published
     (after hold-back); `record_keys`: person_id, record_key."""
     keyed = basis.join(record_keys, on="person_id", how="inner")
-    domain = _domain(model, policy)
-    cells = protect(_cube(keyed, domain), policy)
+    values = domain(model, policy)
+    cells = protect(_cube(keyed, values), policy)
     everyone = keyed.with_columns(pl.lit(SERVED).alias("program"))
-    served = protect(_cube(everyone, domain), policy)
+    served = protect(_cube(everyone, values), policy)
     rates = served.select("year", *ADDITIVE, pl.col("published").alias("_served"))
     table = (cells.join(rates, on=["year", *ADDITIVE], how="left")
              .select(*FIXED, *ADDITIVE, pl.col("published").alias("persons"),

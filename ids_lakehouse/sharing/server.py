@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ids_lakehouse import audit, config
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid.pseudonym import derive_key
-from ids_lakehouse.sharing import lookups, protocol, tokens
+from ids_lakehouse.sharing import lookups, protocol, queries, tokens
 
 PREFIX = "/delta-sharing"
 NDJSON = "application/x-ndjson; charset=utf-8"
@@ -178,6 +178,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.warm()          # the person index in memory before the first request
+        statistics.warm()       # and the query basis
         flusher.start()
         try:
             yield
@@ -189,6 +190,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     app.state.spool = spool
     service = lookups.Lookups(lake, settings.max_lookup_batch, settings.index_recheck_s)
     app.state.lookups = service
+    statistics = queries.Queries(lake, settings.index_recheck_s)
+    app.state.queries = statistics
 
     def principal(request: Request) -> tokens.Principal:
         headers = request.headers.getlist("authorization")
@@ -403,6 +406,41 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         request.state.counts = counts
         return answer
 
+    @app.post("/v1/queries", tags=["research"], summary="Ask a statistical question",
+              response_description="A differentially private table with its provenance")
+    async def query_statistics(request: Request, who: tokens.Principal = Auth
+                               ) -> dict[str, Any]:
+        """Under an agreement with a `queries` section: counts of people per year (and sums
+        or means of a declared measure), grouped and filtered by the agreement's query
+        fields, each cell with discrete Gaussian noise, cells under the minimum cell size
+        null; the query's cost is spent from the agreement's privacy-loss budget before
+        the answer leaves (see sharing/queries.py)."""
+        if who.agreement.queries is None:
+            raise Problem(403, "Forbidden", "this agreement does not permit statistical "
+                          "queries", "PERMISSION_DENIED")
+        try:
+            body = queries.QueryBody.parse(await _body(request, settings.max_body_bytes))
+        except ValidationError as exc:
+            raise Problem(400, "Bad Request",
+                          f"invalid {_fields(exc.errors(include_input=False))}",
+                          "INVALID_REQUEST") from None
+        except ValueError as exc:       # our own messages: they hold nothing sent
+            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
+        try:
+            answer = await run_in_threadpool(statistics.ask, who.agreement, who.token_id,
+                                             body)
+        except queries.BudgetExhausted as exc:
+            raise Problem(403, "Forbidden", str(exc), "BUDGET_EXHAUSTED") from None
+        except queries.QueryError as exc:
+            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
+        except queries.NotReady as exc:
+            raise Problem(503, "Service Unavailable", str(exc), "UNAVAILABLE") from None
+        p = answer["protection"]
+        request.state.query = {"shape": answer["query"], "cells": p["cells"],
+                               "cells_suppressed": p["cells_suppressed"], "rho": p["rho"],
+                               "repeat": p["repeat"], "query_id": answer["query_id"]}
+        return answer
+
     return app
 
 
@@ -439,6 +477,8 @@ def _fields(errors: Sequence[Any]) -> str:
         loc = [str(p) for p in e.get("loc", ())]
         if e.get("type") == "extra_forbidden" and loc:
             loc[-1] = "(a field not accepted)"
+        if loc[:1] == ["where"] and len(loc) > 1:     # a mapping's key is the caller's text
+            loc[1] = "(a field)"
         where.append(".".join(loc) or "body")
     where = sorted(set(where))
     return ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
@@ -576,6 +616,8 @@ def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) ->
         details["rows"] = request.state.rows
     if getattr(request.state, "counts", None) is not None:
         details["outcomes"] = request.state.counts
+    if getattr(request.state, "query", None) is not None:
+        details["query"] = request.state.query
     kind = "sharing_request" if status < 400 else "sharing_refused"
     spool.add(kind, f"{request.method} {endpoint} -> {status}",
               actor=who.token_id if who else "anonymous", via="sharing-gateway",
