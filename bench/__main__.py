@@ -16,7 +16,7 @@ from bench.common import DOC, header_markdown, log, machine_info, write_section
 
 BENCHMARKS = {"ingest": "bench.ingest", "conform": "bench.conform", "linkage": "bench.linkage",
               "pipeline": "bench.pipeline", "disclosure": "bench.disclosure",
-              "lookups": "bench.lookups"}
+              "lookups": "bench.lookups", "queries": "bench.queries"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """The sharing gateway (FastAPI): the Delta Sharing protocol over the releases, for the
-recipients of each agreement, and real-time lookups in the master person index for
-operations agreements (`POST /v1/lookups`, sharing/lookups.py). `python -m ids_lakehouse
-serve` runs it under uvicorn; the OpenAPI description is at /openapi.json and /docs.
+recipients of each agreement, real-time lookups in the master person index for
+operations agreements (`POST /v1/lookups`, sharing/lookups.py), and differentially private
+statistical queries for agreements that declare them (`POST /v1/queries`,
+sharing/queries.py). `python -m ids_lakehouse serve` runs it under uvicorn; the OpenAPI
+description is at /openapi.json and /docs.
 
 Every request is authenticated by a bearer token (sharing/tokens.py) that speaks for one
 agreement, and audited: who (the token's id, never the token), which agreement, which
