@@ -57,7 +57,8 @@ def _exact(work: Path) -> dict[str, dict[tuple[Any, ...], int]]:
         pl.col("program").is_in(["MEDICAID", "HMIS", "K12", "K12_MCKINNEY_VENTO"]))
     py = (basis.sort("person_id", "year", "program")
           .group_by("person_id", "year", maintain_order=True)
-          .agg(pl.col("program"), pl.col("county_fips", "age_band", "sex").first()))
+          .agg(pl.col("program"), pl.col("county_fips", "age_band", "sex",
+                                         "race_ethnicity").first()))
     out = {}
     for keys in ERROR_GROUPINGS:
         g = py.group_by(keys).len()
