@@ -326,6 +326,7 @@ class Queries:
         self.ledger = Ledger(lake.disclosure(LEDGER))
 
     def warm(self) -> None:
+        _mechanism(load_policy().remote_queries.noise_sigma)     # OpenDP loaded: 0.15 s
         try:
             self.current()
         except NotReady:
