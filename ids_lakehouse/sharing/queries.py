@@ -311,6 +311,13 @@ def cost(p: Plan, bounds: tuple[int, int] | None) -> float:
     return rho
 
 
+@lru_cache(maxsize=1)
+def _opendp_version() -> str:
+    from importlib.metadata import version
+
+    return version("opendp")
+
+
 def _noisy(values: list[int], scale: float) -> list[int]:
     return [int(v) for v in _mechanism(scale)(values)] if values else []
 
@@ -394,7 +401,7 @@ class Queries:
             "query_id": str(uuid.uuid4()),
             "columns": columns, "rows": rows,
             "protection": {
-                "method": METHOD, "sigma": p.sigma,
+                "method": METHOD, "library": f"opendp {_opendp_version()}", "sigma": p.sigma,
                 "sigma_numeric": p.sigma * (bounds[1] - bounds[0]) if bounds else None,
                 "bounds": list(bounds) if bounds else None,
                 "contributions_per_person": p.contributions, "rho": round(rho, 6),
