@@ -211,7 +211,7 @@ def old_style_indicators(nights: Nights, without_added: bool) -> pl.DataFrame:
         added = added_combinations(nights)["person_id"].unique()
         persons = persons.filter(~pl.col("person_id").is_in(added.implode()))
     facts = indicators.facts(years, persons).with_columns(pl.lit(0).alias("record_key"))
-    cube = indicators._cube(facts, indicators._domain(model, policy))
+    cube = indicators._cube(facts, indicators.domain(model, policy))
     small = pl.col("persons").is_between(1, policy.min_cell_size - 1)
     return cube.with_columns(pl.when(small).then(None).otherwise(pl.col("persons"))
                              .alias("persons")).drop("key_sum")
