@@ -289,6 +289,11 @@ def test_fields_and_agreements_that_are_not_permitted(gw, tmp_path):
         ({"group_by": ["year"], "measure": {"mean": secret}}, "measure:"),
         ({"group_by": ["year"], secret: 1}, "(a field not accepted)"),
         ({"group_by": ["year"], "where": {secret: [1.5]}}, "where.(a field)"),
+        # Numbers as numbers, text as text: nothing is coerced.
+        ({"group_by": ["year"], "sigma": "5"}, "invalid sigma"),
+        ({"group_by": ["year"], "sigma": True}, "invalid sigma"),
+        ({"where": {"year": [2024.0]}}, "where.(a field).0"),
+        ({"where": {"year": [True]}}, "where.(a field).0"),
         (b'{"group_by": ["year"], "group_by": ["sex"]}', "repeated"),
     ]:
         r = _ask(gw, research, body)
@@ -300,6 +305,9 @@ def test_fields_and_agreements_that_are_not_permitted(gw, tmp_path):
         r = _ask(gw, token, README_QUERY)
         assert r.status_code == 403 and "does not permit statistical queries" in r.text
     assert _ask(gw, None, README_QUERY).status_code == 401
+    r = requests.post(f"http://127.0.0.1:{gw.port}/v1/queries?sigma=5", json=README_QUERY,
+                      headers={"Authorization": f"Bearer {research}"}, timeout=60)
+    assert r.status_code == 400 and "no URL parameters" in r.text
     # Nothing refused was paid for.
     ok = _ask(gw, research, {"group_by": ["year"]}).json()
     assert _spent(ok) == pytest.approx(ok["protection"]["rho"])
@@ -324,3 +332,21 @@ def test_the_budget_is_the_agreements_across_tokens_and_restarts(published_copy,
         assert r.status_code == 403 and r.json()["errorCode"] == "BUDGET_EXHAUSTED", r.text
         spent = gw.app.state.queries.spent(RESEARCH)
         assert 2.0 - 1 / (2 * 5 ** 2) < spent <= 2.0 + 1e-9
+
+
+def test_an_agreement_is_limited_in_cells_answered_not_in_budget(published_copy, tmp_path):
+    """Much noise is cheap in budget but not in work: a grid of 7,680 cells at sigma 9,999
+    costs rho 5e-9 and a quarter of a second of CPU. The cells per minute of one
+    agreement are limited, all its tokens together."""
+    lake = Lake(published_copy.lake)
+    with Gateway(lake, Settings(token_recheck_s=0, query_cells_per_minute=20_000)) as gw:
+        tokens = [_token(_profile(tmp_path, gw, RESEARCH, f"t{i}")) for i in range(2)]
+        big = {"group_by": ["county_fips", "age_band", "sex", "race_ethnicity"],
+               "where": {"year": [2024]}}
+        statuses = [_ask(gw, tokens[i % 2], big | {"sigma": 9999 - i}).status_code
+                    for i in range(4)]
+        assert statuses == [200, 200, 429, 429]
+        # A small query still fits in what is left of the minute.
+        assert _ask(gw, tokens[0], {"where": {"year": [2024]}}).status_code == 200
+        throttled = gw.audited().filter(pl.col("kind") == "sharing_throttled")
+        assert throttled.height >= 1

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import duckdb
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ids_lakehouse import crash, delta
 from ids_lakehouse.agreements import Agreement
@@ -88,9 +88,9 @@ class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     measure: Literal["persons"] | Numeric = "persons"
     group_by: list[str] = Field(default=[], max_length=6)
-    where: dict[str, list[str | int]] = Field(default={}, max_length=6)
+    where: dict[str, list[StrictStr | StrictInt]] = Field(default={}, max_length=6)
     programs: Programs | None = None
-    sigma: float | None = Field(default=None, gt=0, le=10_000, description=(
+    sigma: float | None = Field(default=None, gt=0, le=10_000, strict=True, description=(
         "More noise than the policy's least (noise_sigma) costs less budget."))
 
     @classmethod
@@ -354,9 +354,8 @@ class Queries:
                 self._checked = now
             return self._frame
 
-    def ask(self, agreement: Agreement, token_id: str, body: QueryBody) -> dict[str, Any]:
-        """The protected answer (QueryError, BudgetExhausted, NotReady)."""
-        p = plan(body, agreement)
+    def ask(self, agreement: Agreement, token_id: str, p: Plan) -> dict[str, Any]:
+        """The protected answer to a plan (BudgetExhausted, NotReady)."""
         terms = agreement.queries
         assert terms is not None
         frame = self.current()
@@ -406,7 +405,9 @@ class Queries:
             "columns": columns, "rows": rows,
             "protection": {
                 "method": METHOD, "library": f"opendp {_opendp_version()}", "sigma": p.sigma,
-                "sigma_numeric": p.sigma * (bounds[1] - bounds[0]) if bounds else None,
+                # The noise on the sum of (value - midpoint): the mean is midpoint +
+                # that sum / persons, the sum midpoint x persons + that sum.
+                "sigma_centred_sum": p.sigma * (bounds[1] - bounds[0]) / 2 if bounds else None,
                 "bounds": list(bounds) if bounds else None,
                 "contributions_per_person": p.contributions, "rho": round(rho, 6),
                 "min_cell_size": agreement.min_cell_size, "cells": len(rows),
