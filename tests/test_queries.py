@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import requests
 
-from ids_lakehouse import delta
+from ids_lakehouse import delta, zones
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid import cellkey
 from ids_lakehouse.deid.policy import load_policy
@@ -203,6 +203,8 @@ def test_differencing_and_averaging_are_paid_for_and_stopped_by_the_budget(gw, t
     assert refusal is not None and refusal.status_code == 403
     assert refusal.json()["errorCode"] == "BUDGET_EXHAUSTED"
     assert "budget" in refusal.json()["detail"]
+    # The ledger is restricted like the rest of its zone (and its journal files too).
+    assert [v for v in zones.violations(lake.root) if "query_ledger" in v] == []
     # Each query costs rho 1 / (2 sigma^2) or more (the second groups one year by age
     # band: still one cell per person): at most budget / that many answers.
     assert answered <= 2.0 / (1 / (2 * SIGMA ** 2)) + 1
@@ -350,3 +352,62 @@ def test_an_agreement_is_limited_in_cells_answered_not_in_budget(published_copy,
         assert _ask(gw, tokens[0], {"where": {"year": [2024]}}).status_code == 200
         throttled = gw.audited().filter(pl.col("kind") == "sharing_throttled")
         assert throttled.height >= 1
+
+
+def test_a_gateway_killed_after_the_spend_leaks_nothing_unpaid(published_copy, tmp_path):
+    """kill -9 between the ledger's commit and the answer: the researcher got nothing and
+    the budget is spent; asking again gets the paid-for answer, free."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    lake = Lake(published_copy.lake)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    endpoint = url + "/delta-sharing"
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    (crashes / "queries.after_spend").touch()
+    env = os.environ | {"IDS_SHARING_PUBLIC_URL": url, "IDS_CRASH_DIR": str(crashes)}
+    token = _token(_profile(tmp_path, type("G", (), {"endpoint": endpoint})(), RESEARCH))
+
+    def serve() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
+                                   "127.0.0.1", "--port", str(port)], env=env,
+                                  start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url + "/openapi.json", timeout=1)
+                return server
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+
+    server = serve()
+    try:
+        with pytest.raises(requests.ConnectionError):
+            requests.post(url + "/v1/queries", json=README_QUERY, timeout=60,
+                          headers={"Authorization": f"Bearer {token}"})
+        assert server.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    from ids_lakehouse.sharing.queries import LEDGER, Ledger
+
+    paid = Ledger(lake, lake.disclosure(LEDGER)).spent(RESEARCH)
+    assert paid == pytest.approx(7 / (2 * SIGMA ** 2))
+    server = serve()
+    try:
+        again = requests.post(url + "/v1/queries", json=README_QUERY, timeout=60,
+                              headers={"Authorization": f"Bearer {token}"}).json()
+        assert again["protection"]["repeat"] is True
+        assert again["budget"]["rho_spent"] == pytest.approx(paid)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)

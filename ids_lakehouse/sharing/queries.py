@@ -44,7 +44,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from ids_lakehouse import crash, delta
+from ids_lakehouse import crash, delta, zones
 from ids_lakehouse.agreements import Agreement
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid.policy import load_policy
@@ -334,7 +334,7 @@ class Queries:
         self._frame: Frame | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
-        self.ledger = Ledger(lake.disclosure(LEDGER))
+        self.ledger = Ledger(lake, lake.disclosure(LEDGER))
 
     def warm(self) -> None:
         _mechanism(load_policy().remote_queries.noise_sigma)     # OpenDP loaded: 0.15 s
@@ -475,11 +475,13 @@ class Ledger:
     gateway's worker processes; a committed spend survives kill -9). Not a Delta table:
     reading a table of one small commit per query cost 200 ms after a hundred queries."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, lake: Lake, path: Path) -> None:
+        self.lake, self.path = lake, path
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            zones.prepare(self.lake.root)   # private umask: the ledger is restricted
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
