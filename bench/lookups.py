@@ -122,6 +122,7 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env_for(work) | {"IDS_SHARING_RATE_PER_MINUTE": "10000000",
                                     "IDS_LOOKUP_PEOPLE_PER_MINUTE": "100000000",
+                                    "IDS_QUERY_CELLS_PER_MINUTE": "1000000000",
                                     "IDS_SHARING_PUBLIC_URL": self.url}
         self.workers = workers
         self.log = open(work / "gateway.log", "w")
