@@ -38,7 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,16 +335,10 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
                     who: tokens.Principal = Auth) -> Response:
         # The body is read only now, after the token (and its size before, in the
         # middleware); options the gateway does not serve are refused.
-        try:
+        with _bad_request("invalid or unsupported"):
             raw = await _body(request, settings.max_body_bytes) or b"{}"
             lookups.refuse_repeated_keys(raw)
             body = QueryBody.model_validate_json(raw)
-        except ValidationError as exc:
-            raise Problem(400, "Bad Request", "invalid or unsupported "
-                          f"{_fields(exc.errors(include_input=False))}",
-                          "INVALID_REQUEST") from None
-        except ValueError as exc:       # our own messages: they hold nothing sent
-            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
         return await run_in_threadpool(_query, who, share, schema, table, body, request)
 
     def _query(who: tokens.Principal, share: str, schema: str, table: str, body: QueryBody,
@@ -394,14 +388,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         if who.agreement.purpose != "operations":
             raise Problem(403, "Forbidden", "this agreement's purpose does not permit "
                           "lookups", "PERMISSION_DENIED")
-        try:
+        with _bad_request():
             body = lookups.LookupBody.parse(await _body(request, LOOKUP_BODY_BYTES))
-        except ValidationError as exc:
-            raise Problem(400, "Bad Request",
-                          f"invalid {_fields(exc.errors(include_input=False))}",
-                          "INVALID_REQUEST") from None
-        except ValueError as exc:       # our own messages: they hold nothing sent
-            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
         if len(body.people) > settings.max_lookup_batch:
             raise Problem(413, "Content Too Large", f"at most {settings.max_lookup_batch} "
                           "people per request", "INVALID_REQUEST")
@@ -433,15 +421,9 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         if request.query_params:
             raise Problem(400, "Bad Request", "the query is the body: no URL parameters",
                           "INVALID_REQUEST")
-        try:
+        with _bad_request():
             body = queries.QueryBody.parse(await _body(request, settings.max_body_bytes))
             plan = queries.plan(body, who.agreement)
-        except ValidationError as exc:
-            raise Problem(400, "Bad Request",
-                          f"invalid {_fields(exc.errors(include_input=False))}",
-                          "INVALID_REQUEST") from None
-        except ValueError as exc:       # our own messages: they hold nothing sent
-            raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
         # Work, not requests: a grid of 7,680 cells costs about a quarter of a second of
         # CPU however little budget it spends (much noise is cheap in budget).
         if not cells_answered.allow(who.agreement.id, len(plan.grid)):
@@ -490,6 +472,19 @@ async def _body(request: Request, limit: int) -> bytes:
 def app_from_env() -> FastAPI:
     """The app as `python -m ids_lakehouse serve` runs it in each worker process."""
     return create_app(config.lake(), Settings.from_env())
+
+
+@contextmanager
+def _bad_request(invalid: str = "invalid") -> Iterator[None]:
+    """A body that does not validate is a 400 naming where (pydantic), or saying why in
+    our own words (ValueError: our messages hold nothing sent)."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise Problem(400, "Bad Request", f"{invalid} "
+                      f"{_fields(exc.errors(include_input=False))}", "INVALID_REQUEST") from None
+    except ValueError as exc:
+        raise Problem(400, "Bad Request", str(exc), "INVALID_REQUEST") from None
 
 
 def _fields(errors: Sequence[Any]) -> str:
