@@ -120,6 +120,8 @@ def test_a_mean_of_a_declared_measure_and_grouping_by_program(gw, tmp_path):
     # sum of the numeric measure is one more noisy vector: rho = 2 * 4 / (2 sigma^2).
     assert a["protection"]["contributions_per_person"] == 4
     assert a["protection"]["rho"] == pytest.approx(4 / SIGMA ** 2)
+    # The noise of the sum of (programs - 3.5), the midpoint of the declared [1, 6].
+    assert a["protection"]["sigma_centred_sum"] == SIGMA * (6 - 1) / 2
     py = _person_years(gw.lake).filter(pl.col("year") == 2024)
     for program, persons, mean in a["rows"]:
         members = py.filter(pl.col("program").list.contains(program))
@@ -128,8 +130,8 @@ def test_a_mean_of_a_declared_measure_and_grouping_by_program(gw, tmp_path):
         assert abs(persons - members.height) <= 6 * SIGMA
         assert 1 <= mean <= 6
         exact = members["program"].list.len().mean()
-        # noise of the centred sum: sigma * 5 / (2 n) in the mean, plus the count's
-        assert abs(mean - exact) <= 6 * SIGMA * 5 / (2 * persons) + 0.5
+        # the centred sum's noise / n in the mean, plus the count's
+        assert abs(mean - exact) <= 6 * a["protection"]["sigma_centred_sum"] / persons + 0.5
 
 
 def test_the_same_query_is_answered_the_same_and_paid_once(gw, tmp_path):
