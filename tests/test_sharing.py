@@ -522,6 +522,48 @@ def test_lookups_are_limited_in_people_not_requests(published_copy, tmp_path):
             delta.read(lake.table("sharing", "tokens")).column("token_id").to_pylist())
 
 
+def test_an_agreements_allowance_is_shared_by_every_worker(published_copy, tmp_path):
+    """`serve --workers 2`: two processes, one allowance per agreement. Per-process counts
+    would have let up to twice the limit through, depending on which worker answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    token = _token(_profile(tmp_path, type("G", (), {"endpoint": url + "/delta-sharing"})(),
+                            OPERATIONS))
+    env = os.environ | {"IDS_SHARING_PUBLIC_URL": url, "IDS_LOOKUP_PEOPLE_PER_MINUTE": "40"}
+    server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
+                               "127.0.0.1", "--port", str(port), "--workers", "2"], env=env,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(url + "/openapi.json", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        person = {"people": [{"ref": "a", "first_name": "Ann", "last_name": "Lee",
+                              "dob": "1950-01-01"}]}
+        codes: list[int] = []
+
+        def ask() -> None:
+            for _ in range(15):
+                codes.append(requests.post(url + "/v1/lookups", json=person, timeout=60,
+                                           headers={"Authorization": f"Bearer {token}"}
+                                           ).status_code)
+        threads = [threading.Thread(target=ask) for _ in range(6)]   # both workers busy
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes.count(200) == 40 and codes.count(429) == 50
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def test_lookups_confirm_only_what_the_partner_already_knows(gateway, tmp_path):
     """After the attack on the first version: answers depended on, and showed through
     their scores and comparison levels, other agencies' records (a traveller's Medicaid

@@ -21,8 +21,9 @@ IDS_LOOKUP_MAX_BATCH (people per lookup request, default 100); IDS_LOOKUP_PEOPLE
 (people looked up per agreement per minute, all its tokens together, default 1,000:
 guessing names and dates of birth costs one each, however batched and however many
 tokens); IDS_QUERY_CELLS_PER_MINUTE (cells of statistical query answers per agreement per
-minute, default 200,000: a query's work is its grid). Rate limits are per worker
-process (`serve --workers N` allows N times as much).
+minute, default 200,000: a query's work is its grid). The per-agreement limits are shared
+by all the gateway's processes (sharing/limits.py); the per-token and per-address ones
+are per worker process (`serve --workers N` allows N times as much of those).
 
 Audit events are spooled and committed in groups (audit.Spool, about once a second): a
 request is answered once its event is written to the spool, not to the Delta log."""
@@ -54,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ids_lakehouse import audit, config
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid.pseudonym import derive_key
-from ids_lakehouse.sharing import lookups, protocol, queries, tokens
+from ids_lakehouse.sharing import limits, lookups, protocol, queries, tokens
 
 PREFIX = "/delta-sharing"
 NDJSON = "application/x-ndjson; charset=utf-8"
@@ -175,8 +176,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     limiter, refusals = _RateLimiter(settings.rate_per_minute), \
         _RateLimiter(settings.refusals_per_minute)
     throttled = _Throttled()
-    looked_up = _RateLimiter(settings.lookups_per_minute)
-    cells_answered = _RateLimiter(settings.query_cells_per_minute)
+    looked_up = limits.SharedLimit(lake, "lookup_people", settings.lookups_per_minute)
+    cells_answered = limits.SharedLimit(lake, "query_cells", settings.query_cells_per_minute)
     limiters: list[anyio.CapacityLimiter] = []
 
     def one_query() -> anyio.CapacityLimiter:
@@ -395,7 +396,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
                           "people per request", "INVALID_REQUEST")
         # People, not requests: a batch of 100 guesses is 100 guesses; per agreement, not
         # per token: ten tokens of one partner share one allowance.
-        if not looked_up.allow(who.agreement.id, len(body.people)):
+        if not await run_in_threadpool(looked_up.allow, who.agreement.id, len(body.people)):
             request.state.throttled = True
             raise Problem(429, "Too Many Requests", "the token's lookups per minute are "
                           "used up", "RESOURCE_EXHAUSTED")
@@ -426,7 +427,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             plan = queries.plan(body, who.agreement)
         # Work, not requests: a grid of 7,680 cells costs about a quarter of a second of
         # CPU however little budget it spends (much noise is cheap in budget).
-        if not cells_answered.allow(who.agreement.id, len(plan.grid)):
+        if not await run_in_threadpool(cells_answered.allow, who.agreement.id, len(plan.grid)):
             request.state.throttled = True
             raise Problem(429, "Too Many Requests", "the agreement's query cells per minute "
                           "are used up", "RESOURCE_EXHAUSTED")
