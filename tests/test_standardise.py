@@ -146,3 +146,38 @@ def test_runs_of_digits_are_placeholders_but_short_or_padded_ids_are_not():
     ids = pl.select(std.national_id_frame(pl.lit(pl.Series(
         ["1234567890", "98765-43210", "0012345678", "345"])), "X_ID", r"[0-9]{3,11}"))
     assert ids["national_id"].to_list() == [None, None, "0012345678", "345"]
+
+
+def test_the_north_american_fast_path_decides_as_libphonenumber_does():
+    """30,000 numbers written the common ways (US, Canadian, Caribbean, toll-free and
+    premium area codes, exchanges and area codes starting 0 or 1, placeholders): the
+    Polars fast path, where it decides, gives libphonenumber's E.164 and status."""
+    import random
+
+    rng = random.Random(5)
+    shapes = ["{a}{e}{l}", "({a}) {e}-{l}", "{a}-{e}-{l}", "{a}.{e}.{l}", "+1 {a} {e} {l}",
+              "1-{a}-{e}-{l}", "+1({a}){e}{l}", " {a} {e} {l} ", "1 ({a}) {e}-{l}",
+              "+1{a}{e}{l}", "({a}){e}-{l}", "{a} {e}{l}", "+1 ({a}) {e}.{l}"]
+    areas = ["268", "242", "809", "876", "787", "340", "671", "684", "416", "604", "800",
+             "888", "900", "555", "311", "911", "456", "500", "700", "206", "360"]
+    values = []
+    for _ in range(30_000):
+        kind = rng.random()
+        if kind < 0.5:
+            n = f"{rng.randint(200, 999)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
+        elif kind < 0.8:
+            n = f"{rng.randint(0, 999):03d}{rng.randint(0, 999):03d}{rng.randint(0, 9999):04d}"
+        else:
+            n = f"{rng.choice(areas)}{rng.randint(0, 999):03d}{rng.randint(0, 9999):04d}"
+        values.append(rng.choice(shapes).format(a=n[:3], e=n[3:6], l=n[6:]))
+    values += ["2222222222", "(555) 555-5555", "999-999-9999", "000-000-0001"]
+    decided = std._nanp(pl.Series(values).unique())
+    assert decided.height > 0.9 * len(set(values))
+    expected = {v: std._e164(std.fold_text(v), "US") for v in decided["_in"]}
+    got = {v: (e, s) for v, e, s in decided.iter_rows()}
+    assert got == expected
+    assert {s for _, s in got.values()} == {"valid", "possible", "invalid"}
+    # And through phones(), every value (fast or not) as libphonenumber alone decides.
+    out = std.phones(pl.Series(values[:3000]))
+    assert list(zip(out["phone"], out["phone_status"], strict=True)) == [
+        std._e164(std.fold_text(v), "US") for v in values[:3000]]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -344,17 +344,87 @@ def _fits_country(parsed: PhoneNumber) -> bool:
 
 def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
     """E.164 phone, phone_raw and phone_status for each value, parsing each distinct value
-    once; a number without a country code is read as `region`'s."""
+    once; a number without a country code is read as `region`'s. North American numbers
+    written the common ways are decided in Polars by libphonenumber's own metadata
+    (`_nanp`); everything else goes through libphonenumber."""
     values = pl.select(blank_to_null(pl.lit(values.cast(pl.String)))).to_series()
-    distinct = values.drop_nulls().unique().to_list()
-    parsed = [_e164(fold_text(v), region) for v in distinct]
-    table = pl.DataFrame({"_in": distinct, "_e164": [p[0] for p in parsed],
-                          "_status": [p[1] for p in parsed]},
-                         schema={"_in": pl.String, "_e164": pl.String, "_status": pl.String})
+    distinct = values.drop_nulls().unique()
+    schema = {"_in": pl.String, "_e164": pl.String, "_status": pl.String}
+    fast = _nanp(distinct) if region in _NANP_REGIONS else pl.DataFrame(schema=schema)
+    rest = distinct.filter(~distinct.is_in(fast["_in"].implode())).to_list()
+    parsed = [_e164(fold_text(v), region) for v in rest]
+    table = pl.concat([fast, pl.DataFrame({"_in": rest, "_e164": [p[0] for p in parsed],
+                                           "_status": [p[1] for p in parsed]},
+                                          schema=schema)])
     joined = pl.DataFrame({"_in": values}).join(table, on="_in", how="left",
                                                 maintain_order="left")
     return joined.select(pl.col("_e164").alias("phone"), pl.col("_in").alias("phone_raw"),
                          pl.col("_status").fill_null("missing").alias("phone_status"))
+
+
+# A North American number as people write it: optional +1 or 1, the area code (in
+# parentheses or not), exchange and line, separated by at most one space, dot or hyphen.
+_NANP_SHAPE = (r"^ *(?:\+?1[ .-]?)?(?:\(([2-9][0-9]{2})\)|([2-9][0-9]{2}))[ .-]?"
+               r"([0-9]{3})[ .-]?([0-9]{4}) *$")
+_NANP_REGIONS = ("US",)   # the default regions whose numbers the fast path may read
+
+
+def _nanp(values: pl.Series) -> pl.DataFrame:
+    """(_in, _e164, _status) of the values of the common North American shape, decided as
+    `_e164` decides them (tests compare the two on a large sample): valid when
+    libphonenumber's metadata gives the number a type in the region it assigns it to (the
+    first of the country code's regions whose leading digits match, or, without leading
+    digits, whose patterns give it a type), possible when it fits the country's general
+    pattern, invalid (placeholders too) otherwise."""
+    import phonenumbers
+
+    frame = pl.DataFrame({"_in": values}).filter(pl.col("_in").str.contains(_NANP_SHAPE))
+    groups = pl.col("_in").str.extract_groups(_NANP_SHAPE)
+    national = pl.concat_str(groups.struct["1"].fill_null(groups.struct["2"]),
+                             groups.struct["3"], groups.struct["4"])
+    frame = frame.with_columns(national.alias("_n"))
+    n = pl.col("_n")
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]
+    metas = [phonenumbers.PhoneMetadata.metadata_for_region(r) for r in regions]
+    typed = {r: _has_type(n, m) for r, m in zip(regions, metas, strict=True) if m}
+    valid: pl.Expr = pl.lit(False)
+    # The first matching region decides: built from the last one backwards.
+    for r, m in reversed(list(zip(regions, metas, strict=True))):
+        if m is None:
+            continue
+        chosen = (n.str.contains(f"^(?:{m.leading_digits})") if m.leading_digits is not None
+                  else typed[r])
+        valid = pl.when(chosen).then(typed[r]).otherwise(valid)
+    main = phonenumbers.PhoneMetadata.metadata_for_region("US")
+    general = main.general_desc if main else None
+    assert general is not None and general.national_number_pattern
+    possible = n.str.contains(f"^(?:{general.national_number_pattern})$")
+    placeholder = n.str.split("").list.n_unique() <= 2
+    status = (pl.when(placeholder).then(pl.lit("invalid")).when(valid).then(pl.lit("valid"))
+              .when(possible).then(pl.lit("possible")).otherwise(pl.lit("invalid")))
+    return frame.select(
+        "_in", pl.when(status != "invalid").then(pl.lit("+1") + n).otherwise(None)
+        .cast(pl.String).alias("_e164"), status.alias("_status"))
+
+
+def _matches(n: pl.Expr, desc: Any) -> pl.Expr:
+    """libphonenumber's _is_number_matching_desc: a possible length, the whole pattern."""
+    if desc is None or not desc.national_number_pattern:
+        return pl.lit(False)
+    fits = n.str.contains(f"^(?:{desc.national_number_pattern})$")
+    if desc.possible_length:
+        fits = fits & n.str.len_chars().is_in(list(desc.possible_length))
+    return fits
+
+
+def _has_type(n: pl.Expr, meta: Any) -> pl.Expr:
+    """libphonenumber's _number_type_helper(...) != UNKNOWN."""
+    kinds = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
+             "uan", "voicemail", "fixed_line", "mobile")
+    any_kind = pl.lit(False)
+    for kind in kinds:
+        any_kind = any_kind | _matches(n, getattr(meta, kind))
+    return _matches(n, meta.general_desc) & any_kind
 
 
 def email_frame(raw: pl.Expr) -> list[pl.Expr]:
