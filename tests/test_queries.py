@@ -22,7 +22,7 @@ from ids_lakehouse.config import Lake
 from ids_lakehouse.deid import cellkey
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.sharing.server import Settings
-from tests.test_sharing import INDICATORS, RESEARCH, Gateway, _profile, _token
+from tests.test_sharing import INDICATORS, RESEARCH, Gateway, _profile, _token, serve
 
 OPERATIONS = "dsa-traveller-followup"
 SIGMA = load_policy().remote_queries.noise_sigma
@@ -362,9 +362,6 @@ def test_a_gateway_killed_after_the_spend_leaks_nothing_unpaid(published_copy, t
     import os
     import signal
     import socket
-    import subprocess
-    import sys
-    import time
 
     lake = Lake(published_copy.lake)
     with socket.socket() as s:
@@ -378,20 +375,7 @@ def test_a_gateway_killed_after_the_spend_leaks_nothing_unpaid(published_copy, t
     env = os.environ | {"IDS_SHARING_PUBLIC_URL": url, "IDS_CRASH_DIR": str(crashes)}
     token = _token(_profile(tmp_path, type("G", (), {"endpoint": endpoint})(), RESEARCH))
 
-    def serve() -> subprocess.Popen[bytes]:
-        server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
-                                   "127.0.0.1", "--port", str(port)], env=env,
-                                  start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url + "/openapi.json", timeout=1)
-                return server
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.1)
-
-    server = serve()
+    server = serve(port, env)
     try:
         with pytest.raises(requests.ConnectionError):
             requests.post(url + "/v1/queries", json=README_QUERY, timeout=60,
@@ -404,7 +388,7 @@ def test_a_gateway_killed_after_the_spend_leaks_nothing_unpaid(published_copy, t
 
     paid = Ledger(lake, lake.disclosure(LEDGER)).spent(RESEARCH)
     assert paid == pytest.approx(7 / (2 * SIGMA ** 2))
-    server = serve()
+    server = serve(port, env)
     try:
         again = requests.post(url + "/v1/queries", json=README_QUERY, timeout=60,
                               headers={"Authorization": f"Bearer {token}"}).json()

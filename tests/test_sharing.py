@@ -268,6 +268,24 @@ def test_a_revoked_token_is_refused_within_the_registry_recheck(published_copy, 
             time.sleep(0.05)
 
 
+def serve(port: int, env: dict[str, str], *options: str) -> subprocess.Popen[bytes]:
+    """`python -m ids_lakehouse serve` on 127.0.0.1:`port` in its own process group, once
+    it answers (the caller kills the group)."""
+    server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
+                               "127.0.0.1", "--port", str(port), *options], env=env,
+                              start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/delta-sharing/shares", timeout=1)
+            return server
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                os.killpg(server.pid, signal.SIGKILL)
+                raise AssertionError("the gateway did not start") from None
+            time.sleep(0.1)
+
+
 def test_a_gateway_killed_mid_service_loses_no_audit_event(published_copy, tmp_path):
     """Events are spooled and committed in groups; kill -9 between the two, and the next
     gateway to start commits them (once: a flush that committed before dying is not
@@ -280,18 +298,8 @@ def test_a_gateway_killed_mid_service_loses_no_audit_event(published_copy, tmp_p
     env = os.environ | {"IDS_SHARING_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     token = _token(_profile(tmp_path, type("G", (), {"endpoint": endpoint})(), RESEARCH))
     before = audit.read(lake).num_rows
-    server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
-                               "127.0.0.1", "--port", str(port)], env=env,
-                              start_new_session=True)
+    server = serve(port, env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(endpoint + "/shares", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.1)
         codes = [requests.get(endpoint + "/shares", timeout=5,
                               headers={"Authorization": f"Bearer {token}"}).status_code
                  for _ in range(30)]
@@ -532,18 +540,8 @@ def test_an_agreements_allowance_is_shared_by_every_worker(published_copy, tmp_p
     token = _token(_profile(tmp_path, type("G", (), {"endpoint": url + "/delta-sharing"})(),
                             OPERATIONS))
     env = os.environ | {"IDS_SHARING_PUBLIC_URL": url, "IDS_LOOKUP_PEOPLE_PER_MINUTE": "40"}
-    server = subprocess.Popen([sys.executable, "-m", "ids_lakehouse", "serve", "--host",
-                               "127.0.0.1", "--port", str(port), "--workers", "2"], env=env,
-                              start_new_session=True)
+    server = serve(port, env, "--workers", "2")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                requests.get(url + "/openapi.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
         person = {"people": [{"ref": "a", "first_name": "Ann", "last_name": "Lee",
                               "dob": "1950-01-01"}]}
         codes: list[int] = []

@@ -6,14 +6,16 @@ they guard the server, not the data.)"""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from contextlib import closing
 
-from ids_lakehouse import zones
 from ids_lakehouse.config import Lake
+from ids_lakehouse.sharing import store
 
 WINDOW_S = 60.0
+SCHEMA = ("CREATE TABLE IF NOT EXISTS uses (name TEXT NOT NULL, key TEXT NOT NULL, "
+          "at REAL NOT NULL, units INTEGER NOT NULL)",
+          "CREATE INDEX IF NOT EXISTS by_key ON uses (name, key, at)")
 
 
 class SharedLimit:
@@ -23,34 +25,15 @@ class SharedLimit:
         self.lake, self.name, self.per_minute = lake, name, per_minute
         self.path = lake.table("sharing", "limits.sqlite")
 
-    def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            zones.prepare(self.lake.root)   # private umask: restricted like its zone
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("CREATE TABLE IF NOT EXISTS uses (name TEXT NOT NULL, key TEXT NOT NULL, "
-                    "at REAL NOT NULL, units INTEGER NOT NULL)")
-        con.execute("CREATE INDEX IF NOT EXISTS by_key ON uses (name, key, at)")
-        return con
-
     def allow(self, key: str, units: int = 1) -> bool:
         now = time.time()       # wall clock: the processes share it, not their monotonic
-        with closing(self._connect()) as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.execute("DELETE FROM uses WHERE name = ? AND key = ? AND at < ?",
-                            (self.name, key, now - WINDOW_S))
-                used = con.execute("SELECT coalesce(sum(units), 0) FROM uses WHERE name = ? "
-                                   "AND key = ?", (self.name, key)).fetchone()[0]
-                if used + units > self.per_minute:
-                    con.execute("COMMIT")
-                    return False
-                con.execute("INSERT INTO uses VALUES (?, ?, ?, ?)",
-                            (self.name, key, now, units))
-                con.execute("COMMIT")
-                return True
-            finally:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
+        with closing(store.connect(self.lake, self.path, SCHEMA, durable=False)) as con, \
+                store.transaction(con):
+            con.execute("DELETE FROM uses WHERE name = ? AND key = ? AND at < ?",
+                        (self.name, key, now - WINDOW_S))
+            used = con.execute("SELECT coalesce(sum(units), 0) FROM uses WHERE name = ? "
+                               "AND key = ?", (self.name, key)).fetchone()[0]
+            if used + units > self.per_minute:
+                return False
+            con.execute("INSERT INTO uses VALUES (?, ?, ?, ?)", (self.name, key, now, units))
+            return True

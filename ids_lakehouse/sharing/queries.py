@@ -45,17 +45,23 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from ids_lakehouse import crash, delta, zones
+from ids_lakehouse import crash, delta
 from ids_lakehouse.agreements import Agreement
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.marts import indicators, people
 from ids_lakehouse.model import load_model
+from ids_lakehouse.sharing import store
 from ids_lakehouse.sharing.lookups import refuse_repeated_keys
 from ids_lakehouse.sources import load_sources
 
 BASIS = "indicator_basis"           # marts/publish.py BASIS (the held-back basis)
 LEDGER = "query_ledger.sqlite"
+LEDGER_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS spends (query_id TEXT PRIMARY KEY, agreement TEXT NOT NULL, "
+    "token_id TEXT NOT NULL, recorded_at TEXT NOT NULL, basis_version INTEGER NOT NULL, "
+    "shape_sha256 TEXT NOT NULL, rho REAL NOT NULL, answer TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS by_shape ON spends (agreement, shape_sha256, basis_version)")
 METHOD = "differential privacy (zero-concentrated, rho); discrete Gaussian noise (OpenDP)"
 
 
@@ -498,19 +504,7 @@ class Ledger:
         self.lake, self.path = lake, path
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            zones.prepare(self.lake.root)   # private umask: the ledger is restricted
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        con.execute("CREATE TABLE IF NOT EXISTS spends (query_id TEXT PRIMARY KEY, "
-                    "agreement TEXT NOT NULL, token_id TEXT NOT NULL, recorded_at TEXT NOT "
-                    "NULL, basis_version INTEGER NOT NULL, shape_sha256 TEXT NOT NULL, "
-                    "rho REAL NOT NULL, answer TEXT NOT NULL)")
-        con.execute("CREATE INDEX IF NOT EXISTS by_shape ON spends "
-                    "(agreement, shape_sha256, basis_version)")
-        return con
+        return store.connect(self.lake, self.path, LEDGER_SCHEMA, durable=True)
 
     def spent(self, agreement_id: str) -> float:
         with closing(self._connect()) as con:
@@ -524,24 +518,18 @@ class Ledger:
               digest: str, rho: float, answer: str, budget: float
               ) -> tuple[str, str | float]:
         """("earlier", its answer) | ("exhausted", spent) | ("paid", spent after)."""
-        with closing(self._connect()) as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                stored = _earlier(con, agreement_id, digest, version)
-                if stored is not None:
-                    return "earlier", stored
-                spent = _spent(con, agreement_id)
-                if spent + rho > budget + 1e-12:
-                    return "exhausted", spent
-                con.execute("INSERT INTO spends VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
-                    query_id, agreement_id, token_id,
-                    dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), version,
-                    digest, rho, answer))
-                con.execute("COMMIT")
-                return "paid", spent + rho
-            finally:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
+        with closing(self._connect()) as con, store.transaction(con):
+            stored = _earlier(con, agreement_id, digest, version)
+            if stored is not None:
+                return "earlier", stored
+            spent = _spent(con, agreement_id)
+            if spent + rho > budget + 1e-12:
+                return "exhausted", spent
+            con.execute("INSERT INTO spends VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
+                query_id, agreement_id, token_id,
+                dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), version,
+                digest, rho, answer))
+            return "paid", spent + rho
 
 
 def _spent(con: sqlite3.Connection, agreement_id: str) -> float:
