@@ -221,9 +221,12 @@ def test_differencing_and_averaging_are_paid_for_and_stopped_by_the_budget(gw, t
 
 
 def load_policy_bands() -> list[str]:
-    p = load_policy()
-    return [f"{lo}+" if lo >= p.age_top_code else f"{lo}-{hi}" for lo, hi in p.age_bands] + \
-        ["UNKNOWN"]
+    """The age bands a query can group by (the indicators' public grid, without ALL)."""
+    from ids_lakehouse.marts import indicators
+    from ids_lakehouse.model import load_model
+
+    return [b for b in indicators.domain(load_model(), load_policy())["age_band"]
+            if b != indicators.ALL]
 
 
 def test_cell_key_perturbation_alone_would_fall_to_the_same_averaging():

@@ -50,12 +50,12 @@ from ids_lakehouse.agreements import Agreement
 from ids_lakehouse.config import Lake
 from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.marts import indicators, people
+from ids_lakehouse.marts.publish import BASIS
 from ids_lakehouse.model import load_model
 from ids_lakehouse.sharing import store
 from ids_lakehouse.sharing.lookups import refuse_repeated_keys
 from ids_lakehouse.sources import load_sources
 
-BASIS = "indicator_basis"           # marts/publish.py BASIS (the held-back basis)
 LEDGER = "query_ledger.sqlite"
 LEDGER_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS spends (query_id TEXT PRIMARY KEY, agreement TEXT NOT NULL, "
@@ -186,9 +186,8 @@ def plan(body: QueryBody, agreement: Agreement) -> Plan:
         if not values or len(set(values)) != len(values):
             raise QueryError(f"where.{f}: give distinct values")
         domain = domains[f]
-        for j, v in enumerate(values):
-            if v not in domain or (isinstance(v, bool)) or \
-                    (f == "year") != isinstance(v, int):
+        for j, v in enumerate(values):      # strict types: "2024" is not 2024
+            if v not in domain:
                 raise QueryError(f"where.{f}.{j} is not a value of {f}")
         # The domain's own values, in its order: nothing the caller typed reaches the SQL.
         where[f] = tuple(v for v in domain if v in set(values))

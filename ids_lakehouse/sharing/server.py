@@ -178,12 +178,6 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     throttled = _Throttled()
     looked_up = limits.SharedLimit(lake, "lookup_people", settings.lookups_per_minute)
     cells_answered = limits.SharedLimit(lake, "query_cells", settings.query_cells_per_minute)
-    limiters: list[anyio.CapacityLimiter] = []
-
-    def one_query() -> anyio.CapacityLimiter:
-        if not limiters:        # made in the event loop, on first use
-            limiters.append(anyio.CapacityLimiter(1))
-        return limiters[0]
     registry = tokens.Registry(lake, settings.token_recheck_s)
     audit.Spool.recover(lake)           # events a killed gateway spooled but never committed
     spool = audit.Spool(lake)
@@ -193,6 +187,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.warm()          # the person index in memory before the first request
         statistics.warm()       # and the query basis
+        # One query computes at a time per process (made here, in the event loop).
+        app.state.one_query = anyio.CapacityLimiter(1)
         flusher.start()
         try:
             yield
@@ -435,7 +431,8 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             # One query at a time per process, waiting here rather than in a thread: a big
             # grid's noise is CPU work that would slow every other request (lookups too).
             answer = await anyio.to_thread.run_sync(statistics.ask, who.agreement,
-                                                    who.token_id, plan, limiter=one_query())
+                                                    who.token_id, plan,
+                                                    limiter=request.app.state.one_query)
         except queries.BudgetExhausted as exc:
             raise Problem(403, "Forbidden", str(exc), "BUDGET_EXHAUSTED") from None
         except queries.NotReady as exc:

@@ -16,15 +16,21 @@ from ids_lakehouse.config import Lake
 def connect(lake: Lake, path: Path, schema: Sequence[str], durable: bool) -> sqlite3.Connection:
     """A connection (the caller closes it) with `schema` (CREATE ... IF NOT EXISTS) in
     place. `durable`: a committed transaction survives a power cut, not only kill -9."""
-    if not path.exists():
+    fresh = not path.exists()
+    if fresh:
         zones.prepare(lake.root)    # private umask: restricted like its zone
         path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path, timeout=60, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
     con.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-    for statement in schema:
-        con.execute(statement)
+    if fresh or path not in _READY:     # once per file and process, not per request
+        con.execute("PRAGMA journal_mode=WAL")      # kept in the file
+        for statement in schema:
+            con.execute(statement)
+        _READY.add(path)
     return con
+
+
+_READY: set[Path] = set()
 
 
 @contextmanager
