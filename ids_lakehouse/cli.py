@@ -51,27 +51,16 @@ def _enforce(root: Path) -> None:
 
 
 def _steward(args: argparse.Namespace) -> int:
-    from ids_lakehouse import audit, config, zones
-    from ids_lakehouse.identity.mpi import DecisionError, record_decision, validate_decision
+    from ids_lakehouse import config
+    from ids_lakehouse.identity.mpi import DecisionError, decide
 
     lake = config.lake()
     try:
-        validate_decision(lake, args.left, args.right, args.decision, args.steward,
-                          args.reason)
+        decide(lake, args.left, args.right, args.decision, args.steward, args.reason,
+               via="cli:steward (e-mail as given; the OS account is in os_user)")
     except DecisionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    zones.prepare(lake.root)
-    # The audit event first: a decision that takes effect is always on record (a process
-    # killed between the two leaves an audited decision to re-enter, never the reverse).
-    audit.record(lake, "steward_decision", f"{args.decision}: {args.left} / {args.right}",
-                 actor=args.steward, via="cli:steward (e-mail as given; the OS account is "
-                 "in os_user)", details={"left": args.left, "right": args.right,
-                                         "decision": args.decision, "reason": args.reason})
-    from ids_lakehouse import crash
-
-    crash.point("steward.after_audit")
-    record_decision(lake, args.left, args.right, args.decision, args.steward, args.reason)
     _enforce(lake.root)
     print(f"recorded: {args.decision} for {args.left} / {args.right}; honoured from the "
           "next identity run")
@@ -159,6 +148,46 @@ def _share_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_user(args: argparse.Namespace) -> int:
+    from ids_lakehouse import config
+    from ids_lakehouse.console import accounts
+
+    lake = config.lake()
+    try:
+        if args.user_command == "list":
+            for email, role, created, disabled in accounts.listing(lake):
+                print(f"{email:<40} {role:<10} created {created}"
+                      + (f", disabled {disabled}" if disabled else ""))
+            return 0
+        if args.user_command == "disable":
+            accounts.disable(lake, args.email, args.operator)
+            print(f"{args.email} disabled; its sessions have ended")
+            return 0
+        password = _read_password(args.password_stdin)
+        accounts.add(lake, args.email, args.role, password, args.operator)
+    except accounts.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _enforce(lake.root)
+    print(f"{args.role} account {accounts.normalise_email(args.email)} created; sign in at "
+          "/console/login")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line from standard input (--password-stdin), or typed twice at a terminal."""
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        from ids_lakehouse.console.accounts import AccountError
+
+        raise AccountError("the two passwords differ")
+    return first
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -226,7 +255,22 @@ def main(argv: list[str] | None = None) -> int:
     rev.add_argument("--token-id", required=True)
     rev.add_argument("--operator", required=True, help="your e-mail address")
     rev.set_defaults(func=_share_revoke)
-    serve = sub.add_parser("serve", help="run the sharing gateway (Delta Sharing, lookups)")
+    users = sub.add_parser("console-user", help="the console's local accounts; audited")
+    users_sub = users.add_subparsers(dest="user_command", required=True)
+    add = users_sub.add_parser("add", help="create an account (password typed twice, or one "
+                               "line on standard input with --password-stdin)")
+    add.add_argument("--email", required=True)
+    add.add_argument("--role", required=True, choices=["steward", "engineer", "auditor",
+                                                       "requester"])
+    add.add_argument("--operator", required=True, help="your e-mail address")
+    add.add_argument("--password-stdin", action="store_true")
+    disable = users_sub.add_parser("disable", help="disable an account; its sessions end")
+    disable.add_argument("--email", required=True)
+    disable.add_argument("--operator", required=True, help="your e-mail address")
+    users_sub.add_parser("list", help="every account, its role and state")
+    users.set_defaults(func=_console_user)
+    serve = sub.add_parser("serve", help="run the service: the sharing gateway (Delta "
+                           "Sharing, lookups, queries) and the steward's console")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1,

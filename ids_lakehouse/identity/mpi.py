@@ -168,6 +168,23 @@ def record_decision(lake: Lake, left: str, right: str, decision: str, steward: s
     write_deltalake(str(lake.identity("steward_decisions")), row.to_arrow(), mode="append")
 
 
+def decide(lake: Lake, left: str, right: str, decision: str, steward: str, reason: str,
+           via: str) -> None:
+    """A steward's decision on a pair, as the CLI and the console take it: validated
+    against the index (DecisionError), audited, then recorded; honoured from the next
+    identity build. The audit event comes first: a process killed between the two leaves
+    an audited decision to re-enter, never an unaudited one in force."""
+    from ids_lakehouse import audit, zones
+
+    validate_decision(lake, left, right, decision, steward, reason)
+    zones.prepare(lake.root)
+    audit.record(lake, "steward_decision", f"{decision}: {left} / {right}", actor=steward,
+                 via=via, details={"left": left, "right": right, "decision": decision,
+                                   "reason": reason})
+    crash.point("steward.after_audit")
+    record_decision(lake, left, right, decision, steward, reason)
+
+
 @dataclass(frozen=True)
 class Model:
     settings: linkage.Model

@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ids_lakehouse import audit, config
 from ids_lakehouse.config import Lake
+from ids_lakehouse.console import web as console
 from ids_lakehouse.deid.pseudonym import derive_key
 from ids_lakehouse.sharing import limits, lookups, protocol, queries, tokens
 
@@ -90,6 +91,7 @@ class Settings:
     public_url: str | None = None       # where recipients reach the gateway (file URLs)
     audit_flush_s: float = 1.0          # how often spooled audit events are committed
     token_recheck_s: float = 1.0        # how soon an issued or revoked token is seen
+    dagster_url: str | None = None      # the Dagster UI the console links to
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,7 +101,8 @@ class Settings:
                    query_cells_per_minute=_positive("IDS_QUERY_CELLS_PER_MINUTE", 200_000),
                    rate_per_minute=_positive("IDS_SHARING_RATE_PER_MINUTE", 600),
                    refusals_per_minute=_positive("IDS_SHARING_REFUSALS_PER_MINUTE", 30),
-                   public_url=os.environ.get("IDS_SHARING_PUBLIC_URL") or None)
+                   public_url=os.environ.get("IDS_SHARING_PUBLIC_URL") or None,
+                   dagster_url=os.environ.get("IDS_DAGSTER_URL") or None)
 
 
 def _positive(name: str, default: int) -> int:
@@ -253,6 +256,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         return _problem(404, "Not Found", str(exc), "RESOURCE_DOES_NOT_EXIST")
 
     app.add_middleware(_Audited, spool=spool, throttled=throttled, settings=settings)
+    console.install(app, lake, spool, public_url, settings.dagster_url)
 
     def _share(who: tokens.Principal, share: str) -> None:
         if share != who.agreement.id:
@@ -619,11 +623,14 @@ def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) ->
     which is the caller's text), who and for which agreement, the outcome and latency."""
     endpoint = _endpoint(request)
     who: tokens.Principal | None = getattr(request.state, "principal", None)
+    account = getattr(request.state, "account", None)      # a console session
     details: dict[str, Any] = {"method": request.method, "endpoint": endpoint,
                                "status": status, "latency_ms": round(seconds * 1000, 1)}
     details["client"] = _client(request)
     if who is not None:
         details |= {"token_id": who.token_id, "agreement": who.agreement.id}
+    if account is not None:
+        details["role"] = account.role
     if getattr(request.state, "denied", None):
         details["denied"] = request.state.denied
     if getattr(request.state, "table", None) is not None:
@@ -634,7 +641,11 @@ def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) ->
         details["outcomes"] = request.state.counts
     if getattr(request.state, "query", None) is not None:
         details["query"] = request.state.query
-    kind = "sharing_request" if status < 400 else "sharing_refused"
-    spool.add(kind, f"{request.method} {endpoint} -> {status}",
-              actor=who.token_id if who else "anonymous", via="sharing-gateway",
-              details=details)
+    if endpoint.startswith("/console"):
+        kind = "console_request"
+        actor = account.email if account is not None else "anonymous"
+    else:
+        kind = "sharing_request" if status < 400 else "sharing_refused"
+        actor = who.token_id if who else "anonymous"
+    spool.add(kind, f"{request.method} {endpoint} -> {status}", actor=actor,
+              via="sharing-gateway", details=details)

@@ -1,0 +1,330 @@
+"""The console's pages (server-rendered HTML, no script), mounted by the gateway under
+/console.
+
+Security, page by page: every page but sign-in needs a live session (accounts.py) whose
+role permits it (accounts.ROLES); every form carries the session's CSRF token, and a
+request whose Origin is not the console's own is refused; sign-in itself is protected by
+a double-submitted token. Pages are never cached, cannot be framed, and load nothing but
+their own style sheet (Content-Security-Policy). Personal data is shown in two places
+only, to stewards: a review pair's values after "Reveal" and a delivery's quarantined
+rows; each showing is an audit event naming the steward and what was shown (never the
+values). Every request is audited anyway by the gateway (who, page, status)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import urllib.parse
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from ids_lakehouse import audit
+from ids_lakehouse.config import Lake
+from ids_lakehouse.console import accounts, catalog, views
+from ids_lakehouse.identity.mpi import DecisionError, decide
+
+COOKIE = "idsl_console"
+LOGIN_COOKIE = "idsl_login"
+MAX_FORM_BYTES = 16_384
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class Refused(Exception):
+    """A console request refused: status and a message for the page (no value in it)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class SignInNeeded(Exception):
+    def __init__(self, next_path: str) -> None:
+        super().__init__("sign in")
+        self.next_path = next_path
+
+
+class Pages:
+    """Renders the templates (autoescaped; a missing variable is an error, not a blank)."""
+
+    def __init__(self, dagster_url: str | None) -> None:
+        self.dagster_url = dagster_url
+        self.env = Environment(loader=PackageLoader("ids_lakehouse.console", "templates"),
+                               autoescape=select_autoescape(["html"]),
+                               undefined=StrictUndefined, trim_blocks=True,
+                               lstrip_blocks=True)
+        self.env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M UTC") if v else ""
+        self.env.filters["weight"] = lambda v: "n/a" if v is None else f"{v:+.1f}"
+        self.env.filters["num"] = lambda v: f"{v:,}"
+
+    def __call__(self, template: str, session: accounts.Session | None, status: int = 200,
+                 **context: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(session=session,
+                                                      dagster_url=self.dagster_url, **context)
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIRouter:
+    origin = _origin(public_url)
+    secure = public_url.startswith("https://")
+    css = resources.files("ids_lakehouse.console").joinpath("static/console.css").read_bytes()
+    r = APIRouter(prefix="/console", include_in_schema=False)
+
+    def signed_in(request: Request) -> accounts.Session:
+        session = accounts.session(lake, request.cookies.get(COOKIE, ""))
+        if session is None:
+            raise SignInNeeded(request.url.path)
+        request.state.account = session
+        return session
+
+    def needs(action: str) -> Callable[..., accounts.Session]:
+        def check(session: accounts.Session = Depends(signed_in)) -> accounts.Session:
+            if not session.may(action):
+                raise Refused(403, f"a {session.role} account cannot open this page")
+            return session
+        return check
+
+    async def form(request: Request, session: accounts.Session | None) -> dict[str, str]:
+        """The posted form, checked: its size, its origin and (signed in) its CSRF token."""
+        if request.headers.get("origin") not in (None, origin):
+            raise Refused(403, "the form was not sent from this console")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise Refused(413, "the form is too large")
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                           max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            raise Refused(400, "the form could not be read") from None
+        fields: dict[str, str] = {}
+        for key, value in pairs:
+            if key in fields:
+                raise Refused(400, "a form field was sent twice")
+            fields[key] = value
+        if session is not None and not secrets.compare_digest(
+                fields.get("csrf", "").encode(), session.csrf.encode()):
+            raise Refused(403, "the form has expired; open the page again")
+        return fields
+
+    @r.get("/static/console.css")
+    def stylesheet() -> Response:
+        return Response(css, media_type="text/css",
+                        headers={"Cache-Control": "max-age=3600"})
+
+    # ------------------------------------------------------------ sign-in
+
+    @r.get("/login")
+    def login_page(request: Request, next: str = "/console/") -> HTMLResponse:
+        nonce = secrets.token_urlsafe(24)
+        response = page("login.html", None, next=_safe_next(next), nonce=nonce,
+                        error=None)
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict",
+                            secure=secure, path="/console/login", max_age=3600)
+        return response
+
+    @r.post("/login")
+    async def login(request: Request) -> Response:
+        fields = await form(request, None)
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not nonce or not secrets.compare_digest(fields.get("nonce", "").encode(),
+                                                   nonce.encode()):
+            raise Refused(403, "the sign-in form has expired; open it again")
+        client = request.client.host if request.client else "unknown"
+        next_path = _safe_next(fields.get("next", "/console/"))
+        try:
+            started = await run_in_threadpool(accounts.sign_in, lake,
+                                              fields.get("email", ""),
+                                              fields.get("password", ""), client)
+        except accounts.Throttled:
+            spool.add("console_sign_in_throttled", "sign-in refused: too many failures",
+                      actor="anonymous", via="console", details={"client": client})
+            return page("login.html", None, status=429, next=next_path,
+                        nonce=nonce, error="Too many failed sign-ins: wait 15 minutes.")
+        if started is None:
+            spool.add("console_sign_in_refused", "sign-in refused", actor="anonymous",
+                      via="console", details={"client": client})
+            return page("login.html", None, status=401, next=next_path,
+                        nonce=nonce, error="Wrong e-mail address or password.")
+        session, token = started
+        request.state.account = session
+        spool.add("console_signed_in", f"{session.email} signed in as {session.role}",
+                  actor=session.email, via="console",
+                  details={"client": client, "role": session.role})
+        response = RedirectResponse(next_path, status_code=303, headers=HEADERS)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure,
+                            path="/console")
+        response.delete_cookie(LOGIN_COOKIE, path="/console/login")
+        return response
+
+    @r.post("/logout")
+    async def logout(request: Request, session: accounts.Session = Depends(signed_in)
+                     ) -> Response:
+        await form(request, session)
+        await run_in_threadpool(accounts.sign_out, lake, session)
+        spool.add("console_signed_out", f"{session.email} signed out", actor=session.email,
+                  via="console")
+        response = RedirectResponse("/console/login", status_code=303, headers=HEADERS)
+        response.delete_cookie(COOKIE, path="/console")
+        return response
+
+    # ------------------------------------------------------------ pages
+
+    @r.get("/")
+    def home(request: Request, session: accounts.Session = Depends(signed_in)
+             ) -> HTMLResponse:
+        day_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+        recent = views.deliveries(lake, day_ago) if session.may("quarantine") else []
+        return page("home.html", session,
+                    pending=len(views.review_queue(lake)) if session.may("review") else None,
+                    recent=recent,
+                    releases=views.releases(lake)[:5] if session.may("releases") else [])
+
+    @r.get("/review")
+    def review(request: Request, session: accounts.Session = Depends(needs("review"))
+               ) -> HTMLResponse:
+        return page("review.html", session, pairs=views.review_queue(lake),
+                    compared=views.COMPARED, flash=request.query_params.get("done"))
+
+    def _pair(key: str) -> views.Pair:
+        found = views.find_pair(lake, key)
+        if found is None:
+            raise Refused(404, "this pair is no longer waiting for a decision (decided, or "
+                          "the index was rebuilt)")
+        return found
+
+    @r.get("/review/{key}")
+    def pair_page(request: Request, key: str,
+                  session: accounts.Session = Depends(needs("review"))) -> HTMLResponse:
+        return page("pair.html", session, pair=_pair(key), values=None,
+                    compared=views.COMPARED, error=None)
+
+    @r.post("/review/{key}/reveal")
+    async def reveal(request: Request, key: str,
+                     session: accounts.Session = Depends(needs("reveal"))) -> HTMLResponse:
+        await form(request, session)
+        pair = await run_in_threadpool(_pair, key)
+        # On record before the values leave.
+        spool.add("console_reveal", f"{session.email} revealed a review pair",
+                  actor=session.email, via="console",
+                  details={"left": pair.left, "right": pair.right,
+                           "fields": sorted({f for fs in views.COMPARED.values() for f in fs})})
+        values = await run_in_threadpool(views.records, lake, pair)
+        return page("pair.html", session, pair=pair, values=values,
+                    compared=views.COMPARED, error=None)
+
+    @r.post("/review/{key}/decide")
+    async def decide_pair(request: Request, key: str,
+                          session: accounts.Session = Depends(needs("decide"))) -> Response:
+        fields = await form(request, session)
+        pair = await run_in_threadpool(_pair, key)
+        try:
+            await run_in_threadpool(decide, lake, pair.left, pair.right,
+                                    fields.get("decision", ""), session.email,
+                                    fields.get("reason", ""), "console")
+        except DecisionError as exc:
+            message = str(exc).replace("--reason", "the reason").replace(
+                "--decision", "the decision").replace("decision must", "the decision must")
+            return page("pair.html", session, status=400, pair=pair, values=None,
+                        compared=views.COMPARED, error=message)
+        return RedirectResponse("/console/review?done=" + fields["decision"],
+                                status_code=303, headers=HEADERS)
+
+    @r.get("/decisions")
+    def decisions(request: Request, session: accounts.Session = Depends(needs("review"))
+                  ) -> HTMLResponse:
+        return page("decisions.html", session, decisions=views.decisions(lake),
+                    built=views.identity_built_at(lake))
+
+    @r.get("/quarantine")
+    def quarantine(request: Request, session: accounts.Session = Depends(needs("quarantine"))
+                   ) -> HTMLResponse:
+        all_deliveries = views.deliveries(lake)
+        day_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+        by_day = views.quarantine_by_day(lake)
+        top = max((n for _, _, n in by_day), default=0)
+        return page("quarantine.html", session, deliveries=all_deliveries,
+                    last_night=[d for d in all_deliveries if d.landed_at >= day_ago and
+                                (d.status != "accepted" or d.rows_quarantined)],
+                    by_day=by_day, top=top)
+
+    @r.get("/quarantine/{source}/{sha256}")
+    def quarantine_rows(request: Request, source: str, sha256: str,
+                        session: accounts.Session = Depends(needs("quarantine_rows"))
+                        ) -> HTMLResponse:
+        delivery = next((d for d in views.deliveries(lake)
+                         if d.source == source and d.sha256 == sha256), None)
+        if delivery is None:
+            raise Refused(404, "no such delivery")
+        rows = views.quarantined_rows(lake, source, sha256)
+        spool.add("console_quarantine_rows", f"{session.email} opened quarantined rows",
+                  actor=session.email, via="console", source=source,
+                  details={"file_sha256": sha256, "rows_shown": len(rows)})
+        return page("quarantine_rows.html", session, delivery=delivery, rows=rows)
+
+    @r.get("/releases")
+    def releases(request: Request, session: accounts.Session = Depends(needs("releases"))
+                 ) -> HTMLResponse:
+        return page("releases.html", session, releases=views.releases(lake),
+                    events=views.ledger_events(lake))
+
+    @r.get("/catalog")
+    def catalog_page(request: Request, q: str = "",
+                     session: accounts.Session = Depends(needs("catalog"))) -> HTMLResponse:
+        return page("catalog.html", session, q=q[:100],
+                    tables=catalog.search(lake, q[:100]))
+
+    @r.get("/catalog/{layer}/{name}")
+    def table_page(request: Request, layer: str, name: str,
+                   session: accounts.Session = Depends(needs("catalog"))) -> HTMLResponse:
+        table = catalog.table(lake, layer, name)
+        if table is None:
+            raise Refused(404, "no such table in the catalog")
+        return page("table.html", session, table=table,
+                    graph=catalog.lineage_graph(table))
+
+    return r
+
+
+def install(app: FastAPI, lake: Lake, spool: audit.Spool, public_url: str,
+            dagster_url: str | None) -> None:
+    """Mount the console on the gateway's app, with its error pages."""
+    page = Pages(dagster_url)
+    app.include_router(router(lake, spool, public_url, page))
+
+    @app.exception_handler(SignInNeeded)
+    async def _sign_in(request: Request, exc: SignInNeeded) -> Response:
+        if request.method != "GET":
+            return HTMLResponse("Sign in first.", status_code=401, headers=HEADERS)
+        target = "/console/login?" + urllib.parse.urlencode({"next": exc.next_path})
+        return RedirectResponse(target, status_code=303, headers=HEADERS)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> Response:
+        session = getattr(request.state, "account", None)
+        return page("error.html", session, status=exc.status, message=exc.message)
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _safe_next(path: str) -> str:
+    """Only a page of the console, never another site (an open redirect)."""
+    if path.startswith("/console/") and not path.startswith("/console//") and \
+            "\\" not in path and len(path) < 300:
+        return path
+    return "/console/"
