@@ -1,0 +1,345 @@
+"""The steward's console on the path its users take: accounts made by the CLI, the real
+gateway serving it on 127.0.0.1, the system Chromium (Playwright) clicking through the
+pages, and the real pipeline applying a decision taken in the browser. Then the same
+server attacked over plain HTTP: forged forms, foreign origins, guessed passwords, stolen
+and ended sessions, roles that must not see values."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+import requests
+
+from ids_lakehouse import delta
+from ids_lakehouse.cli import main
+from ids_lakehouse.config import Lake
+from ids_lakehouse.console import accounts, views
+from ids_lakehouse.sharing.server import Settings
+from tests.test_sharing import OPERATOR, RESEARCH, Gateway, _profile
+from tests.ui_helpers import chromium
+
+PASSWORD = "a long test passphrase"
+ROLES = ("steward", "engineer", "auditor", "requester")
+
+
+def email(role: str) -> str:
+    return f"{role}@ids.example.gov"
+
+
+@pytest.fixture
+def console(published_copy):
+    """The published lake (a private copy) with one account per role, and the gateway
+    serving the console on 127.0.0.1."""
+    lake = Lake(published_copy.lake)
+    for role in ROLES:
+        accounts.add(lake, email(role), role, PASSWORD, OPERATOR)
+    with Gateway(lake, Settings(token_recheck_s=0)) as gw:
+        gw.base = f"http://127.0.0.1:{gw.port}"
+        yield lake, gw, published_copy
+
+
+def sign_in(page, base: str, role: str, then: str = "/console/") -> None:
+    page.goto(f"{base}/console/login?next={then}")
+    page.fill("input[name=email]", email(role))
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{then}")
+
+
+def http_session(base: str, role: str, password: str = PASSWORD) -> requests.Session:
+    """Signed in over plain HTTP, as a script (or an attacker with the password) would."""
+    s = requests.Session()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', s.get(f"{base}/console/login").text)
+    assert nonce
+    r = s.post(f"{base}/console/login", data={"nonce": nonce[1], "next": "/console/",
+                                              "email": email(role), "password": password})
+    assert r.status_code == 200 and r.url == f"{base}/console/", r.status_code
+    return s
+
+
+def csrf(s: requests.Session, base: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', s.get(f"{base}/console/").text)
+    assert found
+    return found[1]
+
+
+def events(gw: Gateway, kind: str) -> pl.DataFrame:
+    return gw.audited().filter(pl.col("kind") == kind)
+
+
+def land_ragged_delivery(landing: Path) -> str:
+    """A new HMIS extract: the last one plus a row with one field too many (quarantined
+    at ingest); its file name."""
+    last = sorted((landing / "hmis").glob("*.csv"))[-1]
+    lines = last.read_bytes().splitlines()      # as delivered (Latin-1)
+    ragged = lines[1] + b",an extra field"
+    new = landing / "hmis" / "hmis_client_2026-02-01.csv"
+    new.write_bytes(b"\n".join([*lines, ragged]) + b"\n")
+    return new.name
+
+
+def run_pipeline(built) -> None:
+    """What the nightly does: ingest what landed, then rebuild what is stale."""
+    from pipelines.definitions import build_definitions
+    from pipelines.demo import Outcome, materialize_everything
+
+    outcome = Outcome()
+    with built.instance() as instance:
+        materialize_everything(build_definitions(), instance, outcome)
+    assert not outcome.runs_failed, outcome
+
+
+@pytest.mark.browser
+def test_a_stewards_morning_review_and_quarantine_applied_by_the_next_run(console, tmp_path):
+    lake, gw, built = console
+    base = gw.base
+    pairs = views.review_queue(lake)
+    assert pairs, "the published lake has pairs waiting for review"
+    pair = pairs[0]
+    values = views.records(lake, pair)
+    shown = [v for side in values.values() for v in side.values() if len(v) >= 3]
+    assert shown, "the pair's records have values to reveal"
+    with chromium(tmp_path) as browser:
+        page = browser.page
+        sign_in(page, base, "steward")
+        assert f"{len(pairs)} pair" in page.inner_text("main")
+        page.click("text=Review queue")
+        page.click(f"a[href='/console/review/{pair.key}']")
+        body = page.inner_text("main")
+        # Masked by default: the levels in words and weights, no value.
+        assert "•••" in body and not any(v in body for v in shown)
+        assert pair.levels["last_name"].words in body
+        page.click("text=Reveal values")
+        revealed = page.inner_text("main")
+        assert all(v in revealed for v in shown)
+        page.check("input[value=match]")
+        page.fill("textarea[name=reason]", "same birth certificate number on file")
+        page.click("text=Record decision")
+        assert "Decision recorded (match)" in page.inner_text("main")
+        assert f"/console/review/{pair.key}" not in page.content()
+        page.click("text=Decisions")
+        assert "waiting for the next identity run" in page.inner_text("main")
+
+    reveal = events(gw, "console_reveal").row(0, named=True)
+    assert (reveal["actor"], json.loads(reveal["details"])["left"]) == (email("steward"),
+                                                                        pair.left)
+    decided = events(gw, "steward_decision").row(-1, named=True)
+    assert (decided["actor"], decided["via"]) == (email("steward"), "console")
+    # Nothing the steward saw is in the audit log: ids, rules and counts only.
+    log = gw.audited().select(pl.col("message") + pl.col("details")).to_series().str.join(" ")
+    assert not any(v in log[0] for v in shown if not v.isdigit())
+
+    delivered = land_ragged_delivery(built.landing)
+    run_pipeline(built)
+    xref = dict(delta.frame(lake.identity("person_xref"),
+                            columns=["unique_id", "person_id"]).iter_rows())
+    assert xref[pair.left] == xref[pair.right]
+
+    with chromium(tmp_path / "again") as browser:
+        page = browser.page
+        sign_in(page, base, "steward", "/console/decisions")
+        assert "applied: one person" in page.inner_text("main")
+        page.click("text=Quarantine")
+        body = page.inner_text("main")
+        assert delivered in body and "ingest" in body
+        page.click(f"tr:has-text('{delivered}') >> text=rows")
+        rows = page.inner_text("main")
+        assert "an extra field" in rows and "Quarantined rows: hmis" in rows
+    opened = events(gw, "console_quarantine_rows").row(0, named=True)
+    assert opened["actor"] == email("steward") and opened["source"] == "hmis"
+    assert json.loads(opened["details"])["rows_shown"] == 1
+
+
+@pytest.mark.browser
+def test_each_role_sees_its_pages_and_only_a_steward_sees_values(console, tmp_path):
+    lake, gw, _ = console
+    base = gw.base
+    pair = views.review_queue(lake)[0]
+    shown = [v for side in views.records(lake, pair).values() for v in side.values()
+             if len(v) >= 3]
+    menus = {"steward": {"Review queue", "Quarantine", "Releases", "Catalog"},
+             "engineer": {"Quarantine", "Catalog"},
+             "auditor": {"Review queue", "Quarantine", "Releases", "Catalog"},
+             "requester": {"Catalog"}}
+    everything = {"Review queue", "Quarantine", "Releases", "Catalog"}
+    with chromium(tmp_path) as browser:
+        page = browser.page
+        for role in ("engineer", "auditor", "requester"):
+            sign_in(page, base, role)
+            header = page.inner_text("header")
+            assert {m for m in everything if m in header} == menus[role], role
+            page.goto(f"{base}/console/review/{pair.key}")
+            body = page.inner_text("main")
+            assert not any(v in body for v in shown), role
+            if role == "auditor":
+                assert "•••" in body and page.locator("text=Reveal values").count() == 0
+                assert page.locator("text=Record decision").count() == 0
+            else:
+                assert f"a {role} account cannot open this page" in body
+            page.click("text=Sign out")
+            page.wait_for_url(f"{base}/console/login")
+    # The steward's forms, posted by the others with their own valid CSRF token: refused.
+    for role in ("engineer", "auditor", "requester"):
+        s = http_session(base, role)
+        token = csrf(s, base)
+        for action, form in (("reveal", {}), ("decide", {"decision": "match",
+                                                           "reason": "x"})):
+            r = s.post(f"{base}/console/review/{pair.key}/{action}",
+                       data={"csrf": token, **form})
+            assert r.status_code == 403 and not any(v in r.text for v in shown), (role, action)
+    assert events(gw, "console_reveal").height == 0
+    assert events(gw, "steward_decision").height == 0
+
+
+@pytest.mark.browser
+def test_catalog_search_lineage_and_the_releases_ledger(console, tmp_path):
+    import delta_sharing
+
+    lake, gw, _ = console
+    base = gw.base
+    profile = _profile(tmp_path, gw, RESEARCH)
+    client = delta_sharing.SharingClient(str(profile))
+    table = client.list_all_tables()[0]
+    delta_sharing.load_as_pandas(f"{profile}#{table.share}.{table.schema}.{table.name}")
+    with chromium(tmp_path) as browser:
+        page = browser.page
+        sign_in(page, base, "steward", "/console/catalog")
+        page.fill("input[name=q]", "county_fips")
+        page.click("text=Search")
+        found = page.inner_text("main")
+        assert "silver/person_record" in found and "bronze/medicaid" not in found
+        page.click("a[href='/console/catalog/gold/research_person']")
+        assert "quasi_identifier" in page.inner_text("main")
+        svg = page.locator("svg.lineage")
+        assert svg.count() == 1
+        page.click("svg.lineage a >> nth=0")
+        assert re.search(r"/console/catalog/(silver|identity)/\w+$", page.url)
+        assert "Columns" in page.inner_text("main")
+        page.goto(f"{base}/console/releases")
+        ledger = page.inner_text("main")
+    agreement = gw.audited().filter(pl.col("kind") == "release_created")
+    assert agreement.height and RESEARCH in ledger
+    assert "privacy" in ledger or "@" in ledger      # the approver's address
+    # What the partner fetched, by token, table and version.
+    assert f"agreement {RESEARCH}, {table.name} v" in ledger
+
+
+def test_forms_need_the_sessions_token_and_the_consoles_origin(console):
+    lake, gw, _ = console
+    base = gw.base
+    pair = views.review_queue(lake)[0]
+    s = http_session(base, "steward")
+    token = csrf(s, base)
+    url = f"{base}/console/review/{pair.key}/reveal"
+    assert s.post(url, data={}).status_code == 403
+    assert s.post(url, data={"csrf": "forged"}).status_code == 403
+    assert s.post(url, data={"csrf": token},
+                  headers={"Origin": "http://evil.example"}).status_code == 403
+    assert s.post(url, data={"csrf": token, "x": "1"} | {"csrf2": ""},
+                  headers={"Origin": base}).status_code == 200
+    assert s.post(url, data=[("csrf", token), ("csrf", token)]).status_code == 400
+    assert s.post(url, data={"csrf": token, "pad": "x" * 20_000}).status_code == 413
+    # Without a session: a POST is refused, a page sends to sign-in.
+    anon = requests.Session()
+    assert anon.post(url, data={"csrf": token}).status_code == 401
+    r = anon.get(f"{base}/console/review", allow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+    assert events(gw, "console_reveal").height == 1
+
+
+def test_cookies_headers_and_redirects_are_safe(console):
+    _, gw, _ = console
+    base = gw.base
+    for evil in ("https://evil.example/", "//evil.example/", "/console//evil.example",
+                 "/\\evil.example"):
+        s = requests.Session()
+        nonce = re.search(r'name="nonce" value="([^"]+)"', s.get(f"{base}/console/login").text)[1]
+        r = s.post(f"{base}/console/login", allow_redirects=False,
+                   data={"nonce": nonce, "next": evil, "email": email("auditor"),
+                         "password": PASSWORD})
+        assert r.status_code == 303 and r.headers["location"] == "/console/", evil
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+    home = s.get(f"{base}/console/")
+    csp = home.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert home.headers["cache-control"] == "no-store"
+    # A sign-in form posted without its own nonce cookie (from another site): refused.
+    other = requests.Session()
+    r = other.post(f"{base}/console/login", data={"nonce": nonce, "email": email("auditor"),
+                                                 "password": PASSWORD})
+    assert r.status_code == 403 and "idsl_console" not in other.cookies
+
+
+def test_guessing_passwords_is_throttled_and_said_once(console):
+    _, gw, _ = console
+    base = gw.base
+    s = requests.Session()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', s.get(f"{base}/console/login").text)[1]
+
+    def attempt(password: str) -> int:
+        return s.post(f"{base}/console/login", allow_redirects=False,
+                      data={"nonce": nonce, "email": email("steward"),
+                            "password": password}).status_code
+
+    assert [attempt(f"wrong guess {i:04d}") for i in range(accounts.FAILURES_PER_ACCOUNT)] \
+        == [401] * accounts.FAILURES_PER_ACCOUNT
+    assert attempt(PASSWORD) == 429         # the right one too, until the window passes
+    refused = gw.audited().filter(pl.col("kind").str.starts_with("console_sign_in"))
+    assert refused.height == accounts.FAILURES_PER_ACCOUNT + 1
+    assert not refused["details"].str.contains("wrong guess").any()
+    # An unknown address costs the same work and is refused the same way.
+    r = s.post(f"{base}/console/login", data={"nonce": nonce, "email": "nobody@x.example",
+                                             "password": PASSWORD})
+    assert r.status_code in (401, 429) and "Wrong e-mail address or password" in r.text \
+        or "Too many" in r.text
+
+
+def test_a_stolen_cookie_dies_with_sign_out_and_with_its_account(console):
+    lake, gw, _ = console
+    base = gw.base
+    s = http_session(base, "auditor")
+    stolen = s.cookies.get("idsl_console")
+    thief = requests.Session()
+    thief.cookies.set("idsl_console", stolen)
+    assert thief.get(f"{base}/console/releases").status_code == 200
+    s.post(f"{base}/console/logout", data={"csrf": csrf(s, base)})
+    r = thief.get(f"{base}/console/releases", allow_redirects=False)
+    assert r.status_code == 303
+    s = http_session(base, "engineer")
+    thief.cookies.set("idsl_console", s.cookies.get("idsl_console"))
+    assert thief.get(f"{base}/console/quarantine").status_code == 200
+    assert main(["console-user", "disable", "--email", email("engineer"),
+                 "--operator", OPERATOR]) == 0
+    assert thief.get(f"{base}/console/quarantine", allow_redirects=False).status_code == 303
+    r = requests.Session()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', r.get(f"{base}/console/login").text)[1]
+    assert r.post(f"{base}/console/login", data={"nonce": nonce, "email": email("engineer"),
+                                                 "password": PASSWORD}).status_code == 401
+    assert events(gw, "console_account_disabled").height == 1
+
+
+def test_accounts_are_made_by_the_cli_with_a_real_password(console, capsys, monkeypatch):
+    import io
+
+    lake, _, _ = console
+    for password, said in (("short", "shorter than 12"), ("x" * 2000, "longer than"),
+                           ("tab\tinside the password", "control characters")):
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        assert main(["console-user", "add", "--email", "new@ids.example.gov", "--role",
+                     "auditor", "--operator", OPERATOR, "--password-stdin"]) == 2
+        assert said in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["console-user", "add", "--email", email("steward").upper(), "--role",
+                 "auditor", "--operator", OPERATOR, "--password-stdin"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["console-user", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(email(r) in listed for r in ROLES) and PASSWORD not in listed
+    stored = accounts.path(lake).read_bytes()
+    assert PASSWORD.encode() not in stored
+    assert oct(accounts.path(lake).stat().st_mode & 0o777) == "0o600"
