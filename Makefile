@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PERSONS ?= 5000
 SEED ?= 42
 
-.PHONY: install browser demo test ui bench bench-quick clean
+.PHONY: install browser demo test ui console bench bench-quick clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ ui: $(STAMP)
 	$(PY) -m pipelines instance
 	set -m; IDS_PSEUDONYM_KEY="$${IDS_PSEUDONYM_KEY:-$$(cat .ids_secrets/pseudonym.key 2>/dev/null)}" \
 		exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The service (sharing gateway and steward's console) on 127.0.0.1:8080, over the demo lake.
+console: $(STAMP)
+	set -m; IDS_PSEUDONYM_KEY="$${IDS_PSEUDONYM_KEY:-$$(cat .ids_secrets/pseudonym.key 2>/dev/null)}" \
+		IDS_DAGSTER_URL="$${IDS_DAGSTER_URL:-http://127.0.0.1:3000}" \
+		exec $(PY) -m ids_lakehouse serve --host 127.0.0.1 --port 8080
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

@@ -16,7 +16,8 @@ from bench.common import DOC, header_markdown, log, machine_info, write_section
 
 BENCHMARKS = {"ingest": "bench.ingest", "conform": "bench.conform", "linkage": "bench.linkage",
               "pipeline": "bench.pipeline", "disclosure": "bench.disclosure",
-              "lookups": "bench.lookups", "queries": "bench.queries"}
+              "lookups": "bench.lookups", "queries": "bench.queries",
+              "console": "bench.console"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -343,3 +343,68 @@ def test_accounts_are_made_by_the_cli_with_a_real_password(console, capsys, monk
     stored = accounts.path(lake).read_bytes()
     assert PASSWORD.encode() not in stored
     assert oct(accounts.path(lake).stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.browser
+def test_a_request_filed_answered_by_the_policy_and_approved_by_a_steward(console, tmp_path):
+    import datetime as dt
+
+    from ids_lakehouse import data_requests
+    from ids_lakehouse.agreements import load_agreement
+
+    lake, gw, _ = console
+    base = gw.base
+    # An old request nobody decided: overdue on every list.
+    old = data_requests.file(lake, "someone@uni.example.edu", data_requests.parse_request({
+        "title": "Old request", "purpose": "research", "recipient_organisation": "U",
+        "recipient_contact": "a@uni.example.edu", "legal_basis": "FERPA", "justification":
+        "x", "start": "2027-01-01", "end": "2027-06-30", "sources": ["schools"],
+        "columns": {"research_person": ["sex"]}}),
+        now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=45))
+    with chromium(tmp_path) as browser:
+        page = browser.page
+        sign_in(page, base, "requester", "/console/requests")
+        assert "Old request" not in page.inner_text("main")      # not theirs
+        page.click("text=File a new request")
+        page.fill("input[name=title]", "Homeless students and Medicaid")
+        page.select_option("select[name=purpose]", "research")
+        page.fill("input[name=recipient_organisation]", "State University")
+        page.fill("input[name=recipient_contact]", "pi@uni.example.edu")
+        page.fill("input[name=legal_basis]", "FERPA studies exception; HIPAA DUA")
+        page.fill("textarea[name=justification]", "Health coverage of homeless students")
+        page.fill("input[name=start]", "2027-01-01")
+        page.fill("input[name=end]", "2027-12-31")
+        for source in ("schools", "medicaid"):
+            page.check(f"input[name=source][value={source}]")
+        for column in ("research_person.birth_year", "research_participation.program"):
+            page.check(f"input[name=column][value='{column}']")
+        page.click("text=File the request")
+        answer = page.inner_text("main")
+        assert "The policy's answer: needs steward" in answer
+        assert "regime:HIPAA" in answer and "research_participation.program" in answer
+        rid = int(re.search(r"/console/requests/(\d+)$", page.url)[1])
+        assert page.locator("text=Record decision").count() == 0
+        page.goto(f"{base}/console/requests/{old.id}")
+        assert "no such request" in page.inner_text("main")
+        page.click("text=Sign out")
+
+        sign_in(page, base, "steward", "/console/requests")
+        listed = page.inner_text("main")
+        assert "Homeless students and Medicaid" in listed and "overdue" in listed
+        page.click(f"a[href='/console/requests/{rid}']")
+        page.check("input[value=approved]")
+        page.fill("textarea[name=reason]", "Agreement template B applies")
+        page.click("text=Record decision")
+        assert "approved by a steward" in page.inner_text("main")
+        with page.expect_download() as download:
+            page.click("text=Download the draft agreement")
+        saved = tmp_path / f"{download.value.suggested_filename}"
+        download.value.save_as(saved)
+    text = saved.read_text()
+    agreement_id = re.search(r"^id: (\S+)$", text, re.M)[1]
+    agreement = load_agreement(saved.rename(tmp_path / f"{agreement_id}.yaml"))
+    assert agreement.approver == email("steward") and agreement.purpose == "research"
+    assert agreement.release == {"research_participation": ["program"],
+                                 "research_person": ["birth_year"]}
+    decided = events(gw, "data_request_decided")
+    assert decided["actor"].to_list() == [email("steward")]

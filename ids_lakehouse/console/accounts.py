@@ -29,12 +29,14 @@ from ids_lakehouse.identity.mpi import STEWARD_EMAIL
 from ids_lakehouse.sharing import store
 
 # What each role may do (web.py checks these names, never the role itself).
+# request: file data requests and follow one's own; requests: see everyone's;
+# decide_request: approve or deny what the policy leaves to a steward.
 ROLES: dict[str, frozenset[str]] = {
     "steward": frozenset({"review", "reveal", "decide", "quarantine", "quarantine_rows",
-                          "releases", "catalog"}),
-    "engineer": frozenset({"quarantine", "catalog"}),
-    "auditor": frozenset({"review", "quarantine", "releases", "catalog"}),
-    "requester": frozenset({"catalog"}),
+                          "releases", "catalog", "request", "requests", "decide_request"}),
+    "engineer": frozenset({"quarantine", "catalog", "request"}),
+    "auditor": frozenset({"review", "quarantine", "releases", "catalog", "requests"}),
+    "requester": frozenset({"catalog", "request"}),
 }
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024

@@ -24,10 +24,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from ids_lakehouse import audit
+from ids_lakehouse import audit, data_requests
 from ids_lakehouse.config import Lake
 from ids_lakehouse.console import accounts, catalog, views
 from ids_lakehouse.identity.mpi import DecisionError, decide
+from ids_lakehouse.marts.declaration import load_marts
+from ids_lakehouse.sources import load_sources
 
 COOKIE = "idsl_console"
 LOGIN_COOKIE = "idsl_login"
@@ -96,8 +98,10 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             return session
         return check
 
-    async def form(request: Request, session: accounts.Session | None) -> dict[str, str]:
-        """The posted form, checked: its size, its origin and (signed in) its CSRF token."""
+    async def form(request: Request, session: accounts.Session | None,
+                   multi: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The posted form, checked: its size, its origin and (signed in) its CSRF token.
+        Fields named in `multi` are lists (checkboxes); any other sent twice is refused."""
         if request.headers.get("origin") not in (None, origin):
             raise Refused(403, "the form was not sent from this console")
         body = b""
@@ -107,16 +111,19 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                 raise Refused(413, "the form is too large")
         try:
             pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                           max_num_fields=20)
+                                           max_num_fields=300)
         except (UnicodeDecodeError, ValueError):
             raise Refused(400, "the form could not be read") from None
-        fields: dict[str, str] = {}
+        fields: dict[str, Any] = {name: [] for name in multi}
         for key, value in pairs:
-            if key in fields:
+            if key in multi:
+                fields[key].append(value)
+            elif key in fields:
                 raise Refused(400, "a form field was sent twice")
-            fields[key] = value
+            else:
+                fields[key] = value
         if session is not None and not secrets.compare_digest(
-                fields.get("csrf", "").encode(), session.csrf.encode()):
+                str(fields.get("csrf", "")).encode(), session.csrf.encode()):
             raise Refused(403, "the form has expired; open the page again")
         return fields
 
@@ -295,6 +302,87 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             raise Refused(404, "no such table in the catalog")
         return page("table.html", session, table=table,
                     graph=catalog.lineage_graph(table))
+
+    # ------------------------------------------------------------ data requests
+
+    def _visible(session: accounts.Session, rid: int) -> data_requests.Filed:
+        filed = data_requests.get(lake, rid)
+        # Someone else's request is "not found", not "forbidden" (ids are not a directory).
+        if filed is None or not (session.may("requests") or filed.requester == session.email):
+            raise Refused(404, "no such request")
+        return filed
+
+    def _request_form(session: accounts.Session, status: int = 200, error: str | None = None,
+                      values: dict[str, Any] | None = None) -> HTMLResponse:
+        marts = load_marts()
+        return page("request_new.html", session, status=status, error=error,
+                    values=values or {}, marts=marts.marts, purposes=list(marts.purposes),
+                    sources=load_sources())
+
+    @r.get("/requests")
+    def requests_page(request: Request, session: accounts.Session = Depends(needs("request"))
+                      ) -> HTMLResponse:
+        filed = data_requests.listing(lake, None if session.may("requests") else session.email)
+        return page("requests.html", session, requests=filed,
+                    policy=data_requests.load_request_policy(), statuses=data_requests.STATUSES,
+                    now=dt.datetime.now(dt.timezone.utc))
+
+    @r.get("/requests/new")
+    def new_request(request: Request, session: accounts.Session = Depends(needs("request"))
+                    ) -> HTMLResponse:
+        return _request_form(session)
+
+    @r.post("/requests")
+    async def file_request(request: Request,
+                           session: accounts.Session = Depends(needs("request"))) -> Response:
+        fields = await form(request, session, multi=("column", "source"))
+        columns: dict[str, list[str]] = {}
+        for item in fields["column"]:
+            mart, _, column = item.partition(".")
+            columns.setdefault(mart, []).append(column)
+        raw = {k: fields.get(k, "") for k in ("title", "purpose", "recipient_organisation",
+                                              "recipient_contact", "legal_basis",
+                                              "justification", "start", "end")}
+        raw |= {"columns": columns, "sources": fields["source"]}
+        try:
+            parsed = data_requests.parse_request(raw)
+            filed = await run_in_threadpool(data_requests.file, lake, session.email, parsed)
+        except data_requests.RequestError as exc:
+            return _request_form(session, status=400, error=str(exc), values=fields)
+        return RedirectResponse(f"/console/requests/{filed.id}", status_code=303,
+                                headers=HEADERS)
+
+    @r.get("/requests/{rid}")
+    def request_page(request: Request, rid: int,
+                     session: accounts.Session = Depends(needs("request"))) -> HTMLResponse:
+        return page("request.html", session, filed=_visible(session, rid), error=None,
+                    policy=data_requests.load_request_policy(),
+                    statuses=data_requests.STATUSES, now=dt.datetime.now(dt.timezone.utc))
+
+    @r.post("/requests/{rid}/decide")
+    async def decide_request(request: Request, rid: int,
+                             session: accounts.Session = Depends(needs("decide_request"))
+                             ) -> Response:
+        fields = await form(request, session)
+        try:
+            await run_in_threadpool(data_requests.decide, lake, rid, session.email,
+                                    str(fields.get("decision", "")),
+                                    str(fields.get("reason", "")))
+        except data_requests.RequestError as exc:
+            return page("request.html", session, status=400, filed=_visible(session, rid),
+                        error=str(exc), policy=data_requests.load_request_policy(),
+                        statuses=data_requests.STATUSES,
+                        now=dt.datetime.now(dt.timezone.utc))
+        return RedirectResponse(f"/console/requests/{rid}", status_code=303, headers=HEADERS)
+
+    @r.get("/requests/{rid}/agreement.yaml")
+    def draft(request: Request, rid: int,
+              session: accounts.Session = Depends(needs("request"))) -> Response:
+        filed = _visible(session, rid)
+        if filed.draft is None:
+            raise Refused(404, "this request has no draft agreement (it is not approved)")
+        return Response(filed.draft, media_type="application/yaml", headers=HEADERS | {
+            "Content-Disposition": f'attachment; filename="request-{rid}-agreement.yaml"'})
 
     return r
 
