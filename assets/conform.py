@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetOut,
     Config,
     MaterializeResult,
@@ -21,7 +22,14 @@ from dagster import (
     multi_asset_check,
 )
 
-from assets.keys import OWNERS, TRANSIENT_RETRY, bronze_key, silver_key
+from assets.keys import (
+    CONFORMED,
+    OWNERS,
+    TRANSIENT_RETRY,
+    bronze_key,
+    quarantine_key,
+    silver_key,
+)
 from ids_lakehouse import catalog
 from ids_lakehouse.conform import run
 from ids_lakehouse.model import load_model
@@ -87,6 +95,13 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
     layout = lake.layout()
     done = run.conform_all(layout, context.run.run_id, contract, full_rebuild=config.full_rebuild,
                            log=lambda level, message: getattr(context.log, level)(message))
+    for r in done.conformed:
+        if r.quarantine.height:
+            yield AssetMaterialization(asset_key=quarantine_key(r.source), metadata={
+                "stage": "conform", "rows_quarantined": r.quarantine.height})
+    if done.conformed:
+        yield AssetMaterialization(asset_key=CONFORMED, metadata={
+            "sources_conformed": sorted(r.source for r in done.conformed)})
     for check in done.checks:
         yield AssetCheckResult(asset_key=silver_key(check.table), check_name=check.name,
                                passed=check.passed, metadata=check.metadata)

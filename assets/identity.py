@@ -5,6 +5,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetOut,
     AssetSpec,
     Config,
@@ -12,7 +13,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.keys import OWNERS, TRANSIENT_RETRY, identity_key, silver_key
+from assets.keys import MODELS, OWNERS, TRANSIENT_RETRY, identity_key, silver_key
 from ids_lakehouse import audit, delta
 from ids_lakehouse.identity import linkage, mpi
 from ids_lakehouse.identity.quality import pairwise_quality
@@ -59,6 +60,8 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
         context.log.warning(f"rolled back what a dead identity build left: "
                             f"{result.rolled_back}")
     if result.trained:
+        yield AssetMaterialization(asset_key=MODELS, metadata={
+            "version": result.model_version, "records": result.records})
         audit.record(layout, "model_trained", f"linkage model v{result.model_version}",
                      asset="identity", run_id=context.run.run_id,
                      **audit.launched_by(dict(context.run.tags)),

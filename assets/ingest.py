@@ -5,6 +5,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     Failure,
     MaterializeResult,
     TableColumn,
@@ -12,7 +13,13 @@ from dagster import (
     asset,
 )
 
-from assets.keys import TRANSIENT_RETRY, bronze_key, files_partitions
+from assets.keys import (
+    DELIVERIES,
+    TRANSIENT_RETRY,
+    bronze_key,
+    files_partitions,
+    quarantine_key,
+)
 from ids_lakehouse import audit, catalog
 from ids_lakehouse.ingest.delivery import ingest_delivery
 from ids_lakehouse.ingest.landing import FileChangedError, find_landed
@@ -43,6 +50,13 @@ def ingest_partition(context: AssetExecutionContext, defn: SourceDefinition,
                     ) from None
     delivery = ingest_delivery(defn, landed, lake, context.run.run_id)
     result, rec = delivery.result, delivery.reconciliation
+    context.log_event(AssetMaterialization(asset_key=DELIVERIES, metadata={
+        "source": defn.source, "file": landed.name,
+        "status": "accepted" if delivery.accepted else "rejected"}))
+    if result is not None and result.rows_quarantined:
+        context.log_event(AssetMaterialization(asset_key=quarantine_key(defn.source), metadata={
+            "stage": "ingest", "file": landed.name,
+            "rows_quarantined": result.rows_quarantined, "rules": result.rules}))
     if not delivery.accepted:
         error = delivery.error
         assert error is not None        # a rejected delivery says why

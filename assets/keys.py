@@ -48,6 +48,17 @@ def release_key(agreement_id: str) -> AssetKey:
     return AssetKey(["releases", agreement_id])
 
 
+def quarantine_key(source: str) -> AssetKey:
+    return AssetKey(["quarantine", source])
+
+
+# The lake's other tables (assets/lake_tables.py): reported by the steps that write them.
+DELIVERIES = AssetKey(["bronze", "_deliveries"])
+CONFORMED = AssetKey(["silver", "_conformed"])
+MODELS = AssetKey(["models", "linkage"])
+AUDIT = AssetKey(["audit", "events"])
+
+
 def files_partitions_name(source: str) -> str:
     """The name of the source's dynamic partitions (the instance stores them under it)."""
     return f"{source}_files"

@@ -8,6 +8,7 @@ from assets.conform import conform, silver_expectations
 from assets.governance import catalog_files
 from assets.identity import identity, steward_decisions
 from assets.ingest import bronze_assets
+from assets.lake_tables import lake_table_specs
 from assets.marts import marts, research_file, warehouse_views
 from assets.releases import release_assets
 from pipelines.automation import automated, downstream_automation
@@ -22,7 +23,10 @@ def build_definitions() -> Definitions:
         assets=[*automated([*bronze_assets(), conform, identity, marts, research_file,
                           warehouse_views, *release_assets(), catalog_files]),
                # Written by stewards (the CLI), read by identity: external, never automated.
-               steward_decisions],
+               steward_decisions,
+               # The lake's other tables (quarantine, ledgers, models, audit): reported by
+               # the steps that write them.
+               *lake_table_specs()],
         asset_checks=[silver_expectations],
         jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],

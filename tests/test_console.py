@@ -135,6 +135,12 @@ def test_a_stewards_morning_review_and_quarantine_applied_by_the_next_run(consol
 
     delivered = land_ragged_delivery(built.landing)
     run_pipeline(built)
+    from dagster import AssetKey
+
+    with built.instance() as instance:      # the quarantine is an asset too
+        event = instance.get_latest_materialization_event(AssetKey(["quarantine", "hmis"]))
+    assert event is not None and event.asset_materialization.metadata[
+        "rows_quarantined"].value == 1
     xref = dict(delta.frame(lake.identity("person_xref"),
                             columns=["unique_id", "person_id"]).iter_rows())
     assert xref[pair.left] == xref[pair.right]

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 # The medallion layers every deployment must show: group name -> asset key prefix.
 # group -> the key prefixes of its assets (the marts step also writes the disclosure
 # registers; one multi-asset cannot span groups and still be selected by group).
-LAYERS = {"ingest": ("bronze",), "conform": ("silver",), "identity": ("identity",),
-          "marts": ("gold", "disclosure")}
+LAYERS = {"ingest": ("bronze", "quarantine"), "conform": ("silver",),
+          "identity": ("identity", "models"), "marts": ("gold", "disclosure")}
 CHECKED_ASSET = ("silver", "person_record")
 REVIEW_SCREENSHOT = Path("/tmp/ui_check.png")
 

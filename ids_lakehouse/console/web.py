@@ -16,12 +16,12 @@ import datetime as dt
 import secrets
 import urllib.parse
 from collections.abc import Callable
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from ids_lakehouse import audit, data_requests
@@ -31,6 +31,7 @@ from ids_lakehouse.identity.mpi import DecisionError, decide
 from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.sources import load_sources
 
+HERE = Path(__file__).parent      # templates/ and static/ beside this module
 COOKIE = "idsl_console"
 LOGIN_COOKIE = "idsl_login"
 MAX_FORM_BYTES = 16_384
@@ -63,7 +64,7 @@ class Pages:
 
     def __init__(self, dagster_url: str | None) -> None:
         self.dagster_url = dagster_url
-        self.env = Environment(loader=PackageLoader("ids_lakehouse.console", "templates"),
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
                                autoescape=select_autoescape(["html"]),
                                undefined=StrictUndefined, trim_blocks=True,
                                lstrip_blocks=True)
@@ -81,7 +82,7 @@ class Pages:
 def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIRouter:
     origin = _origin(public_url)
     secure = public_url.startswith("https://")
-    css = resources.files("ids_lakehouse.console").joinpath("static/console.css").read_bytes()
+    css = (HERE / "static" / "console.css").read_bytes()
     r = APIRouter(prefix="/console", include_in_schema=False)
 
     def signed_in(request: Request) -> accounts.Session:
