@@ -39,6 +39,7 @@ test: $(STAMP) browser
 ui: $(STAMP)
 	$(PY) -m pipelines instance
 	set -m; IDS_PSEUDONYM_KEY="$${IDS_PSEUDONYM_KEY:-$$(cat .ids_secrets/pseudonym.key 2>/dev/null)}" \
+		IDS_CONSOLE_URL="$${IDS_CONSOLE_URL:-http://127.0.0.1:8080}" \
 		exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # The service (sharing gateway and steward's console) on 127.0.0.1:8080, over the demo lake.

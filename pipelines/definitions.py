@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor
+import os
+
+from dagster import Definitions, MetadataValue, in_process_executor, map_asset_specs
 
 from assets.conform import conform, silver_expectations
 from assets.governance import catalog_files
@@ -18,15 +20,27 @@ from pipelines.schedules import nightly_refresh
 from pipelines.sensors import audit_run_failures, audit_run_successes, landing_sensor
 
 
+def linked_to_console(assets: list) -> list:
+    """With IDS_CONSOLE_URL set (where the steward's console is served), every table's
+    asset links to its page in the console's catalog ("console" in its metadata)."""
+    base = os.environ.get("IDS_CONSOLE_URL", "").rstrip("/")
+    if not base:
+        return assets
+    return list(map_asset_specs(lambda spec: spec.merge_attributes(metadata={
+        "console": MetadataValue.url(f"{base}/console/catalog/{spec.key.to_user_string()}")})
+        if len(spec.key.path) == 2 else spec, assets))
+
+
 def build_definitions() -> Definitions:
     return Definitions(
-        assets=[*automated([*bronze_assets(), conform, identity, marts, research_file,
-                          warehouse_views, *release_assets(), catalog_files]),
-               # Written by stewards (the CLI), read by identity: external, never automated.
-               steward_decisions,
-               # The lake's other tables (quarantine, ledgers, models, audit): reported by
-               # the steps that write them.
-               *lake_table_specs()],
+        assets=linked_to_console([
+            *automated([*bronze_assets(), conform, identity, marts, research_file,
+                        warehouse_views, *release_assets(), catalog_files]),
+            # Written by stewards (the CLI), read by identity: external, never automated.
+            steward_decisions,
+            # The lake's other tables (quarantine, ledgers, models, audit): reported by the
+            # steps that write them.
+            *lake_table_specs()]),
         asset_checks=[silver_expectations],
         jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],
