@@ -326,3 +326,27 @@ def test_a_source_that_cannot_be_conformed_is_refused_alone(published_copy, monk
                if c.check_name == "rows_reconcile")
     assert not rec.passed and not rec.metadata["by_source"].value["births"]["reconciles"]
     assert delta.count(lake.silver("person_record"), pc.field("source") == "births") == kept
+
+
+def test_people_who_leave_while_held_back_keep_their_cell_keys(published_copy):
+    """Found by a red team: a new HMIS snapshot without some clients, and the
+    marts step died with a KeyError naming a person_id (indicators silently dropped them):
+    the held-back basis still counts people the index no longer has, and they need their
+    record keys like anyone."""
+    from ids_lakehouse.marts.publish import BASIS
+
+    lake = Lake(published_copy.lake)
+    last = sorted((published_copy.landing / "hmis").glob("*.csv"))[-1]
+    lines = last.read_bytes().splitlines()
+    kept = [lines[0], *lines[1:len(lines) // 2]]
+    (last.parent / "hmis_client_2026-02-01.csv").write_bytes(b"\n".join(kept) + b"\n")
+    outcome = Outcome()
+    with published_copy.instance() as instance:
+        materialize_everything(build_definitions(), instance, outcome)
+    assert not outcome.runs_failed, outcome
+    basis = delta.frame(lake.disclosure(BASIS))
+    xref = delta.frame(lake.identity("person_xref"), columns=["person_id"])
+    assert not basis.join(xref.unique(), on="person_id", how="anti").is_empty(), \
+        "the scenario holds back someone who left"
+    indicators = delta.frame(lake.gold("indicators"))
+    assert indicators.height

@@ -95,13 +95,18 @@ def publish_marts(lake: Lake, who: Mapping[str, str | None]) -> Published:
     model, policy = load_model(), load_policy()
     cell_secret = derive_key(config.pseudonym_key(), "cellkey")
     records, xref, persons, years = _people(lake, model)
-    keys = persons.select("person_id", cellkey.record_keys(persons["person_id"], cell_secret))
     with locks.exclusive(lake, "gold"):
         previous = (delta.frame(lake.disclosure(BASIS))
                     if delta.exists(lake.disclosure(BASIS)) else None)
         moved = holdback.advance(previous, indicators.facts(years, persons), indicators.UNIT,
                                  indicators.ATTRIBUTES, policy.min_cell_size,
                                  **holdback.thresholds("indicators"))
+        # Everyone the basis counts, including people held back after they left the
+        # index (a merge, a record gone from a snapshot): without their keys the overlap
+        # failed on them and the indicators silently dropped them.
+        counted = moved.basis["person_id"].unique().sort()
+        keys = pl.DataFrame({"person_id": counted,
+                             "record_key": cellkey.record_keys(counted, cell_secret)})
         ind, ind_cells = indicators.build(moved.basis, keys, model, policy)
         ov, ov_cells = overlap.build(moved.basis, keys, policy, people.FIRST_YEAR,
                                      model.as_of.year)
