@@ -174,8 +174,46 @@ def _dataset(identifier: str, title: str, description: str, keywords: list[str],
     }
 
 
-def dcat_catalog() -> dict[str, Any]:
+def service_urls() -> tuple[str, str]:
+    """(the sharing gateway's public URL, the console's URL), as configured
+    (IDS_SHARING_PUBLIC_URL, IDS_CONSOLE_URL; both default to `make console`'s)."""
+    import os
+
+    gateway = (os.environ.get("IDS_SHARING_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/")
+    return gateway, (os.environ.get("IDS_CONSOLE_URL") or gateway).rstrip("/")
+
+
+def _distributions(mart: str, gateway: str, console: str) -> list[dict[str, Any]]:
+    """Where a mart can be had: its console page (for the catalog's readers) and, per
+    agreement that releases it over Delta Sharing, the table of that share."""
+    from ids_lakehouse.sharing import protocol
+
+    out: list[dict[str, Any]] = [{
+        "@type": "dcat:Distribution", "title": f"{mart}: columns, lineage and quality",
+        "description": "The table's page in the steward's console (sign-in required); "
+                       "data requests are filed there.",
+        "accessURL": f"{console}/console/catalog/gold/{mart}", "format": "HTML",
+        "mediaType": "text/html"}]
+    for a in load_agreements().values():
+        if mart in protocol.tables(a):
+            out.append({
+                "@type": "dcat:Distribution", "title": f"{mart} released under {a.id}",
+                "description": f"Versioned releases to {a.recipient.organisation} "
+                               f"({a.purpose}), over Delta Sharing with the recipient's "
+                               "token.",
+                "accessURL": f"{gateway}/delta-sharing/shares/{a.id}/schemas/"
+                             f"{protocol.schema_name(a)}/tables/{mart}",
+                "format": "Delta Sharing", "mediaType": "application/x-ndjson",
+                "conformsTo": "https://github.com/delta-io/delta-sharing/blob/main/"
+                              "PROTOCOL.md"})
+    return out
+
+
+def dcat_catalog(urls: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The DCAT-US catalog; `urls` (gateway, console) where the service is reached, by
+    default as configured (service_urls)."""
     model, sources, marts = load_model(), load_sources(), load_marts()
+    gateway, console = urls or service_urls()
     datasets = [
         _dataset(f"ids-lakehouse/bronze/{s}", f"{d.agency}: raw extract", d.description,
                  ["bronze", s, d.format], "non-public", d.steward, d.agency)
@@ -190,6 +228,10 @@ def dcat_catalog() -> dict[str, Any]:
                  marts.purposes[purpose].access_level,
                  model.owners[0], "Integrated Data System")
         for purpose in marts.purposes for m in marts.of_purpose(purpose)]
+    for d in datasets:
+        layer, _, name = d["identifier"].removeprefix("ids-lakehouse/").partition("/")
+        if layer == "gold":
+            d["distribution"] = _distributions(name, gateway, console)
     listed = {d["identifier"].removeprefix("ids-lakehouse/") for d in datasets}
     zones = {e.path.split("/", 1)[1]: e.zone for e in lake_inventory()}
     for d in datasets:

@@ -225,6 +225,10 @@ def test_catalog_search_lineage_and_the_releases_ledger(console, tmp_path):
         page.click("svg.lineage a >> nth=0")
         assert re.search(r"/console/catalog/(silver|identity)/\w+$", page.url)
         assert "Columns" in page.inner_text("main")
+        page.goto(f"{base}/console/catalog/silver/person_record")
+        quality = page.inner_text("main")
+        assert re.search(r"last run .*: (passed|failed), \d+ expectations evaluated", quality)
+        assert "hmis" in quality and "Share of delivered values" in quality
         page.goto(f"{base}/console/releases")
         ledger = page.inner_text("main")
     agreement = gw.audited().filter(pl.col("kind") == "release_created")
@@ -232,6 +236,18 @@ def test_catalog_search_lineage_and_the_releases_ledger(console, tmp_path):
     assert "privacy" in ledger or "@" in ledger      # the approver's address
     # What the partner fetched, by token, table and version.
     assert f"agreement {RESEARCH}, {table.name} v" in ledger
+    # The DCAT export names where each mart can be had, and those addresses answer.
+    s = http_session(base, "requester")
+    dcat = s.get(f"{base}/console/catalog.json").json()
+    mart = next(d for d in dcat["dataset"] if d["identifier"] == f"ids-lakehouse/gold/"
+                f"{table.name}")
+    shared = [x for x in mart["distribution"] if x["format"] == "Delta Sharing"]
+    assert shared and shared[0]["accessURL"].startswith(base)
+    token = json.loads(profile.read_text())["bearerToken"]
+    assert requests.get(shared[0]["accessURL"] + "/version", timeout=10,
+                        headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page_url = next(x for x in mart["distribution"] if x["format"] == "HTML")["accessURL"]
+    assert s.get(page_url).status_code == 200
 
 
 def test_forms_need_the_sessions_token_and_the_consoles_origin(console):
@@ -414,3 +430,4 @@ def test_a_request_filed_answered_by_the_policy_and_approved_by_a_steward(consol
                                  "research_person": ["birth_year"]}
     decided = events(gw, "data_request_decided")
     assert decided["actor"].to_list() == [email("steward")]
+

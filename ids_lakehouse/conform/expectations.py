@@ -95,4 +95,33 @@ def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dic
             out[vd.name] = {"success": bool(run.success),
                             "evaluated": run.statistics["evaluated_expectations"],
                             "failed": failed}
+    _write_results(docs_dir, out)
     return out
+
+
+RESULTS = "results.json"
+
+
+def _write_results(docs_dir: Path, out: dict[str, dict[str, Any]]) -> None:
+    """The latest outcome per entity, beside the Data Docs (which need the internet to
+    render): what the console's quality report reads. Rules and counts, never values."""
+    import datetime as dt
+    import json
+    import os
+
+    path = docs_dir / RESULTS
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    kept |= {entity: {**o, "checked_at": now} for entity, o in out.items()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def latest_results(docs_dir: Path) -> dict[str, dict[str, Any]]:
+    """What `run_suites` last found per entity (empty before the first run)."""
+    import json
+
+    path = docs_dir / RESULTS
+    found: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+    return found

@@ -130,6 +130,32 @@ def pa_schema(table: DeltaTable) -> list[pa.Field]:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """What the lake knows of a silver table's quality: the latest expectation suite's
+    outcome (Great Expectations, derived from the model) and, per source, the share of
+    delivered values of each identifying field that failed validation (nulled, flagged)."""
+    checked_at: str | None
+    success: bool | None
+    evaluated: int
+    failed: list[dict[str, object]]
+    invalid: dict[str, dict[str, float]]      # source -> field -> share
+
+
+def quality(lake: Lake, t: Table) -> Quality | None:
+    from ids_lakehouse.conform.expectations import latest_results
+    from ids_lakehouse.conform.state import conformed
+
+    if t.layer != "silver" or t.name.startswith("_"):
+        return None
+    result = latest_results(lake.docs("data_docs")).get(t.name, {})
+    invalid = {s: {f: float(v) for f, v in sorted(st["invalid_rates"].items())}
+               for s, st in sorted(conformed(lake).items())} \
+        if t.name == "person_record" else {}
+    return Quality(result.get("checked_at"), result.get("success"),
+                   int(result.get("evaluated", 0)), list(result.get("failed", [])), invalid)
+
+
+@dataclass(frozen=True)
 class Graph:
     width: int
     height: int

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from ids_lakehouse import audit, data_requests
+from ids_lakehouse.catalog import dcat_catalog
 from ids_lakehouse.config import Lake
 from ids_lakehouse.console import accounts, catalog, views
 from ids_lakehouse.identity.mpi import DecisionError, decide
@@ -295,6 +296,12 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         return page("catalog.html", session, q=q[:100],
                     tables=catalog.search(lake, q[:100]))
 
+    @r.get("/catalog.json")
+    def dcat(request: Request, session: accounts.Session = Depends(needs("catalog"))
+             ) -> Response:
+        # The addresses as this service is reached (its public URL serves both).
+        return JSONResponse(dcat_catalog((public_url, public_url)), headers=HEADERS)
+
     @r.get("/catalog/{layer}/{name}")
     def table_page(request: Request, layer: str, name: str,
                    session: accounts.Session = Depends(needs("catalog"))) -> HTMLResponse:
@@ -302,7 +309,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         if table is None:
             raise Refused(404, "no such table in the catalog")
         return page("table.html", session, table=table,
-                    graph=catalog.lineage_graph(table))
+                    graph=catalog.lineage_graph(table), quality=catalog.quality(lake, table))
 
     # ------------------------------------------------------------ data requests
 
