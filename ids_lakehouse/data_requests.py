@@ -78,6 +78,16 @@ class DataRequest(BaseModel):
             raise ValueError("holds control characters (line breaks, escapes)")
         return value.strip()
 
+    @field_validator("justification")
+    @classmethod
+    def _no_identifiers(cls, value: str) -> str:
+        from ids_lakehouse.deid.scanner import identifiers_in_text
+
+        found = identifiers_in_text(value)
+        if found:
+            raise ValueError(f"looks like it holds {', '.join(found)}")
+        return value
+
     @field_validator("recipient_contact")
     @classmethod
     def _email(cls, value: str) -> str:
@@ -318,10 +328,16 @@ def decide(lake: Lake, rid: int, steward: str, decision: str, reason: str,
     now = now or dt.datetime.now(dt.timezone.utc)
     if decision not in ("approved", "denied"):
         raise RequestError("the decision must be approved or denied")
+    from ids_lakehouse.deid.scanner import identifiers_in_text
+
     reason = reason.strip()
     if not reason or len(reason) > 1000 or any(unicodedata.category(c) in ("Cc", "Cf")
                                                for c in reason):
         raise RequestError("the reason must be one line of at most 1,000 characters")
+    if identifiers_in_text(reason):
+        raise RequestError(f"the reason looks like it holds "
+                           f"{', '.join(identifiers_in_text(reason))}: it is kept in the "
+                           "audit log, so describe without copying values")
     con = _connect(lake)
     try:
         with store.transaction(con):

@@ -18,6 +18,7 @@ from ids_lakehouse import delta
 from ids_lakehouse.cli import main
 from ids_lakehouse.config import Lake
 from ids_lakehouse.console import accounts, views
+from ids_lakehouse.identity import mpi
 from ids_lakehouse.sharing.server import Settings
 from tests.test_sharing import OPERATOR, RESEARCH, Gateway, _profile
 from tests.ui_helpers import chromium
@@ -76,7 +77,7 @@ def land_ragged_delivery(landing: Path) -> str:
     at ingest); its file name."""
     last = sorted((landing / "hmis").glob("*.csv"))[-1]
     lines = last.read_bytes().splitlines()      # as delivered (Latin-1)
-    ragged = lines[1] + b",an extra field"
+    ragged = lines[1] + b",an extra field," + b"x" * 50_000   # a hostile row: cut on the page
     new = landing / "hmis" / "hmis_client_2026-02-01.csv"
     new.write_bytes(b"\n".join([*lines, ragged]) + b"\n")
     return new.name
@@ -155,9 +156,11 @@ def test_a_stewards_morning_review_and_quarantine_applied_by_the_next_run(consol
         page.click(f"tr:has-text('{delivered}') >> text=rows")
         rows = page.inner_text("main")
         assert "an extra field" in rows and "Quarantined rows: hmis" in rows
+        assert "(cut)" in rows and len(page.content()) < 20_000
     opened = events(gw, "console_quarantine_rows").row(0, named=True)
     assert opened["actor"] == email("steward") and opened["source"] == "hmis"
     assert json.loads(opened["details"])["rows_shown"] == 1
+    assert json.loads(opened["details"])["shown"][0][0] == "ingest"     # which rows, by number
 
 
 @pytest.mark.browser
@@ -181,6 +184,8 @@ def test_each_role_sees_its_pages_and_only_a_steward_sees_values(console, tmp_pa
             page.goto(f"{base}/console/review/{pair.key}")
             body = page.inner_text("main")
             assert not any(v in body for v in shown), role
+            # The agencies' record ids are direct identifiers too.
+            assert pair.left not in body and pair.right not in body, role
             if role == "auditor":
                 assert "•••" in body and page.locator("text=Reveal values").count() == 0
                 assert page.locator("text=Record decision").count() == 0
@@ -308,11 +313,11 @@ def test_guessing_passwords_is_throttled_and_said_once(console):
                       data={"nonce": nonce, "email": email("steward"),
                             "password": password}).status_code
 
-    assert [attempt(f"wrong guess {i:04d}") for i in range(accounts.FAILURES_PER_ACCOUNT)] \
-        == [401] * accounts.FAILURES_PER_ACCOUNT
+    allowed = accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS
+    assert [attempt(f"wrong guess {i:04d}") for i in range(allowed)] == [401] * allowed
     assert attempt(PASSWORD) == 429         # the right one too, until the window passes
     refused = gw.audited().filter(pl.col("kind").str.starts_with("console_sign_in"))
-    assert refused.height == accounts.FAILURES_PER_ACCOUNT + 1
+    assert refused.height == allowed + 1
     assert not refused["details"].str.contains("wrong guess").any()
     # An unknown address costs the same work and is refused the same way.
     r = s.post(f"{base}/console/login", data={"nonce": nonce, "email": "nobody@x.example",
@@ -431,3 +436,90 @@ def test_a_request_filed_answered_by_the_policy_and_approved_by_a_steward(consol
     decided = events(gw, "data_request_decided")
     assert decided["actor"].to_list() == [email("steward")]
 
+
+
+def test_values_are_shown_only_once_their_showing_is_on_record(console, monkeypatch):
+    """Red team: with the audit log unwritable, a reveal still showed the values (the event
+    was only spooled). The event is now committed first, or nothing is shown."""
+    lake, gw, built = console
+    base = gw.base
+    pair = views.review_queue(lake)[0]
+    shown = [v for side in views.records(lake, pair).values() for v in side.values()
+             if len(v) >= 3]
+    s = http_session(base, "steward")
+    token = csrf(s, base)
+    monkeypatch.setenv("IDS_PSEUDONYM_KEY", "not-the-key-that-signed-this-log-" + "1" * 8)
+    r = s.post(f"{base}/console/review/{pair.key}/reveal", data={"csrf": token})
+    assert r.status_code == 503 and not any(v in r.text for v in shown)
+    assert "audit log cannot be written" in r.text
+
+
+def test_what_the_red_team_found_in_the_pages(console):
+    lake, gw, _ = console
+    base = gw.base
+    pair = views.review_queue(lake)[0]
+    s = http_session(base, "steward")
+    token = csrf(s, base)
+    # A reason carrying identifiers is refused (it would be copied to the audit log).
+    for reason in ("same DOB 1990-05-01", "SSN 123-45-6789 on both", "member WA123456789"):
+        r = s.post(f"{base}/console/review/{pair.key}/decide",
+                   data={"csrf": token, "decision": "match", "reason": reason})
+        assert r.status_code == 400 and "describe the evidence" in r.text and reason not in r.text
+    # A textarea's line breaks are fine: kept as one line.
+    assert s.post(f"{base}/console/review/{pair.key}/decide", allow_redirects=False, data={
+        "csrf": token, "decision": "non_match",
+        "reason": "different mothers\r\non the two birth records"}).status_code == 303
+    assert mpi.steward_decisions(lake)["reason"].to_list() == [
+        "different mothers on the two birth records"]
+    # Only the decisions the console makes are flashed, never the caller's text.
+    assert "Decision recorded" not in s.get(f"{base}/console/review?done=CALL+555").text
+    # No trailing-slash redirect built on the Host header; no Swagger page from a CDN.
+    r = s.get(f"{base}/console/review/", headers={"Host": "evil.example"},
+              allow_redirects=False)
+    assert r.status_code == 404 and "evil" not in r.headers.get("location", "")
+    assert requests.get(f"{base}/docs").status_code == 404
+    assert requests.get(f"{base}/openapi.json").status_code == 200
+    # Dot segments in next= are not followed.
+    anon = requests.Session()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', anon.get(f"{base}/console/login").text)[1]
+    r = anon.post(f"{base}/console/login", allow_redirects=False, data={
+        "nonce": nonce, "next": "/console/../..//evil.example", "email": email("auditor"),
+        "password": PASSWORD})
+    assert r.headers["location"] == "/console/"
+    # A signed-in user's requests that no page handled are still theirs in the log.
+    auditor = http_session(base, "auditor")
+    assert auditor.put(f"{base}/console/review/{pair.key}/reveal").status_code == 405
+    assert auditor.head(f"{base}/console/quarantine/hmis").status_code in (404, 405)
+    probes = gw.audited().filter((pl.col("kind") == "console_request")
+                                 & pl.col("message").str.contains("^(PUT|HEAD) .* 40[45]$"))
+    assert probes.height >= 2 and set(probes["actor"]) == {email("auditor")}, \
+        probes.select("actor", "message").rows()
+    assert set(probes["via"]) == {"console"}
+
+
+def test_one_attackers_guesses_do_not_lock_the_owner_out_elsewhere(console):
+    lake, _, _ = console
+    for i in range(accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS):
+        assert accounts.sign_in(lake, email("steward"), f"guess {i}", "198.51.100.7") is None
+    with pytest.raises(accounts.Throttled):
+        accounts.sign_in(lake, email("steward"), PASSWORD, "198.51.100.7")
+    assert accounts.sign_in(lake, email("steward"), PASSWORD, "192.0.2.10") is not None
+    # Spread over many addresses, guessing one account still stops.
+    for i in range(accounts.FAILURES_PER_ACCOUNT - accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS):
+        accounts.sign_in(lake, email("auditor"), "guess", f"203.0.113.{i}")
+    for i in range(accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS):
+        accounts.sign_in(lake, email("auditor"), "guess", "203.0.113.250")
+    with pytest.raises(accounts.Throttled):
+        accounts.sign_in(lake, email("auditor"), PASSWORD, "192.0.2.99")
+
+
+def test_a_record_id_with_invisible_characters_can_still_be_decided(console):
+    """An agency's record id holding U+202E made its pair impossible to decide in the
+    console (ids from the index are not typed: only the CLI's must be printable)."""
+    left, right = "medicaid:WA1\u202e23", "hmis:HM9"
+    with pytest.raises(mpi.DecisionError, match="--left is not a unique_id"):
+        mpi._check_decision_fields(left, right, "match", email("steward"), "twins")
+    mpi._check_decision_fields(left, right, "match", email("steward"), "twins", typed=False)
+    from ids_lakehouse.console.web import visible
+
+    assert visible(left) == "medicaid:WA1\\u202e23"

@@ -6,8 +6,9 @@ command line (`python -m ids_lakehouse console-user`), by an operator named in t
 log. A session is a random 256-bit token in an HttpOnly, SameSite=Strict cookie; only its
 SHA-256 is stored. It ends at sign-out, after IDLE_MINUTES without a request, after
 MAX_HOURS in any case, and at once when its account is disabled. Failed sign-ins are
-counted per address and per account: past the limit, sign-in is refused for a while even
-with the right password, so a password cannot be guessed at speed.
+counted per account and address, per account and per address: past a limit, sign-in is
+refused for a while even with the right password, so a password cannot be guessed at
+speed (and one attacker's guesses do not lock the owner out from their own address).
 
 Everything is in one SQLite file in the restricted zone (LAKE_ROOT/restricted/sharing/
 console.sqlite), shared by the gateway's worker processes."""
@@ -43,7 +44,12 @@ MAX_PASSWORD = 1024
 IDLE_MINUTES = 30
 MAX_HOURS = 10
 FAILURES_WINDOW_S = 900
-FAILURES_PER_ACCOUNT = 5
+# Per account and address: guessing from one place stops after five; someone else's
+# guesses from elsewhere never lock the account's owner out. Per account from anywhere
+# (fifty) bounds guessing spread over many addresses; per address (twenty), over many
+# accounts.
+FAILURES_PER_ACCOUNT_AND_ADDRESS = 5
+FAILURES_PER_ACCOUNT = 50
 FAILURES_PER_ADDRESS = 20
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -180,12 +186,15 @@ def sign_in(lake: Lake, email: str, password: str, address: str
     now = _now()
     con = _connect(lake)
     try:
-        keys = (f"account:{email}", f"address:{address}")
+        limits = {f"account+address:{email}|{address}": FAILURES_PER_ACCOUNT_AND_ADDRESS,
+                  f"account:{email}": FAILURES_PER_ACCOUNT,
+                  f"address:{address}": FAILURES_PER_ADDRESS}
+        keys = tuple(limits)
         con.execute("DELETE FROM failures WHERE at < ?", (now - FAILURES_WINDOW_S,))
-        counts = [con.execute("SELECT count(*) FROM failures WHERE key = ?", (k,)).fetchone()[0]
-                  for k in keys]
-        if counts[0] >= FAILURES_PER_ACCOUNT or counts[1] >= FAILURES_PER_ADDRESS:
-            raise Throttled()
+        for key, limit in limits.items():
+            if con.execute("SELECT count(*) FROM failures WHERE key = ?",
+                           (key,)).fetchone()[0] >= limit:
+                raise Throttled()
         row = con.execute("SELECT role, salt, hash, disabled_at FROM accounts WHERE email = ?",
                           (email,)).fetchone()
         candidate = password[:MAX_PASSWORD]

@@ -231,16 +231,32 @@ def quarantine_by_day(lake: Lake, days: int = 30) -> list[tuple[dt.date, str, in
     return sorted(out)
 
 
-def quarantined_rows(lake: Lake, source: str, sha256: str, limit: int = 500
-                     ) -> list[dict[str, Any]]:
-    """PERSONAL DATA: a delivery's quarantined rows, with the delivered row (`_raw`), in
-    row order; for stewards."""
+MAX_ROWS_SHOWN = 500
+MAX_RAW_CHARS = 2_000     # of one delivered row: a hostile file's megabyte rows stay small
+
+
+@dataclass(frozen=True)
+class QuarantinedRows:
+    by_stage: dict[str, int]          # rows of the delivery in quarantine now, per stage
+    rows: list[dict[str, Any]]        # PERSONAL DATA: the first MAX_ROWS_SHOWN
+    truncated: int                    # delivered rows cut to MAX_RAW_CHARS
+
+
+def quarantined_rows(lake: Lake, source: str, sha256: str) -> QuarantinedRows:
+    """PERSONAL DATA: a delivery's quarantined rows in stage and row order, each delivered
+    row (`_raw`) cut to MAX_RAW_CHARS characters; for stewards."""
     if source not in load_sources() or not delta.exists(lake.quarantine(source)):
-        return []
+        return QuarantinedRows({}, [], 0)
     q = delta.frame(lake.quarantine(source),
                     columns=["_row_number", "_stage", "_rule", "_column", "_reason", "_raw"],
                     filter=pc.field("_file_sha256") == sha256)
-    return q.sort("_row_number").head(limit).to_dicts()
+    by_stage = dict(q.group_by("_stage").len().sort("_stage").iter_rows())
+    shown = q.sort("_stage", "_row_number", nulls_last=True).head(MAX_ROWS_SHOWN)
+    long = shown["_raw"].str.len_chars() > MAX_RAW_CHARS
+    shown = shown.with_columns(pl.col("_raw").str.slice(0, MAX_RAW_CHARS),
+                               long.alias("_truncated"))
+    return QuarantinedRows({str(k): int(v) for k, v in by_stage.items()}, shown.to_dicts(),
+                           int(long.sum()))
 
 
 # ---------------------------------------------------------------- releases ledger

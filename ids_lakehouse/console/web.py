@@ -13,7 +13,10 @@ values). Every request is audited anyway by the gateway (who, page, status)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import posixpath
 import secrets
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +31,7 @@ from ids_lakehouse import audit, data_requests
 from ids_lakehouse.catalog import dcat_catalog
 from ids_lakehouse.config import Lake
 from ids_lakehouse.console import accounts, catalog, views
-from ids_lakehouse.identity.mpi import DecisionError, decide
+from ids_lakehouse.identity.mpi import DECISIONS, DecisionError, decide
 from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.sources import load_sources
 
@@ -72,6 +75,7 @@ class Pages:
         self.env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M UTC") if v else ""
         self.env.filters["weight"] = lambda v: "n/a" if v is None else f"{v:+.1f}"
         self.env.filters["num"] = lambda v: f"{v:,}"
+        self.env.filters["visible"] = visible
 
     def __call__(self, template: str, session: accounts.Session | None, status: int = 200,
                  **context: Any) -> HTMLResponse:
@@ -129,6 +133,18 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             raise Refused(403, "the form has expired; open the page again")
         return fields
 
+    async def on_record(kind: str, message: str, session: accounts.Session,
+                        **fields: Any) -> None:
+        """Written to the audit log (a Delta commit) before anything is shown: if it cannot
+        be, nothing is (a spooled event is lost with a killed process)."""
+        try:
+            await run_in_threadpool(audit.record, lake, kind, message, actor=session.email,
+                                    via="console", **fields)
+        except Exception:
+            logging.getLogger(__name__).exception("audit event not written; nothing shown")
+            raise Refused(503, "the audit log cannot be written just now, so nothing is "
+                          "shown; try again later") from None
+
     @r.get("/static/console.css")
     def stylesheet() -> Response:
         return Response(css, media_type="text/css",
@@ -161,8 +177,10 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         except accounts.Throttled:
             spool.add("console_sign_in_throttled", "sign-in refused: too many failures",
                       actor="anonymous", via="console", details={"client": client})
-            return page("login.html", None, status=429, next=next_path,
-                        nonce=nonce, error="Too many failed sign-ins: wait 15 minutes.")
+            refused = page("login.html", None, status=429, next=next_path, nonce=nonce,
+                           error="Too many failed sign-ins: wait 15 minutes.")
+            refused.headers["Retry-After"] = str(accounts.FAILURES_WINDOW_S)
+            return refused
         if started is None:
             spool.add("console_sign_in_refused", "sign-in refused", actor="anonymous",
                       via="console", details={"client": client})
@@ -205,8 +223,9 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
     @r.get("/review")
     def review(request: Request, session: accounts.Session = Depends(needs("review"))
                ) -> HTMLResponse:
+        done = request.query_params.get("done")
         return page("review.html", session, pairs=views.review_queue(lake),
-                    compared=views.COMPARED, flash=request.query_params.get("done"))
+                    compared=views.COMPARED, flash=done if done in DECISIONS else None)
 
     def _pair(key: str) -> views.Pair:
         found = views.find_pair(lake, key)
@@ -226,11 +245,9 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                      session: accounts.Session = Depends(needs("reveal"))) -> HTMLResponse:
         await form(request, session)
         pair = await run_in_threadpool(_pair, key)
-        # On record before the values leave.
-        spool.add("console_reveal", f"{session.email} revealed a review pair",
-                  actor=session.email, via="console",
-                  details={"left": pair.left, "right": pair.right,
-                           "fields": sorted({f for fs in views.COMPARED.values() for f in fs})})
+        await on_record("console_reveal", f"{session.email} revealed a review pair", session,
+                        details={"left": pair.left, "right": pair.right, "fields": sorted(
+                            {f for fs in views.COMPARED.values() for f in fs})})
         values = await run_in_threadpool(views.records, lake, pair)
         return page("pair.html", session, pair=pair, values=values,
                     compared=views.COMPARED, error=None)
@@ -240,17 +257,20 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                           session: accounts.Session = Depends(needs("decide"))) -> Response:
         fields = await form(request, session)
         pair = await run_in_threadpool(_pair, key)
+        # A textarea's line breaks are spaces (the reason is kept on one line).
+        reason = " ".join(str(fields.get("reason", "")).split())
+        decision = str(fields.get("decision", ""))
         try:
-            await run_in_threadpool(decide, lake, pair.left, pair.right,
-                                    fields.get("decision", ""), session.email,
-                                    fields.get("reason", ""), "console")
+            await run_in_threadpool(decide, lake, pair.left, pair.right, decision,
+                                    session.email, reason, "console", False)
         except DecisionError as exc:
-            message = str(exc).replace("--reason", "the reason").replace(
-                "--decision", "the decision").replace("decision must", "the decision must")
+            message = (str(exc).replace("--reason", "the reason")
+                       .replace("--left", "a record").replace("--right", "a record")
+                       .replace("decision must", "the decision must"))
             return page("pair.html", session, status=400, pair=pair, values=None,
                         compared=views.COMPARED, error=message)
-        return RedirectResponse("/console/review?done=" + fields["decision"],
-                                status_code=303, headers=HEADERS)
+        return RedirectResponse("/console/review?done=" + decision, status_code=303,
+                                headers=HEADERS)
 
     @r.get("/decisions")
     def decisions(request: Request, session: accounts.Session = Depends(needs("review"))
@@ -271,17 +291,18 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                     by_day=by_day, top=top)
 
     @r.get("/quarantine/{source}/{sha256}")
-    def quarantine_rows(request: Request, source: str, sha256: str,
-                        session: accounts.Session = Depends(needs("quarantine_rows"))
-                        ) -> HTMLResponse:
-        delivery = next((d for d in views.deliveries(lake)
+    async def quarantine_rows(request: Request, source: str, sha256: str,
+                              session: accounts.Session = Depends(needs("quarantine_rows"))
+                              ) -> HTMLResponse:
+        delivery = next((d for d in await run_in_threadpool(views.deliveries, lake)
                          if d.source == source and d.sha256 == sha256), None)
         if delivery is None:
             raise Refused(404, "no such delivery")
-        rows = views.quarantined_rows(lake, source, sha256)
-        spool.add("console_quarantine_rows", f"{session.email} opened quarantined rows",
-                  actor=session.email, via="console", source=source,
-                  details={"file_sha256": sha256, "rows_shown": len(rows)})
+        rows = await run_in_threadpool(views.quarantined_rows, lake, source, sha256)
+        await on_record("console_quarantine_rows", f"{session.email} opened quarantined rows",
+                        session, source=source, details={
+                            "file_sha256": sha256, "rows_shown": len(rows.rows),
+                            "shown": [[q["_stage"], q["_row_number"]] for q in rows.rows]})
         return page("quarantine_rows.html", session, delivery=delivery, rows=rows)
 
     @r.get("/releases")
@@ -349,8 +370,9 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             mart, _, column = item.partition(".")
             columns.setdefault(mart, []).append(column)
         raw = {k: fields.get(k, "") for k in ("title", "purpose", "recipient_organisation",
-                                              "recipient_contact", "legal_basis",
-                                              "justification", "start", "end")}
+                                              "recipient_contact", "legal_basis", "start",
+                                              "end")}
+        raw["justification"] = " ".join(str(fields.get("justification", "")).split())
         raw |= {"columns": columns, "sources": fields["source"]}
         try:
             parsed = data_requests.parse_request(raw)
@@ -375,7 +397,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         try:
             await run_in_threadpool(data_requests.decide, lake, rid, session.email,
                                     str(fields.get("decision", "")),
-                                    str(fields.get("reason", "")))
+                                    " ".join(str(fields.get("reason", "")).split()))
         except data_requests.RequestError as exc:
             return page("request.html", session, status=400, filed=_visible(session, rid),
                         error=str(exc), policy=data_requests.load_request_policy(),
@@ -414,14 +436,29 @@ def install(app: FastAPI, lake: Lake, spool: audit.Spool, public_url: str,
         return page("error.html", session, status=exc.status, message=exc.message)
 
 
+def signed_in_as(lake: Lake, request: Request) -> accounts.Session | None:
+    """Whose session a request carries (for the audit of requests no page handled)."""
+    token = request.cookies.get(COOKIE, "")
+    return accounts.session(lake, token) if token else None
+
+
+def visible(text: object) -> str:
+    """Invisible and direction-changing characters (a delivered value's U+202E, a
+    zero-width space) written as escapes, so what is shown is what is there."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") else c
+                   for c in str(text))
+
+
 def _origin(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
 def _safe_next(path: str) -> str:
-    """Only a page of the console, never another site (an open redirect)."""
-    if path.startswith("/console/") and not path.startswith("/console//") and \
-            "\\" not in path and len(path) < 300:
+    """Only a page of the console, never another site (an open redirect): a plain path
+    under /console/, without dot segments, doubled slashes or backslashes."""
+    if len(path) < 300 and path.startswith("/console/") and "\\" not in path and \
+            "//" not in path and posixpath.normpath(path) + "/" * path.endswith("/") == path \
+            and path.isprintable():
         return path
     return "/console/"

@@ -20,6 +20,20 @@ PATTERNS = {
 }
 
 
+# Free text people write about people (a steward's reason, a request's justification)
+# must not carry identifiers into the audit log: what looks like one is refused.
+TEXT_PATTERNS = {k: v for k, v in PATTERNS.items() if k != "person_id"} | {
+    "long_number": r"\d{7,}", "person_id": r"\bP[0-9A-F]{16}\b",
+    "date": r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"}
+
+
+def identifiers_in_text(text: str) -> list[str]:
+    """The rules (names) a free text matches: ssn, phone, email, dates, long numbers."""
+    import re
+
+    return sorted(rule for rule, pattern in TEXT_PATTERNS.items() if re.search(pattern, text))
+
+
 @dataclass(frozen=True)
 class Finding:
     column: str

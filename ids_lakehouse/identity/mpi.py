@@ -98,9 +98,22 @@ MAX_REASON = 1000
 MAX_UNIQUE_ID = 200
 
 
+def check_free_text(flag: str, text: str) -> None:
+    """Free text about people goes to the audit log: what looks like an identifier, a
+    date or a long number in it is refused (DecisionError names the kinds, not the text)."""
+    from ids_lakehouse.deid.scanner import identifiers_in_text
+
+    found = identifiers_in_text(text)
+    if found:
+        raise DecisionError(f"{flag} looks like it holds {', '.join(found)}: describe the "
+                            "evidence without copying values (it is kept in the audit log)")
+
+
 def _check_decision_fields(left: str, right: str, decision: str, steward: str,
-                           reason: str) -> None:
-    """What a decision must satisfy on its own, without looking at the lake."""
+                           reason: str, typed: bool = True) -> None:
+    """What a decision must satisfy on its own, without looking at the lake. `typed`: the
+    record ids were typed by a person (the CLI), not taken from the index (the console),
+    so they must also be printable."""
     for flag, value in (("--left", left), ("--right", right), ("--steward", steward),
                         ("--reason", reason)):
         try:
@@ -123,19 +136,20 @@ def _check_decision_fields(left: str, right: str, decision: str, steward: str,
         raise DecisionError(f"--reason is {len(reason):,} characters; keep it to "
                             f"{MAX_REASON:,} at most")
     for flag, uid in (("--left", left), ("--right", right)):
-        if len(uid) > MAX_UNIQUE_ID or not uid.isprintable() or \
+        if len(uid) > MAX_UNIQUE_ID or (typed and not uid.isprintable()) or \
                 not UNIQUE_ID.fullmatch(uid):
             raise DecisionError(f"{flag} is not a unique_id of the form source:record_id")
+    check_free_text("--reason", reason)
     if left == right:
         raise DecisionError("--left and --right are the same record; a decision needs two "
                             "different records")
 
 
 def validate_decision(lake: Lake, left: str, right: str, decision: str, steward: str,
-                      reason: str) -> None:
+                      reason: str, typed: bool = True) -> None:
     """Raise DecisionError unless the decision can be recorded: well-formed arguments,
     a lake that exists, a built identity index, and both records in it."""
-    _check_decision_fields(left, right, decision, steward, reason)
+    _check_decision_fields(left, right, decision, steward, reason, typed)
     if not lake.root.is_dir():
         raise DecisionError(f"no lake at {lake.root}: set LAKE_ROOT to an existing lake")
     xref = lake.identity("person_xref")
@@ -153,14 +167,14 @@ def validate_decision(lake: Lake, left: str, right: str, decision: str, steward:
 
 
 def record_decision(lake: Lake, left: str, right: str, decision: str, steward: str,
-                    reason: str, *, check_index: bool = False) -> None:
+                    reason: str, *, check_index: bool = False, typed: bool = True) -> None:
     """Append a steward decision on the pair (left, right). Raises DecisionError, and
     records nothing, when the decision is malformed; with check_index (as the steward CLI
     does) also when the lake, its identity index or either record is missing."""
     if check_index:
-        validate_decision(lake, left, right, decision, steward, reason)
+        validate_decision(lake, left, right, decision, steward, reason, typed)
     else:
-        _check_decision_fields(left, right, decision, steward, reason)
+        _check_decision_fields(left, right, decision, steward, reason, typed)
     row = pl.DataFrame([{"unique_id_l": left, "unique_id_r": right, "decision": decision,
                          "steward": steward, "reason": reason,
                          "decided_at": dt.datetime.now(dt.timezone.utc)}],
@@ -169,20 +183,20 @@ def record_decision(lake: Lake, left: str, right: str, decision: str, steward: s
 
 
 def decide(lake: Lake, left: str, right: str, decision: str, steward: str, reason: str,
-           via: str) -> None:
+           via: str, typed: bool = True) -> None:
     """A steward's decision on a pair, as the CLI and the console take it: validated
     against the index (DecisionError), audited, then recorded; honoured from the next
     identity build. The audit event comes first: a process killed between the two leaves
     an audited decision to re-enter, never an unaudited one in force."""
     from ids_lakehouse import audit, zones
 
-    validate_decision(lake, left, right, decision, steward, reason)
+    validate_decision(lake, left, right, decision, steward, reason, typed)
     zones.prepare(lake.root)
     audit.record(lake, "steward_decision", f"{decision}: {left} / {right}", actor=steward,
                  via=via, details={"left": left, "right": right, "decision": decision,
                                    "reason": reason})
     crash.point("steward.after_audit")
-    record_decision(lake, left, right, decision, steward, reason)
+    record_decision(lake, left, right, decision, steward, reason, typed=typed)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 recipients of each agreement, real-time lookups in the master person index for
 operations agreements (`POST /v1/lookups`, sharing/lookups.py), and differentially private
 statistical queries for agreements that declare them (`POST /v1/queries`,
-sharing/queries.py). `python -m ids_lakehouse serve` runs it under uvicorn; the OpenAPI
-description is at /openapi.json and /docs.
+sharing/queries.py), and the steward's console (/console, ids_lakehouse/console).
+`python -m ids_lakehouse serve` runs it under uvicorn; the OpenAPI description is at
+/openapi.json (no /docs page: Swagger UI loads its scripts from a CDN, which would run
+with the console's origin).
 
 Every request is authenticated by a bearer token (sharing/tokens.py) that speaks for one
 agreement, and audited: who (the token's id, never the token), which agreement, which
@@ -198,8 +200,10 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         finally:
             flusher.stop()
 
+    # No trailing-slash redirects: Starlette builds them on the request's Host header.
     app = FastAPI(title="ids-lakehouse sharing gateway", lifespan=lifespan,
-                  description="Delta Sharing over the releases of each data sharing agreement.")
+                  description="Delta Sharing over the releases of each data sharing agreement.",
+                  docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.spool = spool
     service = lookups.Lookups(lake, settings.max_lookup_batch, settings.index_recheck_s)
     app.state.lookups = service
@@ -257,6 +261,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(_Audited, spool=spool, throttled=throttled, settings=settings)
     console.install(app, lake, spool, public_url, settings.dagster_url)
+    app.state.identify = lambda request: console.signed_in_as(lake, request)
 
     def _share(who: tokens.Principal, share: str) -> None:
         if share != who.agreement.id:
@@ -570,9 +575,10 @@ class _Audited:
         async def answer(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record(message["status"])
-                if message["status"] == 429:
-                    message["headers"] = [*message.get("headers", []),
-                                          (b"retry-after", b"60")]
+                headers = message.get("headers", [])
+                if message["status"] == 429 and not any(k.lower() == b"retry-after"
+                                                        for k, _ in headers):
+                    message["headers"] = [*headers, (b"retry-after", b"60")]
             await send(message)
 
         if int(request.headers.get("content-length") or 0) > _body_limit(request,
@@ -641,11 +647,15 @@ def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) ->
         details["outcomes"] = request.state.counts
     if getattr(request.state, "query", None) is not None:
         details["query"] = request.state.query
-    if endpoint.startswith("/console"):
-        kind = "console_request"
+    if request.url.path.startswith("/console"):
+        if account is None:     # refused before a page looked (405, 404, 413): who asked
+            account = request.app.state.identify(request)
+        if account is not None:
+            details["role"] = account.role
+        kind, via = "console_request", "console"
         actor = account.email if account is not None else "anonymous"
     else:
         kind = "sharing_request" if status < 400 else "sharing_refused"
-        actor = who.token_id if who else "anonymous"
-    spool.add(kind, f"{request.method} {endpoint} -> {status}", actor=actor,
-              via="sharing-gateway", details=details)
+        actor, via = (who.token_id if who else "anonymous"), "sharing-gateway"
+    spool.add(kind, f"{request.method} {endpoint} -> {status}", actor=actor, via=via,
+              details=details)
