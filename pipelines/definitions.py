@@ -16,7 +16,7 @@ from assets.releases import release_assets
 from pipelines.automation import automated, downstream_automation
 from pipelines.jobs import ingest_jobs, nightly_job
 from pipelines.resources import LakeResource
-from pipelines.schedules import nightly_refresh
+from pipelines.schedules import nightly_refresh, steward_decisions_sensor
 from pipelines.sensors import audit_run_failures, audit_run_successes, landing_sensor
 
 
@@ -45,7 +45,7 @@ def build_definitions() -> Definitions:
         jobs=[*ingest_jobs.values(), nightly_job],
         schedules=[nightly_refresh],
         sensors=[landing_sensor, downstream_automation, audit_run_failures,
-                 audit_run_successes],
+                 audit_run_successes, steward_decisions_sensor],
         resources={"lake": LakeResource.from_env()},
         # One process per run: the layers run one after another anyway, and a step process
         # per asset costs seconds of start-up each. A run whose process dies is retried

@@ -1,7 +1,8 @@
 """The nightly refresh: the backstop of the downstream automation. It rebuilds everything
 downstream of bronze when a delivery was accepted since silver was last built, or a
 steward decided a review pair since the master person index was last built; otherwise it
-skips and says why."""
+skips and says why. A steward's decision does not wait for the night: the
+steward_decisions sensor requests the same refresh within minutes of it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import datetime as dt
 
 from dagster import (
     DefaultScheduleStatus,
+    DefaultSensorStatus,
     RunRequest,
     ScheduleEvaluationContext,
+    SensorEvaluationContext,
     SkipReason,
     schedule,
+    sensor,
 )
 
 from assets.keys import bronze_key, identity_key, silver_key
@@ -20,6 +24,7 @@ from ids_lakehouse.identity.mpi import steward_decisions
 from ids_lakehouse.sources import load_sources
 from pipelines.jobs import DOWNSTREAM_TAG, nightly_job
 from pipelines.resources import LakeResource
+from pipelines.sensors import interval
 
 
 def _latest(instance, key) -> float | None:
@@ -52,3 +57,18 @@ def nightly_refresh(context: ScheduleEvaluationContext, lake: LakeResource):
         return SkipReason("no new deliveries or steward decisions since the last build")
     return RunRequest(tags={**DOWNSTREAM_TAG, "ids/trigger": "nightly",
                             "ids/stale": ",".join(reasons)})
+
+
+@sensor(name="steward_decisions", job=nightly_job, default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval("IDS_DECISIONS_SENSOR_INTERVAL_S", 120),
+        description="Applies steward decisions (the console's or the CLI's) without waiting "
+                    "for the nightly refresh: requests it when a decision is newer than the "
+                    "master person index.")
+def steward_decisions_sensor(context: SensorEvaluationContext, lake: LakeResource):
+    if "steward_decisions" not in stale(context.instance, lake):
+        return SkipReason("no steward decision since the master person index was built")
+    latest = steward_decisions(lake.layout())["decided_at"].max()
+    stamp = latest.isoformat() if isinstance(latest, dt.datetime) else "none"
+    # One run per newest decision: ticks while it is queued or running request nothing new.
+    return RunRequest(run_key=f"decisions-{stamp}",
+                      tags={**DOWNSTREAM_TAG, "ids/trigger": "steward_decisions"})

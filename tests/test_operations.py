@@ -62,7 +62,14 @@ def test_nightly_refresh_runs_only_after_new_deliveries(tmp_path, tiny_landing, 
 
 
 def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, monkeypatch):
-    from dagster import AssetMaterialization
+    """And the steward_decisions sensor requests that refresh at once, once per decision."""
+    from dagster import AssetMaterialization, build_sensor_context
+
+    from pipelines.schedules import steward_decisions_sensor
+
+    def sensed(instance):
+        with build_sensor_context(instance=instance, resources=lake) as context:
+            return steward_decisions_sensor(context)
 
     from assets.keys import identity_key, silver_key
     from ids_lakehouse.identity.mpi import record_decision
@@ -76,11 +83,18 @@ def test_a_steward_decision_alone_makes_the_nightly_refresh_run(tmp_path, monkey
                     identity_key("person_xref")):
             instance.report_runless_asset_event(AssetMaterialization(key))
         assert isinstance(_tick(instance, lake), SkipReason)
+        assert isinstance(sensed(instance), SkipReason)
         record_decision(Lake(tmp_path / "lake"), "hmis:1", "medicaid:2", "non_match",
                         "steward@example.gov", "different people")
         request = _tick(instance, lake)
         assert isinstance(request, RunRequest)
         assert request.tags["ids/stale"] == "steward_decisions"
+        now = sensed(instance)
+        assert isinstance(now, RunRequest) and now.run_key == sensed(instance).run_key
+        assert now.tags["ids/trigger"] == "steward_decisions"
+        # Once the index is built after the decision, nothing more is requested.
+        instance.report_runless_asset_event(AssetMaterialization(identity_key("person_xref")))
+        assert isinstance(sensed(instance), SkipReason)
 
 
 def test_failed_runs_are_audited_without_data(tmp_path, tiny_landing, monkeypatch):
