@@ -34,6 +34,8 @@ from ids_lakehouse.sharing import store
 from ids_lakehouse.sources import load_sources
 
 Need = Literal["open", "steward", "refused"]
+NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+INVISIBLE = ("Cc", "Cf", "Zl", "Zp")    # controls, format (bidi, zero-width), separators
 ORDER: dict[str, int] = {"open": 0, "steward": 1, "refused": 2}
 EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 
@@ -42,6 +44,8 @@ class RequestPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sla_days: int = Field(ge=1)
     max_period_days: int = Field(ge=1)
+    max_days_ahead: int = Field(ge=0)
+    max_requests_per_day: int = Field(ge=1)
     regimes: dict[str, Need]
     classifications: dict[str, Need]
 
@@ -74,19 +78,38 @@ class DataRequest(BaseModel):
                      "justification")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
-            raise ValueError("holds control characters (line breaks, escapes)")
+        if any(unicodedata.category(c) in INVISIBLE for c in value):
+            raise ValueError("holds control or invisible characters (line breaks, escapes)")
         return value.strip()
 
-    @field_validator("justification")
+    @field_validator("title", "recipient_organisation", "legal_basis", "justification")
     @classmethod
     def _no_identifiers(cls, value: str) -> str:
+        # Requests are kept, shown to stewards and turned into agreement files: no one's
+        # identifiers in them.
         from ids_lakehouse.deid.scanner import identifiers_in_text
 
         found = identifiers_in_text(value)
         if found:
-            raise ValueError(f"looks like it holds {', '.join(found)}")
+            raise ValueError(f"looks like it holds {', '.join(found)}: describe without "
+                             "copying identifiers, dates or long numbers")
         return value
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        # Names, not text: what is not a plain name is not filed (nor audited).
+        if not all(NAME.fullmatch(m) and all(NAME.fullmatch(c) for c in cs)
+                   for m, cs in value.items()):
+            raise ValueError("mart and column names are lower-case names (a-z, 0-9, _)")
+        return {m: sorted(set(cs)) for m, cs in value.items()}
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: list[str]) -> list[str]:
+        if not all(NAME.fullmatch(s) for s in value):
+            raise ValueError("agency names are lower-case names (a-z, 0-9, _)")
+        return sorted(set(value))
 
     @field_validator("recipient_contact")
     @classmethod
@@ -152,6 +175,9 @@ def evaluate(request: DataRequest, today: dt.date,
         add("period", "refused", f"the period is longer than {policy.max_period_days} days")
     elif request.end < today:
         add("period", "refused", "the period has already ended")
+    elif (request.start - today).days > policy.max_days_ahead:
+        add("period", "refused", f"the period starts more than {policy.max_days_ahead} days "
+            "ahead")
     unknown = sorted(set(request.sources) - set(sources))
     if unknown:
         add("sources", "refused", f"sources {', '.join(unknown)} are not declared")
@@ -176,6 +202,8 @@ def evaluate(request: DataRequest, today: dt.date,
             add("aggregate", "open", f"{mart_name} is published as protected counts (small "
                 "cells suppressed, cell-key perturbation): open data")
             continue
+        add("person_level", "steward", f"{mart_name} holds records of people, not counts: "
+            "a named steward decides, under an agreement")
         for column in sorted(set(columns) & set(mart.columns)):
             declared = mart.columns[column]
             cls = declared.classification
@@ -212,6 +240,10 @@ STATUSES = {"granted_aggregate": "granted (open data)", "needs_steward": "waitin
 
 class RequestError(ValueError):
     """Why a request cannot be filed or decided (one line; names fields, never values)."""
+
+
+class TooMany(RequestError):
+    """Over the requests one person may file in 24 hours."""
 
 
 @dataclass(frozen=True)
@@ -254,19 +286,37 @@ def parse_request(raw: dict[str, Any]) -> DataRequest:
     try:
         return DataRequest.model_validate(raw)
     except ValidationError as exc:
-        where = sorted({".".join(str(p) for p in e["loc"][:1]) or "request"
-                        for e in exc.errors(include_input=False)})
-        raise RequestError(f"check {', '.join(where)}") from None
+        said = []
+        for e in exc.errors(include_input=False):
+            where = ".".join(str(p) for p in e["loc"][:1]) or "request"
+            # Our own validators' words hold no input; pydantic's may quote it.
+            why = e["msg"].removeprefix("Value error, ") if e["type"] == "value_error" \
+                else None
+            said.append(f"{where}: {why}" if why else where)
+        raise RequestError(f"check {'; '.join(sorted(set(said)))}") from None
 
 
 def file(lake: Lake, requester: str, request: DataRequest,
          now: dt.datetime | None = None) -> Filed:
     """File a request: the policy answers at once; audited before it is stored."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    evaluation = evaluate(request, now.date())
+    policy = load_request_policy()
+    evaluation = evaluate(request, now.date(), policy)
+    marts, sources = load_marts().marts, load_sources()
+    # Declared names only in the audit log (anything else is counted, not written).
+    declared = {m: [c for c in cs if c in marts[m].columns]
+                for m, cs in request.columns.items() if m in marts}
+    undeclared = sum(len(cs) for cs in request.columns.values()) - \
+        sum(len(cs) for cs in declared.values())
     con = _connect(lake)
     try:
         with store.transaction(con):
+            since = (now - dt.timedelta(days=1)).isoformat()
+            filed_today = con.execute("SELECT count(*) FROM requests WHERE requester = ? AND "
+                                      "filed_at > ?", (requester, since)).fetchone()[0]
+            if filed_today >= policy.max_requests_per_day:
+                raise TooMany(f"{filed_today} requests filed in the last 24 hours: the limit "
+                              f"is {policy.max_requests_per_day}")
             cur = con.execute("INSERT INTO requests (requester, filed_at, body, evaluation, "
                               "status) VALUES (?, ?, ?, ?, ?)",
                               (requester, now.isoformat(), request.model_dump_json(),
@@ -275,7 +325,8 @@ def file(lake: Lake, requester: str, request: DataRequest,
             audit.record(lake, "data_request_filed", f"request {rid} filed: "
                          f"{evaluation.outcome}", actor=requester, via="console",
                          details={"request": rid, "purpose": request.purpose,
-                                  "columns": request.columns, "sources": request.sources,
+                                  "columns": declared, "undeclared_names": undeclared,
+                                  "sources": [s for s in request.sources if s in sources],
                                   "outcome": evaluation.outcome,
                                   "rules": sorted({f.rule for f in evaluation.findings}),
                                   "declarations": evaluation.declarations})
@@ -308,14 +359,17 @@ def get(lake: Lake, rid: int) -> Filed | None:
 
 
 def listing(lake: Lake, requester: str | None = None) -> list[Filed]:
-    """Every request (or one requester's), newest first."""
+    """Every request (or one requester's): those waiting for a steward first, oldest
+    (the most overdue) first, then the others, newest first."""
     if not path(lake).exists():
         return []
     con = _connect(lake)
     try:
         sql = f"SELECT {COLUMNS} FROM requests"
-        rows = con.execute(sql + " WHERE requester = ? ORDER BY id DESC", (requester,)) \
-            if requester is not None else con.execute(sql + " ORDER BY id DESC")
+        order = (" ORDER BY status != 'needs_steward', CASE WHEN status = 'needs_steward' "
+                 "THEN id ELSE -id END")
+        rows = con.execute(sql + " WHERE requester = ?" + order, (requester,)) \
+            if requester is not None else con.execute(sql + order)
         return [_row(r) for r in rows]
     finally:
         con.close()
@@ -351,8 +405,16 @@ def decide(lake: Lake, rid: int, steward: str, decision: str, reason: str,
                                    "decide")
             if steward == filed.requester:
                 raise RequestError("a steward cannot decide their own request")
-            draft = draft_agreement(filed, steward, now.date()) if decision == "approved" \
-                else None
+            if decision == "approved" and filed.request.end < now.date():
+                raise RequestError("the request's period has ended: deny it, or ask the "
+                                   "requester to file it again")
+            try:
+                draft = draft_agreement(filed, steward, now.date()) \
+                    if decision == "approved" else None
+            except ValidationError as exc:
+                raise RequestError("the drafted agreement would not load ("
+                                   f"{exc.errors(include_input=False)[0]['msg']}): deny it, "
+                                   "or ask the requester to file it again") from None
             audit.record(lake, "data_request_decided", f"request {rid} {decision}",
                          actor=steward, via="console",
                          details={"request": rid, "decision": decision, "reason": reason,
@@ -402,4 +464,11 @@ def draft_agreement(filed: Filed, steward: str, today: dt.date) -> str:
     header = (f"# Drafted from data request {filed.id} (filed {filed.filed_at:%Y-%m-%d} by "
               f"{filed.requester}), approved by {steward} on {today.isoformat()}.\n"
               "# Review, have the parties sign, then add it to data_model/agreements/.\n")
-    return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+    return header + yaml.dump(body, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Like the hand-written agreements: no anchors and aliases for repeated values."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

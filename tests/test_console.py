@@ -170,11 +170,11 @@ def test_each_role_sees_its_pages_and_only_a_steward_sees_values(console, tmp_pa
     pair = views.review_queue(lake)[0]
     shown = [v for side in views.records(lake, pair).values() for v in side.values()
              if len(v) >= 3]
-    menus = {"steward": {"Review queue", "Quarantine", "Releases", "Catalog"},
-             "engineer": {"Quarantine", "Catalog"},
-             "auditor": {"Review queue", "Quarantine", "Releases", "Catalog"},
-             "requester": {"Catalog"}}
-    everything = {"Review queue", "Quarantine", "Releases", "Catalog"}
+    menus = {"steward": {"Review queue", "Quarantine", "Releases", "Catalog", "Requests"},
+             "engineer": {"Quarantine", "Catalog", "Requests"},
+             "auditor": {"Review queue", "Quarantine", "Releases", "Catalog", "Requests"},
+             "requester": {"Catalog", "Requests"}}
+    everything = {"Review queue", "Quarantine", "Releases", "Catalog", "Requests"}
     with chromium(tmp_path) as browser:
         page = browser.page
         for role in ("engineer", "auditor", "requester"):
@@ -190,7 +190,7 @@ def test_each_role_sees_its_pages_and_only_a_steward_sees_values(console, tmp_pa
                 assert "•••" in body and page.locator("text=Reveal values").count() == 0
                 assert page.locator("text=Record decision").count() == 0
             else:
-                assert f"a {role} account cannot open this page" in body
+                assert f"{role} account cannot open this page" in body
             page.click("text=Sign out")
             page.wait_for_url(f"{base}/console/login")
     # The steward's forms, posted by the others with their own valid CSRF token: refused.
@@ -523,3 +523,34 @@ def test_a_record_id_with_invisible_characters_can_still_be_decided(console):
     from ids_lakehouse.console.web import visible
 
     assert visible(left) == "medicaid:WA1\\u202e23"
+
+
+def test_auditors_see_every_request_and_file_none(console):
+    from ids_lakehouse import data_requests
+
+    lake, gw, _ = console
+    base = gw.base
+    filed = data_requests.file(lake, email("requester"), data_requests.parse_request({
+        "title": "Coverage of homeless students", "purpose": "research",
+        "recipient_organisation": "U", "recipient_contact": "a@uni.example.edu",
+        "legal_basis": "FERPA", "justification": "coverage", "start": "2027-01-01",
+        "end": "2027-06-30", "sources": ["schools"],
+        "columns": {"research_person": ["sex"]}}))
+    auditor = http_session(base, "auditor")
+    listed = auditor.get(f"{base}/console/requests")
+    assert listed.status_code == 200 and "Coverage of homeless students" in listed.text
+    assert "File a new request" not in listed.text
+    assert auditor.get(f"{base}/console/requests/{filed.id}").status_code == 200
+    assert auditor.get(f"{base}/console/requests/new").status_code == 403
+    assert "an auditor account" in auditor.get(f"{base}/console/requests/new").text
+    for rid in ("99999999999999999999999", "9223372036854775808", "0", "-1"):
+        assert auditor.get(f"{base}/console/requests/{rid}").status_code in (400, 404), rid
+    steward = http_session(base, "steward")
+    assert "1 request waiting for a steward" in steward.get(f"{base}/console/").text
+    # A percent-encoded dot segment in next= is not followed either.
+    anon = requests.Session()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', anon.get(f"{base}/console/login").text)[1]
+    r = anon.post(f"{base}/console/login", allow_redirects=False, data={
+        "nonce": nonce, "next": "/console/%2e%2e/openapi.json", "email": email("auditor"),
+        "password": PASSWORD})
+    assert r.headers["location"] == "/console/"

@@ -155,3 +155,48 @@ def test_filed_decided_audited_and_the_draft_loads_as_an_agreement(published_cop
     assert events["kind"].to_list().count("data_request_filed") == 2
     assert events.filter(pl.col("kind") == "data_request_decided")["actor"].to_list() == \
         ["steward@ids.example.gov"]
+
+
+def test_red_team_round_2_holds():
+    """What a second attack found: a person-level mart's harmless column granted as open
+    data; names that were free text (an SSN as an agency) filed and audited; a period
+    starting in year 9999; legal citations refused as dates."""
+    ops = evaluate(request(purpose="operations", sources=["travellers"],
+                           columns={"contact_directory": ["source"]}), TODAY)
+    assert ops.outcome == "needs_steward" and ("person_level", "steward") in rules(ops)
+    for change in ({"columns": {"research_person": ["JOHN SMITH 1980-04-12"]}},
+                   {"columns": {"987-65-4320": ["first_name"]}},
+                   {"sources": ["hmis", "555-12-3456"]},
+                   {"title": "follow-up for 123-45-6789"},
+                   {"justification": "born April 12, 1980"},
+                   {"justification": "line\u2028separator"},
+                   {"legal_basis": "1 2 3 4 5 6 7 8 9"}):
+        with pytest.raises(RequestError) as raised:
+            parse_request(BASE | change)
+        said = str(raised.value)
+        assert "1980" not in said and "4320" not in said and "3456" not in said
+    fine = request(legal_basis="Under 42 U.S.C. 1320d-6 and RCW 43.70.050",
+                   justification="Per 45 CFR 164.512(b); FERPA 34 CFR 99.31(a)(6)")
+    assert evaluate(fine, TODAY).outcome == "needs_steward"
+    far = evaluate(request(start="2030-01-01", end="2030-12-31"), TODAY)
+    assert far.outcome == "refused" and ("period", "refused") in rules(far)
+
+
+def test_a_flood_of_requests_stops_and_an_ended_period_is_not_approved(published_copy):
+    from ids_lakehouse.data_requests import TooMany
+
+    lake = Lake(published_copy.lake)
+    limit = load_request_policy().max_requests_per_day
+    now = dt.datetime(2026, 11, 30, 9, tzinfo=dt.timezone.utc)
+    filed = [file(lake, "flood@uni.example.edu", request(), now=now) for _ in range(limit)]
+    with pytest.raises(TooMany):
+        file(lake, "flood@uni.example.edu", request(), now=now)
+    file(lake, "other@uni.example.edu", request(), now=now)     # others are not held up
+    # Waiting requests come first, the oldest first.
+    waiting = [f.id for f in listing(lake) if f.status == "needs_steward"]
+    assert waiting == sorted(waiting) and listing(lake)[0].id == filed[0].id
+    later = now + dt.timedelta(days=800)
+    with pytest.raises(RequestError, match="period has ended"):
+        decide(lake, filed[0].id, "steward@ids.example.gov", "approved", "too late", now=later)
+    assert decide(lake, filed[0].id, "steward@ids.example.gov", "denied", "period over",
+                  now=later).status == "denied"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +39,7 @@ HERE = Path(__file__).parent      # templates/ and static/ beside this module
 COOKIE = "idsl_console"
 LOGIN_COOKIE = "idsl_login"
 MAX_FORM_BYTES = 16_384
+PAGE = 100          # requests per page
 HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -97,10 +98,12 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         request.state.account = session
         return session
 
-    def needs(action: str) -> Callable[..., accounts.Session]:
+    def needs(*actions: str) -> Callable[..., accounts.Session]:
+        """A session whose role may do any of `actions`."""
         def check(session: accounts.Session = Depends(signed_in)) -> accounts.Session:
-            if not session.may(action):
-                raise Refused(403, f"a {session.role} account cannot open this page")
+            if not any(session.may(a) for a in actions):
+                article = "an" if session.role[0] in "aeiou" else "a"
+                raise Refused(403, f"{article} {session.role} account cannot open this page")
             return session
         return check
 
@@ -215,7 +218,12 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
              ) -> HTMLResponse:
         day_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
         recent = views.deliveries(lake, day_ago) if session.may("quarantine") else []
-        return page("home.html", session,
+        waiting = [f for f in data_requests.listing(lake) if f.status == "needs_steward"] \
+            if session.may("decide_request") else []
+        policy = data_requests.load_request_policy()
+        return page("home.html", session, waiting=len(waiting),
+                    overdue=sum(f.overdue(dt.datetime.now(dt.timezone.utc), policy)
+                                for f in waiting),
                     pending=len(views.review_queue(lake)) if session.may("review") else None,
                     recent=recent,
                     releases=views.releases(lake)[:5] if session.may("releases") else [])
@@ -335,7 +343,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
     # ------------------------------------------------------------ data requests
 
     def _visible(session: accounts.Session, rid: int) -> data_requests.Filed:
-        filed = data_requests.get(lake, rid)
+        filed = data_requests.get(lake, rid) if 0 < rid < 2**62 else None
         # Someone else's request is "not found", not "forbidden" (ids are not a directory).
         if filed is None or not (session.may("requests") or filed.requester == session.email):
             raise Refused(404, "no such request")
@@ -349,10 +357,15 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                     sources=load_sources())
 
     @r.get("/requests")
-    def requests_page(request: Request, session: accounts.Session = Depends(needs("request"))
+    def requests_page(request: Request, page_number: int = Query(1, alias="page", ge=1,
+                                                                   le=100_000),
+                      session: accounts.Session = Depends(needs("request", "requests"))
                       ) -> HTMLResponse:
         filed = data_requests.listing(lake, None if session.may("requests") else session.email)
-        return page("requests.html", session, requests=filed,
+        first = (page_number - 1) * PAGE
+        return page("requests.html", session, requests=filed[first:first + PAGE],
+                    page_number=page_number, more=len(filed) > first + PAGE,
+                    waiting=sum(f.status == "needs_steward" for f in filed),
                     policy=data_requests.load_request_policy(), statuses=data_requests.STATUSES,
                     now=dt.datetime.now(dt.timezone.utc))
 
@@ -378,13 +391,19 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             parsed = data_requests.parse_request(raw)
             filed = await run_in_threadpool(data_requests.file, lake, session.email, parsed)
         except data_requests.RequestError as exc:
-            return _request_form(session, status=400, error=str(exc), values=fields)
+            status = 429 if isinstance(exc, data_requests.TooMany) else 400
+            return _request_form(session, status=status, error=str(exc), values=fields)
+        except Exception:
+            logging.getLogger(__name__).exception("request not filed")
+            raise Refused(503, "the request could not be filed just now (nothing was "
+                          "kept); try again later") from None
         return RedirectResponse(f"/console/requests/{filed.id}", status_code=303,
                                 headers=HEADERS)
 
     @r.get("/requests/{rid}")
     def request_page(request: Request, rid: int,
-                     session: accounts.Session = Depends(needs("request"))) -> HTMLResponse:
+                     session: accounts.Session = Depends(needs("request", "requests"))
+                     ) -> HTMLResponse:
         return page("request.html", session, filed=_visible(session, rid), error=None,
                     policy=data_requests.load_request_policy(),
                     statuses=data_requests.STATUSES, now=dt.datetime.now(dt.timezone.utc))
@@ -403,15 +422,20 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                         error=str(exc), policy=data_requests.load_request_policy(),
                         statuses=data_requests.STATUSES,
                         now=dt.datetime.now(dt.timezone.utc))
+        except Exception:
+            logging.getLogger(__name__).exception("request decision not recorded")
+            raise Refused(503, "the decision could not be recorded just now (nothing "
+                          "changed); try again later") from None
         return RedirectResponse(f"/console/requests/{rid}", status_code=303, headers=HEADERS)
 
     @r.get("/requests/{rid}/agreement.yaml")
     def draft(request: Request, rid: int,
-              session: accounts.Session = Depends(needs("request"))) -> Response:
+              session: accounts.Session = Depends(needs("request", "requests"))) -> Response:
         filed = _visible(session, rid)
         if filed.draft is None:
             raise Refused(404, "this request has no draft agreement (it is not approved)")
-        return Response(filed.draft, media_type="application/yaml", headers=HEADERS | {
+        return Response(filed.draft, media_type="application/yaml; charset=utf-8",
+                        headers=HEADERS | {
             "Content-Disposition": f'attachment; filename="request-{rid}-agreement.yaml"'})
 
     return r
@@ -457,7 +481,7 @@ def _origin(url: str) -> str:
 def _safe_next(path: str) -> str:
     """Only a page of the console, never another site (an open redirect): a plain path
     under /console/, without dot segments, doubled slashes or backslashes."""
-    if len(path) < 300 and path.startswith("/console/") and "\\" not in path and \
+    if len(path) < 300 and path.startswith("/console/") and not {"\\", "%"} & set(path) and \
             "//" not in path and posixpath.normpath(path) + "/" * path.endswith("/") == path \
             and path.isprintable():
         return path

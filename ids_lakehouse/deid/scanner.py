@@ -22,9 +22,16 @@ PATTERNS = {
 
 # Free text people write about people (a steward's reason, a request's justification)
 # must not carry identifiers into the audit log: what looks like one is refused.
+_MONTH = (r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?")
 TEXT_PATTERNS = {k: v for k, v in PATTERNS.items() if k != "person_id"} | {
-    "long_number": r"\d{7,}", "person_id": r"\bP[0-9A-F]{16}\b",
-    "date": r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"}
+    # Seven digits in a row, or nine with spaces or punctuation between them (an SSN or
+    # a phone typed apart); legal citations ("RCW 43.70.050", "45 CFR 164.512") pass.
+    "long_number": r"\d{7,}|(?:\d[\s./-]?){9,}",
+    "person_id": r"\bP[0-9A-F]{16}\b",
+    "date": r"\b(?:[0-3]?\d[-/.][01]?\d[-/.](?:19|20)\d{2}|(?:19|20)\d{2}[-/.][01]?\d"
+            r"[-/.][0-3]?\d)\b",
+    "date_in_words": rf"(?i)\b(?:{_MONTH}\s+[0-3]?\d(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}"
+                     rf"|[0-3]?\d(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+(?:19|20)\d{{2}})\b"}
 
 
 def identifiers_in_text(text: str) -> list[str]:
