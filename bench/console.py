@@ -7,7 +7,8 @@ copied. The server is the product's `python -m ids_lakehouse serve` (one worker)
 own process group on 127.0.0.1; the steward's account is made by `console-user add`; the
 client (requests, in this process, sharing the 2 cores) signs in through the form and
 opens each page in turn, round after round. A page's time is the whole request: the
-session check, reading the lake, rendering, and the audit event spooled."""
+session check, reading the lake, rendering, and its audit event (spooled; a reveal's is
+committed to the audit log's Delta table before the values are sent)."""
 
 from __future__ import annotations
 
