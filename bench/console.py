@@ -63,6 +63,8 @@ def measure(persons: int, rounds: int) -> dict[str, Any]:
             assert csrf
             review = s.get(gw.url + "/console/review").text
             keys = re.findall(r"/console/review/([0-9a-f]{20})", review)
+            total = re.search(r"(\d+) pairs? of records", review)
+            waiting = int(total[1]) if total else 0
             pages: dict[str, tuple[str, str]] = {
                 "home": ("GET", "/console/"), "review queue": ("GET", "/console/review"),
                 "decisions": ("GET", "/console/decisions"),
@@ -87,7 +89,7 @@ def measure(persons: int, rounds: int) -> dict[str, Any]:
                     if r.status_code != 200:
                         raise RuntimeError(f"{name}: {r.status_code}")
         everything = [t for v in times.values() for t in v]
-        return {"persons": persons, "review_pairs": len(keys), "rounds": rounds,
+        return {"persons": persons, "review_pairs": waiting, "rounds": rounds,
                 "pages": {p: (statistics.median(v), _pct(v, 0.95), max(v))
                           for p, v in times.items()},
                 "all_p95": _pct(everything, 0.95), "all_median": statistics.median(everything)}

@@ -98,11 +98,32 @@ def levels(lake: Lake) -> dict[str, dict[int, Level]]:
     return _levels(model_file, model_file.stat().st_mtime)
 
 
+def _version(path: Path) -> int:
+    return delta.table(path).version() if delta.exists(path) else -1
+
+
+# The queue as last read, per lake: (the versions it was read at, the pairs).
+_QUEUES: dict[Path, tuple[tuple[int, int, int], list[Pair]]] = {}
+
+
 def review_queue(lake: Lake) -> list[Pair]:
-    """Open pairs not yet decided, most uncertain (closest to 0.5) first."""
+    """Open pairs not yet decided, most uncertain (closest to 0.5) first. Read again only
+    when the queue, the decisions or the model changed (1,898 pairs took ~60 ms to read
+    and order at 100,000 people, on every page that names a pair)."""
     path = lake.identity("review_queue")
     if not delta.exists(path):
         return []
+    versions = (_version(path), _version(lake.identity("steward_decisions")),
+                linkage.latest_version(mpi.models_dir(lake)))
+    cached = _QUEUES.get(lake.root)
+    if cached is not None and cached[0] == versions:
+        return cached[1]
+    pairs = _read_queue(lake, path)
+    _QUEUES[lake.root] = (versions, pairs)
+    return pairs
+
+
+def _read_queue(lake: Lake, path: Path) -> list[Pair]:
     queue = delta.frame(path).filter(pl.col("status") == "open")
     decided = mpi.steward_decisions(lake).select("unique_id_l", "unique_id_r")
     queue = queue.join(decided, on=["unique_id_l", "unique_id_r"], how="anti")

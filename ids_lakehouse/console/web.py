@@ -39,7 +39,7 @@ HERE = Path(__file__).parent      # templates/ and static/ beside this module
 COOKIE = "idsl_console"
 LOGIN_COOKIE = "idsl_login"
 MAX_FORM_BYTES = 16_384
-PAGE = 100          # requests per page
+PAGE = 100          # pairs or requests per page
 HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -229,10 +229,13 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                     releases=views.releases(lake)[:5] if session.may("releases") else [])
 
     @r.get("/review")
-    def review(request: Request, session: accounts.Session = Depends(needs("review"))
-               ) -> HTMLResponse:
+    def review(request: Request, page_number: int = Query(1, alias="page", ge=1, le=100_000),
+               session: accounts.Session = Depends(needs("review"))) -> HTMLResponse:
         done = request.query_params.get("done")
-        return page("review.html", session, pairs=views.review_queue(lake),
+        pairs = views.review_queue(lake)
+        first = (page_number - 1) * PAGE
+        return page("review.html", session, pairs=pairs[first:first + PAGE], total=len(pairs),
+                    page_number=page_number, more=len(pairs) > first + PAGE,
                     compared=views.COMPARED, flash=done if done in DECISIONS else None)
 
     def _pair(key: str) -> views.Pair:
