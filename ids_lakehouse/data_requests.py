@@ -145,7 +145,7 @@ def declarations_digest() -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def _column_regimes(lineage: list[str]) -> list[tuple[str, str]]:
+def lineage_regimes(lineage: list[str]) -> list[tuple[str, str]]:
     """(upstream field, legal regime) of each silver field a mart column derives from."""
     model = load_model()
     out: list[tuple[str, str]] = []
@@ -214,7 +214,7 @@ def evaluate(request: DataRequest, today: dt.date,
                 add("classification", policy.classifications.get(cls, "steward"),
                     f"{mart_name}.{column} is {cls.replace('_', ' ')}: person-level "
                     "data needs a named steward's decision and an agreement")
-            for upstream, regime in _column_regimes(list(declared.lineage)):
+            for upstream, regime in lineage_regimes(list(declared.lineage)):
                 need = policy.regimes.get(regime, "steward")
                 if need != "open":
                     add(f"regime:{regime}", need, f"{mart_name}.{column} derives from "

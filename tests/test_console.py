@@ -224,7 +224,8 @@ def test_catalog_search_lineage_and_the_releases_ledger(console, tmp_path):
         found = page.inner_text("main")
         assert "silver/person_record" in found and "bronze/medicaid" not in found
         page.click("a[href='/console/catalog/gold/research_person']")
-        assert "quasi_identifier" in page.inner_text("main")
+        columns = page.inner_text("main")
+        assert "quasi_identifier" in columns and "HIPAA" in columns     # through lineage
         svg = page.locator("svg.lineage")
         assert svg.count() == 1
         page.click("svg.lineage a >> nth=0")

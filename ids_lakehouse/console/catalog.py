@@ -113,8 +113,13 @@ def _declared(t: Table) -> list[Column]:
     if t.layer == "gold":
         marts = load_marts().marts
         if t.name in marts:
-            return [Column(n, c.type, c.classification, "", c.description, list(c.lineage))
-                    for n, c in marts[t.name].columns.items()]
+            from ids_lakehouse.data_requests import lineage_regimes
+
+            # A mart column's regimes are those of the fields it derives from.
+            return [Column(n, c.type, c.classification, ", ".join(sorted(
+                {r for _, r in lineage_regimes(list(c.lineage)) if r != "none"})) or "none",
+                c.description, list(c.lineage))
+                for n, c in marts[t.name].columns.items()]
     if t.layer == "bronze":
         sources = load_sources()
         if t.name in sources:
