@@ -453,6 +453,15 @@ def test_values_are_shown_only_once_their_showing_is_on_record(console, monkeypa
     r = s.post(f"{base}/console/review/{pair.key}/reveal", data={"csrf": token})
     assert r.status_code == 503 and not any(v in r.text for v in shown)
     assert "audit log cannot be written" in r.text
+    # Filing a request (here by the steward), too, is refused whole: a 503, nothing kept.
+    from ids_lakehouse import data_requests
+
+    r = s.post(f"{base}/console/requests", data=[
+        ("csrf", token), ("title", "Coverage"), ("purpose", "research"),
+        ("recipient_organisation", "U"), ("recipient_contact", "a@uni.example.edu"),
+        ("legal_basis", "FERPA"), ("justification", "coverage"), ("start", "2027-01-01"),
+        ("end", "2027-06-30"), ("source", "schools"), ("column", "research_person.sex")])
+    assert r.status_code == 503 and data_requests.listing(lake) == []
 
 
 def test_what_the_red_team_found_in_the_pages(console):
