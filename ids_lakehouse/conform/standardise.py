@@ -350,7 +350,8 @@ def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
     values = pl.select(blank_to_null(pl.lit(values.cast(pl.String)))).to_series()
     distinct = values.drop_nulls().unique()
     schema = {"_in": pl.String, "_e164": pl.String, "_status": pl.String}
-    fast = _nanp(distinct) if region in _NANP_REGIONS else pl.DataFrame(schema=schema)
+    fast = _nanp(distinct) if region in _NANP_REGIONS and distinct.len() >= NANP_MIN \
+        else pl.DataFrame(schema=schema)
     rest = distinct.filter(~distinct.is_in(fast["_in"].implode())).to_list()
     parsed = [_e164(fold_text(v), region) for v in rest]
     table = pl.concat([fast, pl.DataFrame({"_in": rest, "_e164": [p[0] for p in parsed],
@@ -367,6 +368,11 @@ def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
 _NANP_SHAPE = (r"^ *(?:\+?1[ .-]?)?(?:\(([2-9][0-9]{2})\)|([2-9][0-9]{2}))[ .-]?"
                r"([0-9]{3})[ .-]?([0-9]{4}) *$")
 _NANP_REGIONS = ("US",)   # the default regions whose numbers the fast path may read
+# The fast path costs 45-75 ms whatever the size (its expression holds some 250 patterns,
+# compiled each time); libphonenumber costs ~0.05 ms a number. Measured crossover: about
+# 1,500 distinct numbers (1,000: 73 vs 50 ms; 5,000: 102 vs 191 ms). A real-time lookup's
+# one number took 73 ms this way, most of the gateway's time per lookup.
+NANP_MIN = 2_000
 
 
 def _nanp(values: pl.Series) -> pl.DataFrame:
