@@ -117,3 +117,27 @@ def test_a_model_the_scorer_does_not_implement_is_refused(published):
                      model["blocking_rules_to_generate_predictions"][:-1]}
     with pytest.raises(realtime.ModelMismatch, match="blocking rules"):
         realtime.Weights.of(rules, tf)
+
+
+def test_a_lookup_without_optional_fields_is_standardised_as_with_them():
+    """The optional fields nobody in a batch gave are not standardised (their outputs are
+    a null's, computed once): the same person reads the same alone as beside someone who
+    gave every field, and as conform reads it."""
+    import json
+
+    from ids_lakehouse.sharing.lookups import LookupBody, standardise
+
+    bare = {"ref": "a", "first_name": "Suzie", "last_name": "Jenkins", "dob": "1980-06-24",
+            "phone": "(458) 750-9026"}
+    full = {"ref": "b", "first_name": "Al", "middle_name": "J", "last_name": "Roe",
+            "dob": "1970-01-02", "ssn": "536-22-1457", "zip": "98101", "street": "1 Main St",
+            "national_id": "X1", "national_id_type": "PASSPORT"}
+    def read(*people: dict) -> tuple:
+        return standardise(LookupBody.parse(json.dumps({"people": people}).encode()).people,
+                           None)
+
+    alone, _, unused_alone = read(bare)
+    both, _, unused_both = read(bare, full)
+    assert alone.equals(both.head(1)) and unused_alone[0] == unused_both[0]
+    assert (both.row(1, named=True)["ssn"], both.row(1, named=True)["zip"]) == \
+        ("536221457", "98101")

@@ -342,7 +342,13 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None
                          schema={**dict.fromkeys(columns, pl.String), "dob": pl.Date})
     declared = id_types()
     conventions = Conventions()
-    out = frame.select(_expressions(tuple(sorted(declared)), conventions.postcode_pattern))
+    key = (tuple(sorted(declared)), conventions.postcode_pattern)
+    # An optional field nobody in the batch gave is not standardised (a single lookup
+    # rarely brings an SSN): its outputs are those of a null, computed once.
+    out = frame.select([e for field, exprs in _expressions(*key).items()
+                        for e in (exprs if field not in OPTIONAL_INPUTS
+                                  or frame[field].null_count() < frame.height
+                                  else _when_absent(*key, field))])
     phones = std.phones(frame["phone"], conventions.country)
     out = out.with_columns(
         pl.when(pl.col("national_id").is_not_null()).then(frame["national_id_type"])
@@ -382,10 +388,16 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None
 FOLDED = ("ssn", "national_id", "zip")
 
 
+# The submitted fields that may be absent, and whose standardising is skipped then.
+OPTIONAL_INPUTS = ("middle_name", "ssn", "national_id", "street", "zip")
+
+
 @lru_cache(maxsize=8)
-def _expressions(id_types_declared: tuple[str, ...], postcode_pattern: str) -> list[pl.Expr]:
-    """The standardising expressions, built once: building them (thousands of Python
-    objects) cost more than running them on a few rows."""
+def _expressions(id_types_declared: tuple[str, ...], postcode_pattern: str
+                 ) -> dict[str, list[pl.Expr]]:
+    """The standardising expressions by the submitted field they read, built once:
+    building them (thousands of Python objects) cost more than running them on a few
+    rows."""
     from ids_lakehouse.conform import standardise as std
 
     declared = id_types()
@@ -396,17 +408,28 @@ def _expressions(id_types_declared: tuple[str, ...], postcode_pattern: str) -> l
         for kind in id_types_declared for e in std.national_id_frame(
             pl.col("national_id"), declared[kind].id_type, declared[kind].pattern,
             pl.col("_fold_national_id"))[:1]]
-    return [
-        std.name(pl.col("first_name")).alias("first_name"),
-        std.name(pl.col("middle_name")).alias("middle_name"),
-        std.without_suffix(std.name(pl.col("last_name"))).alias("last_name"),
-        pl.col("dob"), pl.col("sex").str.to_uppercase(),
-        *std.ssn_frame(pl.col("ssn"), pl.col("_fold_ssn")),
-        pl.coalesce(national or [pl.lit(None, pl.String)]).alias("national_id"),
-        std.street(pl.col("street")).alias("street"),
-        *std.postcode_frame(pl.col("zip"), postcode_pattern, pl.col("_fold_zip")),
-        pl.lit("lookup").alias("source"),
-        pl.int_range(pl.len()).cast(pl.String).alias("source_record_id")]
+    return {
+        "first_name": [std.name(pl.col("first_name")).alias("first_name")],
+        "middle_name": [std.name(pl.col("middle_name")).alias("middle_name")],
+        "last_name": [std.without_suffix(std.name(pl.col("last_name"))).alias("last_name")],
+        "dob": [pl.col("dob")], "sex": [pl.col("sex").str.to_uppercase()],
+        "ssn": std.ssn_frame(pl.col("ssn"), pl.col("_fold_ssn")),
+        "national_id": [pl.coalesce(national or [pl.lit(None, pl.String)])
+                        .alias("national_id")],
+        "street": [std.street(pl.col("street")).alias("street")],
+        "zip": std.postcode_frame(pl.col("zip"), postcode_pattern, pl.col("_fold_zip")),
+        "": [pl.lit("lookup").alias("source"),
+             pl.int_range(pl.len()).cast(pl.String).alias("source_record_id")]}
+
+
+@lru_cache(maxsize=64)
+def _when_absent(id_types_declared: tuple[str, ...], postcode_pattern: str, field: str
+                 ) -> list[pl.Expr]:
+    """What `_expressions(...)[field]` gives for a null input, as literals."""
+    inputs = [field, f"_fold_{field}", "national_id_type"]
+    nulls = pl.DataFrame({c: [None] for c in inputs}, schema=dict.fromkeys(inputs, pl.String))
+    row = nulls.select(_expressions(id_types_declared, postcode_pattern)[field])
+    return [pl.lit(row[c][0], dtype=row.schema[c]).alias(c) for c in row.columns]
 
 
 def id_types() -> dict[str, Any]:
