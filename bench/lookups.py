@@ -410,7 +410,7 @@ def measure(persons: int, quick: bool) -> dict:
                                    "p50": _pct(ms, .5), "p95": _pct(ms, .95),
                                    "p99": _pct(ms, .99)}
             research = _profile(work, RESEARCH, gw.url)
-            results["sharing"] = sharing_read(work, research, 3 if quick else 7)
+            results["sharing"] = sharing_read(work, research, 3 if quick else 21)
             rss = subprocess.run(["ps", "-o", "rss=", "--ppid", str(gw.proc.pid)],
                                  capture_output=True, text=True).stdout.split()
             own = subprocess.run(["ps", "-o", "rss=", "-p", str(gw.proc.pid)],
