@@ -410,6 +410,9 @@ def measure(persons: int, quick: bool) -> dict:
                                    "p50": _pct(ms, .5), "p95": _pct(ms, .95),
                                    "p99": _pct(ms, .99)}
             research = _profile(work, RESEARCH, gw.url)
+            # A new token is seen by each worker within a second (Settings.token_recheck_s):
+            # a read at once could reach a worker that last looked just before it existed.
+            time.sleep(1.5)
             results["sharing"] = sharing_read(work, research, 3 if quick else 21)
             rss = subprocess.run(["ps", "-o", "rss=", "--ppid", str(gw.proc.pid)],
                                  capture_output=True, text=True).stdout.split()
