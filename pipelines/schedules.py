@@ -20,7 +20,11 @@ from dagster import (
 )
 
 from assets.keys import bronze_key, identity_key, silver_key
-from ids_lakehouse.identity.mpi import steward_decisions
+from ids_lakehouse.identity.mpi import (
+    applied_decisions_version,
+    decisions_version,
+    steward_decisions,
+)
 from ids_lakehouse.sources import load_sources
 from pipelines.jobs import DOWNSTREAM_TAG, nightly_job
 from pipelines.resources import LakeResource
@@ -42,10 +46,19 @@ def stale(instance, lake: LakeResource) -> list[str]:
         if landed is not None and (built is None or landed > built):
             out.append(source)
     linked = _latest(instance, identity_key("person_xref"))
-    # A datetime column's max: a datetime, or None when no decision was recorded.
-    decided = steward_decisions(lake.layout())["decided_at"].max()
-    if isinstance(decided, dt.datetime) and linked is not None and decided.timestamp() > linked:
-        out.append("steward_decisions")
+    layout = lake.layout()
+    honoured = applied_decisions_version(layout)
+    if honoured is not None:
+        # The index says which decisions it honoured: a decision recorded while it was
+        # being built is newer than that, whatever the clocks say.
+        if decisions_version(layout) > honoured:
+            out.append("steward_decisions")
+    else:
+        # A datetime column's max: a datetime, or None when no decision was recorded.
+        decided = steward_decisions(layout)["decided_at"].max()
+        if isinstance(decided, dt.datetime) and linked is not None and \
+                decided.timestamp() > linked:
+            out.append("steward_decisions")
     return out
 
 
@@ -67,8 +80,7 @@ def nightly_refresh(context: ScheduleEvaluationContext, lake: LakeResource):
 def steward_decisions_sensor(context: SensorEvaluationContext, lake: LakeResource):
     if "steward_decisions" not in stale(context.instance, lake):
         return SkipReason("no steward decision since the master person index was built")
-    latest = steward_decisions(lake.layout())["decided_at"].max()
-    stamp = latest.isoformat() if isinstance(latest, dt.datetime) else "none"
-    # One run per newest decision: ticks while it is queued or running request nothing new.
-    return RunRequest(run_key=f"decisions-{stamp}",
+    # One run per version of the decisions: ticks while it is queued or running request
+    # nothing new.
+    return RunRequest(run_key=f"decisions-v{decisions_version(lake.layout())}",
                       tags={**DOWNSTREAM_TAG, "ids/trigger": "steward_decisions"})

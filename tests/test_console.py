@@ -564,3 +564,35 @@ def test_auditors_see_every_request_and_file_none(console):
         "nonce": nonce, "next": "/console/%2e%2e/openapi.json", "email": email("auditor"),
         "password": PASSWORD})
     assert r.headers["location"] == "/console/"
+
+
+def test_a_decision_recorded_while_the_index_is_built_waits_for_the_next_build(silver_lake):
+    """Review: a build reads the decisions after scoring and commits minutes later; a
+    decision recorded in between was shown "applied" (its time was before the commit)
+    and the nightly saw nothing stale. Each build now says which decisions it honoured."""
+    records = delta.frame(silver_lake.silver("person_record"))
+    mpi.update(silver_lake, records, "first")
+    ids = delta.frame(silver_lake.identity("person_xref"), columns=["unique_id"])
+    left, right = sorted(ids["unique_id"].to_list())[:2]
+    result = mpi.build(silver_lake, records, "second")          # reads the decisions ...
+    mpi.record_decision(silver_lake, left, right, "non_match", email("steward"),
+                        "different mothers")                   # ... one arrives ...
+    mpi.write(silver_lake, result, "second")                    # ... the build commits
+    assert mpi.applied_decisions_version(silver_lake) == -1
+    assert mpi.decisions_version(silver_lake) == 0
+    (decision,) = views.decisions(silver_lake)
+    assert not decision.applied
+    # The nightly (and the steward_decisions sensor) see it as due, whatever the clocks.
+    from dagster import DagsterInstance
+
+    from pipelines.resources import LakeResource
+    from pipelines.schedules import stale
+
+    resource = LakeResource(lake_root=str(silver_lake.root), landing_root="/nonexistent")
+    with DagsterInstance.ephemeral() as instance:
+        assert "steward_decisions" in stale(instance, resource)
+        mpi.update(silver_lake, records, "third")
+        assert "steward_decisions" not in stale(instance, resource)
+    assert mpi.applied_decisions_version(silver_lake) == 0
+    (decision,) = views.decisions(silver_lake)
+    assert decision.applied and decision.same_person is False

@@ -181,8 +181,15 @@ def identity_built_at(lake: Lake) -> dt.datetime | None:
 
 
 def decisions(lake: Lake, limit: int = 200) -> list[Decision]:
-    """The latest decision per pair, newest first, with whether a build applied it."""
+    """The latest decision per pair, newest first, with whether the current index honoured
+    it: it was in the decisions the build read (its person_xref commit says which version;
+    an index from before builds said so is judged by time)."""
     d = mpi.steward_decisions(lake).sort("decided_at", descending=True).head(limit)
+    honoured = mpi.applied_decisions_version(lake)
+    seen: set[tuple[str, str, Any]] = set()
+    if honoured is not None:
+        seen = {tuple(r) for r in mpi.steward_decisions(lake, honoured).select(
+            "unique_id_l", "unique_id_r", "decided_at").iter_rows()}
     built = identity_built_at(lake)
     ids = pl.concat([d["unique_id_l"], d["unique_id_r"]]).unique().to_list()
     xref: dict[str, str] = {}
@@ -193,9 +200,11 @@ def decisions(lake: Lake, limit: int = 200) -> list[Decision]:
     out = []
     for r in d.iter_rows(named=True):
         a, b = xref.get(r["unique_id_l"]), xref.get(r["unique_id_r"])
+        applied = ((r["unique_id_l"], r["unique_id_r"], r["decided_at"]) in seen
+                   if honoured is not None
+                   else built is not None and built > r["decided_at"])
         out.append(Decision(r["unique_id_l"], r["unique_id_r"], r["decision"], r["steward"],
-                            r["reason"], r["decided_at"],
-                            built is not None and built > r["decided_at"],
+                            r["reason"], r["decided_at"], applied,
                             None if a is None or b is None else a == b))
     return out
 

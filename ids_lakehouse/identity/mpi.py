@@ -42,6 +42,7 @@ class IdentityResult:
     review_pairs: int
     tables: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     rolled_back: dict[str, int] = field(default_factory=dict)   # left by a dead build
+    decisions_version: int = -1     # the steward_decisions version this build honoured
 
 
 # Every table of the identity layer: what the nightly build writes, and what stewards do.
@@ -71,15 +72,32 @@ def spill_dir(lake: Lake) -> Path:
     return lake.spill()
 
 
-def _read(path: Path, schema: ColumnTypes) -> pl.DataFrame:
-    if not delta.exists(path):
+def _read(path: Path, schema: ColumnTypes, version: int | None = None) -> pl.DataFrame:
+    if not delta.exists(path) or (version is not None and version < 0):
         return pl.DataFrame(schema=schema)
-    return delta.frame(path, columns=list(schema)).cast(pl.Schema(schema))
+    return delta.frame(path, columns=list(schema), version=version).cast(pl.Schema(schema))
 
 
-def steward_decisions(lake: Lake) -> pl.DataFrame:
-    """The latest decision per pair."""
-    d = _read(lake.identity("steward_decisions"), DECISION_SCHEMA)
+def decisions_version(lake: Lake) -> int:
+    """The steward_decisions table's current Delta version (-1 before any decision)."""
+    path = lake.identity("steward_decisions")
+    return delta.table(path).version() if delta.exists(path) else -1
+
+
+def applied_decisions_version(lake: Lake) -> int | None:
+    """The steward_decisions version the current index was built with (each build says
+    so in its person_xref commit); None without an index, or for an index built before
+    builds said so."""
+    path = lake.identity("person_xref")
+    if not delta.exists(path):
+        return None
+    found = delta.table(path).history(1)[0].get("ids_decisions_version")
+    return int(found) if found is not None else None
+
+
+def steward_decisions(lake: Lake, version: int | None = None) -> pl.DataFrame:
+    """The latest decision per pair (as of `version` of the table, by default now)."""
+    d = _read(lake.identity("steward_decisions"), DECISION_SCHEMA, version)
     return (d.with_columns(pl.min_horizontal("unique_id_l", "unique_id_r").alias("a"),
                            pl.max_horizontal("unique_id_l", "unique_id_r").alias("b"))
             .sort("decided_at").unique(["a", "b"], keep="last")
@@ -267,7 +285,10 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
         linkage.fingerprint(records))
     pairs, mode, rescored = score(lake, records, hashes.select("unique_id", "record_hash"),
                                   model, full or trained)
-    decisions = steward_decisions(lake)
+    # The decisions as of one version, said in the person_xref commit: a decision recorded
+    # while this build runs is left for the next one, and known to be.
+    honoured = decisions_version(lake)
+    decisions = steward_decisions(lake, honoured)
     linked = linkage.auto_link(pairs)
     prior_xref = _read(lake.identity("person_xref"), XREF_SCHEMA)
     prior_index = _read(lake.identity("person_index"), INDEX_SCHEMA)
@@ -325,7 +346,7 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
         records=records.height,
         people=xref["person_id"].n_unique(), links=links.height,
         events=dict(events.group_by("event").len().iter_rows()), review_pairs=review.height,
-        tables=tables, rolled_back=rolled_back)
+        tables=tables, rolled_back=rolled_back, decisions_version=honoured)
 
 
 def update(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
@@ -359,8 +380,9 @@ def write(lake: Lake, result: IdentityResult, run_id: str) -> None:
             crash.point("identity.before_xref")
         write_deltalake(str(lake.identity(name)), frame.to_arrow(), mode=mode,
                         schema_mode="merge" if mode == "append" else "overwrite",
-                        commit_properties=CommitProperties(
-                            custom_metadata={"ids_run_id": run_id}))
+                        commit_properties=CommitProperties(custom_metadata={
+                            "ids_run_id": run_id,
+                            "ids_decisions_version": str(result.decisions_version)}))
 
 
 def discard_uncommitted(lake: Lake) -> dict[str, int]:
