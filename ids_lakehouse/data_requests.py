@@ -337,9 +337,18 @@ def file(lake: Lake, requester: str, request: DataRequest,
     return found
 
 
+def _stored(body: str) -> DataRequest:
+    """A filed request as it was filed: not validated again (today's validators may be
+    stricter than those it passed; a read must not fail, nor quote it in an error)."""
+    fields = json.loads(body)
+    for day in ("start", "end"):
+        fields[day] = dt.date.fromisoformat(fields[day])
+    return DataRequest.model_construct(**fields)
+
+
 def _row(row: tuple[Any, ...]) -> Filed:
     return Filed(row[0], row[1], dt.datetime.fromisoformat(row[2]),
-                 DataRequest.model_validate_json(row[3]), json.loads(row[4]), row[5], row[6],
+                 _stored(row[3]), json.loads(row[4]), row[5], row[6],
                  dt.datetime.fromisoformat(row[7]) if row[7] else None, row[8], row[9])
 
 
@@ -354,6 +363,18 @@ def get(lake: Lake, rid: int) -> Filed | None:
     try:
         row = con.execute(f"SELECT {COLUMNS} FROM requests WHERE id = ?", (rid,)).fetchone()
         return None if row is None else _row(row)
+    finally:
+        con.close()
+
+
+def waiting(lake: Lake) -> list[dt.datetime]:
+    """When each request waiting for a steward was filed (for counts; nothing parsed)."""
+    if not path(lake).exists():
+        return []
+    con = _connect(lake)
+    try:
+        return [dt.datetime.fromisoformat(r[0]) for r in con.execute(
+            "SELECT filed_at FROM requests WHERE status = 'needs_steward'")]
     finally:
         con.close()
 

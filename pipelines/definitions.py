@@ -23,12 +23,15 @@ from pipelines.sensors import audit_run_failures, audit_run_successes, landing_s
 def linked_to_console(assets: list) -> list:
     """With IDS_CONSOLE_URL set (where the steward's console is served), every table's
     asset links to its page in the console's catalog ("console" in its metadata)."""
+    from ids_lakehouse.console.catalog import tables
+
     base = os.environ.get("IDS_CONSOLE_URL", "").rstrip("/")
     if not base:
         return assets
+    pages = {t.key for t in tables()}       # the tables the console has a page for
     return list(map_asset_specs(lambda spec: spec.merge_attributes(metadata={
         "console": MetadataValue.url(f"{base}/console/catalog/{spec.key.to_user_string()}")})
-        if len(spec.key.path) == 2 else spec, assets))
+        if spec.key.to_user_string() in pages else spec, assets))
 
 
 def build_definitions() -> Definitions:

@@ -596,3 +596,57 @@ def test_a_decision_recorded_while_the_index_is_built_waits_for_the_next_build(s
     assert mpi.applied_decisions_version(silver_lake) == 0
     (decision,) = views.decisions(silver_lake)
     assert decision.applied and decision.same_person is False
+
+
+def test_concurrent_guesses_cannot_outrun_the_sign_in_limit(console):
+    """Review: the limit was checked, then scrypt ran (~50 ms), then the failure was
+    counted: concurrent attempts all passed the check."""
+    import concurrent.futures as cf
+
+    lake, _, _ = console
+
+    def guess(i: int) -> str:
+        try:
+            return "refused" if accounts.sign_in(lake, email("auditor"), f"guess {i}",
+                                                 "198.51.100.9") is None else "in"
+        except accounts.Throttled:
+            return "throttled"
+
+    with cf.ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(guess, range(24)))
+    assert outcomes.count("refused") == accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS
+    assert outcomes.count("throttled") == 24 - accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS
+    # A right password takes back the failure it was provisionally counted as.
+    assert accounts.sign_in(lake, email("steward"), PASSWORD, "198.51.100.10") is not None
+    for i in range(accounts.FAILURES_PER_ACCOUNT_AND_ADDRESS - 1):
+        accounts.sign_in(lake, email("steward"), f"guess {i}", "198.51.100.10")
+    assert accounts.sign_in(lake, email("steward"), PASSWORD, "198.51.100.10") is not None
+
+
+def test_rows_quarantined_per_day_are_summed_over_deliveries_and_stages():
+    import datetime as dt
+
+    day = dt.datetime.now(dt.timezone.utc)
+    found = [views.Delivery("hmis", f"f{i}", f"{i}" * 64, day, "accepted", None, None, 10,
+                            8, n, [("conform", "dob", "dob", n)]) for i, n in ((1, 2), (2, 3))]
+    assert views.quarantine_by_day(found) == [(day.date(), "hmis", 5)]
+
+
+def test_a_filed_request_reads_back_under_stricter_validators(published_copy, monkeypatch):
+    """Review: stored requests were validated again on every read; a validator made
+    stricter later would have made every list and page fail (and quote the text)."""
+    from ids_lakehouse import data_requests
+
+    lake = Lake(published_copy.lake)
+    filed = data_requests.file(lake, "pi@uni.example.edu", data_requests.parse_request({
+        "title": "Coverage", "purpose": "research", "recipient_organisation": "U",
+        "recipient_contact": "a@uni.example.edu", "legal_basis": "FERPA",
+        "justification": "coverage of students", "start": "2027-01-01", "end": "2027-06-30",
+        "sources": ["schools"], "columns": {"research_person": ["sex"]}}))
+    monkeypatch.setattr("ids_lakehouse.deid.scanner.TEXT_PATTERNS",
+                        {"anything": r"coverage"})
+    with pytest.raises(data_requests.RequestError):
+        data_requests.parse_request({"justification": "coverage"})
+    (again,) = data_requests.listing(lake)
+    assert again.id == filed.id and again.request.justification == "coverage of students"
+    assert again.request.end.year == 2027

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,17 @@ def path(lake: Lake) -> Path:
     return lake.table("sharing", "console.sqlite")
 
 
+_LOCAL = threading.local()
+
+
 def _connect(lake: Lake) -> sqlite3.Connection:
-    return store.connect(lake, path(lake), SCHEMA, durable=True)
+    """This thread's connection to the lake's accounts file, kept (opening one per
+    request was a fifth of a lookup's time in the gateway's shared allowances)."""
+    cons: dict[Path, sqlite3.Connection] = _LOCAL.__dict__.setdefault("cons", {})
+    where = path(lake)
+    if where not in cons or not where.exists():
+        cons[where] = store.connect(lake, where, SCHEMA, durable=True)
+    return cons[where]
 
 
 def _hash(password: str, salt: bytes) -> bytes:
@@ -120,19 +130,16 @@ def add(lake: Lake, email: str, role: str, password: str, operator: str) -> None
     salt = secrets.token_bytes(16)
     digest = _hash(password, salt)
     con = _connect(lake)
-    try:
-        with store.transaction(con):
-            if con.execute("SELECT 1 FROM accounts WHERE email = ?", (email,)).fetchone():
-                raise AccountError(f"an account for {email} exists (disable it to replace "
-                                   "it)")
-            # Audited before it exists: an account is never usable without its record.
-            audit.record(lake, "console_account_created", f"{role} account for {email}",
-                         actor=operator, via="cli:console-user",
-                         details={"email": email, "role": role})
-            con.execute("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                        (email, role, salt, digest, _now_iso(), operator))
-    finally:
-        con.close()
+    with store.transaction(con):
+        if con.execute("SELECT 1 FROM accounts WHERE email = ?", (email,)).fetchone():
+            raise AccountError(f"an account for {email} exists (disable it to replace "
+                               "it)")
+        # Audited before it exists: an account is never usable without its record.
+        audit.record(lake, "console_account_created", f"{role} account for {email}",
+                     actor=operator, via="cli:console-user",
+                     details={"email": email, "role": role})
+        con.execute("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    (email, role, salt, digest, _now_iso(), operator))
 
 
 def disable(lake: Lake, email: str, operator: str) -> None:
@@ -140,22 +147,19 @@ def disable(lake: Lake, email: str, operator: str) -> None:
     email, operator = normalise_email(email), normalise_email(operator)
     _check_email(operator, "--operator")
     con = _connect(lake)
-    try:
-        with store.transaction(con):
-            row = con.execute("SELECT disabled_at FROM accounts WHERE email = ?",
-                              (email,)).fetchone()
-            if row is None:
-                raise AccountError("no such account")
-            if row[0] is not None:
-                raise AccountError("the account is already disabled")
-            audit.record(lake, "console_account_disabled", f"account {email} disabled",
-                         actor=operator, via="cli:console-user", details={"email": email})
-            con.execute("UPDATE accounts SET disabled_at = ? WHERE email = ?",
-                        (_now_iso(), email))
-            con.execute("UPDATE sessions SET ended = ? WHERE email = ? AND ended IS NULL",
-                        (_now(), email))
-    finally:
-        con.close()
+    with store.transaction(con):
+        row = con.execute("SELECT disabled_at FROM accounts WHERE email = ?",
+                          (email,)).fetchone()
+        if row is None:
+            raise AccountError("no such account")
+        if row[0] is not None:
+            raise AccountError("the account is already disabled")
+        audit.record(lake, "console_account_disabled", f"account {email} disabled",
+                     actor=operator, via="cli:console-user", details={"email": email})
+        con.execute("UPDATE accounts SET disabled_at = ? WHERE email = ?",
+                    (_now_iso(), email))
+        con.execute("UPDATE sessions SET ended = ? WHERE email = ? AND ended IS NULL",
+                    (_now(), email))
 
 
 def listing(lake: Lake) -> list[tuple[str, str, str, str | None]]:
@@ -163,11 +167,8 @@ def listing(lake: Lake) -> list[tuple[str, str, str, str | None]]:
     if not path(lake).exists():
         return []
     con = _connect(lake)
-    try:
-        return list(con.execute("SELECT email, role, created_at, disabled_at FROM accounts "
-                                "ORDER BY email"))
-    finally:
-        con.close()
+    return list(con.execute("SELECT email, role, created_at, disabled_at FROM accounts "
+                            "ORDER BY email"))
 
 
 class Throttled(Exception):
@@ -185,67 +186,64 @@ def sign_in(lake: Lake, email: str, password: str, address: str
     email = normalise_email(email)[:254]
     now = _now()
     con = _connect(lake)
-    try:
-        limits = {f"account+address:{email}|{address}": FAILURES_PER_ACCOUNT_AND_ADDRESS,
-                  f"account:{email}": FAILURES_PER_ACCOUNT,
-                  f"address:{address}": FAILURES_PER_ADDRESS}
-        keys = tuple(limits)
+    limits = {f"account+address:{email}|{address}": FAILURES_PER_ACCOUNT_AND_ADDRESS,
+              f"account:{email}": FAILURES_PER_ACCOUNT,
+              f"address:{address}": FAILURES_PER_ADDRESS}
+    # Counted as a failure before the password is checked, in the transaction that checks
+    # the limits: concurrent attempts cannot all pass the check (scrypt takes ~50 ms
+    # between). A right password takes its provisional failures back.
+    with store.transaction(con):
         con.execute("DELETE FROM failures WHERE at < ?", (now - FAILURES_WINDOW_S,))
         for key, limit in limits.items():
             if con.execute("SELECT count(*) FROM failures WHERE key = ?",
                            (key,)).fetchone()[0] >= limit:
                 raise Throttled()
-        row = con.execute("SELECT role, salt, hash, disabled_at FROM accounts WHERE email = ?",
-                          (email,)).fetchone()
-        candidate = password[:MAX_PASSWORD]
-        # The same work whether or not the account exists (no timing oracle for addresses).
-        digest = _hash(candidate, row[1] if row else _DUMMY_SALT)
-        if row is None or row[3] is not None or not hmac.compare_digest(digest, row[2]):
-            with store.transaction(con):
-                con.executemany("INSERT INTO failures VALUES (?, ?)", [(k, now) for k in keys])
-            return None
-        token = secrets.token_urlsafe(32)
-        session = Session(email=email, role=row[0], csrf=secrets.token_urlsafe(24),
-                          token_sha256=_digest(token))
-        with store.transaction(con):
-            con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)",
-                        (session.token_sha256, email, session.csrf, now, now))
-        return session, token
-    finally:
-        con.close()
+        provisional = [con.execute("INSERT INTO failures VALUES (?, ?)", (k, now)).lastrowid
+                       for k in limits]
+    row = con.execute("SELECT role, salt, hash, disabled_at FROM accounts WHERE email = ?",
+                      (email,)).fetchone()
+    candidate = password[:MAX_PASSWORD]
+    # The same work whether or not the account exists (no timing oracle for addresses).
+    digest = _hash(candidate, row[1] if row else _DUMMY_SALT)
+    if row is None or row[3] is not None or not hmac.compare_digest(digest, row[2]):
+        return None
+    token = secrets.token_urlsafe(32)
+    session = Session(email=email, role=row[0], csrf=secrets.token_urlsafe(24),
+                      token_sha256=_digest(token))
+    with store.transaction(con):
+        con.executemany("DELETE FROM failures WHERE rowid = ?", [(r,) for r in provisional])
+        con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)",
+                    (session.token_sha256, email, session.csrf, now, now))
+    return session, token
 
 
-def session(lake: Lake, token: str) -> Session | None:
+def session(lake: Lake, token: str, touch: bool = True) -> Session | None:
     """The live session of a cookie, or None (unknown, ended, idle too long, too old, or
-    its account disabled). Seeing it keeps it alive."""
+    its account disabled). Seeing it keeps it alive, unless `touch` is False (a read
+    only: for the audit of a request no page handled)."""
     if not token or len(token) > 100:
         return None
     digest, now = _digest(token), _now()
     con = _connect(lake)
-    try:
-        row = con.execute(
-            "SELECT s.email, a.role, s.csrf, s.started, s.seen FROM sessions s JOIN accounts a "
-            "ON a.email = s.email WHERE s.token_sha256 = ? AND s.ended IS NULL AND "
-            "a.disabled_at IS NULL", (digest,)).fetchone()
-        if row is None:
-            return None
-        if now - row[4] > IDLE_MINUTES * 60 or now - row[3] > MAX_HOURS * 3600:
+    row = con.execute(
+        "SELECT s.email, a.role, s.csrf, s.started, s.seen FROM sessions s JOIN accounts a "
+        "ON a.email = s.email WHERE s.token_sha256 = ? AND s.ended IS NULL AND "
+        "a.disabled_at IS NULL", (digest,)).fetchone()
+    if row is None:
+        return None
+    if now - row[4] > IDLE_MINUTES * 60 or now - row[3] > MAX_HOURS * 3600:
+        if touch:
             con.execute("UPDATE sessions SET ended = ? WHERE token_sha256 = ?", (now, digest))
-            return None
-        if now - row[4] > 30:       # written at most twice a minute per session
-            con.execute("UPDATE sessions SET seen = ? WHERE token_sha256 = ?", (now, digest))
-        return Session(email=row[0], role=row[1], csrf=row[2], token_sha256=digest)
-    finally:
-        con.close()
+        return None
+    if touch and now - row[4] > 30:     # written at most twice a minute per session
+        con.execute("UPDATE sessions SET seen = ? WHERE token_sha256 = ?", (now, digest))
+    return Session(email=row[0], role=row[1], csrf=row[2], token_sha256=digest)
 
 
 def sign_out(lake: Lake, session: Session) -> None:
     con = _connect(lake)
-    try:
-        con.execute("UPDATE sessions SET ended = ? WHERE token_sha256 = ?",
-                    (_now(), session.token_sha256))
-    finally:
-        con.close()
+    con.execute("UPDATE sessions SET ended = ? WHERE token_sha256 = ?",
+                (_now(), session.token_sha256))
 
 
 def _digest(token: str) -> str:

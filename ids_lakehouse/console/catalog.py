@@ -5,6 +5,7 @@ what the lake says of it now (Delta version, last write, rows)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -62,11 +63,16 @@ def tables() -> list[Table]:
 
 
 def _updated(lake: Lake, t: Table) -> dt.datetime | None:
+    """When the table was last written: the time of its newest commit file (found by
+    name, one stat: the audit log has a commit a second under load)."""
     log = lake.table(t.layer, t.name) / "_delta_log"
     if not log.is_dir():
         return None
-    newest = max((p.stat().st_mtime for p in log.glob("*.json")), default=None)
-    return None if newest is None else dt.datetime.fromtimestamp(newest, dt.timezone.utc)
+    commits = [name for name in os.listdir(log) if name.endswith(".json")]
+    if not commits:
+        return None
+    newest = log / max(commits)         # zero-padded version numbers sort as numbers
+    return dt.datetime.fromtimestamp(newest.stat().st_mtime, dt.timezone.utc)
 
 
 def search(lake: Lake, q: str) -> list[Table]:

@@ -226,39 +226,53 @@ class Delivery:
     by_rule: list[tuple[str, str, str, int]]   # (stage, rule, column, rows) in quarantine
 
 
-def deliveries(lake: Lake, since: dt.datetime | None = None) -> list[Delivery]:
-    """Every delivery (newest first) with its quarantined rows counted by stage, rule and
-    column (no value)."""
+def deliveries(lake: Lake, since: dt.datetime | None = None, *, rules: bool = True,
+               sha256: str | None = None) -> list[Delivery]:
+    """Every delivery (newest first; or one, by `sha256`). With `rules`, its rows in
+    quarantine now, counted by stage, rule and column (no value): ingest's and conform's;
+    `rows_quarantined` is then their total (the ledger counts ingest's only)."""
     ledger_path = lake.bronze("_deliveries")
     if not delta.exists(ledger_path):
         return []
     ledger = delta.frame(ledger_path).sort("landed_at", descending=True)
     if since is not None:
         ledger = ledger.filter(pl.col("landed_at") >= since)
+    if sha256 is not None:
+        ledger = ledger.filter(pl.col("file_sha256") == sha256)
     counts: dict[tuple[str, str], list[tuple[str, str, str, int]]] = {}
-    for source in ledger["source"].unique().to_list():
+    for source in ledger["source"].unique().to_list() if rules else []:
         path = lake.quarantine(source)
         if not delta.exists(path):
             continue
-        q = (delta.frame(path, columns=["_file_sha256", "_stage", "_rule", "_column"])
-             .group_by("_file_sha256", "_stage", "_rule", "_column").len()
-             .sort("len", descending=True))
+        q = delta.frame(path, columns=["_file_sha256", "_stage", "_rule", "_column"],
+                        filter=None if sha256 is None else pc.field("_file_sha256") == sha256)
+        q = q.group_by("_file_sha256", "_stage", "_rule", "_column").len().sort(
+            "len", descending=True)
         for sha, stage, rule, column, n in q.iter_rows():
             counts.setdefault((source, sha), []).append((stage or "", rule or "",
                                                          column or "", n))
-    return [Delivery(r["source"], r["file"], r["file_sha256"], r["landed_at"], r["status"],
-                     r["rule"], r["reason"], r["rows_read"] or 0, r["rows_written"] or 0,
-                     r["rows_quarantined"] or 0,
-                     counts.get((r["source"], r["file_sha256"]), []))
-            for r in ledger.iter_rows(named=True)]
+    out = []
+    for r in ledger.iter_rows(named=True):
+        by_rule = counts.get((r["source"], r["file_sha256"]), [])
+        out.append(Delivery(r["source"], r["file"], r["file_sha256"], r["landed_at"],
+                            r["status"], r["rule"], r["reason"], r["rows_read"] or 0,
+                            r["rows_written"] or 0,
+                            sum(n for *_, n in by_rule) if by_rule
+                            else r["rows_quarantined"] or 0, by_rule))
+    return out
 
 
-def quarantine_by_day(lake: Lake, days: int = 30) -> list[tuple[dt.date, str, int]]:
-    """(day, source, rows quarantined) over the last `days` days, by landing day."""
+def quarantine_by_day(found: list[Delivery], days: int = 30
+                      ) -> list[tuple[dt.date, str, int]]:
+    """(day, source, rows in quarantine) per landing day and source, over the last `days`
+    days of `found` (from `deliveries`)."""
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-    out = [(d.landed_at.date(), d.source, d.rows_quarantined) for d in deliveries(lake, since)
-           if d.rows_quarantined]
-    return sorted(out)
+    total: dict[tuple[dt.date, str], int] = {}
+    for d in found:
+        if d.landed_at >= since and d.rows_quarantined:
+            key = (d.landed_at.date(), d.source)
+            total[key] = total.get(key, 0) + d.rows_quarantined
+    return sorted((day, source, n) for (day, source), n in total.items())
 
 
 MAX_ROWS_SHOWN = 500
@@ -322,16 +336,18 @@ class LedgerEvent:
     rows: int | None
 
 
-def releases(lake: Lake) -> list[Release]:
-    """Every release of every agreement, newest first, from its manifest; the released
-    columns are read from each file's own schema (what left, not what was meant to)."""
+def releases(lake: Lake, columns: bool = True) -> list[Release]:
+    """Every release of every agreement, newest first, from its manifest; with `columns`,
+    the released columns are read from each file's own schema (what left, not what was
+    meant to)."""
     out = []
     for agreement in load_agreements().values():
         root = lake.releases(agreement.id, agreement.purpose)
         for manifest_path in sorted(root.glob("v*/manifest.json")):
             m = json.loads(manifest_path.read_text())
             files = [ReleaseFile(f["name"], f.get("mart", ""), f["rows"], f["sha256"],
-                                 _columns(manifest_path.parent / f["name"]))
+                                 _columns(manifest_path.parent / f["name"]) if columns
+                                 else [])
                      for f in m["files"]]
             out.append(Release(agreement, m["version"], m["created_at"], m.get("run_id", ""),
                                files, m.get("inputs", {}), m.get("min_cell_size")))
@@ -349,15 +365,20 @@ LEDGER_KINDS = ("release_created", "release_refused", "sharing_request", "sharin
                 "sharing_token_issued", "sharing_token_revoked")
 
 
+LEDGER_DAYS = 90
+
+
 def ledger_events(lake: Lake, kinds: tuple[str, ...] = LEDGER_KINDS, limit: int = 500
                   ) -> list[LedgerEvent]:
-    """Audit events about releases and who fetched what (newest first). Sharing requests
-    that touched no table (listing shares, refused tokens) are left out unless refused."""
+    """Audit events of the last LEDGER_DAYS days about releases and who fetched what
+    (newest first; the time filter lets older files of the log be skipped). Sharing
+    requests that touched no table (listing shares) are left out unless refused."""
     if not delta.exists(lake.audit()):
         return []
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=LEDGER_DAYS)
     events = pl.from_arrow(delta.read(
         lake.audit(), columns=["recorded_at", "kind", "actor", "message", "details"],
-        filter=pc.field("kind").isin(list(kinds))))
+        filter=pc.field("kind").isin(list(kinds)) & (pc.field("recorded_at") >= since)))
     assert isinstance(events, pl.DataFrame)
     events = events.sort("recorded_at", descending=True)
     out = []

@@ -218,15 +218,15 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
              ) -> HTMLResponse:
         day_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
         recent = views.deliveries(lake, day_ago) if session.may("quarantine") else []
-        waiting = [f for f in data_requests.listing(lake) if f.status == "needs_steward"] \
-            if session.may("decide_request") else []
-        policy = data_requests.load_request_policy()
+        waiting = data_requests.waiting(lake) if session.may("decide_request") else []
+        due = dt.datetime.now(dt.timezone.utc) - dt.timedelta(
+            days=data_requests.load_request_policy().sla_days)
         return page("home.html", session, waiting=len(waiting),
-                    overdue=sum(f.overdue(dt.datetime.now(dt.timezone.utc), policy)
-                                for f in waiting),
+                    overdue=sum(filed < due for filed in waiting),
                     pending=len(views.review_queue(lake)) if session.may("review") else None,
                     recent=recent,
-                    releases=views.releases(lake)[:5] if session.may("releases") else [])
+                    releases=views.releases(lake, columns=False)[:5]
+                    if session.may("releases") else [])
 
     @r.get("/review")
     def review(request: Request, page_number: int = Query(1, alias="page", ge=1, le=100_000),
@@ -278,8 +278,15 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             message = (str(exc).replace("--reason", "the reason")
                        .replace("--left", "a record").replace("--right", "a record")
                        .replace("decision must", "the decision must"))
+            if pair.left in message or pair.right in message:   # ids only after a reveal
+                message = ("a record of this pair is no longer in the person index (it was "
+                           "rebuilt): open the review queue again")
             return page("pair.html", session, status=400, pair=pair, values=None,
                         compared=views.COMPARED, error=message)
+        except Exception:
+            logging.getLogger(__name__).exception("decision not recorded")
+            raise Refused(503, "the decision could not be recorded just now (the audit log "
+                          "or the lake could not be written); try again later") from None
         return RedirectResponse("/console/review?done=" + decision, status_code=303,
                                 headers=HEADERS)
 
@@ -294,7 +301,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                    ) -> HTMLResponse:
         all_deliveries = views.deliveries(lake)
         day_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
-        by_day = views.quarantine_by_day(lake)
+        by_day = views.quarantine_by_day(all_deliveries)
         top = max((n for _, _, n in by_day), default=0)
         return page("quarantine.html", session, deliveries=all_deliveries,
                     last_night=[d for d in all_deliveries if d.landed_at >= day_ago and
@@ -305,8 +312,8 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
     async def quarantine_rows(request: Request, source: str, sha256: str,
                               session: accounts.Session = Depends(needs("quarantine_rows"))
                               ) -> HTMLResponse:
-        delivery = next((d for d in await run_in_threadpool(views.deliveries, lake)
-                         if d.source == source and d.sha256 == sha256), None)
+        found = await run_in_threadpool(lambda: views.deliveries(lake, sha256=sha256))
+        delivery = next((d for d in found if d.source == source), None)
         if delivery is None:
             raise Refused(404, "no such delivery")
         rows = await run_in_threadpool(views.quarantined_rows, lake, source, sha256)
@@ -464,9 +471,10 @@ def install(app: FastAPI, lake: Lake, spool: audit.Spool, public_url: str,
 
 
 def signed_in_as(lake: Lake, request: Request) -> accounts.Session | None:
-    """Whose session a request carries (for the audit of requests no page handled)."""
+    """Whose session a request carries (for the audit of requests no page handled): a
+    read of this thread's kept connection, which neither extends nor ends the session."""
     token = request.cookies.get(COOKIE, "")
-    return accounts.session(lake, token) if token else None
+    return accounts.session(lake, token, touch=False) if token else None
 
 
 def visible(text: object) -> str:
