@@ -35,6 +35,9 @@ from ids_lakehouse.sources import load_sources
 
 Need = Literal["open", "steward", "refused"]
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+CLASS_WORDS = {"quasi_identifier": "a quasi-identifier", "sensitive": "sensitive",
+               "direct_identifier": "a direct identifier",
+               "non_identifying": "non-identifying"}
 INVISIBLE = ("Cc", "Cf", "Zl", "Zp")    # controls, format (bidi, zero-width), separators
 ORDER: dict[str, int] = {"open": 0, "steward": 1, "refused": 2}
 EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
@@ -87,11 +90,11 @@ class DataRequest(BaseModel):
     def _no_identifiers(cls, value: str) -> str:
         # Requests are kept, shown to stewards and turned into agreement files: no one's
         # identifiers in them.
-        from ids_lakehouse.deid.scanner import identifiers_in_text
+        from ids_lakehouse.deid.scanner import identifiers_in_text, in_words
 
         found = identifiers_in_text(value)
         if found:
-            raise ValueError(f"looks like it holds {', '.join(found)}: describe without "
+            raise ValueError(f"looks like it holds {in_words(found)}: describe without "
                              "copying identifiers, dates or long numbers")
         return value
 
@@ -212,7 +215,7 @@ def evaluate(request: DataRequest, today: dt.date,
                     "identifier: direct identifiers leave only under an operations purpose")
             elif policy.classifications.get(cls, "steward") != "open":
                 add("classification", policy.classifications.get(cls, "steward"),
-                    f"{mart_name}.{column} is {cls.replace('_', ' ')}: person-level "
+                    f"{mart_name}.{column} is {CLASS_WORDS.get(cls, cls)}: person-level "
                     "data needs a named steward's decision and an agreement")
             for upstream, regime in lineage_regimes(list(declared.lineage)):
                 need = policy.regimes.get(regime, "steward")
@@ -403,7 +406,7 @@ def decide(lake: Lake, rid: int, steward: str, decision: str, reason: str,
     now = now or dt.datetime.now(dt.timezone.utc)
     if decision not in ("approved", "denied"):
         raise RequestError("the decision must be approved or denied")
-    from ids_lakehouse.deid.scanner import identifiers_in_text
+    from ids_lakehouse.deid.scanner import identifiers_in_text, in_words
 
     reason = reason.strip()
     if not reason or len(reason) > 1000 or any(unicodedata.category(c) in ("Cc", "Cf")
@@ -411,7 +414,7 @@ def decide(lake: Lake, rid: int, steward: str, decision: str, reason: str,
         raise RequestError("the reason must be one line of at most 1,000 characters")
     if identifiers_in_text(reason):
         raise RequestError(f"the reason looks like it holds "
-                           f"{', '.join(identifiers_in_text(reason))}: it is kept in the "
+                           f"{in_words(identifiers_in_text(reason))}: it is kept in the "
                            "audit log, so describe without copying values")
     con = _connect(lake)
     try:

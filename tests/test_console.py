@@ -120,7 +120,7 @@ def test_a_stewards_morning_review_and_quarantine_applied_by_the_next_run(consol
         page.check("input[value=match]")
         page.fill("textarea[name=reason]", "same birth certificate number on file")
         page.click("text=Record decision")
-        assert "Decision recorded (match)" in page.inner_text("main")
+        assert "Decision recorded (same person)" in page.inner_text("main")
         assert f"/console/review/{pair.key}" not in page.content()
         page.click("text=Decisions")
         assert "waiting for the next identity run" in page.inner_text("main")
@@ -408,7 +408,7 @@ def test_a_request_filed_answered_by_the_policy_and_approved_by_a_steward(consol
             page.check(f"input[name=column][value='{column}']")
         page.click("text=File the request")
         answer = page.inner_text("main")
-        assert "The policy's answer: needs steward" in answer
+        assert "The policy's answer: waiting for a steward" in answer
         assert "regime:HIPAA" in answer and "research_participation.program" in answer
         rid = int(re.search(r"/console/requests/(\d+)$", page.url)[1])
         assert page.locator("text=Record decision").count() == 0
@@ -474,7 +474,9 @@ def test_what_the_red_team_found_in_the_pages(console):
     for reason in ("same DOB 1990-05-01", "SSN 123-45-6789 on both", "member WA123456789"):
         r = s.post(f"{base}/console/review/{pair.key}/decide",
                    data={"csrf": token, "decision": "match", "reason": reason})
-        assert r.status_code == 400 and "describe the evidence" in r.text and reason not in r.text
+        alert = re.search(r'role="alert">([^<]*)', r.text)
+        assert r.status_code == 400 and alert and "describe the evidence" in alert[1]
+        assert reason not in alert[1]       # said in words; the form keeps the steward's text
     # A textarea's line breaks are fine: kept as one line.
     assert s.post(f"{base}/console/review/{pair.key}/decide", allow_redirects=False, data={
         "csrf": token, "decision": "non_match",
@@ -488,6 +490,14 @@ def test_what_the_red_team_found_in_the_pages(console):
               allow_redirects=False)
     assert r.status_code == 404 and "evil" not in r.headers.get("location", "")
     assert requests.get(f"{base}/docs").status_code == 404
+    # A new user's first addresses lead to the console; a browser's icon request is not a
+    # refused sharing request in the releases ledger.
+    for start in ("/", "/console"):
+        r = requests.get(base + start, allow_redirects=False, headers={"Host": "evil.example"})
+        assert r.status_code == 303 and r.headers["location"] == "/console/"
+    assert requests.get(f"{base}/favicon.ico").status_code == 204
+    requests.get(f"{base}/no-such-page")
+    assert "unrouted" not in s.get(f"{base}/console/releases").text
     assert requests.get(f"{base}/openapi.json").status_code == 200
     # Dot segments in next= are not followed.
     anon = requests.Session()

@@ -386,6 +386,8 @@ def ledger_events(lake: Lake, kinds: tuple[str, ...] = LEDGER_KINDS, limit: int 
         details = json.loads(r["details"] or "{}")
         if r["kind"] == "sharing_request" and not {"table", "query", "outcomes"} & set(details):
             continue
+        if r["kind"] == "sharing_refused" and details.get("endpoint") == "unrouted":
+            continue        # a browser's or a scanner's stray path, not a release event
         table = f"{details['table']} v{details.get('version')}" if details.get("table") \
             else None
         out.append(LedgerEvent(r["recorded_at"], r["kind"], r["actor"], r["message"],

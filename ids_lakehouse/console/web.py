@@ -40,6 +40,7 @@ COOKIE = "idsl_console"
 LOGIN_COOKIE = "idsl_login"
 MAX_FORM_BYTES = 16_384
 PAGE = 100          # pairs or requests per page
+DECISION_WORDS = {"match": "same person", "non_match": "different people"}
 HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -77,6 +78,8 @@ class Pages:
         self.env.filters["weight"] = lambda v: "n/a" if v is None else f"{v:+.1f}"
         self.env.filters["num"] = lambda v: f"{v:,}"
         self.env.filters["visible"] = visible
+        self.env.filters["decision"] = lambda v: DECISION_WORDS.get(v, v)
+        self.env.filters["plural"] = lambda n, word: f"{n:,} {word}{'' if n == 1 else 's'}"
 
     def __call__(self, template: str, session: accounts.Session | None, status: int = 200,
                  **context: Any) -> HTMLResponse:
@@ -249,7 +252,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
     def pair_page(request: Request, key: str,
                   session: accounts.Session = Depends(needs("review"))) -> HTMLResponse:
         return page("pair.html", session, pair=_pair(key), values=None,
-                    compared=views.COMPARED, error=None)
+                    compared=views.COMPARED, error=None, chosen="", reason="")
 
     @r.post("/review/{key}/reveal")
     async def reveal(request: Request, key: str,
@@ -261,7 +264,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                             {f for fs in views.COMPARED.values() for f in fs})})
         values = await run_in_threadpool(views.records, lake, pair)
         return page("pair.html", session, pair=pair, values=values,
-                    compared=views.COMPARED, error=None)
+                    compared=views.COMPARED, error=None, chosen="", reason="")
 
     @r.post("/review/{key}/decide")
     async def decide_pair(request: Request, key: str,
@@ -281,8 +284,11 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             if pair.left in message or pair.right in message:   # ids only after a reveal
                 message = ("a record of this pair is no longer in the person index (it was "
                            "rebuilt): open the review queue again")
+            if "decision must be" in message:
+                message = "choose same person or different people"
             return page("pair.html", session, status=400, pair=pair, values=None,
-                        compared=views.COMPARED, error=message)
+                        compared=views.COMPARED, error=message,
+                        chosen=decision, reason=reason)
         except Exception:
             logging.getLogger(__name__).exception("decision not recorded")
             raise Refused(503, "the decision could not be recorded just now (the audit log "
@@ -456,6 +462,16 @@ def install(app: FastAPI, lake: Lake, spool: audit.Spool, public_url: str,
     """Mount the console on the gateway's app, with its error pages."""
     page = Pages(dagster_url)
     app.include_router(router(lake, spool, public_url, page))
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/console", include_in_schema=False)
+    def to_console() -> Response:
+        # A relative Location: never built on the request's Host header.
+        return RedirectResponse("/console/", status_code=303, headers=HEADERS)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
 
     @app.exception_handler(SignInNeeded)
     async def _sign_in(request: Request, exc: SignInNeeded) -> Response:

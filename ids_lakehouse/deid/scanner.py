@@ -34,6 +34,16 @@ TEXT_PATTERNS = {k: v for k, v in PATTERNS.items() if k != "person_id"} | {
                      rf"|[0-3]?\d(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+(?:19|20)\d{{2}})\b"}
 
 
+_WORDS = {"ssn": "an SSN", "phone": "a phone number", "email": "an e-mail address",
+          "full_date": "a date", "date": "a date", "date_in_words": "a date",
+          "long_number": "a long number", "person_id": "a person id"}
+
+
+def in_words(rules: list[str]) -> str:
+    """The rules `identifiers_in_text` found, as a reader would say them."""
+    return ", ".join(dict.fromkeys(_WORDS.get(r, r) for r in rules))
+
+
 def identifiers_in_text(text: str) -> list[str]:
     """The rules (names) a free text matches: ssn, phone, email, dates, long numbers."""
     import re

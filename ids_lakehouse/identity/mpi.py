@@ -119,11 +119,11 @@ MAX_UNIQUE_ID = 200
 def check_free_text(flag: str, text: str) -> None:
     """Free text about people goes to the audit log: what looks like an identifier, a
     date or a long number in it is refused (DecisionError names the kinds, not the text)."""
-    from ids_lakehouse.deid.scanner import identifiers_in_text
+    from ids_lakehouse.deid.scanner import identifiers_in_text, in_words
 
     found = identifiers_in_text(text)
     if found:
-        raise DecisionError(f"{flag} looks like it holds {', '.join(found)}: describe the "
+        raise DecisionError(f"{flag} looks like it holds {in_words(found)}: describe the "
                             "evidence without copying values (it is kept in the audit log)")
 
 
