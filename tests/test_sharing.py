@@ -645,3 +645,34 @@ def test_refused_requests_never_lock_out_a_valid_token(gateway, tmp_path):
         _get(gw, "/shares", tokens.PREFIX + "Q" * 43)
     assert _get(gw, "/shares", tokens.PREFIX + "Q" * 43).status_code == 429
     assert _get(gw, "/shares", token).status_code == 200
+
+
+def _allow_once(root: str, barrier, results) -> None:
+    from ids_lakehouse.sharing import limits as shared
+
+    allowance = shared.SharedLimit(Lake(Path(root)), "lookup_people", 1000)
+    barrier.wait()
+    try:
+        allowance.allow("dsa")
+        results.put("ok")
+    except Exception as exc:        # what a worker would have answered 500 for
+        results.put(type(exc).__name__)
+
+
+def test_worker_processes_opening_the_shared_state_at_once_all_get_in(tmp_path):
+    """Two workers whose first lookups came together: switching a new SQLite file to
+    write-ahead logging takes it without waiting, and one failed with "database is
+    locked" (a 500; 13 of 160 attempts in 40 rounds of 4 processes)."""
+    import multiprocessing as mp
+
+    outcomes = []
+    for i in range(25):
+        barrier, results = mp.Barrier(4), mp.Queue()
+        procs = [mp.Process(target=_allow_once, args=(str(tmp_path / f"lake{i}"), barrier,
+                                                      results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        outcomes += [results.get(timeout=10) for _ in procs]
+    assert outcomes == ["ok"] * 100

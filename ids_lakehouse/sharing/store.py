@@ -5,6 +5,7 @@ check-and-take one IMMEDIATE transaction (the processes queue on SQLite's lock).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ def connect(lake: Lake, path: Path, schema: Sequence[str], durable: bool) -> sql
     con = sqlite3.connect(path, timeout=60, isolation_level=None)
     con.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     if fresh or path not in _READY:     # once per file and process, not per request
-        con.execute("PRAGMA journal_mode=WAL")      # kept in the file
+        _wal(con)
         for statement in schema:
             con.execute(statement)
         _READY.add(path)
@@ -31,6 +32,22 @@ def connect(lake: Lake, path: Path, schema: Sequence[str], durable: bool) -> sql
 
 
 _READY: set[Path] = set()
+
+
+def _wal(con: sqlite3.Connection) -> None:
+    """Write-ahead logging, kept in the file. Switching to it takes the file for itself,
+    without waiting: two worker processes opening a new file at once had one fail with
+    "database is locked" (a lookup answered 500). Already set: nothing to take."""
+    for attempt in range(100):
+        if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)
 
 
 @contextmanager
