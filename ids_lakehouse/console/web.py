@@ -248,11 +248,18 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                           "the index was rebuilt)")
         return found
 
+    def _pair_page(session: accounts.Session, pair: views.Pair,
+                   values: dict[str, dict[str, str]] | None = None, status: int = 200,
+                   error: str | None = None, chosen: str = "", reason: str = ""
+                   ) -> HTMLResponse:
+        """A pair, masked unless `values`; after a refused decision, the form as sent."""
+        return page("pair.html", session, status=status, pair=pair, values=values,
+                    compared=views.COMPARED, error=error, chosen=chosen, reason=reason)
+
     @r.get("/review/{key}")
     def pair_page(request: Request, key: str,
                   session: accounts.Session = Depends(needs("review"))) -> HTMLResponse:
-        return page("pair.html", session, pair=_pair(key), values=None,
-                    compared=views.COMPARED, error=None, chosen="", reason="")
+        return _pair_page(session, _pair(key))
 
     @r.post("/review/{key}/reveal")
     async def reveal(request: Request, key: str,
@@ -263,16 +270,14 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                         details={"left": pair.left, "right": pair.right, "fields": sorted(
                             {f for fs in views.COMPARED.values() for f in fs})})
         values = await run_in_threadpool(views.records, lake, pair)
-        return page("pair.html", session, pair=pair, values=values,
-                    compared=views.COMPARED, error=None, chosen="", reason="")
+        return _pair_page(session, pair, values=values)
 
     @r.post("/review/{key}/decide")
     async def decide_pair(request: Request, key: str,
                           session: accounts.Session = Depends(needs("decide"))) -> Response:
         fields = await form(request, session)
         pair = await run_in_threadpool(_pair, key)
-        # A textarea's line breaks are spaces (the reason is kept on one line).
-        reason = " ".join(str(fields.get("reason", "")).split())
+        reason = _one_line(fields, "reason")
         decision = str(fields.get("decision", ""))
         try:
             await run_in_threadpool(decide, lake, pair.left, pair.right, decision,
@@ -286,9 +291,8 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
                            "rebuilt): open the review queue again")
             if "decision must be" in message:
                 message = "choose same person or different people"
-            return page("pair.html", session, status=400, pair=pair, values=None,
-                        compared=views.COMPARED, error=message,
-                        chosen=decision, reason=reason)
+            return _pair_page(session, pair, status=400, error=message, chosen=decision,
+                              reason=reason)
         except Exception:
             logging.getLogger(__name__).exception("decision not recorded")
             raise Refused(503, "the decision could not be recorded just now (the audit log "
@@ -365,6 +369,12 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
             raise Refused(404, "no such request")
         return filed
 
+    def _request_page(session: accounts.Session, rid: int, status: int = 200,
+                      error: str | None = None) -> HTMLResponse:
+        return page("request.html", session, status=status, filed=_visible(session, rid),
+                    error=error, policy=data_requests.load_request_policy(),
+                    statuses=data_requests.STATUSES, now=dt.datetime.now(dt.timezone.utc))
+
     def _request_form(session: accounts.Session, status: int = 200, error: str | None = None,
                       values: dict[str, Any] | None = None) -> HTMLResponse:
         marts = load_marts()
@@ -401,7 +411,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         raw = {k: fields.get(k, "") for k in ("title", "purpose", "recipient_organisation",
                                               "recipient_contact", "legal_basis", "start",
                                               "end")}
-        raw["justification"] = " ".join(str(fields.get("justification", "")).split())
+        raw["justification"] = _one_line(fields, "justification")
         raw |= {"columns": columns, "sources": fields["source"]}
         try:
             parsed = data_requests.parse_request(raw)
@@ -420,9 +430,7 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
     def request_page(request: Request, rid: int,
                      session: accounts.Session = Depends(needs("request", "requests"))
                      ) -> HTMLResponse:
-        return page("request.html", session, filed=_visible(session, rid), error=None,
-                    policy=data_requests.load_request_policy(),
-                    statuses=data_requests.STATUSES, now=dt.datetime.now(dt.timezone.utc))
+        return _request_page(session, rid)
 
     @r.post("/requests/{rid}/decide")
     async def decide_request(request: Request, rid: int,
@@ -432,12 +440,9 @@ def router(lake: Lake, spool: audit.Spool, public_url: str, page: Pages) -> APIR
         try:
             await run_in_threadpool(data_requests.decide, lake, rid, session.email,
                                     str(fields.get("decision", "")),
-                                    " ".join(str(fields.get("reason", "")).split()))
+                                    _one_line(fields, "reason"))
         except data_requests.RequestError as exc:
-            return page("request.html", session, status=400, filed=_visible(session, rid),
-                        error=str(exc), policy=data_requests.load_request_policy(),
-                        statuses=data_requests.STATUSES,
-                        now=dt.datetime.now(dt.timezone.utc))
+            return _request_page(session, rid, status=400, error=str(exc))
         except Exception:
             logging.getLogger(__name__).exception("request decision not recorded")
             raise Refused(503, "the decision could not be recorded just now (nothing "
@@ -484,6 +489,11 @@ def install(app: FastAPI, lake: Lake, spool: audit.Spool, public_url: str,
     async def _refused(request: Request, exc: Refused) -> Response:
         session = getattr(request.state, "account", None)
         return page("error.html", session, status=exc.status, message=exc.message)
+
+
+def _one_line(fields: dict[str, Any], name: str) -> str:
+    """A textarea's text with its line breaks as spaces (kept on one line)."""
+    return " ".join(str(fields.get(name, "")).split())
 
 
 def signed_in_as(lake: Lake, request: Request) -> accounts.Session | None:
