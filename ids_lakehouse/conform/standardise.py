@@ -348,6 +348,17 @@ def phones(values: pl.Series, region: str = "US") -> pl.DataFrame:
     written the common ways are decided in Polars by libphonenumber's own metadata
     (`_nanp`); everything else goes through libphonenumber."""
     values = pl.select(blank_to_null(pl.lit(values.cast(pl.String)))).to_series()
+    if values.len() < NANP_MIN:
+        # Too few for the fast path: each distinct value through libphonenumber, without
+        # the frames below (a lookup's one number spent 1.5 ms in them, 0.05 in parsing).
+        raw = values.to_list()
+        decided = {v: _e164(fold_text(v), region) for v in set(raw) if v is not None}
+        return pl.DataFrame({"phone": [decided[v][0] if v is not None else None for v in raw],
+                             "phone_raw": raw,
+                             "phone_status": [decided[v][1] if v is not None else "missing"
+                                              for v in raw]},
+                            schema=dict.fromkeys(("phone", "phone_raw", "phone_status"),
+                                                 pl.String))
     distinct = values.drop_nulls().unique()
     schema = {"_in": pl.String, "_e164": pl.String, "_status": pl.String}
     fast = _nanp(distinct) if region in _NANP_REGIONS and distinct.len() >= NANP_MIN \

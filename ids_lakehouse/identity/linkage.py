@@ -63,23 +63,23 @@ SILVER_COLUMNS = ["source", "source_record_id", "first_name", "middle_name", "la
 
 
 def linkage_input(person_record: pl.DataFrame) -> pl.DataFrame:
-    """Silver person records (at least SILVER_COLUMNS) -> the columns the model reads."""
-    firsts = person_record["first_name"].drop_nulls().unique()
-    variants = pl.DataFrame({"first_name": firsts,
-                             "first_name_variants": [name_variants(f) for f in firsts]},
-                            schema={"first_name": pl.String,
-                                    "first_name_variants": pl.List(pl.String)})
-    text = ["source", "source_record_id", "first_name", "middle_name", "last_name", "sex",
-            "ssn", "ssn_last4", "national_id", "national_id_type", "street", "zip", "phone"]
-    return (person_record
-            .with_columns(pl.col(text).cast(pl.String), pl.col("dob").cast(pl.Date))
-            .with_columns(
-                (pl.col("source") + ":" + pl.col("source_record_id")).alias("unique_id"),
-                pl.col("source").alias("source_dataset"),
-                pl.col("middle_name").str.slice(0, 1).alias("middle_initial"),
-                pl.col("dob").dt.strftime("%Y%m%d").alias("dob_text"))
-            .join(variants, on="first_name", how="left")
-            .select(LINK_COLUMNS))
+    """Silver person records (at least SILVER_COLUMNS) -> the columns the model reads.
+    One select (a real-time lookup's few rows paid ~0.3 ms per step of a chain of
+    steps): each distinct first name's variants are looked up by its position."""
+    firsts = person_record["first_name"].cast(pl.String).drop_nulls().unique()
+    variants = pl.Series([name_variants(f) for f in firsts], dtype=pl.List(pl.String))
+    position = pl.col("first_name").cast(pl.String).replace_strict(
+        firsts, pl.Series(range(len(firsts)), dtype=pl.UInt32), default=None)
+    dob = pl.col("dob").cast(pl.Date)
+    derived = {
+        "unique_id": pl.col("source").cast(pl.String) + ":"
+        + pl.col("source_record_id").cast(pl.String),
+        "source_dataset": pl.col("source").cast(pl.String),
+        "middle_initial": pl.col("middle_name").cast(pl.String).str.slice(0, 1),
+        "dob": dob, "dob_text": dob.dt.strftime("%Y%m%d"),
+        "first_name_variants": pl.lit(variants).gather(position)}
+    return person_record.select([derived[c].alias(c) if c in derived
+                                 else pl.col(c).cast(pl.String) for c in LINK_COLUMNS])
 
 
 def _comparisons() -> list[ComparisonCreator]:
