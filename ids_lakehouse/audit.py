@@ -35,6 +35,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ GENESIS = "0" * 64
 APPEND_ONLY = {"delta.appendOnly": "true"}
 
 
+@lru_cache(maxsize=1)
 def os_identity() -> tuple[str, str]:
+    """The process's user and host (read once: the gateway names them on every event)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

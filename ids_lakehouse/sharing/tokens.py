@@ -9,6 +9,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -103,33 +104,39 @@ def revoke(lake: Lake, token_id: str, revoked_by: str) -> None:
 
 class Registry:
     """The token table as a long-running service reads it: held in memory and re-read when
-    its Delta version changes, which is looked at most every `recheck_s` seconds. A token
-    issued or revoked is seen by the next request after that (default 1 s): reading the
-    table on every request cost milliseconds a lookup does not have."""
+    it changes, which is looked at most every `recheck_s` seconds; the agreements the
+    same way. A token issued or revoked (an agreement edited) is seen by the next request
+    after that (default 1 s): reading the table on every request cost milliseconds a
+    lookup does not have. A change is seen by its Delta log folder (its modification
+    time and number of entries: a commit adds a file), so a request that comes to look
+    costs a stat, not a read of the log."""
 
     def __init__(self, lake: Lake, recheck_s: float = 1.0) -> None:
         import threading
 
         self.lake, self.recheck_s = lake, recheck_s
         self.lock = threading.Lock()
-        self.checked, self.version = -1e9, -2
+        self.checked: float = -1e9
+        self.log_state: tuple[int, int] | None = None
         self.by_digest: dict[str, dict[str, Any]] = {}
         self.by_token_id: dict[str, dict[str, Any]] = {}
+        self.agreements: dict[str, Agreement] = {}
 
-    def _rows(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    def _rows(self) -> Registry:
         import time
 
         with self.lock:
             if time.monotonic() - self.checked >= self.recheck_s:
                 path = _path(self.lake)
-                version = delta.table(path).version() if delta.exists(path) else -1
-                if version != self.version:
-                    rows = delta.read(path).to_pylist() if version >= 0 else []
+                state = _log_state(path)
+                if state != self.log_state:
+                    rows = delta.read(path).to_pylist() if state is not None else []
                     self.by_digest = {r["token_sha256"]: r for r in rows}
                     self.by_token_id = {r["token_id"]: r for r in rows}
-                    self.version = version
+                    self.log_state = state
+                self.agreements = load_agreements()
                 self.checked = time.monotonic()
-            return self.by_digest, self.by_token_id
+            return self
 
     def authenticate(self, token: str, now: dt.datetime | None = None
                      ) -> tuple[Principal | None, str]:
@@ -137,23 +144,38 @@ class Registry:
         the reason names no token)."""
         if not token.startswith(PREFIX) or len(token) > 200:
             return None, "malformed token"
-        row = self._rows()[0].get(digest(token))
+        held = self._rows()
+        row = held.by_digest.get(digest(token))
         if row is None:
             return None, "unknown token"
-        return _valid(row, now or dt.datetime.now(dt.timezone.utc))
+        return _valid(row, now or dt.datetime.now(dt.timezone.utc), held.agreements)
 
     def by_id(self, token_id: str, now: dt.datetime | None = None) -> Principal | None:
         """The principal of a token still valid, by its id (a signed file URL names it)."""
-        row = self._rows()[1].get(token_id) if TOKEN_ID.match(token_id) else None
-        return _valid(row, now or dt.datetime.now(dt.timezone.utc))[0] if row else None
+        held = self._rows()
+        row = held.by_token_id.get(token_id) if TOKEN_ID.match(token_id) else None
+        return _valid(row, now or dt.datetime.now(dt.timezone.utc),
+                      held.agreements)[0] if row else None
 
 
-def _valid(row: dict[str, Any], now: dt.datetime) -> tuple[Principal | None, str]:
+def _log_state(path: Path) -> tuple[int, int] | None:
+    """(modification time, entries) of a Delta table's log folder; None without one."""
+    import os
+
+    try:
+        log = os.stat(path / "_delta_log")
+        return log.st_mtime_ns, len(os.listdir(path / "_delta_log"))
+    except FileNotFoundError:
+        return None
+
+
+def _valid(row: dict[str, Any], now: dt.datetime, agreements: dict[str, Agreement]
+           ) -> tuple[Principal | None, str]:
     if row["revoked_at"] is not None:
         return None, f"token {row['token_id']} revoked"
     if now > row["expires_at"]:
         return None, f"token {row['token_id']} expired"
-    agreement = load_agreements().get(row["agreement"])
+    agreement = agreements.get(row["agreement"])
     if agreement is None or not agreement.effective <= now.date() <= agreement.expires:
         return None, f"token {row['token_id']}: agreement {row['agreement']} not in force"
     return Principal(row["token_id"], agreement, row["expires_at"]), ""
