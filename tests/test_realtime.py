@@ -141,3 +141,43 @@ def test_a_lookup_without_optional_fields_is_standardised_as_with_them():
     assert alone.equals(both.head(1)) and unused_alone[0] == unused_both[0]
     assert (both.row(1, named=True)["ssn"], both.row(1, named=True)["zip"]) == \
         ("536221457", "98101")
+
+
+def test_values_kept_between_batches_read_as_when_first_standardised():
+    """Names, sex and postcodes are taken from earlier batches when all of a batch's are
+    known: the same linkage input as standardising them afresh, alone or beside others.
+    A field the agreement withholds is not read at all: as if the partner had not given
+    it, and named as not permitted."""
+    import json
+
+    from ids_lakehouse.sharing import lookups
+    from ids_lakehouse.sharing.lookups import LookupBody, standardise
+
+    people = [
+        {"ref": "a", "first_name": "  José-María ", "last_name": "O'Neil Jr.",
+         "dob": "1980-06-24", "sex": "f", "zip": "98101-1234", "phone": "(458) 750-9026"},
+        {"ref": "b", "first_name": "ＡＮＮ", "middle_name": "q", "last_name": "van der Berg",
+         "dob": "1970-01-02", "zip": "ABCDE", "ssn": "536-22-1457", "street": "1 Main St."},
+        {"ref": "c", "first_name": "Bob", "last_name": "Smith", "dob": "2001-12-31",
+         "sex": "M", "zip": "00000", "national_id": "X1", "national_id_type": "PASSPORT"}]
+
+    def parsed(*given: dict) -> list:
+        return LookupBody.parse(json.dumps({"people": given}).encode()).people
+
+    lookups._KEPT.clear()
+    fresh, problems, unused = standardise(parsed(*people))
+    assert lookups._KEPT, "nothing was kept"
+    again, problems_again, unused_again = standardise(parsed(*people))
+    assert fresh.equals(again) and (problems, unused) == (problems_again, unused_again)
+    for i, person in enumerate(people):
+        alone = standardise(parsed(person))[0]
+        assert alone.drop("unique_id").equals(fresh[i].drop("unique_id")), person["ref"]
+
+    permitted = frozenset({"person_id", "first_name", "last_name", "dob", "zip", "phone"})
+    withheld, _, unused = standardise(parsed(*people), permitted)
+    kept = ("ref", "first_name", "last_name", "dob", "zip", "phone")
+    bare = standardise(parsed(*({k: v for k, v in p.items() if k in kept} for p in people)))[0]
+    assert withheld.equals(bare)
+    assert unused[0]["sex"] == "not_permitted" and unused[2]["national_id"] == "not_permitted"
+    assert {"middle_name", "ssn", "street"} <= set(unused[1])
+    assert all(u[f] == "not_permitted" for u in unused for f in u if f not in ("zip", "phone"))

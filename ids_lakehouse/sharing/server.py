@@ -32,6 +32,7 @@ request is answered once its event is written to the spool, not to the Delta log
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -181,7 +182,6 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     limiter, refusals = _RateLimiter(settings.rate_per_minute), \
         _RateLimiter(settings.refusals_per_minute)
     throttled = _Throttled()
-    looked_up = limits.SharedLimit(lake, "lookup_people", settings.lookups_per_minute)
     cells_answered = limits.SharedLimit(lake, "query_cells", settings.query_cells_per_minute)
     registry = tokens.Registry(lake, settings.token_recheck_s)
     audit.Spool.recover(lake)           # events a killed gateway spooled but never committed
@@ -205,12 +205,17 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
                   description="Delta Sharing over the releases of each data sharing agreement.",
                   docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.spool = spool
-    service = lookups.Lookups(lake, settings.max_lookup_batch, settings.index_recheck_s)
+    service = lookups.Lookups(lake, settings.max_lookup_batch, settings.index_recheck_s,
+                              limits.SharedLimit(lake, "lookup_people",
+                                                 settings.lookups_per_minute))
     app.state.lookups = service
     statistics = queries.Queries(lake, settings.index_recheck_s)
     app.state.queries = statistics
 
-    def principal(request: Request) -> tokens.Principal:
+    async def principal(request: Request) -> tokens.Principal:
+        # In the event loop, not a thread: it reads memory, and the token table or the
+        # agreements only when they changed (a stat a second tells; the hop to a thread
+        # and back cost more than the work).
         headers = request.headers.getlist("authorization")
         if len(headers) > 1:
             raise Problem(400, "Bad Request", "one Authorization header", "INVALID_REQUEST")
@@ -400,18 +405,18 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             raise Problem(413, "Content Too Large", f"at most {settings.max_lookup_batch} "
                           "people per request", "INVALID_REQUEST")
         # People, not requests: a batch of 100 guesses is 100 guesses; per agreement, not
-        # per token: ten tokens of one partner share one allowance.
-        if not await run_in_threadpool(looked_up.allow, who.agreement.id, len(body.people)):
+        # per token: ten tokens of one partner share one allowance (taken by the lookups'
+        # own thread before it answers: the request waits on a future, in no thread).
+        try:
+            answered = await asyncio.wrap_future(service.submit(who.agreement, body.people))
+        except lookups.UsedUp:
             request.state.throttled = True
             raise Problem(429, "Too Many Requests", "the token's lookups per minute are "
-                          "used up", "RESOURCE_EXHAUSTED")
-        try:
-            answer, counts = await run_in_threadpool(service.lookup, who.agreement,
-                                                     body.people)
+                          "used up", "RESOURCE_EXHAUSTED") from None
         except lookups.NotAnswerable as exc:
             raise Problem(503, "Service Unavailable", str(exc), "UNAVAILABLE") from None
-        request.state.counts = counts
-        return answer
+        request.state.counts = answered.counts()
+        return answered.body()
 
     @app.post("/v1/queries", tags=["research"], summary="Ask a statistical question",
               response_description="A differentially private table with its provenance")
