@@ -115,6 +115,18 @@ def test_twins_and_namesakes_are_held_for_review_unless_an_identifier_agrees():
         None]
 
 
+def test_the_guards_for_one_pair_are_the_guards_for_a_frame():
+    """The real-time lookups' `held_reason` (one pair, plain levels) and the nightly
+    `held_for_review` (a frame) agree on every combination of the levels they read."""
+    import itertools
+
+    combos = list(itertools.product(range(-1, 8), range(-1, 5), range(-1, 6)))
+    pairs = pl.DataFrame(combos, schema=["gamma_first_name", "gamma_identifier", "gamma_dob"],
+                         orient="row")
+    assert linkage.held_for_review(pairs).to_list() == [
+        linkage.held_reason(*combo) for combo in combos]
+
+
 def _lookalike_records(people: int = 200, pairs: int = 20) -> pl.DataFrame:
     """Each person once in each of two sources, identically; plus pairs of different people
     who share only a birth date, and pairs who share only a name (and birth year)."""

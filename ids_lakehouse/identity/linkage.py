@@ -377,6 +377,17 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
                       .otherwise(None).alias("reason")).to_series())
 
 
+def held_reason(first_name: int, identifier: int, dob: int) -> str | None:
+    """`held_for_review` for one pair, from its three comparison levels (a real-time
+    lookup's few candidates: a frame for them cost more than the rest of the decision).
+    A test holds the two equal on every combination of levels."""
+    if first_name == FIRST_NAME_DISAGREES and identifier != IDENTIFIER_EXACT:
+        return TWINS_GUARD
+    if 0 <= dob <= DOB_SAME_YEAR and identifier < IDENTIFIER_ONE_EDIT:
+        return DOB_CONFLICT
+    return None
+
+
 def auto_link(pairs: pl.DataFrame) -> pl.Series:
     """Pairs linked without a steward: at or above the threshold and not held for review
     (`held_for_review`). Clustering may still leave one out (see identity.clustering)."""

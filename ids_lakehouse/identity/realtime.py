@@ -368,10 +368,9 @@ class Index:
         With `population`, only its persons are answerable: anyone else is "no match",
         as is nobody (the two are not told apart)."""
         tops = [c[0] for c in candidates if c]
-        held = linkage.held_for_review(pl.DataFrame(
-            [dict(zip((f"gamma_{g}" for g in linkage.GAMMAS), t.gammas, strict=True))
-             for t in tops], schema={f"gamma_{g}": pl.Int64 for g in linkage.GAMMAS})
-        ).to_list() if tops else []
+        held = [linkage.held_reason(t.gammas[_POSITION["first_name"]],
+                                    t.gammas[_POSITION["identifier"]],
+                                    t.gammas[_POSITION["dob"]]) for t in tops]
         out, k = [], 0
         for found in candidates:
             if not found:
