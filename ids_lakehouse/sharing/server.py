@@ -117,16 +117,19 @@ def _positive(name: str, default: int) -> int:
 
 @dataclass
 class _RateLimiter:
-    """At most `per_minute` units (requests, or people looked up) per key in any 60 s."""
+    """At most `per_minute` units (requests, or people looked up) per key in any 60 s.
+    The units in each key's window are kept as a running total (summing the window on
+    every request cost time in proportion to the rate it limits)."""
     per_minute: int
     seen: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _used(self, key: str, now: float) -> int:
         window = self.seen.setdefault(key, deque())
         while window and window[0][0] < now - 60:
-            window.popleft()
-        return sum(n for _, n in window)
+            self.total[key] -= window.popleft()[1]
+        return self.total.setdefault(key, 0)
 
     def allow(self, key: str, units: int = 1) -> bool:
         now = time.monotonic()
@@ -134,6 +137,7 @@ class _RateLimiter:
             if self._used(key, now) + units > self.per_minute:
                 return False
             self.seen[key].append((now, units))
+            self.total[key] += units
             return True
 
     def exhausted(self, key: str) -> bool:
