@@ -380,43 +380,50 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None
     for c in FOLDED:
         columns[f"_fold_{c}"] = [std.fold_text(v) if v is not None else None
                                  for v in columns[c]]
-    frame = pl.DataFrame(columns | {"dob": [p.dob for p in people]},
-                         schema={**dict.fromkeys(columns, pl.String), "dob": pl.Date})
     declared = id_types()
     conventions = Conventions()
     key = (tuple(sorted(declared)), conventions.postcode_pattern)
     expressions, outputs = _expressions(*key), _outputs(*key)
-    # Fields kept between batches are read from what earlier batches computed; an
-    # optional field nobody in the batch gave is not standardised (a single lookup
-    # rarely brings an SSN): its outputs are those of a null, computed once.
-    known: dict[str, list[tuple[Any, ...]]] = {}
+    # Fields kept between batches are read from what earlier batches computed (carried
+    # into the frame as `_known_<column>`); an optional field nobody in the batch gave is
+    # not standardised (a single lookup rarely brings an SSN): its outputs are those of a
+    # null, computed once.
+    # The frame holds the inputs of what is computed only (a column costs its Series).
+    given: dict[str, list[Any]] = {}
+    schema: dict[str, Any] = {}
     computed: list[pl.Expr] = []
     for part, exprs in expressions.items():
         if part in KEPT:
             kept = _KEPT.setdefault((key, part), {})
             if all(v in kept for v in columns[part]):
-                known[part] = [kept[v] for v in columns[part]]
+                for i, (name, dtype) in enumerate(outputs[part]):
+                    given[f"_known_{name}"] = [kept[v][i] for v in columns[part]]
+                    schema[f"_known_{name}"] = dtype
+                    computed.append(pl.col(f"_known_{name}").alias(name))
                 continue
-        computed += exprs if part not in OPTIONAL_INPUTS or \
-            frame[part].null_count() < frame.height else _when_absent(*key, part)
-    out = frame.select(computed)
+        if part in OPTIONAL_INPUTS and all(v is None for v in columns[part]):
+            computed += _when_absent(*key, part)
+            continue
+        computed += exprs
+        for name in _inputs(*key)[part]:
+            given[name] = [p.dob for p in people] if name == "dob" else columns[name]
+            schema[name] = pl.Date if name == "dob" else pl.String
+    # (A submitted value has no surrounding white space: the model strips it.)
+    phones = std.phones(pl.Series(columns["phone"], dtype=pl.String), conventions.country,
+                        stripped=True)
+    frame = pl.DataFrame(given | {"_phone": phones["phone"]},
+                         schema=schema | {"_phone": pl.String})
+    out = frame.select(*computed, pl.col("_phone").alias("phone"))
     for part in KEPT:
-        if part not in known:
+        if f"_known_{outputs[part][0][0]}" not in given:
             kept = _KEPT[(key, part)]
             if len(kept) >= KEPT_MAX:
                 kept.clear()
             kept.update(zip(columns[part], out.select([n for n, _ in outputs[part]]).rows(),
                             strict=True))
-    if known:
-        named = [(n, dtype, [row[i] for row in rows]) for part, rows in known.items()
-                 for i, (n, dtype) in enumerate(outputs[part])]
-        out = pl.concat([out, pl.DataFrame({n: v for n, _, v in named},
-                                           schema={n: d for n, d, _ in named})],
-                        how="horizontal")
-    phones = std.phones(frame["phone"], conventions.country)
-    out = out.with_columns(
-        pl.when(pl.col("national_id").is_not_null()).then(frame["national_id_type"])
-        .alias("national_id_type"), phones["phone"])
+    out = out.with_columns(pl.when(pl.col("national_id").is_not_null())
+                           .then(pl.Series(columns["national_id_type"], dtype=pl.String))
+                           .alias("national_id_type"))
     problems: list[dict[str, str]] = []
     unused: list[dict[str, str]] = []
     phone_status = phones["phone_status"].to_list()
@@ -498,6 +505,15 @@ def _outputs(id_types_declared: tuple[str, ...], postcode_pattern: str
     nulls = pl.DataFrame({c: [None] for c in [*inputs, "dob"]},
                          schema={**dict.fromkeys(inputs, pl.String), "dob": pl.Date})
     return {part: list(nulls.select(e).schema.items()) for part, e in exprs.items()}
+
+
+@lru_cache(maxsize=8)
+def _inputs(id_types_declared: tuple[str, ...], postcode_pattern: str
+            ) -> dict[str, list[str]]:
+    """The submitted columns each field's expressions read."""
+    exprs = _expressions(id_types_declared, postcode_pattern)
+    return {part: sorted({n for e in group for n in e.meta.root_names()})
+            for part, group in exprs.items()}
 
 
 @lru_cache(maxsize=64)
