@@ -656,7 +656,7 @@ def _audit(spool: audit.Spool, request: Request, status: int, seconds: float) ->
         details["outcomes"] = request.state.counts
     if getattr(request.state, "query", None) is not None:
         details["query"] = request.state.query
-    if request.url.path.startswith("/console"):
+    if request.scope["path"].startswith("/console"):
         if account is None:     # refused before a page looked (405, 404, 413): who asked
             account = request.app.state.identify(request)
         if account is not None:
