@@ -165,16 +165,17 @@ def test_values_kept_between_batches_read_as_when_first_standardised():
         return LookupBody.parse(json.dumps({"people": given}).encode()).people
 
     lookups._KEPT.clear()
-    fresh, problems, unused = standardise(parsed(*people))
+    fresh, problems, unused = standardise(parsed(*people), None, "agreement-a")
     assert lookups._KEPT, "nothing was kept"
-    again, problems_again, unused_again = standardise(parsed(*people))
+    assert {k[0] for k in lookups._KEPT} == {"agreement-a"}     # kept for it alone
+    again, problems_again, unused_again = standardise(parsed(*people), None, "agreement-a")
     assert fresh.equals(again) and (problems, unused) == (problems_again, unused_again)
     for i, person in enumerate(people):
-        alone = standardise(parsed(person))[0]
+        alone = standardise(parsed(person), None, "agreement-a")[0]
         assert alone.drop("unique_id").equals(fresh[i].drop("unique_id")), person["ref"]
 
     permitted = frozenset({"person_id", "first_name", "last_name", "dob", "zip", "phone"})
-    withheld, _, unused = standardise(parsed(*people), permitted)
+    withheld, _, unused = standardise(parsed(*people), permitted, "agreement-a")
     kept = ("ref", "first_name", "last_name", "dob", "zip", "phone")
     bare = standardise(parsed(*({k: v for k, v in p.items() if k in kept} for p in people)))[0]
     assert withheld.equals(bare)

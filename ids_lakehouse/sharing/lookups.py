@@ -221,7 +221,7 @@ class Lookups:
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Per person, the answer; and the versions it was given from."""
         index, answerable = self.current(), self.population(agreement)
-        frame, problems, unused = standardise(people, answerable.fields)
+        frame, problems, unused = standardise(people, answerable.fields, agreement.id)
         usable = [i for i, p in enumerate(problems) if not p]
         candidates = index.candidates(frame[usable], set(agreement.sources)) if usable else []
         decided = dict(zip(usable, index.decide(candidates, set(answerable.rows)),
@@ -356,7 +356,8 @@ OPTIONAL = {"middle_name": ("middle_initial",), "sex": ("sex",), "ssn": ("ssn", 
             "zip": ("zip",), "phone": ("phone",)}
 
 
-def standardise(people: list[Person], permitted: frozenset[str] | None = None
+def standardise(people: list[Person], permitted: frozenset[str] | None = None,
+                kept_for: str | None = None
                 ) -> tuple[pl.DataFrame, list[dict[str, str]], list[dict[str, str]]]:
     """The submitted people as linkage input (linkage.linkage_input's columns); per person,
     the required fields that are unusable (field -> status) and the optional ones left
@@ -365,7 +366,10 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None
 
     With `permitted` (the fields the agreement lets the partner see), an optional field
     outside it is not used ("not_permitted"): whether it agrees could flip the answer, and
-    so tell the partner what they may not see (a wrong middle name vetoed a match)."""
+    so tell the partner what they may not see (a wrong middle name vetoed a match).
+
+    With `kept_for` (an agreement), the KEPT fields' values are kept for that agreement's
+    next batches (see KEPT); without it nothing is kept."""
     from ids_lakehouse.conform import standardise as std
     from ids_lakehouse.sources import Conventions
 
@@ -392,9 +396,10 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None
     given: dict[str, list[Any]] = {}
     schema: dict[str, Any] = {}
     computed: list[pl.Expr] = []
+    keeps = KEPT if kept_for is not None else ()
     for part, exprs in expressions.items():
-        if part in KEPT:
-            kept = _KEPT.setdefault((key, part), {})
+        if part in keeps:
+            kept = _KEPT.setdefault((kept_for, key, part), {})
             if all(v in kept for v in columns[part]):
                 for i, (name, dtype) in enumerate(outputs[part]):
                     given[f"_known_{name}"] = [kept[v][i] for v in columns[part]]
@@ -414,9 +419,9 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None
     frame = pl.DataFrame(given | {"_phone": phones["phone"]},
                          schema=schema | {"_phone": pl.String})
     out = frame.select(*computed, pl.col("_phone").alias("phone"))
-    for part in KEPT:
+    for part in keeps:
         if f"_known_{outputs[part][0][0]}" not in given:
-            kept = _KEPT[(key, part)]
+            kept = _KEPT[(kept_for, key, part)]
             if len(kept) >= KEPT_MAX:
                 kept.clear()
             kept.update(zip(columns[part], out.select([n for n, _ in outputs[part]]).rows(),
@@ -455,10 +460,13 @@ FOLDED = ("ssn", "national_id", "zip")
 # Submitted fields whose standardised values are kept between batches, by value: names,
 # sex and postcodes recur from one lookup to the next (standardising them was a third of
 # a lookup's time). Identifiers, streets and phones are one person's: computed each time,
-# never kept. At most KEPT_MAX values per field (then forgotten all at once).
+# never kept. Kept per agreement: a value another partner submitted answers faster (no
+# standardising), and across agreements that timing would tell one partner which names
+# another looked up. At most KEPT_MAX values per agreement and field (then forgotten
+# all at once).
 KEPT = ("first_name", "middle_name", "last_name", "sex", "zip")
 KEPT_MAX = 20_000
-_KEPT: dict[tuple[Any, str], dict[str | None, tuple[Any, ...]]] = {}
+_KEPT: dict[tuple[str | None, Any, str], dict[str | None, tuple[Any, ...]]] = {}
 
 
 # The submitted fields that may be absent, and whose standardising is skipped then.
