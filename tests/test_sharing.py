@@ -676,3 +676,20 @@ def test_worker_processes_opening_the_shared_state_at_once_all_get_in(tmp_path):
             p.join(timeout=60)
         outcomes += [results.get(timeout=10) for _ in procs]
     assert outcomes == ["ok"] * 100
+
+
+def test_an_allowance_holds_in_any_60_seconds(tmp_path, monkeypatch):
+    """Counted per second, the allowance never lets more than its units through in any
+    60 s: units taken late in one second still count 59.x s later."""
+    from ids_lakehouse.sharing import limits
+
+    lake = Lake(tmp_path / "lake")
+    limit = limits.SharedLimit(lake, "lookup_people", 100)
+    clock = [1_000.99]
+    monkeypatch.setattr(limits.time, "time", lambda: clock[0])
+    assert limit.allow_each("a", [60, 40, 1]) == [True, True, False]
+    clock[0] = 1_060.0                  # 59.01 s later: all 100 still count
+    assert not limit.allow("a", 1)
+    assert limit.allow("b", 100)        # another key has its own
+    clock[0] = 1_061.0                  # 60.01 s later: the window has moved on
+    assert limit.allow("a", 100) and not limit.allow("a", 1)

@@ -4,9 +4,10 @@ and query cells answered per minute. Held in SQLite (restricted
 what one worker would, not N times as much. (Per-token request rates stay per process:
 they guard the server, not the data.)
 
-Units are counted in one row per key and second: the window is the last 60 whole
-seconds, the current one included. A row per use made every check sum a minute of rows
-(30,000 at 500 lookups a second, a millisecond each, growing with the load it guards)."""
+Units are counted in one row per key and second, and a check counts the current second
+and the 60 before it: every use of the last 60 s counts (and some up to 61 s old: the
+limit errs strict). A row per use made every check sum a minute of rows (30,000 at 500
+lookups a second, a millisecond each, growing with the load it guards)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ SCHEMA = ("CREATE TABLE IF NOT EXISTS per_second (name TEXT NOT NULL, key TEXT N
 
 
 class SharedLimit:
-    """At most `per_minute` units per key in the last 60 seconds, across processes."""
+    """At most `per_minute` units per key in any 60 seconds, across processes."""
 
     def __init__(self, lake: Lake, name: str, per_minute: int) -> None:
         self.lake, self.name, self.per_minute = lake, name, per_minute
@@ -53,7 +54,7 @@ class SharedLimit:
         second = int(time.time())
         con = self._connection()
         with self.one_at_a_time, store.transaction(con):
-            con.execute("DELETE FROM per_second WHERE name = ? AND key = ? AND second <= ?",
+            con.execute("DELETE FROM per_second WHERE name = ? AND key = ? AND second < ?",
                         (self.name, key, second - WINDOW_S))
             used = con.execute("SELECT coalesce(sum(units), 0) FROM per_second WHERE "
                                "name = ? AND key = ?", (self.name, key)).fetchone()[0]
