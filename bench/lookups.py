@@ -461,7 +461,10 @@ def report(r: dict, command: str) -> str:
         "",
         f"Gateway: `python -m ids_lakehouse serve --workers {r['workers']}` (start-up, index "
         f"loaded: {r['startup_s']:.0f} s; resident memory {r['server_rss_mb']:,.0f} MiB); "
-        "clients in the benchmark's process on the same 2 cores.",
+        "clients (http.client, a kept-alive connection per thread) in the benchmark's "
+        f"process on the same 2 cores, using {s['client_cpu_s'] / s['requests'] * 1000:.2f} "
+        f"ms of CPU per single lookup ({s['client_cpu_s'] / s['wall_s'] * 50:.0f}% of the "
+        "machine) in the 8-thread run.",
         "",
         "| requests | people per request | client threads | requests/s | people/s | "
         "p50 ms | p95 ms | p99 ms | failed |",
