@@ -182,3 +182,7 @@ def test_values_kept_between_batches_read_as_when_first_standardised():
     assert unused[0]["sex"] == "not_permitted" and unused[2]["national_id"] == "not_permitted"
     assert {"middle_name", "ssn", "street"} <= set(unused[1])
     assert all(u[f] == "not_permitted" for u in unused for f in u if f not in ("zip", "phone"))
+    # A type given without its id is named too (it was dropped without a word).
+    typed = parsed({"ref": "d", "first_name": "Ann", "last_name": "Lee", "dob": "1990-01-01",
+                    "national_id_type": "PASSPORT"})
+    assert standardise(typed, permitted)[2] == [{"national_id": "not_permitted"}]

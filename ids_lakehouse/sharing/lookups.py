@@ -111,6 +111,7 @@ class Answerable:
     mart: str
     rows: dict[str, dict[str, Any]]
     fields: frozenset[str]        # what the agreement lets the partner see of a person
+    agreement: Agreement          # the declaration they were read under
 
 
 # The statuses of an optional field that is used (or was not given).
@@ -164,8 +165,12 @@ class Lookups:
 
     def population(self, agreement: Agreement) -> Answerable:
         """The agreement's answerable people, from its latest release (looked for at
-        most every `recheck_s` seconds, as the index is)."""
+        most every `recheck_s` seconds, as the index is), with what the agreement as it
+        stands now permits: an edited declaration is applied at once (the permitted
+        fields were kept from the first load for as long as the release stood)."""
         cached = self.answerable.get(agreement.id)
+        if cached is not None and cached[1].agreement != agreement:
+            cached = None
         if cached is not None and time.monotonic() - cached[0] < self.recheck_s:
             return cached[1]
         published = releases.published(self.lake, agreement)
@@ -185,7 +190,8 @@ class Lookups:
                 if not {"first_name", "last_name", "dob"} <= permitted:
                     raise NotAnswerable("this agreement does not permit the names and date "
                                         "of birth a lookup must confirm")
-                answer = Answerable(folder, int(folder.name[1:]), mart, rows, permitted)
+                answer = Answerable(folder, int(folder.name[1:]), mart, rows, permitted,
+                                    agreement)
                 self.answerable[agreement.id] = (time.monotonic(), answer)
                 return answer
         raise NotAnswerable("this agreement releases no person-level mart to answer from")
@@ -450,7 +456,8 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None,
         unused.append(left_out)
     for i, person in enumerate(people):
         for f in withheld:
-            if getattr(person, f) is not None:
+            if getattr(person, f) is not None or (f == "national_id" and
+                                                  person.national_id_type is not None):
                 unused[i][f] = "not_permitted"
     return linkage.linkage_input(out), problems, unused
 
