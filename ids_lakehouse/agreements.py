@@ -140,7 +140,21 @@ def load_agreements(directory: Path | None = None) -> dict[str, Agreement]:
     directory = Path(directory) if directory else agreements_dir()
     state = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
                   for p in sorted(directory.glob("*.yaml")))
-    return _load_agreements(directory, state)
+    # A refused set of files is refused again without reading or auditing it again (a
+    # service asks on every request: each asked for an audit commit until it was fixed).
+    refused = _REFUSED.get((directory, state))
+    if refused is not None:
+        raise AgreementError(str(refused))
+    try:
+        return _load_agreements(directory, state)
+    except AgreementError as exc:
+        if len(_REFUSED) >= 64:
+            _REFUSED.clear()
+        _REFUSED[(directory, state)] = exc
+        raise
+
+
+_REFUSED: dict[tuple[Path, tuple[tuple[str, int, int], ...]], AgreementError] = {}
 
 
 @lru_cache(maxsize=8)

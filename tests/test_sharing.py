@@ -693,3 +693,55 @@ def test_an_allowance_holds_in_any_60_seconds(tmp_path, monkeypatch):
     assert limit.allow("b", 100)        # another key has its own
     clock[0] = 1_061.0                  # 60.01 s later: the window has moved on
     assert limit.allow("a", 100) and not limit.allow("a", 1)
+
+
+def test_an_edited_agreement_applies_at_once_and_a_broken_one_closes_the_gateway(
+        published_copy, tmp_path, monkeypatch):
+    """Narrowing an agreement's permitted fields narrows the next answer (they were kept
+    from the release's first load for as long as the release stood: found by a tester).
+    An agreement file that stops validating closes the gateway with 503 problem details,
+    and its refusal is audited once, not on every request (each request used to answer
+    a plain 500 and commit an audit event)."""
+    import shutil
+
+    import yaml
+
+    from ids_lakehouse import agreements
+
+    folder = tmp_path / "agreements"
+    shutil.copytree(agreements.agreements_dir(), folder)
+    monkeypatch.setattr(agreements, "agreements_dir", lambda: folder)
+    lake = Lake(published_copy.lake)
+    with Gateway(lake, Settings(token_recheck_s=0, index_recheck_s=3600)) as gw:
+        token = _token(_profile(tmp_path, gw, OPERATIONS))
+        records, released, _ = _people(lake)
+        row = records.filter(pl.col("source") == "travellers", pl.col("dob").is_not_null(),
+                             pl.col("phone").is_not_null(),
+                             pl.col("person_id").is_in(released["person_id"].implode())
+                             ).row(0, named=True)
+        asked = {"people": [_as_known(row, "a")]}
+        first = _lookup(gw, token, asked).json()["results"][0]
+        assert first["outcome"] == "match" and "phone" in first["person"]
+
+        path = folder / f"{OPERATIONS}.yaml"
+        data = yaml.safe_load(path.read_text())
+        narrow = ["person_id", "first_name", "last_name", "dob", "city"]
+        data["permitted"]["contact_directory"] = narrow
+        path.write_text(yaml.safe_dump(data))
+        after = _lookup(gw, token, asked).json()["results"][0]
+        assert after["outcome"] == "match" and set(after["person"]) <= set(narrow)
+        assert after["unused"] == {"phone": "not_permitted", "zip": "not_permitted"}
+
+        before = gw.audited().height
+        data["purpose"] = "research"                # no longer a valid declaration
+        path.write_text(yaml.safe_dump(data))
+        answers = [_lookup(gw, token, asked) for _ in range(4)]
+        shares = requests.get(gw.endpoint + "/shares", timeout=30,
+                              headers={"Authorization": f"Bearer {token}"})
+        for got in [*answers, shares]:
+            assert got.status_code == 503, got.text
+            assert got.headers["content-type"].startswith("application/problem+json")
+            assert row["last_name"] not in got.text
+        events = gw.audited().slice(before)
+        assert events.filter(pl.col("kind") == "agreement_refused").height == 1
+        assert events.filter(pl.col("kind") == "sharing_refused").height == 5

@@ -56,6 +56,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ids_lakehouse import audit, config
+from ids_lakehouse.agreements import AgreementError
 from ids_lakehouse.config import Lake
 from ids_lakehouse.console import web as console
 from ids_lakehouse.deid.pseudonym import derive_key
@@ -264,6 +265,15 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         return _problem(400, "Bad Request", f"invalid {_fields(exc.errors())}",
                         "INVALID_REQUEST")
 
+    @app.exception_handler(AgreementError)
+    async def _on_agreements(request: Request, exc: AgreementError) -> JSONResponse:
+        # Fails closed: nobody knows which agreements stand until the files load again
+        # (the refusal, with the file and the reason, is in the audit log and the server
+        # log; the caller is told neither).
+        logging.getLogger(__name__).error("agreements refused: %s", exc)
+        return _problem(503, "Service Unavailable", "the data sharing agreements cannot "
+                        "be loaded: nothing is served until they are fixed", "UNAVAILABLE")
+
     @app.exception_handler(protocol.NotFound)
     async def _on_not_found(request: Request, exc: protocol.NotFound) -> JSONResponse:
         return _problem(404, "Not Found", str(exc), "RESOURCE_DOES_NOT_EXIST")
@@ -415,7 +425,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             answered = await asyncio.wrap_future(service.submit(who.agreement, body.people))
         except lookups.UsedUp:
             request.state.throttled = True
-            raise Problem(429, "Too Many Requests", "the token's lookups per minute are "
+            raise Problem(429, "Too Many Requests", "the agreement's lookups per minute are "
                           "used up", "RESOURCE_EXHAUSTED") from None
         except lookups.NotAnswerable as exc:
             raise Problem(503, "Service Unavailable", str(exc), "UNAVAILABLE") from None
