@@ -42,6 +42,27 @@ def test_ssn_invalid_numbers_are_nulled_with_a_reason(raw, ssn, last4, status):
     assert out == (ssn, last4, raw, status)
 
 
+def test_the_ssn_of_a_frame_reads_as_the_ssn_expression():
+    """`with_ssn` (conform: digits and status computed once each) gives `ssn_frame`'s
+    columns, value for value, on the cases above, separators, full-width digits, nulls
+    and random numbers."""
+    import random
+
+    rng = random.Random(7)
+    raw = ["123-45-6789", "553-95-0378", "XXXXX0378", "***** 0378", "000-12-3456",
+           "666123456", "912345678", "553001234", "553120000", "5539503", "", " ", None,
+           " 553 95 0378 ", "５５３-９５-０３７８", "553--95--0378", "55395037８", "abc"]
+    raw += [f"{rng.randint(0, 999):03d}{rng.choice(['-', ' ', ''])}{rng.randint(0, 99):02d}"
+            f"{rng.choice(['-', ''])}{rng.randint(0, 9999):04d}" for _ in range(2_000)]
+    frame = pl.DataFrame({"ssn": raw}, schema={"ssn": pl.String}).with_columns(
+        std.unicode_text(pl.col("ssn")).alias("_fold_ssn"))
+    expected = frame.select(std.ssn_frame(pl.col("ssn")))
+    got = std.with_ssn(frame).select(expected.columns)
+    assert got.equals(expected)
+    assert set(expected["ssn_status"]) >= {"valid", "partial", "missing", "invalid_format",
+                                            "invalid_area", "invalid_group", "invalid_known"}
+
+
 def test_phones_become_e164_or_null_with_status_and_keep_what_was_delivered():
     delivered = ["360-687-0928", "(123) 555 0100", "123", None, "3606870928",
                  "(206) 123-4567 x12", " "]

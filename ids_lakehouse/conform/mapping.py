@@ -231,10 +231,12 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
     text = {"first_name": std.name, "middle_name": std.name, "last_name": std.name,
             "street": std.street, "city": std.name}
     p = p.with_columns([pl.col(n).alias(f"_raw_{n}") for n in text])
-    # Identifiers and postcodes folded once (see std.ssn_frame's `folded`).
+    # Identifiers and postcodes folded once (see std.ssn_frame's `folded`); the SSN's
+    # digits and status computed once each (std.with_ssn).
     p = p.with_columns([std.unicode_text(pl.col(n)).alias(f"_fold_{n}") for n in FOLDED])
     p = p.with_columns([fn(pl.col(f"_raw_{n}")).alias(n) for n, fn in text.items()])
     status = {n: std.text_status(pl.col(f"_raw_{n}"), pl.col(n)) for n in text}
+    p = std.with_ssn(p, "ssn", "_fold_ssn")
     p = p.with_columns(
         pl.col("_raw_first_name").alias("first_name_raw"),
         pl.col("_raw_last_name").alias("last_name_raw"),
@@ -243,7 +245,6 @@ def _standardise_person(p: pl.DataFrame, defn: SourceDefinition,
         std.worst_status(status["first_name"], status["middle_name"], status["last_name"])
         .alias("name_status"),
         std.worst_status(status["street"], status["city"]).alias("address_status"),
-        *std.ssn_frame(pl.col("ssn"), pl.col("_fold_ssn")),
         *std.national_id_frame(pl.col("national_id"), ident.id_type if ident else None,
                                ident.pattern if ident else None, pl.col("_fold_national_id")),
         *std.postcode_frame(pl.col("zip"), conv.postcode_pattern, pl.col("_fold_zip")),

@@ -219,21 +219,44 @@ def ssn_frame(raw: pl.Expr, folded: pl.Expr | None = None) -> list[pl.Expr]:
     `folded`: the raw column already through `unicode_text`, as a column of the frame.
     These frames use their input a dozen times and Polars runs a Python function once
     per use (it does not share it between uses): folding once beforehand spares the
-    rest, which on a lookup's few rows was most of the time."""
+    rest, which on a lookup's few rows was most of the time. Over many rows `with_ssn`
+    gives the same columns at a fraction of the cost."""
     s = (unicode_text(raw) if folded is None else folded).str.strip_chars()
     digits = s.str.replace_all(r"[\s-]", "")
+    return _ssn_columns(raw, digits, _ssn_status(s, digits))
+
+
+def with_ssn(frame: pl.DataFrame, raw: str = "ssn", folded: str = "_fold_ssn"
+             ) -> pl.DataFrame:
+    """`frame` with `ssn_frame`'s columns (`raw` replaced by the validated ssn), the digits
+    and the status each computed once: in one expression Polars recomputed the digits
+    (a regex) six times per status and the status three times, 3.5 s of a 1,000,000-row
+    conform. `folded`: `raw` through `unicode_text`, a column of the frame."""
+    s = pl.col(folded).str.strip_chars()
+    temp = ("_ssn_s", "_ssn_digits", "_ssn_status")
+    return (frame.with_columns(s.alias(temp[0]), s.str.replace_all(r"[\s-]", "").alias(temp[1]))
+            .with_columns(_ssn_status(pl.col(temp[0]), pl.col(temp[1])).alias(temp[2]))
+            .with_columns(_ssn_columns(pl.col(raw), pl.col(temp[1]), pl.col(temp[2])))
+            .drop(temp))
+
+
+def _ssn_status(s: pl.Expr, digits: pl.Expr) -> pl.Expr:
+    """The status of a stripped, folded SSN `s` whose separators are removed in `digits`."""
     partial = digits.str.contains(r"^[Xx*]{5}[0-9]{4}$")
     nine = digits.str.contains(r"^[0-9]{9}$")
     area, group, serial = digits.str.slice(0, 3), digits.str.slice(3, 2), digits.str.slice(5, 4)
-    status = (pl.when(s.is_null() | (s == "")).then(pl.lit("missing"))
-              .when(partial).then(pl.lit("partial"))
-              .when(~nine).then(pl.lit("invalid_format"))
-              .when((area == "000") | (area == "666") | area.str.starts_with("9"))
-              .then(pl.lit("invalid_area"))
-              .when(group == "00").then(pl.lit("invalid_group"))
-              .when(serial == "0000").then(pl.lit("invalid_serial"))
-              .when(digits.is_in(KNOWN_INVALID_SSNS)).then(pl.lit("invalid_known"))
-              .otherwise(pl.lit("valid")))
+    return (pl.when(s.is_null() | (s == "")).then(pl.lit("missing"))
+            .when(partial).then(pl.lit("partial"))
+            .when(~nine).then(pl.lit("invalid_format"))
+            .when((area == "000") | (area == "666") | area.str.starts_with("9"))
+            .then(pl.lit("invalid_area"))
+            .when(group == "00").then(pl.lit("invalid_group"))
+            .when(serial == "0000").then(pl.lit("invalid_serial"))
+            .when(digits.is_in(KNOWN_INVALID_SSNS)).then(pl.lit("invalid_known"))
+            .otherwise(pl.lit("valid")))
+
+
+def _ssn_columns(raw: pl.Expr, digits: pl.Expr, status: pl.Expr) -> list[pl.Expr]:
     return [pl.when(status == "valid").then(digits).otherwise(None).alias("ssn"),
             pl.when(status.is_in(["valid", "partial"])).then(digits.str.slice(5, 4))
             .otherwise(None).alias("ssn_last4"),
