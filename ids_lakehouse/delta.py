@@ -4,6 +4,7 @@ pyarrow filesystem avoids."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +16,17 @@ from deltalake import DeltaTable
 
 def exists(path: Path | str) -> bool:
     return (Path(path) / "_delta_log").is_dir()
+
+
+def log_state(path: Path | str) -> tuple[int, int] | None:
+    """(modification time, entries) of a table's log folder, None without one: it changes
+    with every commit (a commit adds a file), so a service can tell a change by a stat
+    instead of opening the table."""
+    log = Path(path) / "_delta_log"
+    try:
+        return log.stat().st_mtime_ns, len(os.listdir(log))
+    except FileNotFoundError:
+        return None
 
 
 def table(path: Path | str, version: int | None = None) -> DeltaTable:

@@ -397,8 +397,8 @@ def standardise(people: list[Person], permitted: frozenset[str] | None = None,
     # Fields kept between batches are read from what earlier batches computed (carried
     # into the frame as `_known_<column>`); an optional field nobody in the batch gave is
     # not standardised (a single lookup rarely brings an SSN): its outputs are those of a
-    # null, computed once.
-    # The frame holds the inputs of what is computed only (a column costs its Series).
+    # null, computed once. The frame holds only the inputs of what is computed (a column
+    # costs its Series).
     given: dict[str, list[Any]] = {}
     schema: dict[str, Any] = {}
     computed: list[pl.Expr] = []

@@ -9,7 +9,6 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -102,14 +101,21 @@ def revoke(lake: Lake, token_id: str, revoked_by: str) -> None:
     delta.replace(path, pa.Table.from_pylist([row], schema=SCHEMA), f"token_id = '{token_id}'")
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What a registry holds, replaced whole (a request reads one consistent version)."""
+    by_digest: dict[str, dict[str, Any]]
+    by_token_id: dict[str, dict[str, Any]]
+    agreements: dict[str, Agreement]
+
+
 class Registry:
     """The token table as a long-running service reads it: held in memory and re-read when
     it changes, which is looked at most every `recheck_s` seconds; the agreements the
     same way. A token issued or revoked (an agreement edited) is seen by the next request
     after that (default 1 s): reading the table on every request cost milliseconds a
-    lookup does not have. A change is seen by its Delta log folder (its modification
-    time and number of entries: a commit adds a file), so a request that comes to look
-    costs a stat, not a read of the log."""
+    lookup does not have. A change is seen by `delta.log_state`, a stat, not a read of
+    the log."""
 
     def __init__(self, lake: Lake, recheck_s: float = 1.0) -> None:
         import threading
@@ -118,25 +124,24 @@ class Registry:
         self.lock = threading.Lock()
         self.checked: float = -1e9
         self.log_state: tuple[int, int] | None = None
-        self.by_digest: dict[str, dict[str, Any]] = {}
-        self.by_token_id: dict[str, dict[str, Any]] = {}
-        self.agreements: dict[str, Agreement] = {}
+        self.held = _Held({}, {}, {})
 
-    def _rows(self) -> Registry:
+    def _current(self) -> _Held:
         import time
 
         with self.lock:
             if time.monotonic() - self.checked >= self.recheck_s:
                 path = _path(self.lake)
-                state = _log_state(path)
+                state = delta.log_state(path)
+                by_digest, by_token_id = self.held.by_digest, self.held.by_token_id
                 if state != self.log_state:
                     rows = delta.read(path).to_pylist() if state is not None else []
-                    self.by_digest = {r["token_sha256"]: r for r in rows}
-                    self.by_token_id = {r["token_id"]: r for r in rows}
+                    by_digest = {r["token_sha256"]: r for r in rows}
+                    by_token_id = {r["token_id"]: r for r in rows}
                     self.log_state = state
-                self.agreements = load_agreements()
+                self.held = _Held(by_digest, by_token_id, load_agreements())
                 self.checked = time.monotonic()
-            return self
+            return self.held
 
     def authenticate(self, token: str, now: dt.datetime | None = None
                      ) -> tuple[Principal | None, str]:
@@ -144,7 +149,7 @@ class Registry:
         the reason names no token)."""
         if not token.startswith(PREFIX) or len(token) > 200:
             return None, "malformed token"
-        held = self._rows()
+        held = self._current()
         row = held.by_digest.get(digest(token))
         if row is None:
             return None, "unknown token"
@@ -152,21 +157,10 @@ class Registry:
 
     def by_id(self, token_id: str, now: dt.datetime | None = None) -> Principal | None:
         """The principal of a token still valid, by its id (a signed file URL names it)."""
-        held = self._rows()
+        held = self._current()
         row = held.by_token_id.get(token_id) if TOKEN_ID.match(token_id) else None
         return _valid(row, now or dt.datetime.now(dt.timezone.utc),
                       held.agreements)[0] if row else None
-
-
-def _log_state(path: Path) -> tuple[int, int] | None:
-    """(modification time, entries) of a Delta table's log folder; None without one."""
-    import os
-
-    try:
-        log = os.stat(path / "_delta_log")
-        return log.st_mtime_ns, len(os.listdir(path / "_delta_log"))
-    except FileNotFoundError:
-        return None
 
 
 def _valid(row: dict[str, Any], now: dt.datetime, agreements: dict[str, Agreement]
