@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,6 +114,120 @@ def test_a_partner_reads_a_release_with_the_stock_client(gateway, tmp_path):
         assert response.headers["delta-table-version"] == str(int(latest.name[1:]))
         data = requests.get(lines[2]["file"]["url"], timeout=30).content
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] == lines[2]["file"]["id"]
+
+
+def _file_url(gw: Gateway, token: str, mart: str = "research_person") -> str:
+    response = requests.post(
+        f"{gw.endpoint}/shares/{RESEARCH}/schemas/research/tables/{mart}/query", json={},
+        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 200
+    return str(json.loads(response.text.splitlines()[2])["file"]["url"])
+
+
+def test_file_urls_serve_byte_ranges_of_the_released_bytes(gateway, tmp_path):
+    """The stock client reads a file's footer, then its body, by byte ranges (RFC 9110):
+    every form of a single range, and what is not one, against the manifest's bytes."""
+    lake, gw = gateway
+    url = _file_url(gw, _token(_profile(tmp_path, gw, RESEARCH)))
+    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
+    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
+                 if f["mart"] == "research_person")
+    data, size = (latest / entry["name"]).read_bytes(), entry["bytes"]
+    etag = f'"{entry["sha256"]}"'
+
+    head = requests.head(url, timeout=30)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == size
+    assert head.headers["accept-ranges"] == "bytes" and head.headers["etag"] == etag
+    assert head.content == b""
+    for wanted, (start, end) in {"bytes=0-3": (0, 4), "bytes=-8": (size - 8, size),
+                                 "bytes=100-": (100, size), "bytes=10-10": (10, 11),
+                                 f"bytes=5-{size + 50}": (5, size),
+                                 f"bytes=-{size + 9}": (0, size)}.items():
+        got = requests.get(url, headers={"Range": wanted}, timeout=30)
+        assert got.status_code == 206, wanted
+        assert got.content == data[start:end], wanted
+        assert got.headers["content-range"] == f"bytes {start}-{end - 1}/{size}", wanted
+        ranged_head = requests.head(url, headers={"Range": wanted}, timeout=30)
+        assert ranged_head.status_code == 206
+        assert int(ranged_head.headers["content-length"]) == end - start
+    assert got.content[-4:] == b"PAR1"
+    for unsatisfiable in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
+        got = requests.get(url, headers={"Range": unsatisfiable}, timeout=30)
+        assert got.status_code == 416, unsatisfiable
+        assert got.headers["content-range"] == f"bytes */{size}" and got.content == b""
+    # Not one range this serves, or a validator that is not the file's: the whole file.
+    for headers in ({"Range": "bytes=0-3,10-20"}, {"Range": "lines=1-2"},
+                    {"Range": "bytes=9-3"}, {"Range": "bytes=a-b"}, {"Range": "bytes=-"},
+                    {"Range": "bytes=0-3", "If-Range": '"another"'},
+                    {"Range": "bytes=0-3", "If-Range": etag.upper()}):
+        got = requests.get(url, headers=headers, timeout=30)
+        assert got.status_code == 200 and got.content == data, headers
+    assert requests.get(url, headers={"Range": "bytes=0-3", "If-Range": etag},
+                        timeout=30).content == data[:4]
+
+
+def test_a_file_too_large_to_hold_in_memory_is_streamed_from_disk(published_copy,
+                                                                   tmp_path):
+    lake = Lake(published_copy.lake)
+    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
+    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
+                 if f["mart"] == "research_person")
+    data = (latest / entry["name"]).read_bytes()
+    with Gateway(lake, Settings(token_recheck_s=0, file_cache_mb=0)) as gw:
+        profile = _profile(tmp_path, gw, RESEARCH)
+        got = delta_sharing.load_as_pandas(f"{profile}#{RESEARCH}.research.research_person")
+        assert pl.from_pandas(got).equals(pl.from_arrow(pq.read_table(latest / entry["name"])))
+        ranged = requests.get(_file_url(gw, _token(profile)), headers={"Range": "bytes=-8"},
+                              timeout=30)
+        assert ranged.status_code == 206 and ranged.content == data[-8:]
+
+
+def test_a_release_file_altered_after_publication_is_never_served(published_copy,
+                                                                  tmp_path):
+    lake = Lake(published_copy.lake)
+    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
+    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
+                 if f["mart"] == "research_person")
+    path = latest / entry["name"]
+    altered = bytearray(path.read_bytes())
+    altered[len(altered) // 2] ^= 0xFF          # same size, one byte changed
+    path.write_bytes(bytes(altered))
+    with Gateway(lake, Settings(token_recheck_s=0)) as gw:
+        profile = _profile(tmp_path, gw, RESEARCH)
+        url = _file_url(gw, _token(profile))
+        for method in (requests.get, requests.head):
+            got = method(url, headers={"Range": "bytes=0-3"}, timeout=30)
+            assert got.status_code == 500 and b"PAR1" not in got.content
+        with pytest.raises(Exception):
+            delta_sharing.load_as_pandas(f"{profile}#{RESEARCH}.research.research_person")
+        # Another table of the same release is still served.
+        good = requests.get(_file_url(gw, _token(profile), "research_participation"),
+                            timeout=30)
+        assert good.status_code == 200 and good.content[:4] == b"PAR1"
+        events = gw.audited()
+    refused = events.filter(pl.col("details").str.contains("release file altered"))
+    assert refused.height >= 2
+
+
+def test_a_release_published_while_the_gateway_serves_is_read_at_once(gateway, tmp_path):
+    """The gateway lists an agreement's versions again only when its release folder
+    changes: a version renamed into place is the latest at the next request."""
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, RESEARCH))
+    agreement = load_agreements()[RESEARCH]
+    path = f"/shares/{RESEARCH}/schemas/research/tables/research_person/version"
+    for _ in range(3):      # listed, and held
+        first = _get(gw, path, token).headers["delta-table-version"]
+    latest = releases.published(lake, agreement)[-1]
+    staging = latest.parent / f".staging-v{int(first) + 1:04d}"
+    shutil.copytree(latest, staging)
+    os.replace(staging, latest.parent / f"v{int(first) + 1:04d}")
+    assert _get(gw, path, token).headers["delta-table-version"] == str(int(first) + 1)
+    url = _file_url(gw, token)
+    assert f"/{int(first) + 1}/research_person" in url
+    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
+                 if f["mart"] == "research_person")
+    assert requests.get(url, timeout=30).content == (latest / entry["name"]).read_bytes()
 
 
 def _get(gw: Gateway, path: str, token: str | None = None) -> requests.Response:

@@ -8,9 +8,14 @@ response format: a protocol line, a metaData line, one file line per data file).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,11 @@ DELTA_TYPES = {pa.string(): "string", pa.large_string(): "string", pa.int8(): "b
 class NotFound(LookupError):
     """A share, schema, table or version the principal cannot see (or that does not
     exist: the two are not told apart)."""
+
+
+class Altered(RuntimeError):
+    """A released file whose bytes no longer match its manifest's SHA-256: it is never
+    served (the message names the agreement, version and table, never a value)."""
 
 
 @dataclass(frozen=True)
@@ -72,23 +82,118 @@ def _manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def resolve(lake: Lake, agreement: Agreement, share: str, schema: str, table: str,
-            version: int | None = None) -> TableVersion:
-    """The released file of `table` at `version` (the latest by default)."""
-    if share != agreement.id or schema != schema_name(agreement) or \
-            table not in tables(agreement):
-        raise NotFound("no such table")
-    published = releases.published(lake, agreement)
-    if version is not None:
-        published = [p for p in published if int(p.name[1:]) == version]
-    if not published:
-        raise NotFound("no such version" if version is not None else "nothing released yet")
-    folder = published[-1]
-    entry = next((f for f in _manifest(folder)["files"] if f["mart"] == table), None)
-    if entry is None:
-        raise NotFound("no such table in this version")
-    return TableVersion(share, schema, table, int(folder.name[1:]), folder / entry["name"],
-                        entry["sha256"], entry["bytes"], entry["rows"])
+# A listing is trusted only when the folder's change stamp was older than this when it
+# was taken: a publish within the file system's timestamp granularity of the listing
+# could leave the stamp unchanged ("racy" stamps, as git handles its index).
+_SETTLED_S = 2.0
+
+
+class Shelf:
+    """The published releases as the gateway serves them, read only when they change.
+
+    A version is published by renaming its folder into the agreement's release folder,
+    which changes that folder's stamp (mtime, number of links): the versions are listed
+    again only then. A published version is immutable, so its manifest and each file's
+    schema are read once. The bytes of released files up to `cache_bytes` in all are held
+    in memory (least recently served first out), each checked against its manifest's
+    SHA-256 when read: altered bytes are never served, and a range request costs no disk
+    read or thread. Files larger than a quarter of the cache are streamed from disk."""
+
+    def __init__(self, lake: Lake, cache_bytes: int) -> None:
+        self.lake = lake
+        self.cache_bytes = cache_bytes
+        self._listed: dict[Path, tuple[tuple[int, int], float, list[Path]]] = {}
+        self._manifests: dict[Path, dict[str, Any]] = {}
+        self._schemas: dict[Path, dict[str, Any]] = {}
+        self._bytes: OrderedDict[Path, tuple[str, bytes]] = OrderedDict()  # sha256, bytes
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def published(self, agreement: Agreement) -> list[Path]:
+        root = releases.release_root(self.lake, agreement)
+        try:
+            st = os.stat(root)
+        except FileNotFoundError:
+            return []
+        stamp, now = (st.st_mtime_ns, st.st_nlink), time.time()
+        held = self._listed.get(root)
+        if held is not None and held[0] == stamp and held[1] - st.st_mtime > _SETTLED_S:
+            return held[2]
+        listed = releases.published(self.lake, agreement)
+        if held is not None and held[0] != stamp:
+            # Something under it changed (a version published, withdrawn or replaced):
+            # nothing read from its folders before is trusted again.
+            self._forget(root)
+        self._listed[root] = (stamp, now, listed)
+        return listed
+
+    def _forget(self, root: Path) -> None:
+        with self._lock:
+            for cache in (self._manifests, self._schemas):
+                for path in [p for p in cache if root in p.parents]:
+                    del cache[path]
+            for path in [p for p in self._bytes if root in p.parents]:
+                self._held -= len(self._bytes.pop(path)[1])
+
+    def _manifest(self, folder: Path) -> dict[str, Any]:
+        manifest = self._manifests.get(folder)
+        if manifest is None:
+            manifest = self._manifests[folder] = _manifest(folder)
+        return manifest
+
+    def resolve(self, agreement: Agreement, share: str, schema: str, table: str,
+                version: int | None = None) -> TableVersion:
+        """The released file of `table` at `version` (the latest by default)."""
+        if share != agreement.id or schema != schema_name(agreement) or \
+                table not in tables(agreement):
+            raise NotFound("no such table")
+        published = self.published(agreement)
+        if version is not None:
+            published = [p for p in published if int(p.name[1:]) == version]
+        if not published:
+            raise NotFound("no such version" if version is not None
+                           else "nothing released yet")
+        folder = published[-1]
+        entry = next((f for f in self._manifest(folder)["files"] if f["mart"] == table),
+                     None)
+        if entry is None:
+            raise NotFound("no such table in this version")
+        return TableVersion(share, schema, table, int(folder.name[1:]),
+                            folder / entry["name"], entry["sha256"], entry["bytes"],
+                            entry["rows"])
+
+    def metadata(self, tv: TableVersion) -> dict[str, Any]:
+        line = self._schemas.get(tv.path)
+        if line is None:
+            line = self._schemas[tv.path] = metadata(tv)
+        return line
+
+    def cacheable(self, tv: TableVersion) -> bool:
+        return tv.size * 4 <= self.cache_bytes
+
+    def held(self, tv: TableVersion) -> bytes | None:
+        """The file's bytes if they are in memory (the event loop may call this)."""
+        with self._lock:
+            held = self._bytes.get(tv.path)
+            if held is None or held[0] != tv.sha256:
+                return None
+            self._bytes.move_to_end(tv.path)
+            return held[1]
+
+    def load(self, tv: TableVersion) -> bytes:
+        """Read the file, check it against the manifest and keep it (blocking: a thread's
+        work). Raises Altered if its bytes are not the released ones."""
+        data = tv.path.read_bytes()
+        if len(data) != tv.size or hashlib.sha256(data).hexdigest() != tv.sha256:
+            raise Altered(f"release {tv.share} v{tv.version}: the file of {tv.table} does "
+                          f"not match its manifest's SHA-256; it is not served")
+        with self._lock:
+            replaced = self._bytes.pop(tv.path, None)
+            self._held += len(data) - (len(replaced[1]) if replaced else 0)
+            self._bytes[tv.path] = (tv.sha256, data)
+            while self._held > self.cache_bytes and len(self._bytes) > 1:
+                self._held -= len(self._bytes.popitem(last=False)[1][1])
+        return data
 
 
 def _field(f: pa.Field) -> dict[str, Any]:

@@ -16,7 +16,9 @@ Sharing's errorCode and message beside them, which its clients print).
 Configuration (environment): LAKE_ROOT; IDS_PSEUDONYM_KEY (the audit log's and the URL
 signatures' secret); IDS_SHARING_PUBLIC_URL (the gateway's URL as recipients reach it,
 e.g. behind a TLS proxy; file URLs are built on it, never on the request's Host header);
-IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300); IDS_SHARING_RATE_PER_MINUTE
+IDS_SHARING_URL_TTL_S (how long a file URL lives, default 300); IDS_SHARING_FILE_CACHE_MB
+(released files held in memory per worker process, default 256, see protocol.Shelf);
+IDS_SHARING_RATE_PER_MINUTE
 (requests per token per minute, default 600); IDS_SHARING_REFUSALS_PER_MINUTE (refused
 requests per client address per minute before it is throttled, default 30);
 IDS_LOOKUP_MAX_BATCH (people per lookup request, default 100); IDS_LOOKUP_PEOPLE_PER_MINUTE
@@ -49,7 +51,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -96,6 +98,7 @@ class Settings:
     audit_flush_s: float = 1.0          # how often spooled audit events are committed
     token_recheck_s: float = 1.0        # how soon an issued or revoked token is seen
     dagster_url: str | None = None      # the Dagster UI the console links to
+    file_cache_mb: int = 256            # released files held in memory, per worker process
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -105,6 +108,7 @@ class Settings:
                    query_cells_per_minute=_positive("IDS_QUERY_CELLS_PER_MINUTE", 200_000),
                    rate_per_minute=_positive("IDS_SHARING_RATE_PER_MINUTE", 600),
                    refusals_per_minute=_positive("IDS_SHARING_REFUSALS_PER_MINUTE", 30),
+                   file_cache_mb=_positive("IDS_SHARING_FILE_CACHE_MB", 256),
                    public_url=os.environ.get("IDS_SHARING_PUBLIC_URL") or None,
                    dagster_url=os.environ.get("IDS_DAGSTER_URL") or None)
 
@@ -189,6 +193,7 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     throttled = _Throttled()
     cells_answered = limits.SharedLimit(lake, "query_cells", settings.query_cells_per_minute)
     registry = tokens.Registry(lake, settings.token_recheck_s)
+    shelf = protocol.Shelf(lake, settings.file_cache_mb * 2**20)
     audit.Spool.recover(lake)           # events a killed gateway spooled but never committed
     spool = audit.Spool(lake)
     flusher = _Flusher(spool, settings.audit_flush_s)
@@ -338,22 +343,24 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         _share(who, share)
         return _page(_tables(who), max_results, page_token)
 
+    # The protocol's endpoints run in the event loop: they read memory (the shelf), and
+    # the folders only when a stat says they changed.
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/version")
-    def table_version(share: str, schema: str, table: str, request: Request,
-                      who: tokens.Principal = Auth) -> Response:
+    async def table_version(share: str, schema: str, table: str, request: Request,
+                            who: tokens.Principal = Auth) -> Response:
         if {"startingTimestamp", "timestamp"} & set(request.query_params):
             raise Problem(400, "Bad Request", "startingTimestamp is not supported: versions "
                           "are release versions", "INVALID_REQUEST")
-        tv = protocol.resolve(lake, who.agreement, share, schema, table)
+        tv = shelf.resolve(who.agreement, share, schema, table)
         request.state.table = (table, tv.version)
         return Response(status_code=200, headers={VERSION_HEADER: str(tv.version)})
 
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/metadata")
-    def table_metadata(share: str, schema: str, table: str, request: Request,
-                       who: tokens.Principal = Auth) -> Response:
-        tv = protocol.resolve(lake, who.agreement, share, schema, table)
+    async def table_metadata(share: str, schema: str, table: str, request: Request,
+                             who: tokens.Principal = Auth) -> Response:
+        tv = shelf.resolve(who.agreement, share, schema, table)
         request.state.table = (table, tv.version)
-        return _ndjson([protocol.PROTOCOL, protocol.metadata(tv)], tv.version)
+        return _ndjson([protocol.PROTOCOL, shelf.metadata(tv)], tv.version)
 
     @app.post(PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}/query")
     async def query(share: str, schema: str, table: str, request: Request,
@@ -364,25 +371,21 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             raw = await _body(request, settings.max_body_bytes) or b"{}"
             lookups.refuse_repeated_keys(raw)
             body = QueryBody.model_validate_json(raw)
-        return await run_in_threadpool(_query, who, share, schema, table, body, request)
-
-    def _query(who: tokens.Principal, share: str, schema: str, table: str, body: QueryBody,
-               request: Request) -> Response:
-        tv = protocol.resolve(lake, who.agreement, share, schema, table, body.version)
+        tv = shelf.resolve(who.agreement, share, schema, table, body.version)
         expires = int(time.time()) + settings.url_ttl_s
         path = f"{PREFIX}/files/{share}/{tv.version}/{table}"
         url = (f"{public_url}{path}?token_id={who.token_id}&expires={expires}"
                f"&sig={_sign(url_key, who.token_id, share, tv.version, table, expires)}")
         request.state.rows, request.state.table = tv.rows, (table, tv.version)
-        lines = [protocol.PROTOCOL, protocol.metadata(tv)]
+        lines = [protocol.PROTOCOL, shelf.metadata(tv)]
         if body.limitHint != 0:
             lines.append(protocol.file_line(tv, url, expires * 1000))
         return _ndjson(lines, tv.version)
 
     @app.get(PREFIX + "/files/{share}/{version}/{table}", name="file")
     @app.head(PREFIX + "/files/{share}/{version}/{table}", name="file_head")
-    def file(share: str, version: str, table: str, request: Request, token_id: str = "",
-             expires: str = "", sig: str = "") -> Response:
+    async def file(share: str, version: str, table: str, request: Request,
+                   token_id: str = "", expires: str = "", sig: str = "") -> Response:
         """A data file, by a signed URL the query issued to one token (the URL is the
         credential for that file, as object stores' pre-signed URLs are; it expires after
         IDS_SHARING_URL_TTL_S, and dies at once with its token)."""
@@ -396,11 +399,22 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
             raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
                           "PERMISSION_DENIED")
         request.state.principal = who
-        tv = protocol.resolve(lake, who.agreement, share, protocol.schema_name(who.agreement),
-                              table, int(version))
+        tv = shelf.resolve(who.agreement, share, protocol.schema_name(who.agreement), table,
+                           int(version))
         request.state.table = (table, tv.version)
-        return _File(tv.path, media_type="application/octet-stream",
-                            headers={"Cache-Control": "no-store"})
+        if not shelf.cacheable(tv):
+            return _File(tv.path, media_type="application/octet-stream",
+                         headers={"Cache-Control": "no-store"})
+        data = shelf.held(tv)
+        if data is None:
+            try:
+                data = await run_in_threadpool(shelf.load, tv)
+            except protocol.Altered as exc:
+                logging.getLogger(__name__).error("%s", exc)
+                request.state.denied = "release file altered"
+                raise Problem(500, "Internal Server Error", "the released file cannot be "
+                              "served", "INTERNAL_ERROR") from None
+        return _bytes_response(data, tv.sha256, request)
 
     @app.post("/v1/lookups", tags=["operations"], summary="Look people up in the master "
               "person index", response_description="One answer per submitted person")
@@ -539,12 +553,54 @@ def _sign(key: bytes, token_id: str, share: str, version: int, table: str, expir
 
 
 def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
-    def body() -> Iterator[str]:
-        for line in lines:
-            yield json.dumps(line) + "\n"
+    # A few lines: one body (a streamed one took a thread hop per line).
+    return Response("".join(json.dumps(line) + "\n" for line in lines), media_type=NDJSON,
+                    headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
 
-    return StreamingResponse(body(), media_type=NDJSON,
-                             headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
+
+def _bytes_response(data: bytes, sha256: str, request: Request) -> Response:
+    """A released file from memory: the whole of it, or one byte range (RFC 9110 section
+    14: `bytes=a-b`, `bytes=a-` or `bytes=-n`; several ranges, or a Range this does not
+    parse, are answered with the whole file, as the RFC allows; a range past the end 416).
+    The ETag is the file's SHA-256 (the manifest's); an If-Range naming another validator
+    gets the whole file."""
+    size = len(data)
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"', "Cache-Control": "no-store"}
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    span = _one_range(wanted, size) if wanted and if_range in (None, headers["ETag"]) \
+        else None
+    if span == "unsatisfiable":
+        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
+    status, body = 200, memoryview(data)
+    if isinstance(span, tuple):
+        start, end = span
+        status, body = 206, body[start:end]
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, media_type="application/octet-stream",
+                        headers=headers | {"Content-Length": str(len(body))})
+    return Response(body, status_code=status, media_type="application/octet-stream",
+                    headers=headers)
+
+
+def _one_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """[start, end) of a single `bytes=` range, "unsatisfiable", or None (serve it all)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or \
+            (first and not first.isdigit()) or (last and not last.isdigit()):
+        return None
+    if not first:                                   # the last n bytes
+        n = int(last)
+        return (max(size - n, 0), size) if n and size else "unsatisfiable"
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if last and int(last) < start:
+        return None
+    return (start, end) if start < size else "unsatisfiable"
 
 
 class _File(FileResponse):
