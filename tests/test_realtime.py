@@ -1,6 +1,7 @@
 """Real-time matching scores with the nightly model: on the published lake's records, and
 on copies of them changed the ways records differ (nulls, typos, swapped names,
-transposed dates, nicknames, identifiers one edit apart or of another type), the
+transposed dates, nicknames, one name in the other's place, identifiers one edit apart,
+numeric neighbours or of another type), the
 real-time index pairs exactly the records Splink's blocking pairs and gives each pair
 Splink's levels and probability."""
 
@@ -32,6 +33,7 @@ def _variants(people: pl.DataFrame, seed: int = 7) -> pl.DataFrame:
         lambda r: r | {"first_name": None},
         lambda r: r | {"last_name": None, "dob": None},
         lambda r: r | {"first_name": r["last_name"], "last_name": r["first_name"]},
+        lambda r: r | {"first_name": r["last_name"]},       # one name in the other's place
         lambda r: r | {"first_name": typo(r["first_name"])},
         lambda r: r | {"last_name": typo(r["last_name"]), "zip": None},
         lambda r: r | {"dob": r["dob"].replace(day=r["dob"].month, month=r["dob"].day)
@@ -46,6 +48,12 @@ def _variants(people: pl.DataFrame, seed: int = 7) -> pl.DataFrame:
                        if r["ssn"] and r["ssn"][7] != r["ssn"][8] else {}),
         lambda r: r | {"ssn": None, "ssn_last4": r["ssn_last4"]},
         lambda r: r | {"ssn": ("8" + r["ssn"][1:]) if r["ssn"] else None},
+        # numeric neighbours (issued in sequence) and a national id one typo away
+        lambda r: r | {"ssn": (r["ssn"][:8] + str((int(r["ssn"][8]) + 1) % 10))
+                       if r["ssn"] else None},
+        lambda r: r | {"ssn": None, "ssn_last4": None,
+                       "national_id": rng.choice(["0123456", "0123465", "0123457", "A123456"]),
+                       "national_id_type": "state_id"},
         lambda r: r | {"ssn": None, "ssn_last4": None, "national_id": "AB1234567",
                        "national_id_type": rng.choice(["passport", "drivers_licence", None])},
         lambda r: r | {"phone": None, "zip": None, "street": None, "sex": None},

@@ -226,9 +226,11 @@ class Model:
 
 
 def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model:
-    """The saved model, or a newly trained one when asked (or none exists yet)."""
+    """The saved model, or a newly trained one when asked, when none exists yet, or when
+    the saved one was trained on other comparisons than this code defines (the review
+    guards read its levels by number; every pair is then scored again)."""
     saved = None if retrain else linkage.load_model(models_dir(lake))
-    if saved is not None:
+    if saved is not None and linkage.design(saved[0]) == linkage.current_design():
         return Model(*saved, trained_now=False)
     settings, tf = linkage.train(records, spill=spill_dir(lake))
     return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,7 +43,8 @@ BLOCKS: tuple[tuple[str, ...], ...] = (
 # the model (linkage._comparisons): the scorer below implements exactly these.
 LEVELS: dict[str, tuple[str, ...]] = {
     "first_name": ("first_name is NULL", "Exact match on first_name", "nickname",
-                   "first and last swapped", "Jaro-Winkler distance of first_name >= 0.92",
+                   "first and last swapped", "one name in the other's place",
+                   "Jaro-Winkler distance of first_name >= 0.92",
                    "Jaro-Winkler distance of first_name >= 0.8", "All other comparisons"),
     "last_name": ("last_name is NULL", "Exact match on last_name", "first and last swapped",
                   "Jaro-Winkler distance of last_name >= 0.92",
@@ -52,7 +54,8 @@ LEVELS: dict[str, tuple[str, ...]] = {
     "dob": ("dob is NULL", "Exact match on dob", "day and month transposed",
             "Damerau-Levenshtein distance of dob_text <= 1", "same year",
             "All other comparisons"),
-    "identifier": ("null", "exact", "SSN's last four digits agree", "one edit apart",
+    "identifier": ("null", "exact", "SSN's last four digits agree",
+                   "one edit apart, not numeric neighbours", "one edit apart",
                    "All other comparisons"),
     "location": ("null", "same street and ZIP", "same phone", "same ZIP",
                  "All other comparisons"),
@@ -110,11 +113,8 @@ def records(frame: pl.DataFrame) -> list[Record]:
     return [Record(f, frozenset(v or ()), *rest) for f, v, *rest in zip(*cols, strict=True)]
 
 
-def _name(a: str, b: str, q: Record, r: Record) -> int:
-    """The levels a name comparison ends with: swapped 3, Jaro-Winkler >= 0.92 2,
-    >= 0.8 1, else 0."""
-    if _swapped(q, r):
-        return 3
+def _jw_level(a: str, b: str) -> int:
+    """Jaro-Winkler >= 0.92 2, >= 0.8 1, else 0."""
     s = _jw(a, b)
     return 2 if s >= 0.92 else 1 if s >= 0.8 else 0
 
@@ -123,16 +123,22 @@ def _first(q: Record, r: Record) -> int:
     if q.first is None or r.first is None:
         return -1
     if q.first == r.first:
-        return 5
+        return 6
     if r.first in q.variants or q.first in r.variants:
+        return 5
+    if _swapped(q, r):
         return 4
-    return _name(q.first, r.first, q, r)
+    if q.first == r.last or r.first == q.last:
+        return 3
+    return _jw_level(q.first, r.first)
 
 
 def _last(q: Record, r: Record) -> int:
     if q.last is None or r.last is None:
         return -1
-    return 4 if q.last == r.last else _name(q.last, r.last, q, r)
+    if q.last == r.last:
+        return 4
+    return 3 if _swapped(q, r) else _jw_level(q.last, r.last)
 
 
 def _middle(q: Record, r: Record) -> int:
@@ -163,12 +169,24 @@ def _identifier(q: Record, r: Record) -> int:
     ssns = q.ssn is not None and r.ssn is not None
     nids = same_type and q.nid is not None and r.nid is not None
     if (ssns and q.ssn == r.ssn) or (nids and q.nid == r.nid):
-        return 3
+        return 4
     if q.last4 is not None and q.last4 == r.last4:
+        return 3
+    ssn_near = ssns and _dl1(q.ssn or "", r.ssn or "")
+    nid_near = nids and _dl1(q.nid or "", r.nid or "")
+    if (ssn_near and _apart(q.ssn, r.ssn)) or (nid_near and _apart(q.nid, r.nid)):
         return 2
-    if (ssns and _dl1(q.ssn or "", r.ssn or "")) or (nids and _dl1(q.nid or "", r.nid or "")):
-        return 1
-    return 0
+    return 1 if ssn_near or nid_near else 0
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+def _apart(a: str | None, b: str | None) -> bool:
+    """Both all digits (at most 18) and not numeric neighbours (linkage's `apart`)."""
+    return (a is not None and b is not None and _DIGITS.fullmatch(a) is not None
+            and _DIGITS.fullmatch(b) is not None
+            and abs(int(a) - int(b)) >= linkage.NUMERIC_NEIGHBOURS)
 
 
 def _location(q: Record, r: Record) -> int:
