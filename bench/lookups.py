@@ -25,6 +25,7 @@ same file then `to_pandas`, interleaved."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,7 +55,12 @@ def built_lake(persons: int) -> Path:
     from `persons` generated people; cached."""
     from bench import pipeline
 
-    folder = ROOT / f"persons_{persons}_s{pipeline.SEED}_g{GEN_VERSION}"
+    # The lake holds a trained linkage model: a lake built with other comparisons is
+    # another lake (the gateway's scorer refuses its model).
+    from ids_lakehouse.identity import linkage
+
+    design = hashlib.sha256(repr(linkage.current_design()).encode()).hexdigest()[:8]
+    folder = ROOT / f"persons_{persons}_s{pipeline.SEED}_g{GEN_VERSION}_m{design}"
     done = folder / "built.json"
     if done.exists():
         return folder
