@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ids_lakehouse.marts import contacts, people, research
 from ids_lakehouse.marts.declaration import load_marts
 
 MANIFEST = "manifest.json"
+VERSION_NAME = re.compile(r"v[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -301,9 +303,11 @@ def release_root(lake: Lake, agreement: Agreement) -> Path:
 
 def published(lake: Lake, agreement: Agreement) -> list[Path]:
     """The published versions, oldest first (a version is published once its manifest is
-    in place; a staging folder is not)."""
+    in place; a staging folder is not, nor a folder set aside under another name, such as
+    v0007.withdrawn: it took every request of its agreement down)."""
     return sorted((p for p in release_root(lake, agreement).glob("v*")
-                   if (p / MANIFEST).exists()), key=lambda p: int(p.name[1:]))
+                   if VERSION_NAME.fullmatch(p.name) and (p / MANIFEST).exists()),
+                  key=lambda p: int(p.name[1:]))
 
 
 def next_version(lake: Lake, agreement: Agreement) -> str:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import delta_sharing
 import polars as pl
@@ -116,6 +117,14 @@ def test_a_partner_reads_a_release_with_the_stock_client(gateway, tmp_path):
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] == lines[2]["file"]["id"]
 
 
+def _released(lake: Lake, mart: str = "research_person") -> tuple[Path, dict[str, Any]]:
+    """The research agreement's latest release folder and its manifest entry for `mart`."""
+    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
+    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
+                 if f["mart"] == mart)
+    return latest, entry
+
+
 def _file_url(gw: Gateway, token: str, mart: str = "research_person") -> str:
     response = requests.post(
         f"{gw.endpoint}/shares/{RESEARCH}/schemas/research/tables/{mart}/query", json={},
@@ -124,24 +133,31 @@ def _file_url(gw: Gateway, token: str, mart: str = "research_person") -> str:
     return str(json.loads(response.text.splitlines()[2])["file"]["url"])
 
 
-def test_file_urls_serve_byte_ranges_of_the_released_bytes(gateway, tmp_path):
-    """The stock client reads a file's footer, then its body, by byte ranges (RFC 9110):
-    every form of a single range, and what is not one, against the manifest's bytes."""
-    lake, gw = gateway
-    url = _file_url(gw, _token(_profile(tmp_path, gw, RESEARCH)))
-    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
-    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
-                 if f["mart"] == "research_person")
-    data, size = (latest / entry["name"]).read_bytes(), entry["bytes"]
-    etag = f'"{entry["sha256"]}"'
+def _raw_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET with headers sent as given (latin-1 bytes included), nothing added."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.putrequest("GET", f"{parts.path}?{parts.query}", skip_accept_encoding=True)
+    for name, value in (headers or {}).items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, body
 
+
+def _ranges_hold(url: str, data: bytes, sha256: str) -> None:
+    """Every form of a single byte range (RFC 9110), and what is not one, against the
+    manifest's bytes: the same whether the gateway holds the file or reads it from disk."""
+    size, etag = len(data), f'"{sha256}"'
     head = requests.head(url, timeout=30)
     assert head.status_code == 200 and int(head.headers["content-length"]) == size
     assert head.headers["accept-ranges"] == "bytes" and head.headers["etag"] == etag
     assert head.content == b""
     for wanted, (start, end) in {"bytes=0-3": (0, 4), "bytes=-8": (size - 8, size),
                                  "bytes=100-": (100, size), "bytes=10-10": (10, 11),
-                                 f"bytes=5-{size + 50}": (5, size),
+                                 "BYTES = 0-3": (0, 4), f"bytes=5-{size + 50}": (5, size),
                                  f"bytes=-{size + 9}": (0, size)}.items():
         got = requests.get(url, headers={"Range": wanted}, timeout=30)
         assert got.status_code == 206, wanted
@@ -156,57 +172,183 @@ def test_file_urls_serve_byte_ranges_of_the_released_bytes(gateway, tmp_path):
         assert got.status_code == 416, unsatisfiable
         assert got.headers["content-range"] == f"bytes */{size}" and got.content == b""
     # Not one range this serves, or a validator that is not the file's: the whole file.
-    for headers in ({"Range": "bytes=0-3,10-20"}, {"Range": "lines=1-2"},
-                    {"Range": "bytes=9-3"}, {"Range": "bytes=a-b"}, {"Range": "bytes=-"},
+    for headers in ({"Range": "bytes=0-3,10-20"}, {"Range": "bytes=0-0,0-0,0-0"},
+                    {"Range": "lines=1-2"}, {"Range": "bytes=9-3"}, {"Range": "bytes=a-b"},
+                    {"Range": "bytes=-"}, {"Range": "bytes=\u00b2-3"},
+                    {"Range": "bytes=0-\u00b9"}, {"Range": "bytes=-\u00b3"},
+                    {"Range": "bytes=" + "9" * 4301 + "-"},
                     {"Range": "bytes=0-3", "If-Range": '"another"'},
                     {"Range": "bytes=0-3", "If-Range": etag.upper()}):
-        got = requests.get(url, headers=headers, timeout=30)
-        assert got.status_code == 200 and got.content == data, headers
+        assert _raw_get(url, headers) == (200, data), headers
     assert requests.get(url, headers={"Range": "bytes=0-3", "If-Range": etag},
                         timeout=30).content == data[:4]
 
 
-def test_a_file_too_large_to_hold_in_memory_is_streamed_from_disk(published_copy,
-                                                                   tmp_path):
+def test_file_urls_serve_byte_ranges_of_the_released_bytes(gateway, tmp_path):
+    """The stock client reads a file's footer, then its body, by byte ranges."""
+    lake, gw = gateway
+    latest, entry = _released(lake)
+    _ranges_hold(_file_url(gw, _token(_profile(tmp_path, gw, RESEARCH))),
+                 (latest / entry["name"]).read_bytes(), entry["sha256"])
+    # Numbers that are not ASCII digits, or too long for one, are a refused URL.
+    for bad in ("expires=%C2%B2", "expires=" + "9" * 4301):
+        assert _raw_get(f"{gw.endpoint}/files/x/1/y?token_id=a&{bad}&sig=b")[0] == 403
+
+
+def test_a_file_too_large_to_hold_in_memory_is_read_from_disk(published_copy, tmp_path):
     lake = Lake(published_copy.lake)
-    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
-    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
-                 if f["mart"] == "research_person")
+    latest, entry = _released(lake)
     data = (latest / entry["name"]).read_bytes()
     with Gateway(lake, Settings(token_recheck_s=0, file_cache_mb=0)) as gw:
         profile = _profile(tmp_path, gw, RESEARCH)
         got = delta_sharing.load_as_pandas(f"{profile}#{RESEARCH}.research.research_person")
         assert pl.from_pandas(got).equals(pl.from_arrow(pq.read_table(latest / entry["name"])))
-        ranged = requests.get(_file_url(gw, _token(profile)), headers={"Range": "bytes=-8"},
-                              timeout=30)
-        assert ranged.status_code == 206 and ranged.content == data[-8:]
+        _ranges_hold(_file_url(gw, _token(profile)), data, entry["sha256"])
 
 
+@pytest.mark.parametrize("file_cache_mb", [256, 0], ids=["held", "from-disk"])
 def test_a_release_file_altered_after_publication_is_never_served(published_copy,
-                                                                  tmp_path):
+                                                                  tmp_path, file_cache_mb):
     lake = Lake(published_copy.lake)
-    latest = releases.published(lake, load_agreements()[RESEARCH])[-1]
-    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
-                 if f["mart"] == "research_person")
+    latest, entry = _released(lake)
     path = latest / entry["name"]
-    altered = bytearray(path.read_bytes())
+    released = path.read_bytes()
+    altered = bytearray(released)
     altered[len(altered) // 2] ^= 0xFF          # same size, one byte changed
     path.write_bytes(bytes(altered))
-    with Gateway(lake, Settings(token_recheck_s=0)) as gw:
+    with Gateway(lake, Settings(token_recheck_s=0, file_cache_mb=file_cache_mb)) as gw:
         profile = _profile(tmp_path, gw, RESEARCH)
         url = _file_url(gw, _token(profile))
         for method in (requests.get, requests.head):
             got = method(url, headers={"Range": "bytes=0-3"}, timeout=30)
             assert got.status_code == 500 and b"PAR1" not in got.content
+        assert requests.get(url, timeout=30).status_code == 500
         with pytest.raises(Exception):
             delta_sharing.load_as_pandas(f"{profile}#{RESEARCH}.research.research_person")
         # Another table of the same release is still served.
         good = requests.get(_file_url(gw, _token(profile), "research_participation"),
                             timeout=30)
         assert good.status_code == 200 and good.content[:4] == b"PAR1"
+        # A file of another size is refused before it is read.
+        path.write_bytes(released + b"\0" * 1000)
+        assert requests.get(url, headers={"Range": "bytes=0-3"}, timeout=30).status_code == 500
+        # The released bytes back: served again (checked anew).
+        path.write_bytes(released)
+        assert requests.get(url, timeout=30).content == released
         events = gw.audited()
     refused = events.filter(pl.col("details").str.contains("release file altered"))
-    assert refused.height >= 2
+    assert refused.height >= 5
+
+
+def _rchar() -> int:
+    """Bytes this process has read (files and sockets): the gateway runs in it."""
+    return int(next(line for line in Path("/proc/self/io").read_text().splitlines()
+                    if line.startswith("rchar")).split()[1])
+
+
+def _more_versions(lake: Lake, n: int) -> list[int]:
+    """n more versions, copies of the latest, each renamed into place as a publish does."""
+    latest, _ = _released(lake)
+    first = int(latest.name[1:])
+    for v in range(first + 1, first + 1 + n):
+        staging = latest.parent / f".staging-v{v:04d}"
+        shutil.copytree(latest, staging)
+        os.replace(staging, latest.parent / f"v{v:04d}")
+    return list(range(first, first + 1 + n))
+
+
+def _versioned_url(gw: Gateway, token: str, version: int) -> str:
+    response = requests.post(
+        f"{gw.endpoint}/shares/{RESEARCH}/schemas/research/tables/research_person/query",
+        json={"version": version}, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return str(json.loads(response.text.splitlines()[2])["file"]["url"])
+
+
+def test_files_are_checked_once_and_ranges_never_cost_a_whole_file(published_copy,
+                                                                   tmp_path):
+    """A file is read whole once, to check it; afterwards a range costs its own bytes,
+    even for files the memory no longer holds (60 versions, 1 MiB of memory), and
+    concurrent first reads share one check."""
+    lake = Lake(published_copy.lake)
+    versions = _more_versions(lake, 59)
+    _, entry = _released(lake)
+    size = entry["bytes"]
+    assert 60 * size > 1.2 * 2**20         # more than the memory holds
+    with Gateway(lake, Settings(token_recheck_s=0, file_cache_mb=1,
+                                rate_per_minute=100_000)) as gw:
+        token = _token(_profile(tmp_path, gw, RESEARCH))
+        urls = {v: _versioned_url(gw, token, v) for v in versions}
+        before = _rchar()
+        for _ in range(3):
+            for v in versions:
+                assert _raw_get(urls[v], {"Range": "bytes=-8"})[0] == 206
+        read = _rchar() - before
+        assert read < 1.3 * len(versions) * size, read     # each checked once, then 8 bytes
+
+        fresh = _more_versions(lake, 1)[-1]
+        url = _versioned_url(gw, token, fresh)
+        barrier, codes = threading.Barrier(12), []
+
+        def first_read() -> None:
+            barrier.wait()
+            codes.append(_raw_get(url, {"Range": "bytes=-8"})[0])
+
+        before = _rchar()
+        readers = [threading.Thread(target=first_read) for _ in range(12)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join()
+        assert codes == [206] * 12
+        assert _rchar() - before < 1.5 * size
+
+
+def test_file_urls_count_against_the_tokens_rate_and_refusals_against_the_address(
+        published_copy, tmp_path):
+    lake = Lake(published_copy.lake)
+    with Gateway(lake, Settings(token_recheck_s=0, rate_per_minute=5,
+                                refusals_per_minute=3)) as gw:
+        url = _file_url(gw, _token(_profile(tmp_path, gw, RESEARCH)))
+        codes = [_raw_get(url)[0] for _ in range(8)]
+        assert codes[:4] == [200] * 4 and codes[-1] == 429      # the query was the first
+        bad = url.replace("sig=", "sig=0")
+        assert [_raw_get(bad)[0] for _ in range(6)][-1] == 429
+
+
+def test_a_url_names_the_bytes_it_was_issued_for(published_copy, tmp_path):
+    """A version withdrawn and published again under the same number with other bytes:
+    a URL issued for the old bytes is refused, a new one serves the new bytes. A folder
+    set aside under another name is not a version."""
+    lake = Lake(published_copy.lake)
+    latest, entry = _released(lake, "research_participation")
+    _, person = _released(lake)
+    with Gateway(lake, Settings(token_recheck_s=0)) as gw:
+        token = _token(_profile(tmp_path, gw, RESEARCH))
+        old_url = _file_url(gw, token, "research_participation")
+        assert requests.get(old_url, timeout=30).status_code == 200
+        staging = latest.parent / f".staging-{latest.name}"
+        shutil.copytree(latest, staging)
+        shutil.rmtree(latest)
+        other = (staging / person["name"]).read_bytes()
+        (staging / entry["name"]).write_bytes(other)
+        manifest = json.loads((staging / releases.MANIFEST).read_text())
+        for f in manifest["files"]:
+            if f["mart"] == "research_participation":
+                f.update(bytes=len(other), sha256=hashlib.sha256(other).hexdigest())
+        (staging / releases.MANIFEST).write_text(json.dumps(manifest))
+        os.replace(staging, latest)
+        assert requests.get(old_url, timeout=30).status_code == 403
+        assert requests.get(_file_url(gw, token, "research_participation"),
+                            timeout=30).content == other
+
+        version = int(latest.name[1:])
+        newest = latest.parent / f"v{version + 1:04d}"
+        shutil.copytree(latest, newest)
+        os.rename(newest, newest.with_name(newest.name + ".withdrawn"))
+        path = f"/shares/{RESEARCH}/schemas/research/tables/research_person/version"
+        answer = _get(gw, path, token)
+        assert answer.status_code == 200
+        assert answer.headers["delta-table-version"] == str(version)
 
 
 def test_a_release_published_while_the_gateway_serves_is_read_at_once(gateway, tmp_path):
@@ -225,8 +367,7 @@ def test_a_release_published_while_the_gateway_serves_is_read_at_once(gateway, t
     assert _get(gw, path, token).headers["delta-table-version"] == str(int(first) + 1)
     url = _file_url(gw, token)
     assert f"/{int(first) + 1}/research_person" in url
-    entry = next(f for f in json.loads((latest / releases.MANIFEST).read_text())["files"]
-                 if f["mart"] == "research_person")
+    _, entry = _released(lake)
     assert requests.get(url, timeout=30).content == (latest / entry["name"]).read_bytes()
 
 

@@ -94,10 +94,12 @@ class Shelf:
     A version is published by renaming its folder into the agreement's release folder,
     which changes that folder's stamp (mtime, number of links): the versions are listed
     again only then. A published version is immutable, so its manifest and each file's
-    schema are read once. The bytes of released files up to `cache_bytes` in all are held
-    in memory (least recently served first out), each checked against its manifest's
-    SHA-256 when read: altered bytes are never served, and a range request costs no disk
-    read or thread. Files larger than a quarter of the cache are streamed from disk."""
+    schema are read once. Every file is checked against its manifest's size and SHA-256
+    before it is first served, and again whenever its inode, size or mtime change: altered
+    bytes are never served. Files up to a quarter of `cache_bytes` are held in memory, up
+    to `cache_bytes` in all (least recently served first out): a range request then costs
+    no disk read or thread. The others, and files evicted, are read from disk, the range
+    asked for only."""
 
     def __init__(self, lake: Lake, cache_bytes: int) -> None:
         self.lake = lake
@@ -106,6 +108,9 @@ class Shelf:
         self._manifests: dict[Path, dict[str, Any]] = {}
         self._schemas: dict[Path, dict[str, Any]] = {}
         self._bytes: OrderedDict[Path, tuple[str, bytes]] = OrderedDict()  # sha256, bytes
+        # Files checked against their manifest, as found then (stamp, sha256): a file
+        # evicted from memory is served from disk without reading it whole again.
+        self._verified: dict[Path, tuple[tuple[int, int, int, int], str]] = {}
         self._held = 0
         self._lock = threading.Lock()
 
@@ -134,6 +139,8 @@ class Shelf:
                     del cache[path]
             for path in [p for p in self._bytes if root in p.parents]:
                 self._held -= len(self._bytes.pop(path)[1])
+            for path in [p for p in self._verified if root in p.parents]:
+                del self._verified[path]
 
     def _manifest(self, folder: Path) -> dict[str, Any]:
         manifest = self._manifests.get(folder)
@@ -180,20 +187,58 @@ class Shelf:
             self._bytes.move_to_end(tv.path)
             return held[1]
 
-    def load(self, tv: TableVersion) -> bytes:
-        """Read the file, check it against the manifest and keep it (blocking: a thread's
-        work). Raises Altered if its bytes are not the released ones."""
-        data = tv.path.read_bytes()
-        if len(data) != tv.size or hashlib.sha256(data).hexdigest() != tv.sha256:
-            raise Altered(f"release {tv.share} v{tv.version}: the file of {tv.table} does "
-                          f"not match its manifest's SHA-256; it is not served")
+    def verified(self, tv: TableVersion, st: os.stat_result) -> bool:
+        """Whether the file, as `st` finds it (inode, size, mtime), was checked against
+        its manifest's SHA-256."""
+        return self._verified.get(tv.path) == (_stamp(st), tv.sha256)
+
+    def verify(self, tv: TableVersion) -> bytes | None:
+        """Check the file against its manifest (blocking: a thread's work) unless it was
+        checked as it is now. A file small enough to hold is read once, checked and kept
+        (its bytes are returned); a larger one is hashed in 1 MiB reads. Raises Altered
+        if its size or its bytes are not the released ones, or it changed while read."""
+        st = os.stat(tv.path)
+        if st.st_size != tv.size:
+            raise self._altered(tv)
+        if self.verified(tv, st):
+            return None
+        digest, data = hashlib.sha256(), None
+        with open(tv.path, "rb") as f:
+            if self.cacheable(tv):
+                data = f.read(tv.size + 1)
+                digest.update(data)
+            else:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+            after = os.fstat(f.fileno())
+        if digest.hexdigest() != tv.sha256 or _stamp(after) != _stamp(st) or \
+                (data is not None and len(data) != tv.size):
+            raise self._altered(tv)
+        self._verified[tv.path] = (_stamp(st), tv.sha256)
+        if data is not None:
+            self.keep(tv, data)
+        return data
+
+    def keep(self, tv: TableVersion, data: bytes) -> None:
+        """Hold a checked file's bytes (the least recently served go first)."""
         with self._lock:
             replaced = self._bytes.pop(tv.path, None)
             self._held += len(data) - (len(replaced[1]) if replaced else 0)
             self._bytes[tv.path] = (tv.sha256, data)
             while self._held > self.cache_bytes and len(self._bytes) > 1:
                 self._held -= len(self._bytes.popitem(last=False)[1][1])
-        return data
+
+    @staticmethod
+    def _altered(tv: TableVersion) -> Altered:
+        return Altered(f"release {tv.share} v{tv.version}: the file of {tv.table} does not "
+                       f"match its manifest's size and SHA-256; it is not served")
+
+
+CHUNK = 1024 * 1024     # reads of a file served from disk
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _field(f: pa.Field) -> dict[str, Any]:

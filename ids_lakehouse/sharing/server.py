@@ -40,18 +40,20 @@ import hmac
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -222,6 +224,23 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     statistics = queries.Queries(lake, settings.index_recheck_s)
     app.state.queries = statistics
 
+    def _refused(request: Request) -> None:
+        """Count a request refused for its credentials against its address; 429 once the
+        address has used its allowance. Only refused requests count (one address may be a
+        proxy that valid partners share: they are never locked out by others' refusals)."""
+        client = _client(request)
+        if refusals.exhausted(client):
+            request.state.throttled = True
+            raise Problem(429, "Too Many Requests", "too many refused requests from this "
+                          "address", "RESOURCE_EXHAUSTED")
+        refusals.allow(client)
+
+    def _within_rate(request: Request, who: tokens.Principal) -> None:
+        if not limiter.allow(who.token_id):
+            request.state.throttled = True
+            raise Problem(429, "Too Many Requests", "the token's rate limit is reached",
+                          "RESOURCE_EXHAUSTED")
+
     async def principal(request: Request) -> tokens.Principal:
         # In the event loop, not a thread: it reads memory, and the token table or the
         # agreements only when they changed (a stat a second tells; the hop to a thread
@@ -233,25 +252,14 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         bearer = scheme.lower() == "bearer" and bool(token.strip())
         who, why = registry.authenticate(token.strip()) if bearer else (None, "")
         if who is None:
-            # Only requests without a valid token count against their address (one
-            # address may be a proxy that valid partners share: they are never locked
-            # out by someone else's refusals).
-            client = _client(request)
-            if refusals.exhausted(client):
-                request.state.throttled = True
-                raise Problem(429, "Too Many Requests", "too many refused requests from "
-                              "this address", "RESOURCE_EXHAUSTED")
-            refusals.allow(client)
+            _refused(request)
             if not bearer:
                 raise Problem(401, "Unauthorized", "a bearer token is required",
                               "UNAUTHENTICATED")
             request.state.denied = why
             raise Problem(401, "Unauthorized", "the token is not valid", "UNAUTHENTICATED")
         request.state.principal = who
-        if not limiter.allow(who.token_id):
-            request.state.throttled = True
-            raise Problem(429, "Too Many Requests", "the token's rate limit is reached",
-                          "RESOURCE_EXHAUSTED")
+        _within_rate(request, who)
         return who
 
     Auth = Depends(principal)
@@ -374,47 +382,113 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         tv = shelf.resolve(who.agreement, share, schema, table, body.version)
         expires = int(time.time()) + settings.url_ttl_s
         path = f"{PREFIX}/files/{share}/{tv.version}/{table}"
-        url = (f"{public_url}{path}?token_id={who.token_id}&expires={expires}"
-               f"&sig={_sign(url_key, who.token_id, share, tv.version, table, expires)}")
+        sig = _sign(url_key, who.token_id, share, tv.version, table, expires, tv.sha256)
+        url = f"{public_url}{path}?token_id={who.token_id}&expires={expires}&sig={sig}"
         request.state.rows, request.state.table = tv.rows, (table, tv.version)
         lines = [protocol.PROTOCOL, shelf.metadata(tv)]
         if body.limitHint != 0:
             lines.append(protocol.file_line(tv, url, expires * 1000))
         return _ndjson(lines, tv.version)
 
+    checking: dict[Path, asyncio.Future[bytes | None]] = {}
+
+    async def _checked(tv: protocol.TableVersion) -> bytes | None:
+        """shelf.verify in a thread, once at a time per file: concurrent first reads wait
+        for the same check (each read and hashed its own copy)."""
+        running = checking.get(tv.path)
+        if running is None:
+            running = asyncio.get_running_loop().run_in_executor(None, shelf.verify, tv)
+            checking[tv.path] = running
+            running.add_done_callback(lambda _: checking.pop(tv.path, None))
+        return await asyncio.shield(running)
+
     @app.get(PREFIX + "/files/{share}/{version}/{table}", name="file")
     @app.head(PREFIX + "/files/{share}/{version}/{table}", name="file_head")
     async def file(share: str, version: str, table: str, request: Request,
                    token_id: str = "", expires: str = "", sig: str = "") -> Response:
-        """A data file, by a signed URL the query issued to one token (the URL is the
-        credential for that file, as object stores' pre-signed URLs are; it expires after
-        IDS_SHARING_URL_TTL_S, and dies at once with its token)."""
-        if not (version.isdigit() and expires.isdigit() and int(expires) >= time.time()
-                and tokens.TOKEN_ID.match(token_id) and hmac.compare_digest(
-                    sig, _sign(url_key, token_id, share, int(version), table, int(expires)))):
-            raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
-                          "PERMISSION_DENIED")
-        who = registry.by_id(token_id)
-        if who is None or who.agreement.id != share:
+        """A data file, by a signed URL the query issued to one token for the file's bytes
+        (the URL is the credential for that file, as object stores' pre-signed URLs are; it
+        expires after IDS_SHARING_URL_TTL_S, dies at once with its token, and names the
+        file's SHA-256: a version withdrawn and published again with other bytes under the
+        same number is not served by an older URL). Valid URLs count against their token's
+        rate limit, refused ones against the caller's address."""
+        who = registry.by_id(token_id) if (
+            _DIGITS.fullmatch(version) and _DIGITS.fullmatch(expires)
+            and int(expires) >= time.time() and tokens.TOKEN_ID.match(token_id)) else None
+        tv = None
+        if who is not None and who.agreement.id == share:
+            with suppress(protocol.NotFound):
+                tv = shelf.resolve(who.agreement, share, protocol.schema_name(who.agreement),
+                                   table, int(version))
+        if who is None or tv is None or not hmac.compare_digest(sig.encode(), _sign(
+                url_key, token_id, share, tv.version, table, int(expires), tv.sha256
+        ).encode()):
+            _refused(request)
             raise Problem(403, "Forbidden", "the file URL is not valid or has expired",
                           "PERMISSION_DENIED")
         request.state.principal = who
-        tv = shelf.resolve(who.agreement, share, protocol.schema_name(who.agreement), table,
-                           int(version))
+        _within_rate(request, who)
         request.state.table = (table, tv.version)
-        if not shelf.cacheable(tv):
-            return _File(tv.path, media_type="application/octet-stream",
-                         headers={"Cache-Control": "no-store"})
-        data = shelf.held(tv)
-        if data is None:
+        try:
+            data = shelf.held(tv)
+            if data is None:
+                data = await _checked(tv)
+            etag = f'"{tv.sha256}"'
+            span = _span(request, tv.size, etag)
+            if span == "unsatisfiable":
+                return _unsatisfiable(tv.sha256, tv.size)
+            assert not isinstance(span, str)
+            if data is not None:
+                status, headers = _file_headers(tv.sha256, tv.size, span)
+                start, end = span or (0, tv.size)
+                body = b"" if request.method == "HEAD" else memoryview(data)[start:end]
+                return Response(body, status_code=status, headers=headers)
+            return await _from_disk(tv, span, request)
+        except protocol.Altered as exc:
+            logging.getLogger(__name__).error("%s", exc)
+            request.state.denied = "release file altered"
+            raise Problem(500, "Internal Server Error", "the released file cannot be served",
+                          "INTERNAL_ERROR") from None
+
+    async def _from_disk(tv: protocol.TableVersion, span: tuple[int, int] | None,
+                         request: Request) -> Response:
+        """The range asked for, read from the file as it was checked (a file that changed
+        since is Altered: the next request checks it again)."""
+        f = await anyio.to_thread.run_sync(open, tv.path, "rb")
+        try:
+            if not shelf.verified(tv, os.fstat(f.fileno())):
+                raise protocol.Altered(f"release {tv.share} v{tv.version}: the file of "
+                                       f"{tv.table} changed after it was checked")
+            status, headers = _file_headers(tv.sha256, tv.size, span)
+            start, end = span or (0, tv.size)
+            if request.method == "HEAD":
+                return Response(b"", status_code=status, headers=headers)
+            if end - start <= SMALL_READ:
+                f.seek(start)
+                body = await anyio.to_thread.run_sync(f.read, end - start)
+                if (start, end) == (0, tv.size) and shelf.cacheable(tv):
+                    shelf.keep(tv, body)
+                return Response(body, status_code=status, headers=headers)
+        except BaseException:
+            f.close()
+            raise
+        opened = f
+
+        async def chunks() -> AsyncIterator[bytes]:
             try:
-                data = await run_in_threadpool(shelf.load, tv)
-            except protocol.Altered as exc:
-                logging.getLogger(__name__).error("%s", exc)
-                request.state.denied = "release file altered"
-                raise Problem(500, "Internal Server Error", "the released file cannot be "
-                              "served", "INTERNAL_ERROR") from None
-        return _bytes_response(data, tv.sha256, request)
+                opened.seek(start)
+                left = end - start
+                while left > 0:
+                    chunk = await anyio.to_thread.run_sync(opened.read,
+                                                           min(protocol.CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    yield chunk
+            finally:
+                opened.close()
+
+        return StreamingResponse(chunks(), status_code=status, headers=headers)
 
     @app.post("/v1/lookups", tags=["operations"], summary="Look people up in the master "
               "person index", response_description="One answer per submitted person")
@@ -546,9 +620,9 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _sign(key: bytes, token_id: str, share: str, version: int, table: str, expires: int
-          ) -> str:
-    message = f"{token_id}\0{share}\0{version}\0{table}\0{expires}".encode()
+def _sign(key: bytes, token_id: str, share: str, version: int, table: str, expires: int,
+          sha256: str) -> str:
+    message = f"{token_id}\0{share}\0{version}\0{table}\0{expires}\0{sha256}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -558,55 +632,47 @@ def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
                     headers={VERSION_HEADER: str(version), "Cache-Control": "no-store"})
 
 
-def _bytes_response(data: bytes, sha256: str, request: Request) -> Response:
-    """A released file from memory: the whole of it, or one byte range (RFC 9110 section
-    14: `bytes=a-b`, `bytes=a-` or `bytes=-n`; several ranges, or a Range this does not
-    parse, are answered with the whole file, as the RFC allows; a range past the end 416).
-    The ETag is the file's SHA-256 (the manifest's); an If-Range naming another validator
-    gets the whole file."""
-    size = len(data)
-    headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"', "Cache-Control": "no-store"}
-    wanted = request.headers.get("range")
-    if_range = request.headers.get("if-range")
-    span = _one_range(wanted, size) if wanted and if_range in (None, headers["ETag"]) \
-        else None
-    if span == "unsatisfiable":
-        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
-    status, body = 200, memoryview(data)
-    if isinstance(span, tuple):
-        start, end = span
-        status, body = 206, body[start:end]
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    if request.method == "HEAD":
-        return Response(status_code=status, media_type="application/octet-stream",
-                        headers=headers | {"Content-Length": str(len(body))})
-    return Response(body, status_code=status, media_type="application/octet-stream",
-                    headers=headers)
+_DIGITS = re.compile(r"[0-9]{1,18}")      # ASCII digits only: int() takes others
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})", re.IGNORECASE)
+SMALL_READ = 4 * 1024 * 1024                # a range up to this is read in one go
 
 
-def _one_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """[start, end) of a single `bytes=` range, "unsatisfiable", or None (serve it all)."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+def _span(request: Request, size: int, etag: str) -> tuple[int, int] | str | None:
+    """[start, end) of the one byte range asked for (RFC 9110 section 14: `bytes=a-b`,
+    `bytes=a-`, `bytes=-n`), "unsatisfiable" (416), or None: the whole file, for no Range,
+    several ranges, one this does not parse, or an If-Range naming another validator (as
+    the RFC allows)."""
+    wanted, if_range = request.headers.get("range"), request.headers.get("if-range")
+    found = _RANGE.fullmatch(wanted.replace(" ", "")) if wanted else None
+    if found is None or if_range not in (None, etag):
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()) or \
-            (first and not first.isdigit()) or (last and not last.isdigit()):
+    first, last = found.groups()
+    if not first and not last:
         return None
     if not first:                                   # the last n bytes
         n = int(last)
         return (max(size - n, 0), size) if n and size else "unsatisfiable"
     start = int(first)
-    end = min(int(last) + 1, size) if last else size
     if last and int(last) < start:
         return None
+    end = min(int(last) + 1, size) if last else size
     return (start, end) if start < size else "unsatisfiable"
 
 
-class _File(FileResponse):
-    """A data file in 1 MiB reads (Starlette's 64 KiB made a 10 MB release file cost 160
-    thread hops; the stock client read it twice as slowly as the file itself)."""
-    chunk_size = 1024 * 1024
+def _file_headers(sha256: str, size: int, span: tuple[int, int] | None
+                  ) -> tuple[int, dict[str, str]]:
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{sha256}"', "Cache-Control": "no-store",
+               "Content-Type": "application/octet-stream"}
+    if span is None:
+        return 200, headers | {"Content-Length": str(size)}
+    start, end = span
+    return 206, headers | {"Content-Range": f"bytes {start}-{end - 1}/{size}",
+                           "Content-Length": str(end - start)}
+
+
+def _unsatisfiable(sha256: str, size: int) -> Response:
+    return Response(status_code=416, headers={"Accept-Ranges": "bytes", "ETag": f'"{sha256}"',
+                                              "Content-Range": f"bytes */{size}"})
 
 
 class _Audited:
