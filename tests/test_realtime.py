@@ -194,3 +194,58 @@ def test_values_kept_between_batches_read_as_when_first_standardised():
     typed = parsed({"ref": "d", "first_name": "Ann", "last_name": "Lee", "dob": "1990-01-01",
                     "national_id_type": "PASSPORT"})
     assert standardise(typed, permitted)[2] == [{"national_id": "not_permitted"}]
+
+
+def _person(first: str, last: str, ssn: str | None = None, dob: str = "2010-05-04",
+            street: str | None = "1 MAIN ST", zip_: str | None = "12345") -> realtime.Record:
+    import datetime as dt
+
+    born = dt.date.fromisoformat(dob)
+    return realtime.Record(first, frozenset(), None, last, born, born.strftime("%Y%m%d"), None,
+                           ssn, ssn[-4:] if ssn else None, None, None, street, zip_, None)
+
+
+def _levels(q: realtime.Record, r: realtime.Record) -> dict[str, int]:
+    return {name: realtime.GAMMA[name](q, r) for name in linkage.GAMMAS}
+
+
+def test_the_levels_the_code_names_are_the_models_levels():
+    """Guards and lookups read levels by number: each number is its label's."""
+    g = realtime._gamma
+    assert linkage.FIRST_NAME_DISAGREES == g("first_name", "All other comparisons")
+    assert linkage.FIRST_NAME_CROSSED == g("first_name", "one name in the other's place")
+    assert linkage.DOB_SAME_YEAR == g("dob", "same year")
+    assert linkage.IDENTIFIER_EXACT == g("identifier", "exact")
+    assert linkage.IDENTIFIER_ONE_EDIT_APART == g("identifier",
+                                                 "one edit apart, not numeric neighbours")
+    assert linkage.IDENTIFIER_ONE_EDIT == g("identifier", "one edit apart")
+
+
+def test_a_lookup_confirms_only_exact_names_or_nicknames():
+    """A first name close to the surname reaches "first and last swapped" (typo-tolerant):
+    that is not a confirmation (found by a tester: WILLAIM WILLIAMS matched)."""
+    person = _person("WILLIAM", "WILLIAMS")
+    for typed in ("WILLAIM", "WILLIAMS", "WILLIAMSON"):
+        levels = _levels(_person(typed, "WILLIAMS"), person)
+        assert not realtime._agree(tuple(levels.values()), realtime.CONFIRMED), typed
+    assert realtime._agree(tuple(_levels(person, person).values()), realtime.CONFIRMED)
+
+
+def test_twins_with_close_identifiers_and_crossed_names_stay_held():
+    """Twins (same surname, birth date, address) whose SSNs were issued in sequence, 1 to
+    999 apart, one digit different: held for review; a typo further away lifts the guard.
+    A first name that is the other's surname is no agreement for the guard."""
+    for a, b in (("123456715", "123456716"), ("123456715", "123456725"),
+                 ("123456715", "123456815"), ("123456715", "123456015")):
+        levels = _levels(_person("OLIVIA", "HARRINGTON", a), _person("AMELIA", "HARRINGTON", b))
+        assert linkage.held_reason(levels["first_name"], levels["identifier"],
+                                   levels["dob"]) == linkage.TWINS_GUARD, (a, b)
+    levels = _levels(_person("OLIVIA", "HARRINGTON", "123456715"),
+                     _person("AMELIA", "HARRINGTON", "123450715"))
+    assert levels["identifier"] == linkage.IDENTIFIER_ONE_EDIT_APART
+    assert linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"]) is None
+    crossed = _levels(_person("JAMES", "THOMAS", street="1 A ST"),
+                      _person("THOMAS", "LEE", street="2 B ST"))
+    assert crossed["first_name"] == linkage.FIRST_NAME_CROSSED
+    assert linkage.held_reason(crossed["first_name"], crossed["identifier"],
+                               crossed["dob"]) == linkage.TWINS_GUARD

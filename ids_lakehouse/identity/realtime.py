@@ -418,8 +418,21 @@ class Index:
 # exact and the exact date of birth; a referral for review, the same names and the date
 # of birth with day and month transposed. Anything else is "no match" (a typo in a name
 # costs the requester a match: they are told nothing, and can ask again).
-CONFIRMED = {"first_name": 4, "last_name": 4, "dob": 4}
-CLOSE = {"first_name": 4, "last_name": 4, "dob": 3}
+# The levels are found by their labels: numbers written by hand went stale when a
+# first-name level was added ("first and last swapped", a typo-tolerant level, became 4,
+# and WILLAIM WILLIAMS confirmed WILLIAM WILLIAMS).
+
+
+def _gamma(comparison: str, label: str) -> int:
+    """The comparison vector value of the level labelled `label` (best first; the null
+    level, first in LEVELS, is -1)."""
+    return len(LEVELS[comparison]) - 1 - LEVELS[comparison].index(label)
+
+
+CONFIRMED = {"first_name": _gamma("first_name", "nickname"),
+             "last_name": _gamma("last_name", "Exact match on last_name"),
+             "dob": _gamma("dob", "Exact match on dob")}
+CLOSE = CONFIRMED | {"dob": _gamma("dob", "day and month transposed")}
 _POSITION = {name: i for i, name in enumerate(linkage.GAMMAS)}
 
 
