@@ -48,7 +48,11 @@ def _variants(people: pl.DataFrame, seed: int = 7) -> pl.DataFrame:
                        if r["ssn"] and r["ssn"][7] != r["ssn"][8] else {}),
         lambda r: r | {"ssn": None, "ssn_last4": r["ssn_last4"]},
         lambda r: r | {"ssn": ("8" + r["ssn"][1:]) if r["ssn"] else None},
-        # numeric neighbours (issued in sequence) and a national id one typo away
+        # one typo 1,000 or more away (not numeric neighbours), numeric neighbours
+        # (issued in sequence), and a national id one typo away
+        lambda r: r | ({"ssn": r["ssn"][:5] + str((int(r["ssn"][5]) + 3) % 10) + r["ssn"][6:],
+                        "ssn_last4": str((int(r["ssn"][5]) + 3) % 10) + r["ssn"][6:]}
+                       if r["ssn"] else {}),
         lambda r: r | {"ssn": (r["ssn"][:8] + str((int(r["ssn"][8]) + 1) % 10))
                        if r["ssn"] else None},
         lambda r: r | {"ssn": None, "ssn_last4": None,

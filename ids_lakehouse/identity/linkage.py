@@ -391,8 +391,9 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
     - twins guard: twins and siblings share birth date, surname and address, so a pair
       whose first names disagree outright is not linked on that evidence alone, unless an
       identifier agrees exactly or is one typo away without being a numeric neighbour
-      (twins' SSNs may be issued in sequence). On FEBRL4 this guard held 21 true pairs
-      whose ids differed by one typo (by 27 to 20,000) and whose first names were replaced;
+      (twins' SSNs may be issued in sequence: neighbours are under NUMERIC_NEIGHBOURS
+      apart). On FEBRL4 this guard held 32 true pairs, 21 of them with ids one typo apart
+      (by 27 to 20,000); with the 1,000 threshold 25 are still held;
     - dob conflict: namesakes (a parent and a child of the same name at one address, or
       two people of a common name) agree on names and place but not on the date of birth.
       A pair whose dates of birth are both known and agree at most on the year is not
@@ -430,7 +431,7 @@ def auto_link(pairs: pl.DataFrame) -> pl.Series:
 
 
 # What training sets in a level; everything else in a saved model is the design.
-_TRAINED = {"m_probability", "u_probability", "tf_minimum_u_value"}
+_TRAINED = {"m_probability", "u_probability"}
 
 
 def design(model: Model) -> str:
