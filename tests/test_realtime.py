@@ -1,7 +1,7 @@
 """Real-time matching scores with the nightly model: on the published lake's records, and
 on copies of them changed the ways records differ (nulls, typos, swapped names,
 transposed dates, nicknames, one name in the other's place, identifiers one edit apart,
-numeric neighbours or of another type), the
+numeric neighbours or of another type, typos in the street and ZIP), the
 real-time index pairs exactly the records Splink's blocking pairs and gives each pair
 Splink's levels and probability."""
 
@@ -63,6 +63,10 @@ def _variants(people: pl.DataFrame, seed: int = 7) -> pl.DataFrame:
         lambda r: r | {"phone": None, "zip": None, "street": None, "sex": None},
         lambda r: r | {"middle_name": "Q", "sex": "F" if r["sex"] == "M" else "M"},
         lambda r: r | {"street": "1 OTHER ST", "phone": r["phone"]},
+        # a typo in the street and in the ZIP; a ZIP typo with a surname typo (found only
+        # through the first name with the street)
+        lambda r: r | {"street": typo(r["street"]), "zip": typo(r["zip"]), "phone": None},
+        lambda r: r | {"zip": typo(r["zip"]), "last_name": typo(r["last_name"]), "dob": None},
     ]
     rows = []
     for n, row in enumerate(people.iter_rows(named=True)):
@@ -253,3 +257,40 @@ def test_twins_with_close_identifiers_and_crossed_names_stay_held():
     assert crossed["first_name"] == linkage.FIRST_NAME_CROSSED
     assert linkage.held_reason(crossed["first_name"], crossed["identifier"],
                                crossed["dob"]) == linkage.TWINS_GUARD
+
+
+def test_names_either_way_block_only_when_both_names_are_known():
+    """The swapped-names blocking key is null when a name is missing, in Splink's SQL and
+    in the index: DuckDB's least() and greatest() skip nulls and would have put every
+    record with a lone surname in one block with every other of that surname."""
+    import duckdb
+
+    rows = [("ANN", None), (None, "ANN"), ("LEE", "ANN"), ("ANN", "LEE")]
+    values = ", ".join("(" + ", ".join("NULL" if v is None else f"'{v}'" for v in r) + ")"
+                       for r in rows)
+    sql = duckdb.sql(f"SELECT {linkage.NAMES_EITHER_WAY} FROM (VALUES {values}) "
+                     "t(first_name, last_name)").fetchall()
+    assert [k for (k,) in sql] == [None, None, "ANN|LEE", "ANN|LEE"]
+    frame = pl.DataFrame(rows, schema={"first_name": pl.String, "last_name": pl.String},
+                         orient="row")
+    assert frame.select(realtime._names_either_way())["first_name"].to_list() == \
+        [None, None, "ANN|LEE", "ANN|LEE"]
+
+
+def test_first_and_last_swapped_is_counted_once(published):
+    """Both name comparisons see a swap; its weight is the first name's alone (the last
+    name's swap level is fixed at m = u). Counted twice it outweighed both names agreeing
+    exactly, and a second JACK RYAN, written RYAN JACK, born another day, living
+    elsewhere, with no identifier, was linked to the first."""
+    lake = Lake(published)
+    model, tf, _ = linkage.load_model(mpi.models_dir(lake)) or pytest.fail("no model")
+    weights = realtime.Weights.of(model, tf)
+    swap = realtime._gamma("last_name", "first and last swapped")
+    assert weights.levels["last_name"][swap] == 0.0
+    assert weights.levels["first_name"][realtime._gamma("first_name", "first and last swapped")] > 0
+    jack, ryan = (_person("JACK", "RYAN", dob="1969-07-24"),
+                  _person("RYAN", "JACK", dob="1940-01-14", street="22 ECHO PL", zip_="99999"))
+    weight, levels = weights.score(jack, ryan)
+    assert levels[linkage.GAMMAS.index("first_name")] == \
+        realtime._gamma("first_name", "first and last swapped")
+    assert realtime.probability(weight) < linkage.MATCH_THRESHOLD

@@ -37,8 +37,9 @@ MATCH, REVIEW, NO_MATCH = "match", "refer_for_review", "no_match"
 
 # The model's blocking rules as their key columns (a key with a null part blocks nothing).
 BLOCKS: tuple[tuple[str, ...], ...] = (
-    ("ssn",), ("national_id_type", "national_id"), ("dob",), ("first_name", "last_name"),
-    ("phone",), ("last_name", "_year", "_month"), ("last_name", "_year", "_day"))
+    ("ssn",), ("national_id_type", "national_id"), ("dob",), ("_names",),
+    ("phone",), ("last_name", "_year", "_month"), ("last_name", "_year", "_day"),
+    ("last_name", "zip"), ("first_name", "zip"), ("first_name", "street"))
 # Each comparison's levels, best first ("null" is Splink's null level, -1), as labelled in
 # the model (linkage._comparisons): the scorer below implements exactly these.
 LEVELS: dict[str, tuple[str, ...]] = {
@@ -57,8 +58,8 @@ LEVELS: dict[str, tuple[str, ...]] = {
     "identifier": ("null", "exact", "SSN's last four digits agree",
                    "one edit apart, not numeric neighbours", "one edit apart",
                    "All other comparisons"),
-    "location": ("null", "same street and ZIP", "same phone", "same ZIP",
-                 "All other comparisons"),
+    "location": ("null", "same street and ZIP", "same phone", "street and ZIP one edit",
+                 "same ZIP", "All other comparisons"),
     "sex": ("sex is NULL", "Exact match on sex", "All other comparisons"),
 }
 
@@ -194,8 +195,11 @@ def _location(q: Record, r: Record) -> int:
         return -1
     same_zip = q.zip is not None and q.zip == r.zip
     if same_zip and q.street is not None and q.street == r.street:
-        return 3
+        return 4
     if q.phone is not None and q.phone == r.phone:
+        return 3
+    if q.street is not None and r.street is not None and q.zip is not None \
+            and r.zip is not None and _dl1(q.street, r.street) and _dl1(q.zip, r.zip):
         return 2
     return 1 if same_zip else 0
 
@@ -296,11 +300,20 @@ def _keys(frame: pl.DataFrame) -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=1)
+def _names_either_way() -> pl.Expr:
+    """linkage.NAMES_EITHER_WAY: both names, the smaller first, or null if either is."""
+    first, last = pl.col("first_name"), pl.col("last_name")
+    return (pl.when(first <= last).then(first + "|" + last)
+            .otherwise(last + "|" + first))
+
+
 def _key_expressions() -> list[pl.Expr]:
     parts = {"ssn": pl.col("ssn"), "national_id_type": pl.col("national_id_type"),
              "national_id": pl.col("national_id"), "dob": pl.col("dob").cast(pl.String),
              "first_name": pl.col("first_name"), "last_name": pl.col("last_name"),
-             "phone": pl.col("phone"), "_year": pl.col("dob").dt.year().cast(pl.String),
+             "phone": pl.col("phone"), "zip": pl.col("zip"), "street": pl.col("street"),
+             "_names": _names_either_way(),
+             "_year": pl.col("dob").dt.year().cast(pl.String),
              "_month": pl.col("dob").dt.month().cast(pl.String),
              "_day": pl.col("dob").dt.day().cast(pl.String)}
     out = []
