@@ -29,9 +29,10 @@ def _bare_settings():
         blocking_rules_to_generate_predictions=blocking_rules())
 
 
-# (national_id columns: read by our blocking and deterministic rules, which bare shares)
+# (national_id columns and street: read by our blocking and deterministic rules, which bare
+# shares)
 BARE_COLUMNS = ["unique_id", "source_dataset", "first_name", "last_name", "dob", "ssn", "zip",
-                "sex", "phone", "national_id", "national_id_type"]
+                "sex", "phone", "national_id", "national_id_type", "street"]
 
 
 def task_bare(records: str, truth: str, model_path: str, train: bool,
