@@ -143,6 +143,13 @@ def test_twins_and_namesakes_are_held_for_review_unless_an_identifier_agrees():
     assert linkage.held_for_review(pairs).to_list() == [
         linkage.TWINS_GUARD, None, None, linkage.DOB_CONFLICT, linkage.DOB_CONFLICT, None,
         None, None, linkage.TWINS_GUARD, None]
+    # Swapped names with a date of birth missing and no identifier within one edit.
+    swapped = pl.DataFrame({"match_probability": [0.99] * 4,
+                            "gamma_first_name": [linkage.FIRST_NAME_SWAPPED] * 4,
+                            "gamma_dob": [-1, -1, 2, -1],
+                            "gamma_identifier": [-1, 0, -1, near]})
+    assert linkage.held_for_review(swapped).to_list() == [
+        linkage.SWAP_UNCONFIRMED, linkage.SWAP_UNCONFIRMED, None, None]
 
 
 def test_the_guards_for_one_pair_are_the_guards_for_a_frame():

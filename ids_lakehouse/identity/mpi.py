@@ -295,7 +295,8 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
     prior_xref = _read(lake.identity("person_xref"), XREF_SCHEMA)
     prior_index = _read(lake.identity("person_index"), INDEX_SCHEMA)
     guarded = pairs.with_columns(linkage.held_for_review(pairs).alias("reason")).filter(
-        pl.col("reason").is_not_null()).select("unique_id_l", "unique_id_r", "reason")
+        pl.col("reason").is_in(list(linkage.HELD_APART))).select("unique_id_l", "unique_id_r",
+                                                           "reason")
     apart = pl.concat([decisions.filter(pl.col("decision") == "non_match").select(
         "unique_id_l", "unique_id_r", pl.lit(clustering.DECIDED_APART).alias("reason")),
         guarded])
