@@ -134,7 +134,8 @@ def test_twins_and_namesakes_are_held_for_review_unless_an_identifier_agrees():
                                                disagree, disagree, 5],
                           "gamma_dob": [4, 4, 4, 0, linkage.DOB_SAME_YEAR, 2, 4, 4, 4, 0],
                           "gamma_identifier": [-1, linkage.IDENTIFIER_EXACT, -1, -1, 0,
-                                               -1, -1, apart, near, near]})
+                                               -1, -1, apart, near, near],
+                          "gamma_last_name": [4] * 10})
     # An identifier one typo away lifts the twins guard only when the two are not
     # numeric neighbours (twins' SSNs may be issued in sequence); either lifts the
     # date-of-birth guard.
@@ -144,12 +145,14 @@ def test_twins_and_namesakes_are_held_for_review_unless_an_identifier_agrees():
         linkage.TWINS_GUARD, None, None, linkage.DOB_CONFLICT, linkage.DOB_CONFLICT, None,
         None, None, linkage.TWINS_GUARD, None]
     # Swapped names with a date of birth missing and no identifier within one edit.
-    swapped = pl.DataFrame({"match_probability": [0.99] * 4,
-                            "gamma_first_name": [linkage.FIRST_NAME_SWAPPED] * 4,
-                            "gamma_dob": [-1, -1, 2, -1],
-                            "gamma_identifier": [-1, 0, -1, near]})
+    swapped = pl.DataFrame({"match_probability": [0.99] * 5,
+                            "gamma_first_name": [linkage.FIRST_NAME_SWAPPED] * 4 + [5],
+                            "gamma_dob": [-1, -1, 2, -1, -1],
+                            "gamma_identifier": [-1, 0, -1, near, -1],
+                            "gamma_last_name": [linkage.LAST_NAME_SWAPPED] * 5})
     assert linkage.held_for_review(swapped).to_list() == [
-        linkage.SWAP_UNCONFIRMED, linkage.SWAP_UNCONFIRMED, None, None]
+        linkage.SWAP_UNCONFIRMED, linkage.SWAP_UNCONFIRMED, None, None,
+        linkage.SWAP_UNCONFIRMED]
 
 
 def test_the_guards_for_one_pair_are_the_guards_for_a_frame():
@@ -157,9 +160,9 @@ def test_the_guards_for_one_pair_are_the_guards_for_a_frame():
     `held_for_review` (a frame) agree on every combination of the levels they read."""
     import itertools
 
-    combos = list(itertools.product(range(-1, 9), range(-1, 7), range(-1, 6)))
-    pairs = pl.DataFrame(combos, schema=["gamma_first_name", "gamma_identifier", "gamma_dob"],
-                         orient="row")
+    combos = list(itertools.product(range(-1, 9), range(-1, 7), range(-1, 6), range(-1, 6)))
+    pairs = pl.DataFrame(combos, schema=["gamma_first_name", "gamma_identifier", "gamma_dob",
+                                         "gamma_last_name"], orient="row")
     assert linkage.held_for_review(pairs).to_list() == [
         linkage.held_reason(*combo) for combo in combos]
 

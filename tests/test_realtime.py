@@ -229,6 +229,7 @@ def test_the_levels_the_code_names_are_the_models_levels():
     assert linkage.FIRST_NAME_DISAGREES == g("first_name", "All other comparisons")
     assert linkage.FIRST_NAME_CROSSED == g("first_name", "one name in the other's place")
     assert linkage.FIRST_NAME_SWAPPED == g("first_name", "first and last swapped")
+    assert linkage.LAST_NAME_SWAPPED == g("last_name", "first and last swapped")
     assert linkage.DOB_SAME_YEAR == g("dob", "same year")
     assert linkage.IDENTIFIER_EXACT == g("identifier", "exact")
     assert linkage.IDENTIFIER_ONE_EDIT_APART == g("identifier",
@@ -253,17 +254,18 @@ def test_twins_with_close_identifiers_and_crossed_names_stay_held():
     for a, b in (("123456715", "123456716"), ("123456715", "123456725"),
                  ("123456715", "123456815"), ("123456715", "123456015")):
         levels = _levels(_person("OLIVIA", "HARRINGTON", a), _person("AMELIA", "HARRINGTON", b))
-        assert linkage.held_reason(levels["first_name"], levels["identifier"],
-                                   levels["dob"]) == linkage.TWINS_GUARD, (a, b)
+        assert linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"],
+                                   levels["last_name"]) == linkage.TWINS_GUARD, (a, b)
     levels = _levels(_person("OLIVIA", "HARRINGTON", "123456715"),
                      _person("AMELIA", "HARRINGTON", "123450715"))
     assert levels["identifier"] == linkage.IDENTIFIER_ONE_EDIT_APART
-    assert linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"]) is None
+    assert linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"],
+                               levels["last_name"]) is None
     crossed = _levels(_person("JAMES", "THOMAS", street="1 A ST"),
                       _person("THOMAS", "LEE", street="2 B ST"))
     assert crossed["first_name"] == linkage.FIRST_NAME_CROSSED
     assert linkage.held_reason(crossed["first_name"], crossed["identifier"],
-                               crossed["dob"]) == linkage.TWINS_GUARD
+                               crossed["dob"], crossed["last_name"]) == linkage.TWINS_GUARD
 
 
 def test_names_either_way_block_only_when_both_names_are_known():
@@ -308,7 +310,8 @@ def test_swapped_names_without_a_date_of_birth_or_identifier_are_held():
     for a steward; a date of birth within one edit, or an identifier, lets it through."""
     def reason(a: realtime.Record, b: realtime.Record) -> str | None:
         levels = _levels(a, b)
-        return linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"])
+        return linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"],
+                                   levels["last_name"])
 
     ryan = _person("RYAN", "JACK", street="22 ECHO PL")
     undated = realtime.Record("JACK", frozenset(), None, "RYAN", None, None, None, None, None,
@@ -318,6 +321,13 @@ def test_swapped_names_without_a_date_of_birth_or_identifier_are_held():
     assert reason(_person("JACK", "RYAN", ssn="123456789"),
                   _person("RYAN", "JACK", ssn="123456789")) is None
     assert reason(undated, _person("JACK", "RYAN")) is None   # not swapped: the model's
+    # A nickname of the other's surname takes the first name's nickname level: the guard
+    # reads the last name's swap level too (a tester's JOHN JACK / JACK JOHN).
+    john = realtime.Record("JOHN", frozenset({"JOHN", "JACK", "JOHNNY"}), None, "JACK", None,
+                           None, None, None, None, None, None, "1 MAIN ST", "12345", None)
+    jack = _person("JACK", "JOHN")
+    assert _levels(john, jack)["first_name"] == realtime._gamma("first_name", "nickname")
+    assert reason(john, jack) == linkage.SWAP_UNCONFIRMED
 
 
 def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
@@ -336,5 +346,16 @@ def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
         assert level(street, zip_) == same, (street, zip_)
     for street, zip_ in (("13 MAIN STREET", "2650"), ("12 MAIN STREET", "2651"),
                          ("1 MAIN STREET", "2650"), ("12 MAIN STREET APT 1", "2650"),
-                         ("12 MAIN STRET", "2651")):
+                         ("12 MAIN STRET", "2651"), ("12 N MAIN STREET", "2650")):
         assert level(street, zip_) != same, (street, zip_)
+    # a letter that is a flat, a direction or a street type is a neighbour too
+    for a, b in (("12 MAIN ST APT A", "12 MAIN ST APT B"), ("12 N MAIN ST", "12 S MAIN ST"),
+                 ("12 ELM ST", "12 ELM CT"), ("12 OAK RD", "12 OAK DR"),
+                 ("400 OAK AVE 3A", "400 OAK AVE 3B"), ("12 3RD ST", "1 23RD ST")):
+        assert _levels(_person("JOHN", "SMITH", street=a),
+                       _person("JOHN", "SMITH", street=b))["location"] != same, (a, b)
+    # a street too long to be an address is compared exactly (the edit distance's memory
+    # grows with the square of the length)
+    long = "1 " + "A" * linkage.LONGEST_STREET_COMPARED
+    assert _levels(_person("JOHN", "SMITH", street=long),
+                   _person("JOHN", "SMITH", street=long + "B"))["location"] != same

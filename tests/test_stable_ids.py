@@ -8,7 +8,7 @@ import datetime as dt
 import polars as pl
 
 from ids_lakehouse.identity import clustering
-from ids_lakehouse.identity.linkage import TWINS_GUARD
+from ids_lakehouse.identity.linkage import SURNAMES_DISAGREE, TWINS_GUARD
 from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, assign
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -83,9 +83,11 @@ IDS = pl.Series(["a", "b", "c", "d", "e", "new"])
 
 
 def _pairs(*rows) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={"unique_id_l": pl.String, "unique_id_r": pl.String,
-                                      "match_weight": pl.Float64, "strong": pl.Boolean,
-                                      "nameless": pl.Boolean},
+    """(l, r, weight, strong, nameless[, surnameless])"""
+    return pl.DataFrame([(*r, False)[:6] for r in rows],
+                        schema={"unique_id_l": pl.String, "unique_id_r": pl.String,
+                                "match_weight": pl.Float64, "strong": pl.Boolean,
+                                "nameless": pl.Boolean, "surnameless": pl.Boolean},
                         orient="row")
 
 
@@ -157,3 +159,37 @@ def test_a_record_without_a_first_name_never_bridges_twins():
     got = clustering.cluster(IDS, named, _decided(), apart, NO_PRIOR)
     assert got.clusters.filter(pl.col("unique_id").is_in(["a", "b", "c"]))[
         "cluster"].n_unique() == 1
+
+
+def test_a_record_without_a_surname_never_bridges_two_surnames():
+    """A tester's MARIA GARCIA (a) and MARIA LOPEZ (c) at one address, compared and not
+    linked (surnames disagree), were joined through a "MARIA" (b) with no surname nor date
+    of birth. A direct link between two surnames (a married name) still stands."""
+    apart = _apart(("a", "c", SURNAMES_DISAGREE))
+    bridged = _pairs(("a", "b", 12.0, False, False, True), ("b", "c", 11.0, False, False, True))
+    cluster = dict(clustering.cluster(IDS, bridged, _decided(), apart, NO_PRIOR)
+                   .clusters.iter_rows())
+    assert cluster["a"] == cluster["b"] != cluster["c"]
+    direct = _pairs(("a", "c", 12.0, False, False))
+    cluster = dict(clustering.cluster(IDS, direct, _decided(), apart, NO_PRIOR)
+                   .clusters.iter_rows())
+    assert cluster["a"] == cluster["c"]
+
+
+def test_a_stewards_non_match_binds_even_where_a_guard_also_holds_the_pair():
+    """held_apart keeps one reason per pair, the one that binds most: a non_match that a
+    twins-guard reason overwrote bound only through a record without a first name."""
+    from ids_lakehouse.identity import linkage, mpi
+
+    pairs = pl.DataFrame({"unique_id_l": ["a", "a"], "unique_id_r": ["c", "d"],
+                          "match_probability": [0.99, 0.6],
+                          "gamma_first_name": [linkage.FIRST_NAME_DISAGREES, 6],
+                          "gamma_last_name": [4, linkage.LAST_NAME_DISAGREES],
+                          "gamma_dob": [4, 4], "gamma_identifier": [-1, -1]})
+    decisions = pl.DataFrame({"unique_id_l": ["a"], "unique_id_r": ["c"],
+                              "decision": ["non_match"]})
+    assert sorted(mpi.held_apart(pairs, decisions).rows()) == [
+        ("a", "c", clustering.DECIDED_APART), ("a", "d", SURNAMES_DISAGREE)]
+    # and with no decision, the guard's reason
+    assert sorted(mpi.held_apart(pairs, decisions.clear()).rows()) == [
+        ("a", "c", TWINS_GUARD), ("a", "d", SURNAMES_DISAGREE)]

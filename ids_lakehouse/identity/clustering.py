@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from ids_lakehouse.identity.linkage import TWINS_GUARD
+from ids_lakehouse.identity.linkage import SURNAMES_DISAGREE, TWINS_GUARD
 
 CONFLICT = "joins records held apart"
 DECIDED_APART = "a steward decided two of the records are different people"
@@ -41,19 +41,22 @@ class Clusters:
     held_back: pl.DataFrame      # unique_id_l, unique_id_r, reason: linked pairs left out
 
 
-# Held-apart reasons that bind only a join made through a record without a first name: a
-# record that says nothing about the first name cannot be what makes two records whose
-# first names disagree one person (twins bridged by a nameless copy). Elsewhere the first
-# name is the model's to weigh: data sets whose duplicates replace the first name outright
-# (FEBRL) would otherwise lose them.
-NAMELESS_ONLY = {TWINS_GUARD}
+# Held-apart reasons that bind only a join made through a record without that name, and
+# the pair flag that says so: a record that says nothing about the first name cannot be
+# what makes two records whose first names disagree one person (twins bridged by a
+# nameless copy); nor can one without a surname join two records whose surnames disagree
+# (a tester's MARIA GARCIA and MARIA LOPEZ, one address, joined through a "MARIA" with no
+# surname nor date of birth). Elsewhere the names are the model's to weigh: data sets
+# whose duplicates replace the first name outright (FEBRL) would otherwise lose them, and
+# a married name is a surname that disagrees.
+NAMELESS_ONLY = {TWINS_GUARD: "nameless", SURNAMES_DISAGREE: "surnameless"}
 
 
 def cluster(ids: pl.Series, pairs: pl.DataFrame, forced: pl.DataFrame,
             apart: pl.DataFrame, prior_xref: pl.DataFrame) -> Clusters:
     """ids: every record's unique_id. pairs: linked pairs (unique_id_l, unique_id_r,
     match_weight, strong: an identifier agrees exactly, nameless: a side has no first
-    name). forced: steward `match` pairs.
+    name, surnameless: a side has no surname). forced: steward `match` pairs.
     apart: pairs that must not end in one person (unique_id_l, unique_id_r, reason): steward
     `non_match` decisions and scored pairs a guard holds. prior_xref: unique_id ->
     person_id before this run."""
@@ -78,7 +81,8 @@ def cluster(ids: pl.Series, pairs: pl.DataFrame, forced: pl.DataFrame,
             i = parent[i]
         return i
 
-    def blocked(ra: int, rb: int, strong: bool, steward: bool, nameless: bool) -> str | None:
+    def blocked(ra: int, rb: int, strong: bool, steward: bool, without: set[str]
+                ) -> str | None:
         ma, mb = members.get(ra, [ra]), members.get(rb, [rb])
         if len(ma) > len(mb):
             ma, mb = mb, ma
@@ -86,7 +90,7 @@ def cluster(ids: pl.Series, pairs: pl.DataFrame, forced: pl.DataFrame,
         for i in ma:
             for j, why in never_of.get(i, {}).items():
                 if j not in others or (steward and why != DECIDED_APART) or \
-                        (why in NAMELESS_ONLY and not nameless):
+                        (why in NAMELESS_ONLY and NAMELESS_ONLY[why] not in without):
                     continue
                 return why if why == DECIDED_APART else f"{CONFLICT}: {why}"
         if steward:
@@ -96,18 +100,20 @@ def cluster(ids: pl.Series, pairs: pl.DataFrame, forced: pl.DataFrame,
             return ESTABLISHED
         return None
 
-    order = [(a, b, True, True, False) for a, b in forced.select(
-        "unique_id_l", "unique_id_r").iter_rows() if a in pos and b in pos]
+    order: list[tuple[str, str, bool, bool, set[str]]] = [
+        (a, b, True, True, set()) for a, b in forced.select(
+            "unique_id_l", "unique_id_r").iter_rows() if a in pos and b in pos]
     ranked = pairs.sort(["match_weight", "unique_id_l", "unique_id_r"],
                         descending=[True, False, False])
-    order += [(a, b, s, False, n) for a, b, s, n in ranked.select(
-        "unique_id_l", "unique_id_r", "strong", "nameless").iter_rows()]
+    order += [(a, b, s, False, ({"nameless"} if n else set()) | ({"surnameless"} if sn else set()))
+              for a, b, s, n, sn in ranked.select(
+                  "unique_id_l", "unique_id_r", "strong", "nameless", "surnameless").iter_rows()]
     held: list[tuple[str, str, str]] = []
-    for a, b, strong, steward, nameless in order:
+    for a, b, strong, steward, without in order:
         ra, rb = find(pos[a]), find(pos[b])
         if ra == rb:
             continue
-        reason = blocked(ra, rb, strong, steward, nameless)
+        reason = blocked(ra, rb, strong, steward, without)
         if reason:
             held.append((a, b, reason))
             continue

@@ -173,21 +173,29 @@ def _comparisons() -> list[ComparisonCreator]:
     return [first, last, middle, dob, identifier, location, sex]
 
 
-# The same address, written the same or with one typo: a street one edit apart whose
-# digits (house and flat numbers) are the same, and a ZIP equal or with two adjacent digits
-# transposed. A neighbour is not a typo: 12 and 13 MAIN ST, APT 305 and 306, or postcodes
-# 2600 and 2601 (a tester linked two JOHN SMITHs at 2600 and 2601 when a separate
-# "one edit" level weighed that like the same address). One level with the exact address,
-# so EM always has the address's matches to estimate it from: as a level of its own,
-# never seen among the generator's training pairs, it was a -124-bit veto there.
-# (Lengths and ZIPs are compared before the streets' edit distance, so DuckDB computes it
-# for few pairs.)
+# The same address, written the same or with one typo: a street one edit apart with the
+# same digits (house and flat numbers) and the same short words (three letters or fewer:
+# flat letters, directions, street types), and a ZIP equal or with two adjacent digits
+# transposed. A neighbour is not a typo: 12 and 13 MAIN ST, APT 305 and 306, APT A and B,
+# N and S MAIN ST, ELM ST and ELM CT, OAK RD and OAK DR, or postcodes 2600 and 2601
+# (testers linked two JOHN SMITHs at 2600 and 2601, then at APT A and APT B). One level
+# with the exact address, so EM always has the address's matches to estimate it from: as
+# a level of its own, never seen among the generator's training pairs, it was a -124-bit
+# veto there. The edit distance's memory grows with the square of the length: streets
+# longer than LONGEST_STREET_COMPARED are compared exactly (a tester's 16,000-character
+# streets took 2.3 GB outside DuckDB's memory cap). (Lengths and ZIPs are compared before
+# the edit distance, so DuckDB computes it for few pairs.)
+LONGEST_STREET_COMPARED = 200
 SAME_ADDRESS = (
     "(street_l = street_r AND zip_l = zip_r) OR ("
+    f"length(street_l) <= {LONGEST_STREET_COMPARED} AND "
+    f"length(street_r) <= {LONGEST_STREET_COMPARED} AND "
     "abs(length(street_l) - length(street_r)) <= 1 AND length(zip_l) = length(zip_r) AND "
     "(zip_l = zip_r OR (damerau_levenshtein(zip_l, zip_r) = 1 AND "
     "levenshtein(zip_l, zip_r) = 2)) AND "
     "regexp_replace(street_l, '[^0-9]', '', 'g') = regexp_replace(street_r, '[^0-9]', '', 'g') "
+    "AND regexp_replace(street_l, '[^ ]{4,}| ', '', 'g') = "
+    "regexp_replace(street_r, '[^ ]{4,}| ', '', 'g') "
     "AND damerau_levenshtein(street_l, street_r) <= 1)")
 
 
@@ -403,6 +411,8 @@ FIRST_NAME_DISAGREES = 0
 # (a tester's JAMES THOMAS / THOMAS LEE, two men, was let past it).
 FIRST_NAME_CROSSED = 3
 FIRST_NAME_SWAPPED = 4     # "first and last swapped"
+LAST_NAME_SWAPPED = 3      # the last name's "first and last swapped" (weight 0)
+LAST_NAME_DISAGREES = 0
 DOB_SAME_YEAR = 1          # dob levels: exact 4, transposed 3, one edit 2, same year 1, else 0
 # identifier levels: exact 4, SSN last four 3, one edit but not numeric neighbours 2, one
 # edit 1, else 0
@@ -418,6 +428,9 @@ NUMERIC_NEIGHBOURS = 1_000
 TWINS_GUARD = "first names disagree, no identifier agrees (twins guard)"
 DOB_CONFLICT = "dates of birth agree at most on the year, no identifier within one edit"
 SWAP_UNCONFIRMED = "names swapped, a date of birth missing, no identifier within one edit"
+# Not a guard on the pair (a married name is a surname that disagrees): it binds only a
+# join made through a record without a surname (identity.clustering).
+SURNAMES_DISAGREE = "surnames disagree, no identifier agrees"
 # Guards that say the two records are two people (clustering keeps them apart); the swap
 # guard says only that the evidence is too thin to link them without a steward.
 HELD_APART = (TWINS_GUARD, DOB_CONFLICT)
@@ -452,7 +465,10 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
     # in sequence), so for dates of birth an identifier within one edit is evidence enough.
     no_near_id = pairs["gamma_identifier"] < IDENTIFIER_ONE_EDIT
     dob_conflict = pairs["gamma_dob"].is_between(0, DOB_SAME_YEAR) & no_near_id
-    swap = (pairs["gamma_first_name"] == FIRST_NAME_SWAPPED) \
+    # Read on both names: a nickname of the other's surname takes the first name's
+    # nickname level before its swap level (a tester's JOHN JACK / JACK JOHN).
+    swap = ((pairs["gamma_first_name"] == FIRST_NAME_SWAPPED)
+            | (pairs["gamma_last_name"] == LAST_NAME_SWAPPED)) \
         & (pairs["gamma_dob"] == NULL_LEVEL) & no_near_id
     return (pl.select(pl.when(pl.lit(twin_like)).then(pl.lit(TWINS_GUARD))
                       .when(pl.lit(dob_conflict)).then(pl.lit(DOB_CONFLICT))
@@ -460,8 +476,8 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
                       .otherwise(None).alias("reason")).to_series())
 
 
-def held_reason(first_name: int, identifier: int, dob: int) -> str | None:
-    """`held_for_review` for one pair, from its three comparison levels (a real-time
+def held_reason(first_name: int, identifier: int, dob: int, last_name: int) -> str | None:
+    """`held_for_review` for one pair, from its four comparison levels (a real-time
     lookup's few candidates: a frame for them cost more than the rest of the decision).
     A test holds the two equal on every combination of levels."""
     if first_name in (FIRST_NAME_DISAGREES, FIRST_NAME_CROSSED) and \
@@ -469,8 +485,8 @@ def held_reason(first_name: int, identifier: int, dob: int) -> str | None:
         return TWINS_GUARD
     if 0 <= dob <= DOB_SAME_YEAR and identifier < IDENTIFIER_ONE_EDIT:
         return DOB_CONFLICT
-    if first_name == FIRST_NAME_SWAPPED and dob == NULL_LEVEL and \
-            identifier < IDENTIFIER_ONE_EDIT:
+    if (first_name == FIRST_NAME_SWAPPED or last_name == LAST_NAME_SWAPPED) and \
+            dob == NULL_LEVEL and identifier < IDENTIFIER_ONE_EDIT:
         return SWAP_UNCONFIRMED
     return None
 

@@ -274,6 +274,26 @@ def score(lake: Lake, records: pl.DataFrame, current: pl.DataFrame, model: Model
     return pairs, "incremental", changed.len()
 
 
+def held_apart(pairs: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs clustering must not join, one row each with the reason that binds
+    most (unique_id_l, unique_id_r, reason): a steward's non_match, then a guard that
+    says the two are two people, then surnames that disagree (binding only through a
+    record without a surname). A steward's non_match on a pair the twins guard also holds
+    stays a non_match: the guard binds only through a record without a first name."""
+    guarded = pairs.with_columns(linkage.held_for_review(pairs).alias("reason")).filter(
+        pl.col("reason").is_in(list(linkage.HELD_APART))).select("unique_id_l", "unique_id_r",
+                                                           "reason")
+    surnames = pairs.filter(
+        (pl.col("gamma_last_name") == linkage.LAST_NAME_DISAGREES)
+        & ~pl.col("gamma_identifier").is_in([linkage.IDENTIFIER_EXACT,
+                                             linkage.IDENTIFIER_ONE_EDIT_APART])).select(
+        "unique_id_l", "unique_id_r", pl.lit(linkage.SURNAMES_DISAGREE).alias("reason"))
+    stewards = decisions.filter(pl.col("decision") == "non_match").select(
+        "unique_id_l", "unique_id_r", pl.lit(clustering.DECIDED_APART).alias("reason"))
+    return pl.concat([surnames, guarded, stewards]).unique(
+        ["unique_id_l", "unique_id_r"], keep="last", maintain_order=True)
+
+
 def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
           full: bool = False,
           review_band: tuple[float, float] = (linkage.LINK_FLOOR, linkage.MATCH_THRESHOLD),
@@ -294,16 +314,12 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
     linked = linkage.auto_link(pairs)
     prior_xref = _read(lake.identity("person_xref"), XREF_SCHEMA)
     prior_index = _read(lake.identity("person_index"), INDEX_SCHEMA)
-    guarded = pairs.with_columns(linkage.held_for_review(pairs).alias("reason")).filter(
-        pl.col("reason").is_in(list(linkage.HELD_APART))).select("unique_id_l", "unique_id_r",
-                                                           "reason")
-    apart = pl.concat([decisions.filter(pl.col("decision") == "non_match").select(
-        "unique_id_l", "unique_id_r", pl.lit(clustering.DECIDED_APART).alias("reason")),
-        guarded])
+    apart = held_apart(pairs, decisions)
     grouped = clustering.cluster(
         records["unique_id"], pairs.filter(linked).with_columns(
             (pl.col("gamma_identifier") == linkage.IDENTIFIER_EXACT).alias("strong"),
-            (pl.col("gamma_first_name") == linkage.NULL_LEVEL).alias("nameless")),
+            (pl.col("gamma_first_name") == linkage.NULL_LEVEL).alias("nameless"),
+            (pl.col("gamma_last_name") == linkage.NULL_LEVEL).alias("surnameless")),
         decisions.filter(pl.col("decision") == "match"), apart, prior_xref)
     result = assign(grouped.clusters, prior_xref, prior_index, run_id, now)
 

@@ -88,19 +88,25 @@ def _dl1(a: str, b: str) -> bool:
 
 
 _NOT_DIGITS = re.compile(r"[^0-9]")
+_WORDS_AND_SPACES = re.compile(r"[^ ]{4,}| ")
 
 
 def _same_address(q: Record, r: Record) -> bool:
-    """linkage.SAME_ADDRESS: the same street and ZIP, or one typo (same digits)."""
+    """linkage.SAME_ADDRESS: the same street and ZIP, or one typo (same digits, same short
+    words)."""
     s1, s2, z1, z2 = q.street, r.street, q.zip, r.zip
     if s1 is None or s2 is None or z1 is None or z2 is None:
         return False
     if s1 == s2 and z1 == z2:
         return True
-    return (abs(len(s1) - len(s2)) <= 1 and len(z1) == len(z2)
+    longest = linkage.LONGEST_STREET_COMPARED
+    return (len(s1) <= longest and len(s2) <= longest and abs(len(s1) - len(s2)) <= 1
+            and len(z1) == len(z2)
             and (z1 == z2 or (_dl(z1, z2) == 1
                               and Levenshtein.distance(z1.encode(), z2.encode()) == 2))
-            and _NOT_DIGITS.sub("", s1) == _NOT_DIGITS.sub("", s2) and _dl1(s1, s2))
+            and _NOT_DIGITS.sub("", s1) == _NOT_DIGITS.sub("", s2)
+            and _WORDS_AND_SPACES.sub("", s1) == _WORDS_AND_SPACES.sub("", s2)
+            and _dl1(s1, s2))
 
 
 def _swapped(q: Record, r: Record) -> bool:
@@ -319,7 +325,6 @@ def _keys(frame: pl.DataFrame) -> list[np.ndarray]:
     return [hashed[f"_k{i}"].to_numpy().astype(np.uint64) for i in range(len(BLOCKS))]
 
 
-@lru_cache(maxsize=1)
 def _names_either_way() -> pl.Expr:
     """linkage.NAMES_EITHER_WAY: both names, the smaller first, or null if either is."""
     first, last = pl.col("first_name"), pl.col("last_name")
@@ -327,6 +332,7 @@ def _names_either_way() -> pl.Expr:
             .otherwise(last + "|" + first))
 
 
+@lru_cache(maxsize=1)
 def _key_expressions() -> list[pl.Expr]:
     parts = {"ssn": pl.col("ssn"), "national_id_type": pl.col("national_id_type"),
              "national_id": pl.col("national_id"), "dob": pl.col("dob").cast(pl.String),
@@ -421,7 +427,8 @@ class Index:
         tops = [c[0] for c in candidates if c]
         held = [linkage.held_reason(t.gammas[_POSITION["first_name"]],
                                     t.gammas[_POSITION["identifier"]],
-                                    t.gammas[_POSITION["dob"]]) for t in tops]
+                                    t.gammas[_POSITION["dob"]],
+                                    t.gammas[_POSITION["last_name"]]) for t in tops]
         out, k = [], 0
         for found in candidates:
             if not found:
