@@ -351,7 +351,9 @@ def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
     # a letter that is a flat, a direction or a street type is a neighbour too
     for a, b in (("12 MAIN ST APT A", "12 MAIN ST APT B"), ("12 N MAIN ST", "12 S MAIN ST"),
                  ("12 ELM ST", "12 ELM CT"), ("12 OAK RD", "12 OAK DR"),
-                 ("400 OAK AVE 3A", "400 OAK AVE 3B"), ("12 3RD ST", "1 23RD ST")):
+                 ("400 OAK AVE 3A", "400 OAK AVE 3B"), ("12 3RD ST", "1 23RD ST"),
+                 ("12 THETA ST APT 305A", "12 THETA ST APT 305B"),
+                 ("16-A KAPPA ST", "16-B KAPPA ST"), ("1 MAIN ST APT-A", "1 MAIN ST APT-B")):
         assert _levels(_person("JOHN", "SMITH", street=a),
                        _person("JOHN", "SMITH", street=b))["location"] != same, (a, b)
     # a street too long to be an address is compared exactly (the edit distance's memory

@@ -176,9 +176,10 @@ def test_a_record_without_a_surname_never_bridges_two_surnames():
     assert cluster["a"] == cluster["c"]
 
 
-def test_a_stewards_non_match_binds_even_where_a_guard_also_holds_the_pair():
-    """held_apart keeps one reason per pair, the one that binds most: a non_match that a
-    twins-guard reason overwrote bound only through a record without a first name."""
+def test_every_reason_a_pair_is_held_apart_for_binds():
+    """A non_match that a twins-guard reason overwrote bound only through a record without
+    a first name; a twins-guard reason kept instead of the surnames' one let a record
+    without a surname join them (a tester's A, B and C)."""
     from ids_lakehouse.identity import linkage, mpi
 
     pairs = pl.DataFrame({"unique_id_l": ["a", "a"], "unique_id_r": ["c", "d"],
@@ -189,7 +190,20 @@ def test_a_stewards_non_match_binds_even_where_a_guard_also_holds_the_pair():
     decisions = pl.DataFrame({"unique_id_l": ["a"], "unique_id_r": ["c"],
                               "decision": ["non_match"]})
     assert sorted(mpi.held_apart(pairs, decisions).rows()) == [
-        ("a", "c", clustering.DECIDED_APART), ("a", "d", SURNAMES_DISAGREE)]
-    # and with no decision, the guard's reason
-    assert sorted(mpi.held_apart(pairs, decisions.clear()).rows()) == [
-        ("a", "c", TWINS_GUARD), ("a", "d", SURNAMES_DISAGREE)]
+        ("a", "c", clustering.DECIDED_APART), ("a", "c", TWINS_GUARD),
+        ("a", "d", SURNAMES_DISAGREE)]
+    apart = mpi.held_apart(pairs, decisions)
+    # c is a, or d is a, through a first-named record (b) with no surname: the steward's
+    # non_match and the surnames' reason both bind such a join.
+    through_b = _pairs(("a", "b", 12.0, False, False, True), ("b", "c", 11.0, False, False, True),
+                       ("b", "d", 10.0, False, False, True))
+    cluster = dict(clustering.cluster(IDS, through_b, _decided(), apart, NO_PRIOR)
+                   .clusters.iter_rows())
+    assert cluster["a"] == cluster["b"] and cluster["c"] != cluster["a"] != cluster["d"]
+    # twins (a, c) whose surnames disagree too, joined through a named record without a
+    # surname: the surnames' reason binds though the twins guard's does not
+    both = _apart(("a", "c", TWINS_GUARD), ("a", "c", SURNAMES_DISAGREE))
+    bridged = _pairs(("a", "b", 12.0, False, False, True), ("b", "c", 11.0, False, False, True))
+    cluster = dict(clustering.cluster(IDS, bridged, _decided(), both, NO_PRIOR)
+                   .clusters.iter_rows())
+    assert cluster["a"] == cluster["b"] != cluster["c"]

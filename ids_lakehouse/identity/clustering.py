@@ -69,11 +69,14 @@ def cluster(ids: pl.Series, pairs: pl.DataFrame, forced: pl.DataFrame,
     for i, u in enumerate(ids_):
         if u in prior:
             people[i] = {prior[u]}
-    never_of: dict[int, dict[int, str]] = {}
+    # Every reason a pair has: they bind different joins (a twins-guard reason through a
+    # record without a first name, a surnames one through a record without a surname), so
+    # none stands for another (a tester's three records joined when one was dropped).
+    never_of: dict[int, dict[int, list[str]]] = {}
     for a, b, why in apart.select("unique_id_l", "unique_id_r", "reason").iter_rows():
         if a in pos and b in pos:
-            never_of.setdefault(pos[a], {})[pos[b]] = why
-            never_of.setdefault(pos[b], {})[pos[a]] = why
+            never_of.setdefault(pos[a], {}).setdefault(pos[b], []).append(why)
+            never_of.setdefault(pos[b], {}).setdefault(pos[a], []).append(why)
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -88,11 +91,14 @@ def cluster(ids: pl.Series, pairs: pl.DataFrame, forced: pl.DataFrame,
             ma, mb = mb, ma
         others = set(mb)
         for i in ma:
-            for j, why in never_of.get(i, {}).items():
-                if j not in others or (steward and why != DECIDED_APART) or \
-                        (why in NAMELESS_ONLY and NAMELESS_ONLY[why] not in without):
+            for j, reasons in never_of.get(i, {}).items():
+                if j not in others:
                     continue
-                return why if why == DECIDED_APART else f"{CONFLICT}: {why}"
+                for why in sorted(reasons, key=lambda w: w != DECIDED_APART):
+                    if (steward and why != DECIDED_APART) or \
+                            (why in NAMELESS_ONLY and NAMELESS_ONLY[why] not in without):
+                        continue
+                    return why if why == DECIDED_APART else f"{CONFLICT}: {why}"
         if steward:
             return None
         pa, pb = people.get(ra, set()), people.get(rb, set())

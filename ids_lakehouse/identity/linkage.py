@@ -174,17 +174,18 @@ def _comparisons() -> list[ComparisonCreator]:
 
 
 # The same address, written the same or with one typo: a street one edit apart with the
-# same digits (house and flat numbers) and the same short words (three letters or fewer:
-# flat letters, directions, street types), and a ZIP equal or with two adjacent digits
+# same numbers (house and flat numbers; 12 3RD ST is not 1 23RD ST) and the same
+# everything but words of four letters or more (flat letters, directions, street types,
+# 305A, 16-A, APT-A stay as written), and a ZIP equal or with two adjacent digits
 # transposed. A neighbour is not a typo: 12 and 13 MAIN ST, APT 305 and 306, APT A and B,
-# N and S MAIN ST, ELM ST and ELM CT, OAK RD and OAK DR, or postcodes 2600 and 2601
-# (testers linked two JOHN SMITHs at 2600 and 2601, then at APT A and APT B). One level
-# with the exact address, so EM always has the address's matches to estimate it from: as
-# a level of its own, never seen among the generator's training pairs, it was a -124-bit
-# veto there. The edit distance's memory grows with the square of the length: streets
-# longer than LONGEST_STREET_COMPARED are compared exactly (a tester's 16,000-character
-# streets took 2.3 GB outside DuckDB's memory cap). (Lengths and ZIPs are compared before
-# the edit distance, so DuckDB computes it for few pairs.)
+# APT 305A and 305B, N and S MAIN ST, ELM ST and ELM CT, OAK RD and OAK DR, or postcodes
+# 2600 and 2601 (testers linked two JOHN SMITHs at 2600 and 2601, then at APT A and APT
+# B). One level with the exact address, so EM always has the address's matches to
+# estimate it from: as a level of its own, never seen among the generator's training
+# pairs, it was a -124-bit veto there. The edit distance's memory grows with the square
+# of the length: streets longer than LONGEST_STREET_COMPARED are compared exactly (a
+# tester's 16,000-character streets took 2.3 GB outside DuckDB's memory cap). (Lengths
+# and ZIPs are compared before the edit distance, so DuckDB computes it for few pairs.)
 LONGEST_STREET_COMPARED = 200
 SAME_ADDRESS = (
     "(street_l = street_r AND zip_l = zip_r) OR ("
@@ -193,9 +194,10 @@ SAME_ADDRESS = (
     "abs(length(street_l) - length(street_r)) <= 1 AND length(zip_l) = length(zip_r) AND "
     "(zip_l = zip_r OR (damerau_levenshtein(zip_l, zip_r) = 1 AND "
     "levenshtein(zip_l, zip_r) = 2)) AND "
-    "regexp_replace(street_l, '[^0-9]', '', 'g') = regexp_replace(street_r, '[^0-9]', '', 'g') "
-    "AND regexp_replace(street_l, '[^ ]{4,}| ', '', 'g') = "
-    "regexp_replace(street_r, '[^ ]{4,}| ', '', 'g') "
+    "regexp_replace(street_l, '[^0-9]+', ' ', 'g') = "
+    "regexp_replace(street_r, '[^0-9]+', ' ', 'g') "
+    "AND regexp_replace(street_l, '\\pL{4,}| ', '', 'g') = "
+    "regexp_replace(street_r, '\\pL{4,}| ', '', 'g') "
     "AND damerau_levenshtein(street_l, street_r) <= 1)")
 
 

@@ -275,11 +275,11 @@ def score(lake: Lake, records: pl.DataFrame, current: pl.DataFrame, model: Model
 
 
 def held_apart(pairs: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
-    """Scored pairs clustering must not join, one row each with the reason that binds
-    most (unique_id_l, unique_id_r, reason): a steward's non_match, then a guard that
-    says the two are two people, then surnames that disagree (binding only through a
-    record without a surname). A steward's non_match on a pair the twins guard also holds
-    stays a non_match: the guard binds only through a record without a first name."""
+    """Pairs clustering must not join (unique_id_l, unique_id_r, reason), a row per
+    reason: a steward's non_match, a guard that says the two are two people, surnames
+    that disagree (binding only through a record without a surname). Every reason is
+    kept: a twins-guard reason binds only through a record without a first name, so it
+    cannot stand for a steward's non_match, nor for the surnames' reason."""
     guarded = pairs.with_columns(linkage.held_for_review(pairs).alias("reason")).filter(
         pl.col("reason").is_in(list(linkage.HELD_APART))).select("unique_id_l", "unique_id_r",
                                                            "reason")
@@ -290,8 +290,7 @@ def held_apart(pairs: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
         "unique_id_l", "unique_id_r", pl.lit(linkage.SURNAMES_DISAGREE).alias("reason"))
     stewards = decisions.filter(pl.col("decision") == "non_match").select(
         "unique_id_l", "unique_id_r", pl.lit(clustering.DECIDED_APART).alias("reason"))
-    return pl.concat([surnames, guarded, stewards]).unique(
-        ["unique_id_l", "unique_id_r"], keep="last", maintain_order=True)
+    return pl.concat([stewards, guarded, surnames])
 
 
 def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
