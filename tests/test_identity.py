@@ -60,6 +60,29 @@ def test_retraining_is_explicit_and_keeps_ids(silver_lake):
     assert changed <= 0.01 * len(before)
 
 
+def test_a_models_design_includes_what_it_fixes_but_not_what_it_trains():
+    """m and u are training's, except on a level the design fixes (the last name's swap,
+    m = u): a model saved with other fixed values is another design."""
+    import copy
+
+    model = linkage.settings().get_settings("duckdb").as_dict()
+    last = next(c for c in model["comparisons"] if c["output_column_name"] == "last_name")
+    swap = next(lv for lv in last["comparison_levels"]
+                if lv["label_for_charts"] == "first and last swapped")
+    assert swap["fix_m_probability"] and swap["fix_u_probability"]
+    trained = copy.deepcopy(model)
+    exact = next(lv for c in trained["comparisons"] if c["output_column_name"] == "last_name"
+                 for lv in c["comparison_levels"]
+                 if lv["label_for_charts"] == "Exact match on last_name")
+    exact["m_probability"], exact["u_probability"] = 0.9, 0.001
+    assert linkage.design(trained) == linkage.design(model)
+    refixed = copy.deepcopy(model)
+    next(lv for c in refixed["comparisons"] if c["output_column_name"] == "last_name"
+         for lv in c["comparison_levels"]
+         if lv["label_for_charts"] == "first and last swapped")["m_probability"] = 0.99
+    assert linkage.design(refixed) != linkage.design(model)
+
+
 def test_a_model_saved_with_other_comparisons_is_retrained_not_reused(silver_lake):
     """A lake upgraded to code whose comparisons changed: the saved model's levels would
     mean other things to the review guards (they read levels by number), so the next run

@@ -304,6 +304,15 @@ def test_first_and_last_swapped_is_counted_once(published):
     assert realtime.probability(weight) < linkage.MATCH_THRESHOLD
 
 
+def test_a_surname_typo_with_the_same_first_name_is_no_swap():
+    """JOHN JOHNSON / JOHN JOHNSTON met the swap condition (initials and Jaro-Winkler of
+    first against last): the surname took the swap level, weight 0, and the swap guard."""
+    levels = _levels(_person("JOHN", "JOHNSON"), _person("JOHN", "JOHNSTON"))
+    assert levels["last_name"] == realtime._gamma(
+        "last_name", "Jaro-Winkler distance of last_name >= 0.92")
+    assert levels["first_name"] == realtime._gamma("first_name", "Exact match on first_name")
+
+
 def test_swapped_names_without_a_date_of_birth_or_identifier_are_held():
     """A tester's RYAN JACK / JACK RYAN, one date of birth missing, one ZIP, no
     identifier, was linked at 0.98: the swap level has no term-frequency adjustment. Held
@@ -330,6 +339,17 @@ def test_swapped_names_without_a_date_of_birth_or_identifier_are_held():
     assert reason(john, jack) == linkage.SWAP_UNCONFIRMED
 
 
+def _sql_same_address(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """linkage.SAME_ADDRESS as DuckDB evaluates it, for (street, zip) a and b."""
+    import duckdb
+
+    row = duckdb.sql(f"SELECT coalesce({linkage.SAME_ADDRESS}, false) FROM (SELECT ? AS "
+                     "street_l, ? AS zip_l, ? AS street_r, ? AS zip_r)",
+                     params=[*a, *b]).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
 def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
     """'Same street and ZIP, or one typo': a letter typo in the street, or two adjacent
     ZIP digits transposed. Neighbours are not typos: another house or flat number, or a
@@ -337,8 +357,13 @@ def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
     same = realtime._gamma("location", "same street and ZIP, or one typo")
 
     def level(street: str, zip_: str) -> int:
-        return _levels(_person("JOHN", "SMITH", street="12 MAIN STREET", zip_="2650"),
-                       _person("JOHN", "SMITH", street=street, zip_=zip_))["location"]
+        got = _levels(_person("JOHN", "SMITH", street="12 MAIN STREET", zip_="2650"),
+                      _person("JOHN", "SMITH", street=street, zip_=zip_))["location"]
+        # the model's SQL says the same, either way round
+        for a, b in ((("12 MAIN STREET", "2650"), (street, zip_)),
+                     ((street, zip_), ("12 MAIN STREET", "2650"))):
+            assert _sql_same_address(a, b) == (got == same), (a, b)
+        return got
 
     for street, zip_ in (("12 MAIN STREET", "2650"), ("12 MAIN STRET", "2650"),
                          ("12 MAINSTREET", "2650"), ("12 MAIN STREET", "2560"),
@@ -356,6 +381,14 @@ def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
                  ("16-A KAPPA ST", "16-B KAPPA ST"), ("1 MAIN ST APT-A", "1 MAIN ST APT-B")):
         assert _levels(_person("JOHN", "SMITH", street=a),
                        _person("JOHN", "SMITH", street=b))["location"] != same, (a, b)
+        assert not _sql_same_address((a, "12345"), (b, "12345")), (a, b)
+    # A street in another script is compared as written (Python's and DuckDB's Unicode
+    # tables differ: a letter one knows and the other does not split them)
+    for a, b in (("1 ЛЕНИНА УЛ", "1 ЛЕНИНЫ УЛ"), ("1 \U00031350\U00031351\U00031352 ST",
+                                                  "1 \U00031350\U00031351\U00031353 ST")):
+        assert _levels(_person("JOHN", "SMITH", street=a),
+                       _person("JOHN", "SMITH", street=b))["location"] != same, (a, b)
+        assert not _sql_same_address((a, "12345"), (b, "12345")), (a, b)
     # a street too long to be an address is compared exactly (the edit distance's memory
     # grows with the square of the length)
     long = "1 " + "A" * linkage.LONGEST_STREET_COMPARED

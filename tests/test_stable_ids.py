@@ -207,3 +207,23 @@ def test_every_reason_a_pair_is_held_apart_for_binds():
     cluster = dict(clustering.cluster(IDS, bridged, _decided(), both, NO_PRIOR)
                    .clusters.iter_rows())
     assert cluster["a"] == cluster["b"] != cluster["c"]
+
+
+def test_a_pair_two_guards_hold_is_held_apart_for_both():
+    """A reviewer's JOHN born 1950 and PETER born 1980: the twins guard (first names) and
+    the date-of-birth guard both hold them; only the first was kept, and it binds only
+    through a record without a first name, so a JOHN without a date of birth holding
+    PETER's SSN joined them."""
+    from ids_lakehouse.identity import linkage, mpi
+
+    pairs = pl.DataFrame({"unique_id_l": ["a"], "unique_id_r": ["c"],
+                          "match_probability": [0.6],
+                          "gamma_first_name": [linkage.FIRST_NAME_DISAGREES],
+                          "gamma_last_name": [4], "gamma_dob": [0], "gamma_identifier": [-1]})
+    apart = mpi.held_apart(pairs, pl.DataFrame(schema={
+        "unique_id_l": pl.String, "unique_id_r": pl.String, "decision": pl.String}))
+    assert sorted(apart["reason"].to_list()) == sorted([TWINS_GUARD, linkage.DOB_CONFLICT])
+    chain = _pairs(("a", "b", 12.0, False, False), ("b", "c", 11.0, True, False))
+    cluster = dict(clustering.cluster(IDS, chain, _decided(), apart, NO_PRIOR)
+                   .clusters.iter_rows())
+    assert cluster["a"] == cluster["b"] != cluster["c"]

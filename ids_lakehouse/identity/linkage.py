@@ -88,7 +88,9 @@ def _comparisons() -> list[ComparisonCreator]:
 
     # First and last name written the other way round, each perhaps with a typo (the
     # initials compared first: DuckDB then computes Jaro-Winkler on the few pairs left).
-    swapped = ("left(first_name_l, 1) = left(last_name_r, 1) AND "
+    # (Different first names: JOHN JOHNSON / JOHN JOHNSTON is a surname typo, not a swap.)
+    swapped = ("first_name_l <> first_name_r AND "
+               "left(first_name_l, 1) = left(last_name_r, 1) AND "
                "left(last_name_l, 1) = left(first_name_r, 1) AND "
                "jaro_winkler_similarity(first_name_l, last_name_r) >= 0.9 AND "
                "jaro_winkler_similarity(last_name_l, first_name_r) >= 0.9")
@@ -175,8 +177,9 @@ def _comparisons() -> list[ComparisonCreator]:
 
 # The same address, written the same or with one typo: a street one edit apart with the
 # same numbers (house and flat numbers; 12 3RD ST is not 1 23RD ST) and the same
-# everything but words of four letters or more (flat letters, directions, street types,
-# 305A, 16-A, APT-A stay as written), and a ZIP equal or with two adjacent digits
+# everything but runs of four Latin letters or more (flat letters, directions, street
+# types, 305A, 16-A, APT-A stay as written; other scripts' words too: Python's and RE2's
+# Unicode tables differ), and a ZIP equal or with two adjacent digits
 # transposed. A neighbour is not a typo: 12 and 13 MAIN ST, APT 305 and 306, APT A and B,
 # APT 305A and 305B, N and S MAIN ST, ELM ST and ELM CT, OAK RD and OAK DR, or postcodes
 # 2600 and 2601 (testers linked two JOHN SMITHs at 2600 and 2601, then at APT A and APT
@@ -196,8 +199,8 @@ SAME_ADDRESS = (
     "levenshtein(zip_l, zip_r) = 2)) AND "
     "regexp_replace(street_l, '[^0-9]+', ' ', 'g') = "
     "regexp_replace(street_r, '[^0-9]+', ' ', 'g') "
-    "AND regexp_replace(street_l, '\\pL{4,}| ', '', 'g') = "
-    "regexp_replace(street_r, '\\pL{4,}| ', '', 'g') "
+    "AND regexp_replace(street_l, '[A-Za-z]{4,}| ', '', 'g') = "
+    "regexp_replace(street_r, '[A-Za-z]{4,}| ', '', 'g') "
     "AND damerau_levenshtein(street_l, street_r) <= 1)")
 
 
@@ -460,6 +463,17 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
       swapped, with a date of birth missing and no identifier within one edit, is not
       linked on the names and a shared ZIP (a tester's RYAN JACK / JACK RYAN: 0.98). On
       FEBRL4 no true pair is held by it, on FEBRL3 one."""
+    guards = guard_masks(pairs)
+    reason = pl.select(pl.lit(None, dtype=pl.String).alias("reason")).to_series()
+    for name in reversed(list(guards)):     # the first guard that holds names the pair
+        reason = pl.select(pl.when(pl.lit(guards[name])).then(pl.lit(name))
+                           .otherwise(pl.lit(reason)).alias("reason")).to_series()
+    return reason
+
+
+def guard_masks(pairs: pl.DataFrame) -> dict[str, pl.Series]:
+    """Each guard (held_for_review's, in its order) and the pairs it holds: a pair may be
+    held by more than one (clustering keeps each reason: they bind different joins)."""
     no_id = ~pairs["gamma_identifier"].is_in([IDENTIFIER_EXACT, IDENTIFIER_ONE_EDIT_APART])
     twin_like = pairs["gamma_first_name"].is_in([FIRST_NAME_DISAGREES, FIRST_NAME_CROSSED]) \
         & no_id
@@ -472,10 +486,7 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
     swap = ((pairs["gamma_first_name"] == FIRST_NAME_SWAPPED)
             | (pairs["gamma_last_name"] == LAST_NAME_SWAPPED)) \
         & (pairs["gamma_dob"] == NULL_LEVEL) & no_near_id
-    return (pl.select(pl.when(pl.lit(twin_like)).then(pl.lit(TWINS_GUARD))
-                      .when(pl.lit(dob_conflict)).then(pl.lit(DOB_CONFLICT))
-                      .when(pl.lit(swap)).then(pl.lit(SWAP_UNCONFIRMED))
-                      .otherwise(None).alias("reason")).to_series())
+    return {TWINS_GUARD: twin_like, DOB_CONFLICT: dob_conflict, SWAP_UNCONFIRMED: swap}
 
 
 def held_reason(first_name: int, identifier: int, dob: int, last_name: int) -> str | None:
@@ -506,10 +517,13 @@ _TRAINED = {"m_probability", "u_probability"}
 def design(model: Model) -> str:
     """A model's design, as one canonical JSON text: its blocking rules and comparisons,
     every level's settings (condition, label, null level, term-frequency adjustment...)
-    but not what training estimates (m, u)."""
+    but not what training estimates (m, u; a level the design fixes keeps them)."""
+    def settings(level: dict[str, Any]) -> dict[str, Any]:
+        fixed = {k for k in _TRAINED if level.get(f"fix_{k}")}
+        return {k: v for k, v in level.items() if k not in _TRAINED - fixed}
+
     comparisons = [{**{k: v for k, v in c.items() if k != "comparison_levels"},
-                    "comparison_levels": [{k: v for k, v in lv.items() if k not in _TRAINED}
-                                          for lv in c["comparison_levels"]]}
+                    "comparison_levels": [settings(lv) for lv in c["comparison_levels"]]}
                    for c in model["comparisons"]]
     return json.dumps({"comparisons": comparisons,
                        "blocking": model["blocking_rules_to_generate_predictions"],

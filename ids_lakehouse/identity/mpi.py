@@ -280,9 +280,10 @@ def held_apart(pairs: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
     that disagree (binding only through a record without a surname). Every reason is
     kept: a twins-guard reason binds only through a record without a first name, so it
     cannot stand for a steward's non_match, nor for the surnames' reason."""
-    guarded = pairs.with_columns(linkage.held_for_review(pairs).alias("reason")).filter(
-        pl.col("reason").is_in(list(linkage.HELD_APART))).select("unique_id_l", "unique_id_r",
-                                                           "reason")
+    masks = linkage.guard_masks(pairs)
+    guarded = pl.concat([pairs.filter(masks[reason]).select(
+        "unique_id_l", "unique_id_r", pl.lit(reason).alias("reason"))
+        for reason in linkage.HELD_APART])
     surnames = pairs.filter(
         (pl.col("gamma_last_name") == linkage.LAST_NAME_DISAGREES)
         & ~pl.col("gamma_identifier").is_in([linkage.IDENTIFIER_EXACT,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -91,28 +90,12 @@ def _dl1(a: str, b: str) -> bool:
 _NOT_DIGITS = re.compile(r"[^0-9]+")
 
 
-def _without_words(street: str) -> str:
-    """The street without its runs of four or more letters and its spaces (SQL:
-    regexp_replace(street, '\\pL{4,}| ', '', 'g'): RE2's \\pL is Unicode's letters)."""
-    out: list[str] = []
-    run: list[str] = []
-    for c in street:
-        if unicodedata.category(c).startswith("L"):
-            run.append(c)
-            continue
-        if len(run) < 4:
-            out.extend(run)
-        run = []
-        if c != " ":
-            out.append(c)
-    if len(run) < 4:
-        out.extend(run)
-    return "".join(out)
+_LATIN_WORDS_AND_SPACES = re.compile(r"[A-Za-z]{4,}| ")
 
 
 def _same_address(q: Record, r: Record) -> bool:
-    """linkage.SAME_ADDRESS: the same street and ZIP, or one typo (same digits, and the
-    same but for words of four letters or more)."""
+    """linkage.SAME_ADDRESS: the same street and ZIP, or one typo (the same numbers, and
+    the same but for runs of four Latin letters or more)."""
     s1, s2, z1, z2 = q.street, r.street, q.zip, r.zip
     if s1 is None or s2 is None or z1 is None or z2 is None:
         return False
@@ -124,14 +107,14 @@ def _same_address(q: Record, r: Record) -> bool:
             and (z1 == z2 or (_dl(z1, z2) == 1
                               and Levenshtein.distance(z1.encode(), z2.encode()) == 2))
             and _NOT_DIGITS.sub(" ", s1) == _NOT_DIGITS.sub(" ", s2)
-            and _without_words(s1) == _without_words(s2)
+            and _LATIN_WORDS_AND_SPACES.sub("", s1) == _LATIN_WORDS_AND_SPACES.sub("", s2)
             and _dl1(s1, s2))
 
 
 def _swapped(q: Record, r: Record) -> bool:
     f1, l1, f2, l2 = q.first, q.last, r.first, r.last
     return (f1 is not None and l1 is not None and f2 is not None and l2 is not None
-            and f1[:1] == l2[:1] and l1[:1] == f2[:1]
+            and f1 != f2 and f1[:1] == l2[:1] and l1[:1] == f2[:1]
             and _jw(f1, l2) >= 0.9 and _jw(l1, f2) >= 0.9)
 
 
