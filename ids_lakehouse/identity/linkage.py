@@ -464,11 +464,10 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
       linked on the names and a shared ZIP (a tester's RYAN JACK / JACK RYAN: 0.98). On
       FEBRL4 no true pair is held by it, on FEBRL3 one."""
     guards = guard_masks(pairs)
-    reason = pl.select(pl.lit(None, dtype=pl.String).alias("reason")).to_series()
+    reason = pl.lit(None, dtype=pl.String)
     for name in reversed(list(guards)):     # the first guard that holds names the pair
-        reason = pl.select(pl.when(pl.lit(guards[name])).then(pl.lit(name))
-                           .otherwise(pl.lit(reason)).alias("reason")).to_series()
-    return reason
+        reason = pl.when(pl.lit(guards[name])).then(pl.lit(name)).otherwise(reason)
+    return pl.select(reason.alias("reason")).to_series()
 
 
 def guard_masks(pairs: pl.DataFrame) -> dict[str, pl.Series]:
