@@ -249,6 +249,65 @@ def test_training_survives_an_m_probability_that_em_drives_below_splinks_floor(t
     linked = pairs.filter(linkage.auto_link(pairs)).select("unique_id_l", "unique_id_r")
     assert set(linked.iter_rows()) == {(f"a:p{i}", f"b:p{i}") for i in range(200)}
 
+def _everyone_twice(people: int = 300, renamed: int = 6) -> pl.DataFrame:
+    """Each person in two sources, the second copy with a typo or another first name, a
+    new surname, a wrong day of birth, a missing or mistyped SSN, or a move. `renamed`
+    people's second copy has both names replaced and a new address, the SSN and the date
+    of birth as in the first (FEBRL4's hardest pairs)."""
+    import datetime as dt
+    import random
+
+    rng = random.Random(7)
+    firsts = [f"F{chr(65 + i % 26)}{chr(65 + i // 26)}NA" for i in range(60)]
+    lasts = [f"L{chr(65 + i % 26)}{chr(65 + i // 26)}SON" for i in range(80)]
+    rows = []
+
+    def row(source, i, first, last, dob, ssn, street, zip_):
+        rows.append({"source": source, "source_record_id": f"p{i}", "first_name": first,
+                     "middle_name": None, "last_name": last, "dob": dob, "sex": None,
+                     "ssn": ssn, "ssn_last4": ssn and ssn[-4:], "national_id": None,
+                     "national_id_type": None, "street": street, "zip": zip_, "phone": None})
+
+    for i in range(people):
+        first, last = rng.choice(firsts), rng.choice(lasts)
+        dob = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(60 * 365))
+        ssn, street, zip_ = f"{200000000 + 7919 * i}", f"{i + 1} ELM ST", f"{20000 + i % 30}"
+        row("a", i, first, last, dob, ssn, street, zip_)
+        if i < renamed:
+            row("b", i, f"RENAMED{i}A", f"RENAMED{i}B", dob, ssn, f"{i + 1} OAK AVE",
+                f"{30000 + i}")
+            continue
+        r = rng.random()
+        row("b", i, first[:-1] + "X" if r < 0.1 else rng.choice(firsts) if r < 0.2 else first,
+            rng.choice(lasts) if 0.2 <= r < 0.3 else last,
+            dob.replace(day=1 + dob.day % 28) if 0.3 <= r < 0.4 else dob,
+            None if 0.4 <= r < 0.5 else ssn[:-1] + "0" if 0.5 <= r < 0.55 else ssn,
+            f"{i + 1} OAK AVE" if 0.55 <= r < 0.7 else street,
+            f"{30000 + i}" if 0.6 <= r < 0.7 else zip_)
+    return linkage.linkage_input(pl.DataFrame(rows).select(linkage.SILVER_COLUMNS))
+
+
+def test_matches_among_the_random_pairs_do_not_count_as_chance_agreements(tmp_path):
+    """Where everyone is on file twice, the random pairs that give u are full of matches:
+    Splink counted every pair sharing an SSN as a non-match agreeing by chance, so an exact
+    SSN weighed about log2(1/prior), 9 bits here. The matches the deterministic rules
+    certainly found are taken off: no two people share an SSN here, so little is left.
+    People renamed on one file but with the same SSN and birth date then link, and no one
+    else does."""
+    records = _everyone_twice()
+    model, tf = linkage.train(records, spill=tmp_path / "spill")
+    exact_ssn = next(level for c in model["comparisons"] if c["output_column_name"] ==
+                     "identifier" for level in c["comparison_levels"]
+                     if level["label_for_charts"] == "exact")
+    # Counted, about 0.6 of the prior: the share of random pairs that are one person.
+    assert exact_ssn["u_probability"] < model["probability_two_random_records_match"] / 20
+    pairs = linkage.predict(records, model, tf, spill=tmp_path / "spill")
+    linked = pairs.filter(linkage.auto_link(pairs)).select("unique_id_l", "unique_id_r")
+    linked = {tuple(sorted(p)) for p in linked.iter_rows()}
+    assert {(f"a:p{i}", f"b:p{i}") for i in range(6)} <= linked
+    assert all(left[2:] == right[2:] for left, right in linked)
+
+
 def test_incremental_night_scores_only_new_records_and_equals_a_full_rebuild(silver_lake):
     first = run(silver_lake, person_records(silver_lake, exclude=("hmis",)), "night-1")
     assert first.mode == "full"
