@@ -249,11 +249,13 @@ def test_training_survives_an_m_probability_that_em_drives_below_splinks_floor(t
     linked = pairs.filter(linkage.auto_link(pairs)).select("unique_id_l", "unique_id_r")
     assert set(linked.iter_rows()) == {(f"a:p{i}", f"b:p{i}") for i in range(200)}
 
-def _everyone_twice(people: int = 300, renamed: int = 6) -> pl.DataFrame:
+def _everyone_twice(people: int = 300, renamed: int = 6, families: int = 0) -> pl.DataFrame:
     """Each person in two sources, the second copy with a typo or another first name, a
-    new surname, a wrong day of birth, a missing or mistyped SSN, or a move. `renamed`
+    new surname, a wrong day or date of birth, a missing or mistyped SSN, or a move. `renamed`
     people's second copy has both names replaced and a new address, the SSN and the date
-    of birth as in the first (FEBRL4's hardest pairs)."""
+    of birth as in the first (FEBRL4's hardest pairs). The last `families` people have a
+    step-child in the second source ("c<n>") with their SSN and address, another first
+    name, surname and date of birth."""
     import datetime as dt
     import random
 
@@ -262,8 +264,8 @@ def _everyone_twice(people: int = 300, renamed: int = 6) -> pl.DataFrame:
     lasts = [f"L{chr(65 + i % 26)}{chr(65 + i // 26)}SON" for i in range(80)]
     rows = []
 
-    def row(source, i, first, last, dob, ssn, street, zip_):
-        rows.append({"source": source, "source_record_id": f"p{i}", "first_name": first,
+    def row(source, i, first, last, dob, ssn, street, zip_, prefix="p"):
+        rows.append({"source": source, "source_record_id": f"{prefix}{i}", "first_name": first,
                      "middle_name": None, "last_name": last, "dob": dob, "sex": None,
                      "ssn": ssn, "ssn_last4": ssn and ssn[-4:], "national_id": None,
                      "national_id_type": None, "street": street, "zip": zip_, "phone": None})
@@ -273,6 +275,9 @@ def _everyone_twice(people: int = 300, renamed: int = 6) -> pl.DataFrame:
         dob = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(60 * 365))
         ssn, street, zip_ = f"{200000000 + 7919 * i}", f"{i + 1} ELM ST", f"{20000 + i % 30}"
         row("a", i, first, last, dob, ssn, street, zip_)
+        if i >= people - families:
+            row("b", i, f"CHILD{i}", f"STEP{i}", dob + dt.timedelta(days=9000), ssn, street,
+                zip_, prefix="c")
         if i < renamed:
             row("b", i, f"RENAMED{i}A", f"RENAMED{i}B", dob, ssn, f"{i + 1} OAK AVE",
                 f"{30000 + i}")
@@ -280,7 +285,8 @@ def _everyone_twice(people: int = 300, renamed: int = 6) -> pl.DataFrame:
         r = rng.random()
         row("b", i, first[:-1] + "X" if r < 0.1 else rng.choice(firsts) if r < 0.2 else first,
             rng.choice(lasts) if 0.2 <= r < 0.3 else last,
-            dob.replace(day=1 + dob.day % 28) if 0.3 <= r < 0.4 else dob,
+            dob.replace(day=1 + dob.day % 28) if 0.3 <= r < 0.4 else
+            dob + dt.timedelta(days=3000) if 0.7 <= r < 0.75 else dob,
             None if 0.4 <= r < 0.5 else ssn[:-1] + "0" if 0.5 <= r < 0.55 else ssn,
             f"{i + 1} OAK AVE" if 0.55 <= r < 0.7 else street,
             f"{30000 + i}" if 0.6 <= r < 0.7 else zip_)
@@ -293,8 +299,8 @@ def test_matches_among_the_random_pairs_do_not_count_as_chance_agreements(tmp_pa
     SSN weighed about log2(1/prior), 9 bits here. The matches the deterministic rules
     certainly found are taken off: no two people share an SSN here, so little is left.
     People renamed on one file but with the same SSN and birth date then link, and no one
-    else does."""
-    records = _everyone_twice()
+    else does: step-children sharing a parent's SSN and address are held for review."""
+    records = _everyone_twice(families=5)
     model, tf = linkage.train(records, spill=tmp_path / "spill")
     exact_ssn = next(level for c in model["comparisons"] if c["output_column_name"] ==
                      "identifier" for level in c["comparison_levels"]
@@ -306,6 +312,14 @@ def test_matches_among_the_random_pairs_do_not_count_as_chance_agreements(tmp_pa
     linked = {tuple(sorted(p)) for p in linked.iter_rows()}
     assert {(f"a:p{i}", f"b:p{i}") for i in range(6)} <= linked
     assert all(left[2:] == right[2:] for left, right in linked)
+    # A step-child with the parent's SSN and address: that much weighs more than the names
+    # and the date of birth that disagree, but it is held for a steward.
+    families = pairs.filter(pl.col("unique_id_l").str.starts_with("b:c")
+                            | pl.col("unique_id_r").str.starts_with("b:c"))
+    scored = families.filter(pl.col("match_probability") >= linkage.MATCH_THRESHOLD)
+    assert scored.height >= 5       # each child with its parent's record in source a
+    assert linkage.held_for_review(scored).to_list() == [linkage.NOTHING_PERSONAL] * \
+        scored.height
 
 
 def test_incremental_night_scores_only_new_records_and_equals_a_full_rebuild(silver_lake):
