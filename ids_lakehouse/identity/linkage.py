@@ -38,9 +38,6 @@ LINK_FLOOR = 0.5           # pairs at or above it are kept in person_link
 # Deterministic rules for the prior (probability two random records match).
 DETERMINISTIC_RULES = (("ssn",), ("national_id_type", "national_id"),
                        ("first_name", "last_name", "dob"))
-# The share of true pairs the deterministic rules are assumed to find (the prior is the
-# share of pairs they link divided by it).
-DETERMINISTIC_RECALL = 0.7
 
 
 @lru_cache(maxsize=1)
@@ -279,56 +276,13 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
     logging.getLogger("splink").setLevel(logging.WARNING)
     with _engine(records, None, spill) as (linker, _):
         linker.training.estimate_probability_two_random_records_match(
-            [block_on(*r) for r in DETERMINISTIC_RULES], recall=DETERMINISTIC_RECALL)
+            [block_on(*r) for r in DETERMINISTIC_RULES], recall=0.7)
         linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
         _estimate_m_by_em(linker, block_on("dob"))
         _estimate_m_by_em(linker, block_on("first_name", "last_name"))
-        _discount_matches_from_u(linker._settings_obj)
         tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
               for c in TF_COLUMNS}
         return linker.misc.save_model_to_json(), tf
-
-
-# The u Splink gives a level never observed among the random pairs (ComparisonLevel's
-# u_probability for LEVEL_NOT_OBSERVED_TEXT).
-UNOBSERVED_U = 1e-6
-
-
-def _discount_matches_from_u(settings: Settings) -> None:
-    """The identifier's u without the matches that are certainly among the random pairs.
-
-    Splink estimates u as the share of random pairs at each level, counting every random
-    pair as a non-match. A share of them are matches, so what it counts is about
-    u_true + share * m. Where the records hold each person about twice (FEBRL4: 10,000
-    records, 5,000 true pairs) the matches are most of what it counts on an identifier,
-    which two people rarely share: an exact identifier got u 9.7e-5, 13 bits, against
-    about 20 where the sample sees no such agreement (a large population), and true
-    pairs sharing identifier and birth date, both names replaced, waited in review. The
-    prior is the share of pairs the deterministic rules link divided by their assumed
-    recall (DETERMINISTIC_RECALL); that share itself (the prior times the recall), the
-    pairs the rules link, which Splink already takes for matches, is taken off:
-    u = (u - share * m) / (1 - share), m as EM estimated it. Subtracting the whole prior
-    overshot (FEBRL4's birth date got u 5.8e-6 where one in about 30,000 is 3.3e-5). A
-    level whose agreements the matches explain entirely gets the u Splink gives a level
-    it never observed (UNOBSERVED_U), or its own if lower. On a large population the
-    share is near 1/N and u hardly moves.
-
-    Only the identifier: birth dates and addresses are shared by chance (a shelter, a
-    placeholder date), and there the discount was mostly the prior's own uncertainty. A
-    tester discounting them all found false links it caused: 40 shelter residents with
-    repeated first names and no date of birth on one side (120 pairs linked), the birth
-    date's u on the 1e-6 floor in a 300-person extract, and a default identifier shared
-    by 1% of records raising the prior until two people who share only a birth date
-    linked. Levels Splink left untrained or whose u the design fixes stay as they are."""
-    share = settings._probability_two_random_records_match * DETERMINISTIC_RECALL
-    identifier = settings.core_model_settings.get_comparison_by_output_column_name(
-        "identifier")
-    for cl in identifier._comparison_levels_excluding_null:
-        if cl._fix_u_probability or not (cl._u_is_trained and cl._m_is_trained):
-            continue
-        m, u = cl.m_probability, cl.u_probability
-        if m is not None and u is not None:
-            cl.u_probability = max((u - share * m) / (1 - share), min(u, UNOBSERVED_U))
 
 
 def _estimate_m_by_em(linker: Linker, blocking_rule: BlockingRuleCreator
@@ -479,7 +433,6 @@ NUMERIC_NEIGHBOURS = 1_000
 TWINS_GUARD = "first names disagree, no identifier agrees (twins guard)"
 DOB_CONFLICT = "dates of birth agree at most on the year, no identifier within one edit"
 SWAP_UNCONFIRMED = "names swapped, a date of birth missing, no identifier within one edit"
-NOTHING_PERSONAL = "dates of birth disagree and no name agrees: an identifier and a place alone"
 # Not a guard on the pair (a married name is a surname that disagrees): it binds only a
 # join made through a record without a surname (identity.clustering).
 SURNAMES_DISAGREE = "surnames disagree, no identifier agrees"
@@ -509,15 +462,7 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
       it cannot tell two JACK RYANs from two rarely named people. A pair whose names are
       swapped, with a date of birth missing and no identifier within one edit, is not
       linked on the names and a shared ZIP (a tester's RYAN JACK / JACK RYAN: 0.98). On
-      FEBRL4 no true pair is held by it, on FEBRL3 one;
-    - nothing personal agrees: a family shares an identifier (a case or household number,
-      a parent's SSN used for a child) and an address, so a pair whose dates of birth are
-      both known and agree at most on the year, and whose names agree on neither first
-      nor last name, is not linked on the identifier and the address, however exact (a
-      tester's step-parent and child with one national id and address: 0.998). A missing
-      date is not a disagreement: held on missing ones too, FEBRL4 lost 9 true pairs, with
-      known ones 2 (FEBRL3 15 and 5), whose duplicate had both names and the date of
-      birth replaced."""
+      FEBRL4 no true pair is held by it, on FEBRL3 one."""
     guards = guard_masks(pairs)
     reason = pl.lit(None, dtype=pl.String)
     for name in reversed(list(guards)):     # the first guard that holds names the pair
@@ -540,11 +485,7 @@ def guard_masks(pairs: pl.DataFrame) -> dict[str, pl.Series]:
     swap = ((pairs["gamma_first_name"] == FIRST_NAME_SWAPPED)
             | (pairs["gamma_last_name"] == LAST_NAME_SWAPPED)) \
         & (pairs["gamma_dob"] == NULL_LEVEL) & no_near_id
-    nothing_personal = (pairs["gamma_first_name"] <= FIRST_NAME_DISAGREES) \
-        & (pairs["gamma_last_name"] <= LAST_NAME_DISAGREES) \
-        & pairs["gamma_dob"].is_between(0, DOB_SAME_YEAR)
-    return {TWINS_GUARD: twin_like, DOB_CONFLICT: dob_conflict, SWAP_UNCONFIRMED: swap,
-            NOTHING_PERSONAL: nothing_personal}
+    return {TWINS_GUARD: twin_like, DOB_CONFLICT: dob_conflict, SWAP_UNCONFIRMED: swap}
 
 
 def held_reason(first_name: int, identifier: int, dob: int, last_name: int) -> str | None:
@@ -559,9 +500,6 @@ def held_reason(first_name: int, identifier: int, dob: int, last_name: int) -> s
     if (first_name == FIRST_NAME_SWAPPED or last_name == LAST_NAME_SWAPPED) and \
             dob == NULL_LEVEL and identifier < IDENTIFIER_ONE_EDIT:
         return SWAP_UNCONFIRMED
-    if first_name <= FIRST_NAME_DISAGREES and last_name <= LAST_NAME_DISAGREES and \
-            0 <= dob <= DOB_SAME_YEAR:
-        return NOTHING_PERSONAL
     return None
 
 
