@@ -67,6 +67,10 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
                      **audit.launched_by(dict(context.run.tags)),
                      details={"version": result.model_version, "records": result.records,
                               "requested": config.retrain})
+    if result.untrained is not None:
+        context.log.warning(f"no linkage model yet, so nothing is linked: {result.untrained}. "
+                            "Each person record is its own person until a run's records "
+                            "can train a model (the next run tries again).")
     context.log.info(f"{result.mode} linkage: scored {result.rescored:,} of "
                      f"{result.records:,} records -> {result.people:,} people; "
                      f"events {result.events}; {result.review_pairs:,} pairs to review")
@@ -75,7 +79,8 @@ def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeR
     common: dict[str, int | str | dict[str, int]] = {
         "model_version": result.model_version, "run_trained_model": result.trained,
         "rolled_back_rows": result.rolled_back,
-        "linkage_mode": result.mode, "records_rescored": result.rescored}
+        "linkage_mode": result.mode, "records_rescored": result.rescored,
+        **({"no_model_because": result.untrained} if result.untrained else {})}
     for table in mpi.TABLES:
         yield MaterializeResult(asset_key=identity_key(table), metadata={
             **common, "dagster/row_count": result.tables[table].height,

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from ids_lakehouse import delta
 from ids_lakehouse.config import Lake
@@ -31,10 +32,18 @@ def build(lake: Lake) -> dict[str, int]:
         for schema, views in load_marts().views().items():
             con.execute(f"CREATE SCHEMA {schema}")
             for view, table in views.items():
-                files = delta.table(lake.gold(table)).file_uris()
-                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                con.execute(f"CREATE VIEW {schema}.{view} AS "
-                            f"SELECT * FROM read_parquet([{listing}])")
+                gold = delta.table(lake.gold(table))
+                files = gold.file_uris()
+                if not files:
+                    # An empty table (no source delivers what it is built from yet):
+                    # read_parquet needs a file, so an empty table of its columns.
+                    con.register("_empty", pa.schema(gold.schema().to_arrow()).empty_table())
+                    con.execute(f"CREATE TABLE {schema}.{view} AS SELECT * FROM _empty")
+                    con.unregister("_empty")
+                else:
+                    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                    con.execute(f"CREATE VIEW {schema}.{view} AS "
+                                f"SELECT * FROM read_parquet([{listing}])")
                 row = con.execute(f"SELECT count(*) FROM {schema}.{view}").fetchone()
                 assert row is not None          # count(*) returns one row
                 counts[f"{schema}.{view}"] = row[0]

@@ -3,6 +3,9 @@ model reuse, stable IDs across runs, incremental arrivals and steward overrides.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -248,6 +251,67 @@ def test_training_survives_an_m_probability_that_em_drives_below_splinks_floor(t
     pairs = linkage.predict(records, model, tf, spill=tmp_path / "spill")
     linked = pairs.filter(linkage.auto_link(pairs)).select("unique_id_l", "unique_id_r")
     assert set(linked.iter_rows()) == {(f"a:p{i}", f"b:p{i}") for i in range(200)}
+
+def _people(source: str, n: int, typo: bool = False) -> pl.DataFrame:
+    """n different people, once each, in `source` (with a typo in every third first name)."""
+    import datetime as dt
+
+    return pl.DataFrame([{
+        "source": source, "source_record_id": f"r{i}",
+        "first_name": f"GIVEN{i:03d}" + ("X" if typo and i % 3 == 0 else ""),
+        "middle_name": None,
+        "last_name": f"FAMILY{i:03d}", "dob": dt.date(1950, 1, 1) + dt.timedelta(days=97 * i),
+        "sex": None, "ssn": f"{300000000 + 7919 * i}", "ssn_last4": f"{7919 * i % 10000:04d}",
+        "national_id": None, "national_id_type": None, "street": f"{i} HIGH ST",
+        "zip": f"{30000 + i}", "phone": None} for i in range(n)]).select(linkage.SILVER_COLUMNS)
+
+
+def test_records_a_model_cannot_be_trained_from_are_named_not_crashed_on():
+    """Splink failed on each with an error that says nothing to a data engineer (division
+    by zero, "math domain error", a prior above 1, an EM rule without pairs)."""
+    two = _people("a", 2)
+    cases = {"0 person record(s)": two.head(0), "1 person record(s)": two.head(1),
+             "1 of the 1 pairs": pl.concat([two.head(1), two.head(1).with_columns(
+                 pl.lit("a2").alias("source_record_id"))]),
+             "no two of the 40 person records share an SSN": _people("a", 40)}
+    for expected, records in cases.items():
+        reason = linkage.untrainable(linkage.linkage_input(records))
+        assert reason is not None and reason.startswith(expected), (expected, reason)
+        with pytest.raises(linkage.NotEnoughToTrain, match=re.escape(expected)):
+            linkage.train(linkage.linkage_input(records), spill=Path("/nonexistent"))
+    # Shared SSNs but no two records with one date of birth: EM's first session has no pair.
+    shifted = pl.concat([_people("a", 40), _people("b", 40).with_columns(
+        pl.col("dob") + pl.duration(days=1))])
+    assert "share dob" in linkage.untrainable(linkage.linkage_input(shifted))
+
+
+def test_a_first_agency_with_each_person_once_gets_a_person_per_record(tmp_path):
+    """Each person once, no model yet: nothing to train from (Splink's EM failed: the
+    identity asset, and every mart after it, with it). Each record is its own person, no
+    model is saved, and the run that brings a second agency trains one and links; asked to
+    retrain on records it cannot train from, it says so and keeps what it has."""
+    from ids_lakehouse.config import Lake
+
+    lake = Lake(tmp_path / "lake")
+    first = run(lake, _people("a", 60), "r1")
+    assert (first.mode, first.model_version, first.trained) == (mpi.UNLINKED, mpi.NO_MODEL,
+                                                                 False)
+    assert first.untrained is not None and "no two of the 60 person records" in first.untrained
+    assert first.people == 60 and first.links == 0
+    assert linkage.load_model(mpi.models_dir(lake)) is None
+    alone = xref(lake)
+    assert len(set(alone.values())) == 60
+
+    both = pl.concat([_people("a", 60), _people("b", 60, typo=True)])
+    second = run(lake, both, "r2")
+    assert second.trained and second.mode == "full" and second.untrained is None
+    now = xref(lake)
+    assert all(now[f"a:r{i}"] == alone[f"a:r{i}"] == now[f"b:r{i}"] for i in range(60))
+
+    with pytest.raises(linkage.NotEnoughToTrain, match="no two of the 60"):
+        run(lake, _people("a", 60), "r3", retrain=True)
+    assert xref(lake) == now
+
 
 def test_incremental_night_scores_only_new_records_and_equals_a_full_rebuild(silver_lake):
     first = run(silver_lake, person_records(silver_lake, exclude=("hmis",)), "night-1")

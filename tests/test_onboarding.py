@@ -79,24 +79,15 @@ def _rows(persons: pl.DataFrame) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def onboarded(tmp_path_factory, tiny_landing) -> tuple[Path, dict, list[dict]]:
-    root = tmp_path_factory.mktemp("onboarding")
-    declarations = root / "sources"
-    shutil.copytree(sources_dir(), declarations)
-    (declarations / "overseas.yaml").write_text(FOREIGN)
-    load_source(declarations / "overseas.yaml")  # a malformed declaration fails here
-    landing = root / "landing"
-    shutil.copytree(tiny_landing, landing)
-    known = pl.read_parquet(tiny_landing / "_truth" / "person_truth.parquet")
-    persons = pl.read_parquet(tiny_landing / "_truth" / "persons.parquet").filter(
-        pl.col("adult") & ~pl.col("twin")
-        & pl.col("true_person_id").is_in(known["true_person_id"].implode())).head(120)
-    rows = _rows(persons)
-    (landing / "overseas").mkdir()
+def _write(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True)
     header = list(rows[0])
     lines = [";".join(header)] + [";".join(r[c] or "" for c in header) for r in rows]
-    (landing / "overseas" / "patients.csv").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _materialize(root: Path, declarations: Path, landing: Path) -> tuple[dict, str]:
+    """Every asset on the real pipeline, in a fresh process: the outcome and its stderr."""
     env = {**os.environ, "IDS_SOURCES_DIR": str(declarations),
            "LANDING_ROOT": str(landing), "LAKE_ROOT": str(root / "lake"),
            "IDS_PSEUDONYM_KEY": "test-only-key-" + "1" * 32,
@@ -112,7 +103,25 @@ def onboarded(tmp_path_factory, tiny_landing) -> tuple[Path, dict, list[dict]]:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=900, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr[-3000:]
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+@pytest.fixture(scope="module")
+def onboarded(tmp_path_factory, tiny_landing) -> tuple[Path, dict, list[dict]]:
+    root = tmp_path_factory.mktemp("onboarding")
+    declarations = root / "sources"
+    shutil.copytree(sources_dir(), declarations)
+    (declarations / "overseas.yaml").write_text(FOREIGN)
+    load_source(declarations / "overseas.yaml")  # a malformed declaration fails here
+    landing = root / "landing"
+    shutil.copytree(tiny_landing, landing)
+    known = pl.read_parquet(tiny_landing / "_truth" / "person_truth.parquet")
+    persons = pl.read_parquet(tiny_landing / "_truth" / "persons.parquet").filter(
+        pl.col("adult") & ~pl.col("twin")
+        & pl.col("true_person_id").is_in(known["true_person_id"].implode())).head(120)
+    rows = _rows(persons)
+    _write(rows, landing / "overseas" / "patients.csv")
+    outcome, _ = _materialize(root, declarations, landing)
     truth = {r["patient_no"]: p for r, p in zip(rows, persons.iter_rows(named=True),
                                                  strict=False)}
     return root / "lake", outcome, [truth]
@@ -191,3 +200,42 @@ def test_the_foreign_records_link_to_the_people_the_other_agencies_know(onboarde
             wrong += int((mates["true_person_id"] != true_id).any())
     assert wrong == 0
     assert linked >= 0.8 * len(true_of), (linked, len(true_of))
+
+
+def test_a_first_agency_alone_with_each_person_once_is_not_a_failed_night(tmp_path,
+                                                                          tiny_landing):
+    """The first agency to deliver, alone, each of its people once: no two records share
+    what a linkage model is trained from. The identity asset failed on Splink's "math
+    domain error" and took every mart with it; now each record is its own person, the
+    run says why nothing is linked, and the marts are built."""
+    declarations = tmp_path / "sources"      # the other agencies declared, not delivering
+    shutil.copytree(sources_dir(), declarations)
+    (declarations / "overseas.yaml").write_text(FOREIGN)
+    persons = pl.read_parquet(tiny_landing / "_truth" / "persons.parquet").filter(
+        pl.col("adult")).head(80)
+    rows = _rows(persons)[:80]
+    _write(rows, tmp_path / "landing" / "overseas" / "patients.csv")
+    outcome, stderr = _materialize(tmp_path, declarations, tmp_path / "landing")
+    lake = Lake(tmp_path / "lake")
+    xref = pl.from_arrow(delta.read(lake.identity("person_xref")))
+    assert xref.height == delta.count(lake.silver("person_record")) > 70
+    assert xref["person_id"].n_unique() == xref.height
+    assert delta.count(lake.identity("person_link")) == 0
+    assert "no linkage model yet, so nothing is linked: no two of the" in stderr
+    assert delta.count(lake.table("gold", "research_person")) == xref.height
+    assert outcome["checks_failed"] == [], outcome
+    # Every view of the warehouse answers, an empty mart's too (read_parquet of no file
+    # failed the warehouse step); the one failed run is the public release, refused as
+    # the agency is no party to that agreement (test above).
+    import duckdb
+
+    from ids_lakehouse import audit, warehouse
+    from ids_lakehouse.marts.declaration import load_marts
+
+    with duckdb.connect(str(warehouse.path(lake)), read_only=True) as con:
+        for schema, views in load_marts().views().items():
+            for view in views:
+                con.execute(f"SELECT count(*) FROM {schema}.{view}").fetchone()
+    assert outcome["failed"] == ["downstream assets"], outcome
+    failed = [e for e in audit.read(lake).to_pylist() if e["kind"] == "release_refused"]
+    assert failed and all("overseas" in e["message"] + str(e["details"]) for e in failed)

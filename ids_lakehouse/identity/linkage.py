@@ -38,6 +38,9 @@ LINK_FLOOR = 0.5           # pairs at or above it are kept in person_link
 # Deterministic rules for the prior (probability two random records match).
 DETERMINISTIC_RULES = (("ssn",), ("national_id_type", "national_id"),
                        ("first_name", "last_name", "dob"))
+# The share of true pairs the deterministic rules are assumed to find (the prior is the
+# share of pairs they link divided by it).
+DETERMINISTIC_RECALL = 0.7
 
 
 @lru_cache(maxsize=1)
@@ -265,21 +268,81 @@ def _engine(records: pl.DataFrame, model: Model | None, spill: Path,
         db.duckdb_con.close()
 
 
+# Training blocks EM on these (each session leaves the comparisons it blocks on free).
+EM_BLOCKINGS = (("dob",), ("first_name", "last_name"))
+
+
+class NotEnoughToTrain(ValueError):
+    """The records hold nothing a model can be estimated from (too few of them, or no two
+    sharing what the prior or an EM session needs). The message names the rule, never a
+    value."""
+
+
+def _shared_pairs(records: pl.DataFrame, columns: tuple[str, ...]) -> int:
+    """Pairs of records equal on all `columns`, none null (as Splink's block_on pairs)."""
+    sizes = records.drop_nulls(list(columns)).group_by(list(columns)).len()["len"]
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+def _pairs_sharing_any(records: pl.DataFrame, rules: tuple[tuple[str, ...], ...]) -> int:
+    """Pairs of records equal on all the columns of at least one rule (each pair once)."""
+    ids = records.with_row_index("_i")
+    found = [ids.drop_nulls(list(rule)).select("_i", *rule).join(
+        ids.drop_nulls(list(rule)).select("_i", *rule), on=list(rule), suffix="_r")
+        .filter(pl.col("_i") < pl.col("_i_r")).select("_i", "_i_r") for rule in rules]
+    return pl.concat(found).unique().height
+
+
+def untrainable(records: pl.DataFrame) -> str | None:
+    """Why a model cannot be estimated from `records` (None when it can). Splink fails on
+    each of these with an error that says nothing to a data engineer: no record or one
+    (ZeroDivisionError), no two records sharing what the deterministic rules compare (a
+    prior of 0: "math domain error" in EM), every pair linked by them (two copies of one
+    person: the prior above 1), or an EM blocking that pairs no records ("Training rule
+    ... resulted in no record pairs"). A first agency delivering each person once is the
+    usual case."""
+    n = records.height
+    if n < 2:
+        return f"{n} person record(s): no pair to compare"
+    per_rule = [_shared_pairs(records, rule) for rule in DETERMINISTIC_RULES]
+    if sum(per_rule) == 0:
+        return (f"no two of the {n:,} person records share an SSN, a national id of one "
+                "type, or both names and a date of birth (what the prior is estimated from)")
+    pairs = n * (n - 1) // 2
+    if sum(per_rule) > pairs * DETERMINISTIC_RECALL:
+        # A pair may share more than one rule's key: Splink counts it once.
+        shared = max(per_rule) if max(per_rule) > pairs * DETERMINISTIC_RECALL else \
+            _pairs_sharing_any(records, DETERMINISTIC_RULES)
+        if shared > pairs * DETERMINISTIC_RECALL:
+            return (f"{shared:,} of the {pairs:,} pairs of the {n:,} person records share "
+                    "an SSN, a national id, or both names and a date of birth: too few "
+                    "records to tell matches from chance")
+    for blocking in EM_BLOCKINGS:
+        if _shared_pairs(records, blocking) == 0:
+            return (f"no two of the {n:,} person records share {' and '.join(blocking)} "
+                    "(an EM training session compares those pairs)")
+    return None
+
+
 def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
           ) -> tuple[Model, dict[str, pl.DataFrame]]:
     """Estimate the model from the records: prior from deterministic rules, u by random
     sampling, m by EM on two blockings (each leaves the comparisons it blocks on free).
     Returns the model and its term-frequency tables: both belong to the model version, so
-    a pair's score depends only on the version and the two records."""
+    a pair's score depends only on the version and the two records. Raises
+    NotEnoughToTrain when the records cannot train one (`untrainable`)."""
     from splink import block_on
 
+    reason = untrainable(records)
+    if reason is not None:
+        raise NotEnoughToTrain(f"cannot train a linkage model: {reason}")
     logging.getLogger("splink").setLevel(logging.WARNING)
     with _engine(records, None, spill) as (linker, _):
         linker.training.estimate_probability_two_random_records_match(
-            [block_on(*r) for r in DETERMINISTIC_RULES], recall=0.7)
+            [block_on(*r) for r in DETERMINISTIC_RULES], recall=DETERMINISTIC_RECALL)
         linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
-        _estimate_m_by_em(linker, block_on("dob"))
-        _estimate_m_by_em(linker, block_on("first_name", "last_name"))
+        for blocking in EM_BLOCKINGS:
+            _estimate_m_by_em(linker, block_on(*blocking))
         tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
               for c in TF_COLUMNS}
         return linker.misc.save_model_to_json(), tf
@@ -410,6 +473,11 @@ def fingerprint(records: pl.DataFrame) -> pl.Series:
 TF_COLUMNS = ("first_name", "last_name")  # comparisons with term-frequency adjustments
 # Comparison levels (gamma) count down from the best level to 0 ("all other"); -1 is null.
 GAMMAS = ("first_name", "last_name", "middle_initial", "dob", "identifier", "location", "sex")
+# What `_pairs` returns (predict's columns and types, as DuckDB gives them).
+PAIR_SCHEMA = {"unique_id_l": pl.String, "unique_id_r": pl.String,
+               "source_dataset_l": pl.String, "source_dataset_r": pl.String,
+               "match_weight": pl.Float64, "match_probability": pl.Float64,
+               **{f"gamma_{c}": pl.Int32 for c in GAMMAS}}
 NULL_LEVEL = -1
 FIRST_NAME_DISAGREES = 0
 # "One name in the other's place": the first names still disagree, for the twins guard

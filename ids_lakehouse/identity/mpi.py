@@ -29,11 +29,17 @@ DECISION_SCHEMA: ColumnTypes = {"unique_id_l": pl.String, "unique_id_r": pl.Stri
 DECISIONS = ("match", "non_match")   # what a steward decides on a pair
 
 
+# A build without a model (none saved, the records cannot train one): model_version
+# NO_MODEL, mode UNLINKED, no pair scored, each record its own person.
+NO_MODEL = 0
+UNLINKED = "unlinked"
+
+
 @dataclass
 class IdentityResult:
     model_version: int
     trained: bool
-    mode: str               # full | incremental
+    mode: str               # full | incremental | UNLINKED (no model: `untrained` says why)
     rescored: int           # records whose pairs were scored in this run
     records: int
     people: int
@@ -43,6 +49,7 @@ class IdentityResult:
     tables: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     rolled_back: dict[str, int] = field(default_factory=dict)   # left by a dead build
     decisions_version: int = -1     # the steward_decisions version this build honoured
+    untrained: str | None = None    # why no model exists yet (mode UNLINKED), else None
 
 
 # Every table of the identity layer: what the nightly build writes, and what stewards do.
@@ -225,13 +232,24 @@ class Model:
     trained_now: bool
 
 
-def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model:
+def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model | str:
     """The saved model, or a newly trained one when asked, when none exists yet, or when
     the saved one was trained on other comparisons than this code defines (the review
-    guards read its levels by number; every pair is then scored again)."""
-    saved = None if retrain else linkage.load_model(models_dir(lake))
-    if saved is not None and linkage.design(saved[0]) == linkage.current_design():
+    guards read its levels by number; every pair is then scored again).
+
+    When no model exists yet and the records cannot train one (linkage.untrainable: a
+    first agency delivering each person once, a handful of records), the reason: there is
+    nothing to link by, and the next run tries again. Asked to retrain, or to replace a
+    model of another design, on such records, linkage.NotEnoughToTrain is raised: the
+    links the saved model made are not dropped."""
+    saved = linkage.load_model(models_dir(lake))
+    if not retrain and saved is not None and \
+            linkage.design(saved[0]) == linkage.current_design():
         return Model(*saved, trained_now=False)
+    if saved is None:
+        reason = linkage.untrainable(records)
+        if reason is not None:
+            return reason
     settings, tf = linkage.train(records, spill=spill_dir(lake))
     return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)
 
@@ -302,11 +320,16 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
     now = dt.datetime.now(dt.timezone.utc)
     records = linkage.linkage_input(person_record)
     model = model_for(lake, records, retrain)
-    version, trained = model.version, model.trained_now
     hashes = records.select("unique_id", "source_dataset").with_columns(
         linkage.fingerprint(records))
-    pairs, mode, rescored = score(lake, records, hashes.select("unique_id", "record_hash"),
-                                  model, full or trained)
+    if isinstance(model, str):      # no model yet, none trainable: each record alone
+        version, trained, untrained = NO_MODEL, False, model
+        pairs, mode, rescored = pl.DataFrame(schema=linkage.PAIR_SCHEMA), UNLINKED, 0
+    else:
+        version, trained, untrained = model.version, model.trained_now, None
+        pairs, mode, rescored = score(lake, records,
+                                      hashes.select("unique_id", "record_hash"), model,
+                                      full or trained)
     # The decisions as of one version, said in the person_xref commit: a decision recorded
     # while this build runs is left for the next one, and known to be.
     honoured = decisions_version(lake)
@@ -365,7 +388,8 @@ def build(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool
         records=records.height,
         people=xref["person_id"].n_unique(), links=links.height,
         events=dict(events.group_by("event").len().iter_rows()), review_pairs=review.height,
-        tables=tables, rolled_back=rolled_back, decisions_version=honoured)
+        tables=tables, rolled_back=rolled_back, decisions_version=honoured,
+        untrained=untrained)
 
 
 def update(lake: Lake, person_record: pl.DataFrame, run_id: str, *, retrain: bool = False,
