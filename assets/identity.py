@@ -9,6 +9,7 @@ from dagster import (
     AssetOut,
     AssetSpec,
     Config,
+    Failure,
     MaterializeResult,
     multi_asset,
 )
@@ -54,8 +55,13 @@ class IdentityConfig(Config):
 def identity(context: AssetExecutionContext, config: IdentityConfig, lake: LakeResource):
     layout = lake.layout()
     records = delta.frame(layout.silver("person_record"), columns=linkage.SILVER_COLUMNS)
-    result = mpi.update(layout, records, context.run.run_id, retrain=config.retrain,
-                                 full=config.full_rebuild)
+    try:
+        result = mpi.update(layout, records, context.run.run_id, retrain=config.retrain,
+                            full=config.full_rebuild)
+    except linkage.NotEnoughToTrain as exc:
+        # Not transient: the same records fail the same way (retries only hid the reason
+        # behind "Exceeded max_retries").
+        raise Failure(description=str(exc), allow_retries=False) from None
     if result.rolled_back:
         context.log.warning(f"rolled back what a dead identity build left: "
                             f"{result.rolled_back}")

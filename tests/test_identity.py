@@ -271,8 +271,18 @@ def test_records_a_model_cannot_be_trained_from_are_named_not_crashed_on():
     by zero, "math domain error", a prior above 1, an EM rule without pairs)."""
     two = _people("a", 2)
     cases = {"0 person record(s)": two.head(0), "1 person record(s)": two.head(1),
-             "1 of the 1 pairs": pl.concat([two.head(1), two.head(1).with_columns(
+             "up to 2 of the 1 pairs": pl.concat([two.head(1), two.head(1).with_columns(
                  pl.lit("a2").alias("source_record_id"))]),
+             # A default SSN on half of 200 different people: no identifier held by more
+             # than 20 records counts (a tester's trained a model that merged people
+             # sharing only a birth date)...
+             "no two of the 200 person records share an SSN": pl.concat([
+                 _people("a", 200).head(100), _people("b", 200).tail(100).with_columns(
+                     pl.lit("555123456").alias("ssn"))]),
+             # ... nor do ten SSNs on 20 records each: a prior of 0.14.
+             "up to 1,900 of the 19,900 pairs": _people("a", 200).with_columns(
+                 (pl.lit("55512345") + (pl.int_range(200) % 10).cast(pl.String))
+                 .alias("ssn")),
              "no two of the 40 person records share an SSN": _people("a", 40)}
     for expected, records in cases.items():
         reason = linkage.untrainable(linkage.linkage_input(records))
@@ -310,6 +320,14 @@ def test_a_first_agency_with_each_person_once_gets_a_person_per_record(tmp_path)
 
     with pytest.raises(linkage.NotEnoughToTrain, match="no two of the 60"):
         run(lake, _people("a", 60), "r3", retrain=True)
+    assert xref(lake) == now
+    # The model the index was built with lost: not an index with no model yet (a tester's
+    # night split all 60 linked people).
+    import shutil
+
+    shutil.rmtree(mpi.models_dir(lake))
+    with pytest.raises(linkage.NotEnoughToTrain, match="v1, which is missing"):
+        run(lake, _people("a", 60), "r4")
     assert xref(lake) == now
 
 

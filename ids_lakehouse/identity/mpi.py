@@ -240,8 +240,9 @@ def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model | str:
     When no model exists yet and the records cannot train one (linkage.untrainable: a
     first agency delivering each person once, a handful of records), the reason: there is
     nothing to link by, and the next run tries again. Asked to retrain, or to replace a
-    model of another design, on such records, linkage.NotEnoughToTrain is raised: the
-    links the saved model made are not dropped."""
+    model of another design, on such records, or when the model the index was built with
+    is missing, linkage.NotEnoughToTrain is raised: the links a model made are not
+    dropped."""
     saved = linkage.load_model(models_dir(lake))
     if not retrain and saved is not None and \
             linkage.design(saved[0]) == linkage.current_design():
@@ -249,9 +250,25 @@ def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model | str:
     if saved is None:
         reason = linkage.untrainable(records)
         if reason is not None:
+            built_with = _index_model_versions(lake) - {NO_MODEL}
+            if built_with:
+                # The index was linked by a model that is gone: unlinked now, it would
+                # split every linked person (a tester deleted models/linkage).
+                raise linkage.NotEnoughToTrain(
+                    f"the index was built with linkage model "
+                    f"v{max(built_with)}, which is missing from {models_dir(lake)}: restore "
+                    f"it (a new one cannot be trained: {reason})")
             return reason
     settings, tf = linkage.train(records, spill=spill_dir(lake))
     return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)
+
+
+def _index_model_versions(lake: Lake) -> set[int]:
+    """The model versions the current person_xref was built with (none: no index)."""
+    path = lake.identity("person_xref")
+    if not delta.exists(path):
+        return set()
+    return set(delta.frame(path, columns=["model_version"])["model_version"].unique())
 
 
 def _prior_hashes(lake: Lake, version: int) -> pl.DataFrame | None:
