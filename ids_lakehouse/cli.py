@@ -196,8 +196,11 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("IDS_SHARING_PUBLIC_URL", f"http://{args.host}:{args.port}")
     # A worker loading a large person index answers uvicorn's health pings late (its
     # default 5 s had the supervisor kill and restart workers for ever at 1,000,000 people).
+    from ids_lakehouse.sharing import deadline
+
     uvicorn.run("ids_lakehouse.sharing.server:app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, log_level="warning",
+                http=deadline.Protocol,         # headers within HEADER_DEADLINE_S
                 timeout_worker_healthcheck=300,
                 # X-Forwarded-For is believed only from the proxies named here (none by
                 # default): otherwise anyone on the host could choose the address that

@@ -33,7 +33,7 @@ from ids_lakehouse import audit, delta, releases
 from ids_lakehouse.agreements import load_agreements
 from ids_lakehouse.cli import main
 from ids_lakehouse.config import Lake
-from ids_lakehouse.sharing import tokens
+from ids_lakehouse.sharing import deadline, server, tokens
 from ids_lakehouse.sharing.server import Settings, create_app
 
 RESEARCH = "dsa-housing-education-research"
@@ -50,7 +50,8 @@ class Gateway:
         self.lake = lake
         self.app = create_app(lake, settings)
         self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+            self.app, host="127.0.0.1", port=self.port, log_level="warning",
+            http=deadline.Protocol))            # as `serve` runs it
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.endpoint = f"http://127.0.0.1:{self.port}/delta-sharing"
 
@@ -1001,3 +1002,104 @@ def test_an_edited_agreement_applies_at_once_and_a_broken_one_closes_the_gateway
         events = gw.audited().slice(before)
         assert events.filter(pl.col("kind") == "agreement_refused").height == 1
         assert events.filter(pl.col("kind") == "sharing_refused").height == 5
+
+
+# -- what a tester found in session 33 ----------------------------------------------------
+
+def _raw(gw: Gateway, data: bytes, wait_s: float = 0.0) -> bytes:
+    """Send `data` on a fresh connection, wait, then read what comes back until it closes
+    (b"" when the gateway closed it without an answer)."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as conn:
+        conn.sendall(data)
+        time.sleep(wait_s)
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+        return got
+
+
+def test_clients_that_hang_up_or_dribble_are_refused_not_server_errors(gateway, tmp_path,
+                                                                        monkeypatch):
+    """A body cut short was a 500 with a ClientDisconnect traceback in the log (any token
+    holder could raise them at will); a body or headers sent a byte at a time held a
+    connection for as long as the client liked."""
+    lake, gw = gateway
+    monkeypatch.setattr(server, "BODY_PAUSE_S", 0.5)
+    monkeypatch.setattr(deadline, "HEADER_DEADLINE_S", 0.5)
+    token = _token(_profile(tmp_path, gw, OPERATIONS, "o"))
+    head = (f"POST /v1/lookups HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 87\r\n\r\n").encode()
+    before = gw.audited().height
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as conn:
+        conn.sendall(head + b'{"peo')           # then hangs up
+    time.sleep(0.5)
+    slow = _raw(gw, head + b'{"peo', wait_s=1.5)  # then pauses past the limit
+    assert slow.startswith(b"HTTP/1.1 408"), slow[:40]
+    # Headers that never end: closed without an answer, no token needed.
+    assert _raw(gw, b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\nX-A: b", 1.5) == b""
+    events = gw.audited().slice(before)
+    details = [json.loads(d) for d in events["details"].to_list()]
+    assert sorted(d["status"] for d in details if d.get("endpoint") == "/v1/lookups") == \
+        [400, 408]
+    assert {d.get("denied") for d in details} >= {"client closed the connection mid-body",
+                                                  "request body too slow"}
+    assert all(d.get("status", 0) < 500 for d in details)
+
+
+def test_every_throttled_request_is_counted_under_its_endpoint(published_copy):
+    """51 refusals over the limit were audited as 36: a minute's count waited for the next
+    refusal (and took its endpoint), and the last minute's was never written."""
+    lake = Lake(published_copy.lake)
+    before = audit.read(lake).num_rows
+    with Gateway(lake, Settings(refusals_per_minute=5)) as gw:
+        for path in ("/shares", "/shares/x/schemas"):
+            codes = [_get(gw, path, tokens.PREFIX + "Z" * 43).status_code for _ in range(8)]
+    # The address's allowance is spent on the first path: every other request is a 429.
+    events = pl.from_arrow(audit.read(lake)).slice(before)     # the gateway stopped
+    throttled = [json.loads(d) for d in events.filter(pl.col("kind") == "sharing_throttled")
+                 ["details"].to_list()]
+    assert codes == [429] * 8
+    counts: dict[str, int] = {}
+    for d in throttled:
+        counts[d["endpoint"]] = counts.get(d["endpoint"], 0) + d["count"]
+    assert counts == {"/delta-sharing/shares": 3,
+                      "/delta-sharing/shares/{share}/schemas": 8}
+
+
+def test_options_the_gateway_does_not_serve_and_urls_it_did_not_issue(gateway, tmp_path):
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, RESEARCH))
+    table = f"/shares/{RESEARCH}/schemas/research/tables/research_person"
+    for option in ("version=0", "timestamp=2020-01-01T00:00:00Z"):     # ignored before
+        assert _get(gw, f"{table}/metadata?{option}", token).status_code == 400
+    assert _get(gw, f"{table}/metadata", token).status_code == 200
+    answer = _query(gw, token, **{"delta-sharing-capabilities": "responseformat=delta"})
+    assert answer.headers["delta-sharing-capabilities"] == "responseformat=parquet"
+    assert _query(gw, token, b'{"limitHint": "10"}').status_code == 400
+    url = json.loads(answer.text.splitlines()[2])["file"]["url"]
+    assert requests.get(url, timeout=30).status_code == 200
+    # The URL as issued, each parameter once: a leading zero or a second signature is
+    # another URL.
+    base, query = url.split("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    for forged in (url.replace(f"expires={params['expires']}", f"expires=0{params['expires']}"),
+                   url + "&sig=" + params["sig"],
+                   url.replace(f"/{RESEARCH}/1/", f"/{RESEARCH}/01/")):
+        assert requests.get(forged, timeout=30).status_code == 403, forged
+    # A range past the end is clamped to the file (RFC 9110), not the whole file as a 200.
+    whole = requests.get(url, timeout=30).content
+    for asked in ("bytes=0-99999999999999999999", "bytes=-99999999999999999999"):
+        got = requests.get(url, headers={"Range": asked}, timeout=30)
+        assert got.status_code == 206 and got.content == whole, asked
+        assert got.headers["content-range"] == f"bytes 0-{len(whole) - 1}/{len(whole)}"
+
+
+def test_lookup_answers_are_never_cached_and_only_json_is_read(gateway, tmp_path):
+    lake, gw = gateway
+    token = _token(_profile(tmp_path, gw, OPERATIONS, "o"))
+    one = {"people": [{"ref": "a", "first_name": "Ann", "last_name": "Lee",
+                       "dob": "1990-01-01"}]}
+    answered = _lookup(gw, token, one)
+    assert answered.status_code == 200 and answered.headers["cache-control"] == "no-store"
+    assert _lookup(gw, token, one, **{"Content-Type": "text/plain"}).status_code == 415
+
