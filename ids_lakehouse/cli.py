@@ -201,6 +201,9 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run("ids_lakehouse.sharing.server:app_from_env", factory=True, host=args.host,
                 port=args.port, workers=args.workers, log_level="warning",
                 http=deadline.Protocol,         # headers within HEADER_DEADLINE_S
+                # A stop waits this long for requests in flight (a slow body had held
+                # a stopping gateway for 40 s): then the audit's last events are written.
+                timeout_graceful_shutdown=30,
                 timeout_worker_healthcheck=300,
                 # X-Forwarded-For is believed only from the proxies named here (none by
                 # default): otherwise anyone on the host could choose the address that

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -1006,15 +1007,24 @@ def test_an_edited_agreement_applies_at_once_and_a_broken_one_closes_the_gateway
 
 # -- what a tester found in session 33 ----------------------------------------------------
 
-def _raw(gw: Gateway, data: bytes, wait_s: float = 0.0) -> bytes:
-    """Send `data` on a fresh connection, wait, then read what comes back until it closes
-    (b"" when the gateway closed it without an answer)."""
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as conn:
+def _raw(gw: Gateway, data: bytes, wait_s: float = 0.0, drip: bytes = b"",
+         every_s: float = 0.0) -> bytes:
+    """Send `data` on a fresh connection (then `drip` a byte every `every_s`), wait, then
+    read what comes back until the gateway closes it; AssertionError if it is still open
+    5 s later."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as conn:
         conn.sendall(data)
+        for byte in drip:
+            time.sleep(every_s)
+            with suppress(OSError):
+                conn.sendall(bytes([byte]))
         time.sleep(wait_s)
         got = b""
-        while chunk := conn.recv(65536):
-            got += chunk
+        try:
+            while chunk := conn.recv(65536):
+                got += chunk
+        except TimeoutError:
+            raise AssertionError(f"the connection is still open: {got[:60]!r}") from None
         return got
 
 
@@ -1035,12 +1045,24 @@ def test_clients_that_hang_up_or_dribble_are_refused_not_server_errors(gateway, 
     time.sleep(0.5)
     slow = _raw(gw, head + b'{"peo', wait_s=1.5)  # then pauses past the limit
     assert slow.startswith(b"HTTP/1.1 408"), slow[:40]
-    # Headers that never end: closed without an answer, no token needed.
+    # Headers that never end: closed without an answer, no token needed; nor after an
+    # answer, by a lone CRLF (it stopped uvicorn's keep-alive timer) or the rest of a body
+    # the answer did not wait for, a byte at a time.
     assert _raw(gw, b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\nX-A: b", 1.5) == b""
+    refused = _raw(gw, b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\n\r\n",
+                   drip=b"\r\n", every_s=0.3)
+    assert refused.startswith(b"HTTP/1.1 401")
+    unread = _raw(gw, b"POST /delta-sharing/shares HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 200000\r\n\r\n", drip=b"x" * 8, every_s=0.25)
+    assert unread.startswith(b"HTTP/1.1 413")      # and closed, the rest unread
+    # A body that never pauses long but never ends either: 408 at the total limit.
+    monkeypatch.setattr(server, "BODY_TOTAL_S", 1.0)
+    dribbled = _raw(gw, head, drip=b'{"people": []}', every_s=0.2)
+    assert dribbled.startswith(b"HTTP/1.1 408"), dribbled[:40]
     events = gw.audited().slice(before)
     details = [json.loads(d) for d in events["details"].to_list()]
     assert sorted(d["status"] for d in details if d.get("endpoint") == "/v1/lookups") == \
-        [400, 408]
+        [400, 408, 408]
     assert {d.get("denied") for d in details} >= {"client closed the connection mid-body",
                                                   "request body too slow"}
     assert all(d.get("status", 0) < 500 for d in details)
@@ -1073,9 +1095,16 @@ def test_options_the_gateway_does_not_serve_and_urls_it_did_not_issue(gateway, t
     for option in ("version=0", "timestamp=2020-01-01T00:00:00Z"):     # ignored before
         assert _get(gw, f"{table}/metadata?{option}", token).status_code == 400
     assert _get(gw, f"{table}/metadata", token).status_code == 200
-    answer = _query(gw, token, **{"delta-sharing-capabilities": "responseformat=delta"})
-    assert answer.headers["delta-sharing-capabilities"] == "responseformat=parquet"
     assert _query(gw, token, b'{"limitHint": "10"}').status_code == 400
+    # Options in the URL (?version=2 was answered with version 1) or a response format
+    # other than parquet (the stock client's use_delta_format failed on the answer).
+    assert requests.post(f"{gw.endpoint}{table}/query?version=2", data=b"{}", timeout=30,
+                         headers={"Authorization": f"Bearer {token}",
+                                  "Content-Type": "application/json"}).status_code == 400
+    assert _query(gw, token, **{"delta-sharing-capabilities": "responseformat=delta"}
+                  ).status_code == 400
+    answer = _query(gw, token, **{"delta-sharing-capabilities": "responseformat=delta,parquet"})
+    assert answer.headers["delta-sharing-capabilities"] == "responseformat=parquet"
     url = json.loads(answer.text.splitlines()[2])["file"]["url"]
     assert requests.get(url, timeout=30).status_code == 200
     # The URL as issued, each parameter once: a leading zero or a second signature is
@@ -1083,7 +1112,7 @@ def test_options_the_gateway_does_not_serve_and_urls_it_did_not_issue(gateway, t
     base, query = url.split("?")
     params = dict(p.split("=") for p in query.split("&"))
     for forged in (url.replace(f"expires={params['expires']}", f"expires=0{params['expires']}"),
-                   url + "&sig=" + params["sig"],
+                   url + "&sig=" + params["sig"], url + "&other=1",
                    url.replace(f"/{RESEARCH}/1/", f"/{RESEARCH}/01/")):
         assert requests.get(forged, timeout=30).status_code == 403, forged
     # A range past the end is clamped to the file (RFC 9110), not the whole file as a 200.

@@ -401,7 +401,14 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     async def query(share: str, schema: str, table: str, request: Request,
                     who: tokens.Principal = Auth) -> Response:
         # The body is read only now, after the token (and its size before, in the
-        # middleware); options the gateway does not serve are refused.
+        # middleware); options the gateway does not serve are refused: in the body, in
+        # the URL (?version=2 was answered with version 1), or a response format other
+        # than parquet (the stock client's use_delta_format failed on a parquet answer
+        # with "pop from empty list").
+        if request.query_params:
+            raise Problem(400, "Bad Request", "the query's options are its body: no URL "
+                          "parameters", "INVALID_REQUEST")
+        _parquet_only(request)
         with _bad_request("invalid or unsupported"):
             raw = await _body(request, settings.max_body_bytes) or b"{}"
             lookups.refuse_repeated_keys(raw)
@@ -439,10 +446,11 @@ def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
         file's SHA-256: a version withdrawn and published again with other bytes under the
         same number is not served by an older URL). Valid URLs count against their token's
         rate limit, refused ones against the caller's address."""
-        # Each parameter once and as issued (no leading zeros): the signature covers
-        # the URL's text, not only the numbers it parses to.
-        once = all(len(request.query_params.getlist(k)) <= 1
-                   for k in ("token_id", "expires", "sig"))
+        # Each parameter once, no other, and numbers as issued (no leading zeros): the
+        # signature covers the decoded values, so a URL that parses to other text is not
+        # the URL issued. (Percent-encoding a value decodes to the same value.)
+        once = set(request.query_params) <= {"token_id", "expires", "sig"} and all(
+            len(request.query_params.getlist(k)) <= 1 for k in ("token_id", "expires", "sig"))
         who = registry.by_id(token_id) if (
             once and _CANONICAL.fullmatch(version) and _CANONICAL.fullmatch(expires)
             and int(expires) >= time.time() and tokens.TOKEN_ID.match(token_id)) else None
@@ -604,22 +612,28 @@ def _body_limit(request: Request, settings: Settings) -> int:
 
 
 BODY_PAUSE_S = 10.0     # the longest wait for the next piece of a request body
+BODY_TOTAL_S = 60.0     # and for the whole body (a byte every 9 s never paused 10 s)
 
 
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) past `limit` bytes however it is sent (a chunked
     body has no Content-Length to refuse it by); 408 when the client pauses longer than
-    BODY_PAUSE_S (a tester held 50 lookups open for a minute, a byte every 5 s). A client
+    BODY_PAUSE_S or takes over BODY_TOTAL_S in all (a tester held 50 lookups open for a
+    minute, a byte every 5 s; then one for 40 s, a byte every 9 s). A client
     that hangs up mid-body is a refused request (400, audited as such), not a server
     error: each one had logged a ClientDisconnect traceback and a 500."""
     from starlette.requests import ClientDisconnect
 
     chunks, size = [], 0
     stream = request.stream()
+    deadline = time.monotonic() + BODY_TOTAL_S
     try:
         while True:
+            wait = min(BODY_PAUSE_S, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError
             try:
-                chunk = await asyncio.wait_for(anext(stream), BODY_PAUSE_S)
+                chunk = await asyncio.wait_for(anext(stream), wait)
             except StopAsyncIteration:
                 break
             size += len(chunk)
@@ -630,12 +644,25 @@ async def _body(request: Request, limit: int) -> bytes:
     except TimeoutError:
         request.state.denied = "request body too slow"
         raise Problem(408, "Request Timeout", f"the request body paused over "
-                      f"{BODY_PAUSE_S:g} s", "INVALID_REQUEST") from None
+                      f"{BODY_PAUSE_S:g} s or took over {BODY_TOTAL_S:g} s",
+                      "INVALID_REQUEST") from None
     except ClientDisconnect:
         request.state.denied = "client closed the connection mid-body"
         raise Problem(400, "Bad Request", "the request body ended early",
                       "INVALID_REQUEST") from None
     return b"".join(chunks)
+
+
+def _parquet_only(request: Request) -> None:
+    """Refuse (400) a request whose delta-sharing-capabilities ask for response formats
+    that do not include parquet, the one this gateway answers in."""
+    for capability in request.headers.get("delta-sharing-capabilities", "").split(";"):
+        name, _, value = capability.partition("=")
+        if name.strip().lower() == "responseformat":
+            formats = {f.strip().lower() for f in value.split(",")}
+            if "parquet" not in formats:
+                raise Problem(400, "Bad Request", "this server answers in responseformat="
+                              "parquet only", "INVALID_REQUEST")
 
 
 def _json_body(request: Request) -> None:
