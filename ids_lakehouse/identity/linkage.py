@@ -283,7 +283,11 @@ EM_BLOCKINGS = (("dob",), ("first_name", "last_name"))
 class NotEnoughToTrain(ValueError):
     """The records hold nothing a model can be estimated from (too few of them, or no two
     sharing what the prior or an EM session needs). The message names the rule, never a
-    value."""
+    value; `reason` is `untrainable`'s."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _shared_pairs(records: pl.DataFrame, columns: tuple[str, ...]) -> int:
@@ -348,7 +352,7 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
 
     reason = untrainable(records)
     if reason is not None:
-        raise NotEnoughToTrain(f"cannot train a linkage model: {reason}")
+        raise NotEnoughToTrain(f"cannot train a linkage model: {reason}", reason)
     logging.getLogger("splink").setLevel(logging.WARNING)
     with _engine(_for_prior(records), None, spill) as (linker, _):
         linker.training.estimate_probability_two_random_records_match(

@@ -247,19 +247,20 @@ def model_for(lake: Lake, records: pl.DataFrame, retrain: bool) -> Model | str:
     if not retrain and saved is not None and \
             linkage.design(saved[0]) == linkage.current_design():
         return Model(*saved, trained_now=False)
-    if saved is None:
-        reason = linkage.untrainable(records)
-        if reason is not None:
-            built_with = _index_model_versions(lake) - {NO_MODEL}
-            if built_with:
-                # The index was linked by a model that is gone: unlinked now, it would
-                # split every linked person (a tester deleted models/linkage).
-                raise linkage.NotEnoughToTrain(
-                    f"the index was built with linkage model "
-                    f"v{max(built_with)}, which is missing from {models_dir(lake)}: restore "
-                    f"it (a new one cannot be trained: {reason})")
-            return reason
-    settings, tf = linkage.train(records, spill=spill_dir(lake))
+    try:
+        settings, tf = linkage.train(records, spill=spill_dir(lake))
+    except linkage.NotEnoughToTrain as exc:
+        if saved is not None:
+            raise
+        built_with = _index_model_versions(lake) - {NO_MODEL}
+        if built_with:
+            # The index was linked by a model that is gone: unlinked now, it would split
+            # every linked person (a tester deleted models/linkage).
+            raise linkage.NotEnoughToTrain(
+                f"the index was built with linkage model v{max(built_with)}, which is "
+                f"missing from {models_dir(lake)}: restore it (a new one cannot be "
+                f"trained: {exc.reason})", exc.reason) from None
+        return exc.reason
     return Model(settings, tf, linkage.save_model(settings, tf, models_dir(lake)), True)
 
 
