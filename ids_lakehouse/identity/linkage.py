@@ -313,14 +313,16 @@ def untrainable(records: pl.DataFrame) -> str | None:
     """Why a model cannot be estimated from `records` (None when it can). Splink fails on
     each of these with an error that says nothing to a data engineer: no record or one
     (ZeroDivisionError), no two records sharing what the deterministic rules compare (a
-    prior of 0: "math domain error" in EM), every pair linked by them (two copies of one
-    person: the prior above 1), or an EM blocking that pairs no records ("Training rule
-    ... resulted in no record pairs"). A first agency delivering each person once is the
-    usual case."""
+    prior of 0: "math domain error" in EM), or an EM blocking that pairs no records
+    ("Training rule ... resulted in no record pairs"); and a prior above MAX_PRIOR is
+    refused (at 1 Splink failed on "nan"; below it a default identifier trained a model
+    that merged strangers). A first agency delivering each person once is the usual
+    case."""
     n = records.height
     if n < 2:
         return f"{n} person record(s): no pair to compare"
-    shared = sum(_shared_pairs(_for_prior(records), rule) for rule in DETERMINISTIC_RULES)
+    keyed = _for_prior(records)
+    shared = sum(_shared_pairs(keyed, rule) for rule in DETERMINISTIC_RULES)
     if shared == 0:
         return (f"no two of the {n:,} person records share an SSN, a national id of one "
                 f"type (held by at most {MAX_RECORDS_PER_ID} records), or both names and a "
