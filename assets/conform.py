@@ -111,6 +111,7 @@ def conform(context: AssetExecutionContext, config: ConformConfig, lake: LakeRes
         yield MaterializeResult(asset_key=silver_key(entity), metadata={
             "dagster/row_count": done.rows[entity], "rows_by_source": per_source,
             "sources_conformed": sorted(per_source), "sources_unchanged": done.unchanged,
+            "rows_replayed_by_source": {r.source: r.rows_replayed for r in done.conformed},
             "sources_refused": done.refused, "path": str(layout.silver(entity)),
             "dagster/column_lineage": silver_lineage(entity)})
 
@@ -127,7 +128,7 @@ def silver_expectations(context: AssetCheckExecutionContext, lake: LakeResource)
     from ids_lakehouse.conform.expectations import run_suites
 
     layout = lake.layout()
-    fresh, frames = run.expectations(layout, context.run.run_id)
+    fresh, frames, replayed = run.expectations(layout, context.run.run_id)
     docs = layout.docs("data_docs")
     outcome = run_suites(frames, docs)
     context.log.info(f"Data Docs: {docs / 'index.html'}")
@@ -148,5 +149,6 @@ def silver_expectations(context: AssetCheckExecutionContext, lake: LakeResource)
                                    "evaluated": o["evaluated"], "failed": o["failed"],
                                    "sources_validated": scope, "rows_validated":
                                    frames[entity].height if entity in frames else 0,
+                                   "rows_replayed_not_revalidated": replayed.get(entity, 0),
                                    "data_docs": str(docs / "index.html"),
                                    "checked_at": dt.datetime.now(dt.timezone.utc).isoformat()})

@@ -49,6 +49,9 @@ def lake_inventory() -> list[Entry]:
             for n in model.published_entities()]
     out.append(entry("silver", "_conformed", "Conform's state: which delivery of each "
                      "source the silver tables hold."))
+    out.append(entry("silver", "_conform_rows", "Conform's row cache: what conform made of "
+                     "each distinct delivered row (standardised fields, failures), keyed by a "
+                     "hash of the row's values; a later delivery repeating the row reuses it."))
     out += [entry("identity", n, d) for n, d in [*TABLES.items(), STEWARD_TABLE]]
     models = entry("models", "linkage", "")
     out.append(Entry(f"{models.path}/linkage_model_v<n>.json", models.zone, "A linkage model: "

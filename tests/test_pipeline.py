@@ -286,6 +286,15 @@ def test_conform_redoes_only_changed_sources_and_failed_ones(published_copy, mon
               and e.dagster_event.event_specific_data.check_name == "expectations"]
         assert gx and all(e.dagster_event.event_specific_data.metadata[
             "sources_validated"].value == ["hmis"] for e in gx)
+        # Its rows are yesterday's: replayed, not conformed or validated again.
+        hmis_rows = delta.count(lake.bronze("hmis"))
+        assert 0 < meta["rows_replayed_by_source"]["hmis"] <= hmis_rows
+        person_gx = next(e.dagster_event.event_specific_data.metadata for e in gx
+                         if e.dagster_event.event_specific_data.asset_key
+                         == silver_key("person_record"))
+        assert person_gx["rows_validated"].value == 0
+        assert person_gx["rows_replayed_not_revalidated"].value == delta.count(
+            lake.silver("person_record"), pc.field("source") == "hmis")
 
         # A source that fails a check is no longer recorded as conformed: every later run
         # conforms and checks it again rather than trusting its failed rows.

@@ -17,8 +17,9 @@ carry the facts themselves, are quarantined with their row for any problem."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandera.errors
 import pandera.polars as pa
@@ -33,6 +34,7 @@ ROW_ENTITIES = ("enrollment", "service_event")   # one row per bronze row
 PROVENANCE = ["_file", "_file_sha256", "_row_number"]
 FAILURE_SCHEMA = {"_i": pl.UInt32, "rule": pl.String, "column": pl.String,
                   "reason": pl.String}
+PROBLEM_SCHEMA = {"_i": pl.UInt32, "rule": pl.String, "column": pl.String}
 
 
 class ConformError(RuntimeError):
@@ -62,6 +64,13 @@ class ConformResult:
     field_problems: dict[str, int] = field(default_factory=dict)
     # Per status column of the kept person records: status -> records.
     statuses: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per distinct bronze row, what conform made of it (`conform_source`'s `seen` next
+    # time), and how many of this delivery's rows were replayed from an earlier one.
+    row_cache: pl.DataFrame | None = None
+    rows_replayed: int = 0
+    # The bronze rows conformed anew (_file_sha256, _row_number) when at most a tenth were
+    # (what the silver expectations validate); None: treat every row as new.
+    fresh: pl.DataFrame | None = None
 
     # Per delivered file (an incremental source conforms all its files; a bad new file
     # must not be diluted by the good ones before it): the worst file's shares.
@@ -98,17 +107,22 @@ class _Failures:
 
 class _FieldProblems:
     """Problems of single fields of person records that are kept: the value is already
-    null in the field; the records are counted per rule and column."""
+    null in the field; one row per record, rule and column (counted per rule and column;
+    kept per row so that a record conformed on an earlier night replays its own)."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.frames: list[pl.DataFrame] = []
 
     def add(self, index: pl.Series, mask: pl.Series, rule: str, column: str,
             reason: str) -> None:
-        n = int(mask.fill_null(False).sum())
-        if n:
-            key = f"{rule}|{column}"
-            self.counts[key] = self.counts.get(key, 0) + n
+        hit = index.filter(mask.fill_null(False))
+        if hit.len():
+            self.frames.append(pl.DataFrame({
+                "_i": hit, "rule": [rule] * hit.len(), "column": [column] * hit.len()},
+                schema=PROBLEM_SCHEMA))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=PROBLEM_SCHEMA)
 
 
 def _delivered(df: pl.DataFrame, fm: FieldMap) -> pl.Series:
@@ -290,11 +304,17 @@ def _validate(frame: pl.DataFrame, entity: str, failures: _Failures, source: str
             raise ConformError(f"[{source}] silver.{entity} does not fit its contract as a "
                                f"whole: {whole.select('column', 'check').rows()}") from None
         fields = model.entities[entity].fields
-        for (check, column), group in cases.group_by(["check", "column"]):
-            positions = group["index"].cast(pl.UInt32).unique()
+        # In the order of (check, column), whichever rows fail: a row's failures read the
+        # same whether it is conformed with all of its delivery or alone (`conform_source`
+        # conforms only the rows it has not seen before).
+        groups = sorted(cases.group_by(["check", "column"]),
+                        key=lambda kv: tuple(str(k) for k in kv[0]))
+        for (check, column), group in groups:
+            positions = group["index"].cast(pl.UInt32).unique().sort()
             if entity == "person_record" and column in fields and fields[column].nullable:
+                hit = frame["_i"].gather(positions)
                 frame = _null_field(frame, column, positions)
-                problems.add(positions, pl.Series([True] * positions.len()), check, column, "")
+                problems.add(hit, pl.Series([True] * hit.len()), check, column, "")
                 continue
             rules = {r.name: r for r in model.entities[entity].rules}
             if check in rules and rules[check].requires_any:  # a record rule of the model
@@ -354,25 +374,128 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame,
             "empty_mapped_columns": empty}
 
 
-def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowContract, *,
-                   model: DataModel | None = None,
-                   missing_in_delivery: list[str] | tuple[str, ...] = ()) -> ConformResult:
-    """`contract`: the silver contracts each entity's rows are validated against.
-    `missing_in_delivery`: declared columns a delivery read here did not have (from the
-    ledger); a mapped one among them stops the source like a column missing from bronze."""
-    model = model or load_model()
-    drift = schema_drift(defn, bronze, missing_in_delivery)
-    df = bronze.with_row_index("_i")
+@dataclass
+class _Rows:
+    """What conform makes of each bronze row on its own, before the rows meet: each
+    entity's row (fields, `_i` and provenance), the row's failures (it goes to quarantine)
+    and the person record's field problems (a field nulled). A pure function of the row's
+    delivered values and the code (`conform_source` replays it for rows seen before)."""
+    frames: dict[str, pl.DataFrame]
+    failures: pl.DataFrame      # FAILURE_SCHEMA, in the order found
+    problems: pl.DataFrame      # PROBLEM_SCHEMA
+
+
+def _conform_rows(df: pl.DataFrame, defn: SourceDefinition, wanted: list[str],
+                  model: DataModel, contract: RowContract) -> _Rows:
     failures, problems = _Failures(), _FieldProblems()
-    wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
     frames = {e: _entity(df, defn, e, model, failures, problems) for e in wanted}
     for entity in frames:
         frames[entity] = _validate(frames[entity], entity, failures, defn.source, problems,
                                    model, contract)
+    _row_rules(frames, failures)
+    return _Rows(frames, failures.frame(), problems.frame())
+
+
+# The per-row results kept for the next delivery (`row_cache`): the row's key, then each
+# entity's fields as "<entity>__<field>", the row's failures and problems as lists.
+ROW_KEY = "_row_key"
+FRESH_SHARE = 10     # list the rows conformed anew when they are at most 1/10 of them
+SEP = "__"
+_FAILURE_LIST = pl.List(pl.Struct({"rule": pl.String, "column": pl.String,
+                                   "reason": pl.String}))
+_PROBLEM_LIST = pl.List(pl.Struct({"rule": pl.String, "column": pl.String}))
+
+
+def row_keys(raw: pl.Series) -> pl.Series:
+    """A bronze row's key: BLAKE2b-128 of its delivered values as JSON (names, values and
+    their types), so equal keys are equal rows."""
+    return pl.Series(ROW_KEY, [hashlib.blake2b(r.encode(), digest_size=16).digest()
+                               for r in raw.to_list()], dtype=pl.Binary)
+
+
+def _entity_schema(entity: str, model: DataModel) -> dict[str, Any]:
+    return {n: DTYPES[f.type] for n, f in model.entities[entity].fields.items()}
+
+
+def _replay(hit: pl.DataFrame, wanted: list[str], model: DataModel) -> _Rows:
+    """The `_Rows` of rows seen before (`hit`: `_i`, provenance and the cached columns)."""
+    frames = {e: hit.select(*[pl.col(f"{e}{SEP}{n}").cast(t).alias(n)
+                              for n, t in _entity_schema(e, model).items()],
+                            "_i", *PROVENANCE) for e in wanted}
+
+    def listed(column: str, schema: dict[str, Any]) -> pl.DataFrame:
+        out = (hit.select("_i", column).filter(pl.col(column).list.len() > 0)
+               .explode(column).unnest(column))
+        return out.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+    return _Rows(frames, listed("_failures", FAILURE_SCHEMA),
+                 listed("_problems", PROBLEM_SCHEMA))
+
+
+def _cacheable(rows: _Rows, keys: pl.DataFrame) -> pl.DataFrame:
+    """`rows` as the row cache: one row per distinct key (`keys`: `_i`, ROW_KEY)."""
+    out = keys
+    for entity, frame in rows.frames.items():
+        out = out.join(frame.select("_i", *[pl.col(c).alias(f"{entity}{SEP}{c}")
+                                            for c in frame.columns
+                                            if c != "_i" and c not in PROVENANCE]),
+                       on="_i", how="left")
+
+    def listed(frame: pl.DataFrame, dtype: pl.DataType, name: str) -> pl.DataFrame:
+        columns = [f.name for f in dtype.inner.fields]   # type: ignore[attr-defined]
+        return frame.group_by("_i", maintain_order=True).agg(pl.struct(columns).alias(name))
+
+    out = (out.join(listed(rows.failures, _FAILURE_LIST, "_failures"), on="_i", how="left")
+           .join(listed(rows.problems, _PROBLEM_LIST, "_problems"), on="_i", how="left")
+           .with_columns(pl.col("_failures").fill_null(pl.lit([], dtype=_FAILURE_LIST)),
+                         pl.col("_problems").fill_null(pl.lit([], dtype=_PROBLEM_LIST))))
+    return out.sort("_i").unique(ROW_KEY, keep="first", maintain_order=True).drop("_i")
+
+
+def _concat(parts: list[_Rows], wanted: list[str]) -> _Rows:
+    parts = [p for p in parts if p is not None]
+    if len(parts) == 1:
+        return parts[0]
+    frames = {e: pl.concat([p.frames[e] for p in parts]).sort("_i") for e in wanted}
+    return _Rows(frames, pl.concat([p.failures for p in parts]).sort("_i", maintain_order=True),
+                 pl.concat([p.problems for p in parts]).sort("_i", maintain_order=True))
+
+
+def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowContract, *,
+                   model: DataModel | None = None,
+                   missing_in_delivery: list[str] | tuple[str, ...] = (),
+                   seen: pl.DataFrame | None = None) -> ConformResult:
+    """`contract`: the silver contracts each entity's rows are validated against.
+    `missing_in_delivery`: declared columns a delivery read here did not have (from the
+    ledger); a mapped one among them stops the source like a column missing from bronze.
+    `seen`: the `row_cache` of an earlier conform of this source by the same code; a row
+    whose delivered values it holds is not conformed again (its results are replayed with
+    this delivery's provenance), so a snapshot that changed little costs little. The
+    result equals conforming every row (tests/test_conform_incremental.py)."""
+    model = model or load_model()
+    drift = schema_drift(defn, bronze, missing_in_delivery)
+    df = bronze.with_row_index("_i")
+    delivered = [c for c in bronze.columns if not c.startswith("_")]
+    raw = df.select("_i", pl.struct(delivered).struct.json_encode().alias("_raw"))
+    keys = raw.select("_i", row_keys(raw["_raw"]))
+    wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
+    parts = []
+    novel = df
+    if seen is not None and seen.height:
+        known = keys.join(seen, on=ROW_KEY, how="inner").join(
+            df.select("_i", *PROVENANCE), on="_i")
+        if known.height:
+            parts.append(_replay(known, wanted, model))
+            novel = df.filter(~pl.col("_i").is_in(known["_i"].implode()))
+    if novel.height or not parts:
+        parts.append(_conform_rows(novel, defn, wanted, model, contract))
+    rows = _concat(parts, wanted)
+    frames = rows.frames
+    failures = _Failures()
+    failures.frames.append(rows.failures)
     rows_of = row_entities(defn)
     if rows_of == ("person_record",):
         _duplicate_records(frames["person_record"], failures)
-    _row_rules(frames, failures)
     fails = failures.frame()
     rejected = fails.group_by("_i").agg(
         pl.col("rule").unique(maintain_order=True).str.join("; ").alias("_rule"),
@@ -383,14 +506,13 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
     for entity, frame in frames.items():
         good = frame.filter(~pl.col("_i").is_in(bad.implode())).drop("_i")
         if entity == "person_record":
-            good = good.sort("_row_number").unique(["source", "source_record_id"],
-                                                  keep="first", maintain_order=True)
+            good = good.sort("_row_number", maintain_order=True).unique(
+                ["source", "source_record_id"], keep="first", maintain_order=True)
         entities[entity] = good
-    delivered = [c for c in bronze.columns if not c.startswith("_")]
-    raw = df.select("_i", pl.struct(delivered).struct.json_encode().alias("_raw"))
     quarantine = (rejected.join(raw, on="_i").join(df.select("_i", "_source", *PROVENANCE),
                                                    on="_i").drop("_i"))
     counts = (fails.group_by(["rule", "column"]).agg(pl.col("_i").n_unique().alias("n")))
+    problems = rows.problems.group_by(["rule", "column"]).len("n")
     kept = entities["person_record"]
     statuses = {c: dict(sorted(kept[c].value_counts().iter_rows()))
                 for c in kept.columns if c.endswith("_status")}
@@ -416,9 +538,13 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
         source=defn.source, bronze_rows=bronze.height, entities=entities,
         quarantine=quarantine,
         failures={f"{r}|{c}": n for r, c, n in counts.iter_rows()}, schema_drift=drift,
-        row_entities=rows_of, field_problems=dict(sorted(problems.counts.items())),
+        row_entities=rows_of,
+        field_problems=dict(sorted((f"{r}|{c}", n) for r, c, n in problems.iter_rows())),
         statuses=statuses, worst_invalid=worst_invalid,
-        worst_quarantine_rate=round(worst_q, 4))
+        worst_quarantine_rate=round(worst_q, 4),
+        row_cache=_cacheable(rows, keys), rows_replayed=bronze.height - novel.height,
+        fresh=novel.select("_file_sha256", "_row_number")
+        if novel.height * FRESH_SHARE <= df.height else None)
 
 
 def _duplicate_records(person: pl.DataFrame, failures: _Failures) -> None:

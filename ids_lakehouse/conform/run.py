@@ -64,7 +64,7 @@ def conform_all(lake: Lake, run_id: str, contract: RowContract, *, full_rebuild:
                 log("info", f"{source}: unchanged since run {earlier[source]['run_id']}; "
                             "not conformed again")
                 continue
-            result = _conform_one(lake, defn, shas, contract, run)
+            result = _conform_one(lake, defn, shas, contract, run, reuse=not full_rebuild)
             if result is not None:
                 judged.append(result)
             if source in run.refused:
@@ -73,7 +73,7 @@ def conform_all(lake: Lake, run_id: str, contract: RowContract, *, full_rebuild:
                 state.forget_conformed(lake, source)
                 continue
             assert result is not None
-            state.write(lake, result, run_id)
+            state.write(lake, result, run_id, state.code_of(contract))
             crash.point("conform.after_first_source")
             run.conformed.append(result)
             signatures[source] = sig
@@ -89,13 +89,16 @@ def conform_all(lake: Lake, run_id: str, contract: RowContract, *, full_rebuild:
 
 
 def _conform_one(lake: Lake, defn: SourceDefinition, shas: list[str], contract: RowContract,
-                 run: ConformRun) -> ConformResult | None:
-    """The source's rows conformed; None (and refused) when its delivery cannot be
-    conformed at all; refused, with its result, when its rows are past its limits."""
+                 run: ConformRun, reuse: bool) -> ConformResult | None:
+    """The source's rows conformed (with `reuse`, rows whose delivered values the same
+    code conformed before are replayed, not conformed again); None (and refused) when its
+    delivery cannot be conformed at all; refused, with its result, when its rows are past
+    its limits."""
     try:
         bronze = state.bronze_to_conform(lake, defn, shas)
         assert bronze is not None       # conform_all passes the deliveries: shas is not empty
-        result = conform_source(defn, bronze, contract,
+        seen = state.rows_seen(lake, defn.source, state.code_of(contract)) if reuse else None
+        result = conform_source(defn, bronze, contract, seen=seen,
                                 missing_in_delivery=state.missing_columns(lake, shas))
     except ConformError as exc:
         run.refused[defn.source] = str(exc)
@@ -109,7 +112,8 @@ def _conform_one(lake: Lake, defn: SourceDefinition, shas: list[str], contract: 
 def _log_result(result: ConformResult, log: Log) -> None:
     if any(result.schema_drift.values()):
         log("warning", f"{result.source}: schema drift {result.schema_drift}")
-    log("info", f"{result.source}: {result.bronze_rows:,} bronze rows -> "
+    log("info", f"{result.source}: {result.bronze_rows:,} bronze rows "
+                f"({result.rows_replayed:,} unchanged since conformed before) -> "
                 f"{result.row_entity_rows:,} silver, {result.quarantine.height:,} "
                 f"quarantined; person fields nulled (rule|column: records) "
                 f"{result.field_problems}")
@@ -215,18 +219,37 @@ def _validity_check(run: ConformRun, judged: list[ConformResult],
     return set(broken)
 
 
-def conformed_in_run(lake: Lake, run_id: str) -> list[str]:
-    """The sources whose silver rows the run `run_id` conformed (and which passed)."""
-    return sorted(s for s, st in state.conformed(lake).items() if st["run_id"] == run_id)
-
-
-def expectations(lake: Lake, run_id: str) -> tuple[list[str], dict[str, pl.DataFrame]]:
+def expectations(lake: Lake, run_id: str
+                 ) -> tuple[list[str], dict[str, pl.DataFrame], dict[str, int]]:
     """The sources the Great Expectations suites validate (those conformed in `run_id`;
-    none: every source, when the check runs on its own) and the silver rows to validate."""
-    fresh = conformed_in_run(lake, run_id)
+    none: every source, when the check runs on its own), the silver rows to validate, and
+    per entity the rows of those sources not validated again: rows conform replayed
+    unchanged from an earlier delivery were validated when they were first conformed.
+    While an entity's last validation failed, all of its rows in scope are validated."""
+    from ids_lakehouse.conform.expectations import latest_results
+
+    done = state.conformed(lake)
+    fresh = sorted(s for s, st in done.items() if st["run_id"] == run_id)
     where = pc.field("source").isin(fresh) if fresh else None
+    rows = [(s, sha, n) for s in fresh for sha, numbers in (done[s]["fresh_rows"] or {}).items()
+            for n in numbers]
+    partly = {s for s in fresh if done[s]["fresh_rows"] is not None}
+    wanted = pl.DataFrame(rows, schema={"source": pl.String, "_file_sha256": pl.String,
+                                        "_row_number": pl.Int64}, orient="row")
+    failing = {e for e, o in latest_results(lake.docs("data_docs")).items()
+               if not o.get("success", False)}
     frames: dict[str, pl.DataFrame] = {}
+    skipped: dict[str, int] = {}
     for e in entities():
-        if delta.exists(lake.silver(e)):
-            frames[e] = delta.frame(lake.silver(e), filter=where)
-    return fresh, frames
+        if not delta.exists(lake.silver(e)):
+            continue
+        frame = delta.frame(lake.silver(e), filter=where)
+        if partly and e not in failing:
+            replayed = pl.col("source").is_in(sorted(partly))
+            kept = pl.concat([frame.filter(~replayed),
+                              frame.filter(replayed).join(wanted, how="semi",
+                                                          on=list(wanted.columns))])
+            skipped[e] = frame.height - kept.height
+            frame = kept
+        frames[e] = frame
+    return fresh, frames, skipped

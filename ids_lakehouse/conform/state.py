@@ -33,11 +33,15 @@ from ids_lakehouse.sources import SourceDefinition
 
 STAGE = "conform"
 STATE = "_conformed"
+ROWS = "_conform_rows"   # what conform made of each distinct bronze row (mapping.row_cache)
 STATE_SCHEMA = pa.schema([("source", pa.string()), ("signature", pa.string()),
                           ("bronze_rows", pa.int64()),
                           ("quarantined_rows", pa.int64()), ("run_id", pa.string()),
                           ("conformed_at", pa.timestamp("us", tz="UTC")),
-                          ("invalid_rates", pa.string())])   # JSON: field -> share
+                          ("invalid_rates", pa.string()),   # JSON: field -> share
+                          # JSON {file sha256: [row numbers]}: the rows conformed anew when
+                          # the others were replayed (null: every row was conformed)
+                          ("fresh_rows", pa.string())])
 # Libraries whose upgrade can change what conform produces (parsing and reference data).
 PARSERS = ("polars", "pandera", "phonenumbers", "usaddress", "nameparser", "zipcodes")
 
@@ -85,12 +89,26 @@ def missing_columns(lake: Lake, shas: list[str]) -> list[str]:
     return sorted(out)
 
 
-def signature(shas: list[str], contract: RowContract) -> str:
-    """The input signature of a source's conform: the deliveries it reads and the code."""
+def code_of(contract: RowContract) -> str:
+    """`code_digest` of the code conforming with these contracts."""
     module = sys.modules[contract.__module__].__file__
     assert module is not None
-    return (hashlib.sha256(",".join(shas).encode()).hexdigest()[:16] + ":"
-            + code_digest(Path(module)))
+    return code_digest(Path(module))
+
+
+def signature(shas: list[str], contract: RowContract) -> str:
+    """The input signature of a source's conform: the deliveries it reads and the code."""
+    return hashlib.sha256(",".join(shas).encode()).hexdigest()[:16] + ":" + code_of(contract)
+
+
+def rows_seen(lake: Lake, source: str, code: str) -> pl.DataFrame | None:
+    """What the same code made of the source's bronze rows when it last conformed them
+    (`conform_source`'s `seen`); None when there is nothing to reuse."""
+    path = lake.table("silver", ROWS)
+    if not delta.exists(path):
+        return None
+    seen = delta.frame(path, filter=(pc.field("source") == source) & (pc.field("_code") == code))
+    return seen.drop("source", "_code") if seen.height else None
 
 
 def conformed(lake: Lake) -> dict[str, dict[str, Any]]:
@@ -99,7 +117,9 @@ def conformed(lake: Lake) -> dict[str, dict[str, Any]]:
     if not delta.exists(path):
         return {}
     rows = delta.read(path).to_pylist()
-    return {r["source"]: r | {"invalid_rates": json.loads(r.get("invalid_rates") or "{}")}
+    return {r["source"]: r | {"invalid_rates": json.loads(r.get("invalid_rates") or "{}"),
+                              "fresh_rows": json.loads(r["fresh_rows"])
+                              if r.get("fresh_rows") else None}
             for r in rows}
 
 
@@ -107,7 +127,10 @@ def record_conformed(lake: Lake, result: ConformResult, sig: str, run_id: str) -
     row = {"source": result.source, "signature": sig,
            "bronze_rows": result.bronze_rows, "quarantined_rows": result.quarantine.height,
            "run_id": run_id, "conformed_at": dt.datetime.now(dt.timezone.utc),
-           "invalid_rates": json.dumps(result.invalid_rates(), sort_keys=True)}
+           "invalid_rates": json.dumps(result.invalid_rates(), sort_keys=True),
+           "fresh_rows": None if result.fresh is None else json.dumps(
+               {sha: sorted(rows) for sha, rows in result.fresh.group_by("_file_sha256").agg(
+                   pl.col("_row_number")).iter_rows()}, sort_keys=True)}
     delta.replace(lake.table("silver", STATE), pa.Table.from_pylist([row], schema=STATE_SCHEMA),
                   f"source = '{result.source}'")
 
@@ -150,10 +173,16 @@ def version(lake: Lake, entity: str) -> int:
     return delta.table(path).version() if delta.exists(path) else ABSENT
 
 
-def write(lake: Lake, result: ConformResult, run_id: str) -> None:
+def write(lake: Lake, result: ConformResult, run_id: str, code: str | None = None) -> None:
+    """The source's silver rows and conform quarantine, and (with `code`, the
+    `code_of` that conformed them) the row cache the next conform of it replays."""
     source = result.source
     for entity, frame in result.entities.items():
         delta.replace(lake.silver(entity), frame.to_arrow(), f"source = '{source}'")
+    if code is not None and result.row_cache is not None:
+        cache = result.row_cache.with_columns(pl.lit(source).alias("source"),
+                                              pl.lit(code).alias("_code"))
+        delta.replace(lake.table("silver", ROWS), cache.to_arrow(), f"source = '{source}'")
     now = dt.datetime.now(dt.timezone.utc)
     q = result.quarantine.with_columns(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
