@@ -254,6 +254,22 @@ def test_pseudonyms_are_keyed_per_release():
     assert not set(other) & set(a1)                       # the secret matters
 
 
+@pytest.mark.parametrize("key_length", [1, 32, 64, 65, 200])
+def test_pseudonyms_are_hmac_sha256_of_the_person_id(key_length):
+    import hashlib
+    import hmac
+    import random
+
+    rng = random.Random(key_length)
+    key = bytes(rng.randrange(256) for _ in range(key_length))
+    ids = [f"P{rng.randrange(10 ** 12):012d}" for _ in range(300)] + ["", "Zoë 李", "P1"]
+    for values in (ids, ids + ids[:50]):          # every id distinct; some repeated
+        got = pseudonymise(pl.Series("person_id", values), key)
+        assert got.name == "person_id"
+        assert got.to_list() == [hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:32]
+                                 for v in values]
+
+
 def test_missing_key_is_a_clear_error(monkeypatch):
     from ids_lakehouse import config
 
