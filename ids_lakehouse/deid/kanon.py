@@ -95,9 +95,15 @@ def anonymise(people: pl.DataFrame, facts: pl.DataFrame, qis: list[str], k: int,
     `people`: person_id + the quasi-identifier columns; `facts`: (person_id, program, year)
     for every year a person was in a program."""
     current, level, applied, years = people, 0, [], participation_years
+    # Participation depends only on the period length, which few rungs change: each
+    # length's periods and signatures are computed once.
+    by_length: dict[int | str, tuple[pl.DataFrame, pl.DataFrame]] = {}
     while True:
-        person_periods = periods(facts, years, first_year, last_year)
-        record = records(current, person_periods, "person_id")
+        if years not in by_length:
+            found = periods(facts, years, first_year, last_year)
+            by_length[years] = found, signatures(found)
+        person_periods, signature = by_length[years]
+        record = _with_signature(current, signature, "person_id")
         keys = [*qis, PARTICIPATION]
         sizes = record.group_by(keys).len("_class_size")
         small = int(sizes.filter(pl.col("_class_size") < k)["_class_size"].sum() or 0)
@@ -131,7 +137,12 @@ def records(persons: pl.DataFrame, participation: pl.DataFrame | None,
         return persons.with_columns(pl.lit("").alias(PARTICIPATION))
     sig = signatures(participation.rename({id_column: "person_id"})).rename(
         {"person_id": id_column})
-    return persons.join(sig, on=id_column, how="left").with_columns(
+    return _with_signature(persons, sig, id_column)
+
+
+def _with_signature(persons: pl.DataFrame, signature: pl.DataFrame, id_column: str
+                    ) -> pl.DataFrame:
+    return persons.join(signature, on=id_column, how="left").with_columns(
         pl.col(PARTICIPATION).fill_null(""))
 
 
