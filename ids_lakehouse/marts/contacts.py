@@ -19,13 +19,9 @@ FIELDS = ["person_id", "source", *ATTRIBUTES]
 
 
 def build(person_record: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
-    """Most people have one record per source, whose values are the group's: only groups
-    of several records go through `survive` (the same result, a fraction of the work)."""
+    """One row per person and source (see `survive`)."""
     recs = linked(person_record, xref).select(FIELDS)
-    size = pl.len().over(["person_id", "source"])
-    single = recs.filter(size == 1)
-    several = survive(recs.filter(size > 1), ["person_id", "source"], ATTRIBUTES)
-    return pl.concat([single, several.select(FIELDS)]).sort(["person_id", "source"])
+    return survive(recs, ["person_id", "source"], ATTRIBUTES).select(FIELDS)
 
 
 def for_release(directory: pl.DataFrame, sources: list[str], population: list[str]

@@ -21,8 +21,12 @@ def linked(frame: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
 def survive(rows: pl.DataFrame, by: list[str], attributes: list[str]) -> pl.DataFrame:
     """One row per `by` group, sorted by it: each attribute takes the value most of the
     group's rows agree on (ties: the smallest value, so the result is deterministic), and
-    `sources` lists the sources of the group's rows. Groups are numbered for the work:
-    grouping by an integer is much faster than by string ids."""
+    `sources` lists the sources of the group's rows. A group of one row is that row (most
+    people have one record); larger groups are numbered for the work: grouping by an
+    integer is much faster than by string ids."""
+    size = pl.len().over(by)
+    single = rows.filter(size == 1).select(*by, *attributes, pl.col("source").alias("sources"))
+    rows = rows.filter(size > 1)
     ids = rows.select(by).unique().sort(by).with_row_index("_p")
     rows = rows.join(ids, on=by)
     out = ids
@@ -34,7 +38,8 @@ def survive(rows: pl.DataFrame, by: list[str], attributes: list[str]) -> pl.Data
     sources = (rows.select("_p", "source").unique().sort("_p", "source")
                .group_by("_p", maintain_order=True)
                .agg(pl.col("source").str.join(",").alias("sources")))
-    return out.join(sources, on="_p").sort("_p").drop("_p")
+    several = out.join(sources, on="_p").drop("_p")
+    return pl.concat([single, several.select(single.columns)]).sort(by)
 
 
 def golden_persons(person_record: pl.DataFrame, xref: pl.DataFrame) -> pl.DataFrame:
