@@ -60,9 +60,11 @@ EXTRA_SOURCES = {"medicaid": ("member_id", "WA", "WX"), "hmis": ("PersonalID", "
 EXTRA_SHARE = 0.01
 EXTRA_NAMES = {"medicaid": "medicaid_enrollment_2026-01-01.csv",
                "hmis": "hmis_client_2026-01-01.csv"}
-TARGET_1M_S = 600
-TARGET_1M_RSS_MB = 8 * 1024
-TARGET_INCR = 0.15
+# Issue 21's targets: the full pipeline at 1,000,000 people in 3 minutes within 4.5 GiB;
+# the incremental night at most 10% of the full run at 1,000,000 people, 20% at 100,000.
+TARGET_1M_S = 180
+TARGET_1M_RSS_MB = 4.5 * 1024
+TARGET_INCR = {1_000_000: 0.10, 100_000: 0.20}
 # Time budget of the whole pipeline benchmark, from its start: no layer runs past it (a
 # layer still running then is killed and reported). BENCH_PIPELINE_BUDGET_MIN overrides it.
 BUDGET_MIN = float(os.environ.get("BENCH_PIPELINE_BUDGET_MIN", "45"))
@@ -474,25 +476,31 @@ def _targets(results: dict) -> list[str]:
     if big and big["runs"] and _total(big["runs"][0], "full"):
         t = _total(big["runs"][0], "full")
         p = _peak(big["runs"][0], "full")
-        lines.append(f"- 1,000,000-person full pipeline under 10 min: "
-                     f"{'met' if t < TARGET_1M_S else 'not met'} ({t / 60:.1f} min).")
-        lines.append(f"- 1,000,000-person peak RSS under 8 GiB: "
-                     f"{'met' if p < TARGET_1M_RSS_MB else 'not met'} ({p / 1024:.1f} GiB, "
+        lines.append(f"- 1,000,000-person full pipeline within {TARGET_1M_S / 60:.0f} min: "
+                     f"{'met' if t <= TARGET_1M_S else 'not met'} ({t / 60:.1f} min).")
+        lines.append(f"- 1,000,000-person peak RSS within {TARGET_1M_RSS_MB / 1024:.1f} GiB: "
+                     f"{'met' if p <= TARGET_1M_RSS_MB else 'not met'} ({p / 1024:.1f} GiB, "
                      "largest layer process).")
     else:
-        lines.append("- 1,000,000-person full pipeline under 10 min: not measured.")
-        lines.append("- 1,000,000-person peak RSS under 8 GiB: not measured.")
+        lines.append(f"- 1,000,000-person full pipeline within {TARGET_1M_S / 60:.0f} min: "
+                     "not measured.")
+        lines.append(f"- 1,000,000-person peak RSS within {TARGET_1M_RSS_MB / 1024:.1f} GiB: "
+                     "not measured.")
     for persons, size in results["sizes"].items():
         rs = [(_total(r, "incr") / _total(r, "full")) for r in size["runs"]
               if _total(r, "incr") and _total(r, "full")]
+        target = TARGET_INCR.get(int(persons))
+        if target is None:
+            continue
         if rs:
             st = summarize(rs)
-            lines.append(f"- incremental night under 15% of the full run ({int(persons):,} "
-                         f"people): {'met' if st.median < TARGET_INCR else 'not met'} "
+            lines.append(f"- incremental night within {target:.0%} of the full run "
+                         f"({int(persons):,} people): "
+                         f"{'met' if st.median <= target else 'not met'} "
                          f"(median {st.median:.1%}, range {st.min:.1%}–{st.max:.1%}).")
         else:
-            lines.append(f"- incremental night under 15% ({int(persons):,} people): "
-                         "not measured.")
+            lines.append(f"- incremental night within {target:.0%} ({int(persons):,} "
+                         "people): not measured.")
     return lines
 
 
@@ -522,8 +530,11 @@ def _findings(sizes: dict) -> list[str]:
             "predicting every candidate pair; DuckDB's memory is capped (IDS_DUCKDB_MEMORY, "
             "3 GiB by default) and spills inside the lake. On the incremental night the saved "
             "model is reused and only new or changed records are scored; conform redoes only "
-            "the two sources with a new delivery (but each is a full snapshot, so every one of "
-            "their rows is standardised again, phone parsing included), and the marts are "
-            "rebuilt in full: with the fixed costs of the other layers that is why the night "
-            "is a larger share of the full run than its 1% of new rows."]
+            "the two sources with a new delivery, and of those only the rows whose delivered "
+            "values changed (the others are replayed from silver/_conform_rows), and the "
+            "silver expectations validate only those rows (Great Expectations' import, ~3 s, "
+            "is paid whatever their number); the marts and releases are rebuilt in full "
+            "(golden records, hold-back, cubes, k-anonymity over the whole population): with "
+            "the fixed costs of every layer, that is why the night is a larger share of the "
+            "full run than its 1% of new rows."]
     return out
