@@ -47,16 +47,39 @@ class Published:
     warnings: list[str] = field(default_factory=list)
 
 
+# The last golden persons and program years computed in this process, under the identity of
+# the tables they were computed from: the night's marts and research file are two steps of
+# one run (one process, pipelines/definitions.py) and read the same versions.
+_LAST_PEOPLE: dict[tuple[Any, ...], tuple[pl.DataFrame, pl.DataFrame]] = {}
+
+
+def _version(path: Any) -> tuple[str, str, int]:
+    """A Delta table's identity at its current version: path, table id and version (the
+    id tells a table rebuilt at the same path from the one it replaced)."""
+    table = delta.table(path)
+    return str(path), str(table.metadata().id), table.version()
+
+
 def _people(lake: Lake, model: DataModel
             ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(silver person records, person_xref, golden persons, program years) of the linked
-    people."""
-    xref = delta.frame(lake.identity("person_xref"))
-    records = delta.frame(lake.silver("person_record"))
-    enrollment = state.read(lake, "enrollment")
-    persons = people.golden_persons(records, xref)
-    return records, xref, persons, people.program_years(enrollment, xref, people.FIRST_YEAR,
-                                                         model.as_of)
+    people, read at one version each; the golden persons and years are computed once per
+    set of versions."""
+    inputs = [_version(lake.identity("person_xref")), _version(lake.silver("person_record"))]
+    enrollment_path = lake.silver("enrollment")
+    inputs.append(_version(enrollment_path) if delta.exists(enrollment_path) else
+                  (str(enrollment_path), "", state.ABSENT))
+    xref = delta.frame(inputs[0][0], version=inputs[0][2])
+    records = delta.frame(inputs[1][0], version=inputs[1][2])
+    key = (*inputs, model.as_of, people.FIRST_YEAR)
+    if key not in _LAST_PEOPLE:
+        enrollment = state.read(lake, "enrollment", version=inputs[2][2])
+        persons = people.golden_persons(records, xref)
+        years = people.program_years(enrollment, xref, people.FIRST_YEAR, model.as_of)
+        _LAST_PEOPLE.clear()
+        _LAST_PEOPLE[key] = persons, years
+    persons, years = _LAST_PEOPLE[key]
+    return records, xref, persons, years
 
 
 def _write(lake: Lake, layer: str, frames: Mapping[str, pl.DataFrame]) -> None:
