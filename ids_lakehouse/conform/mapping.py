@@ -419,6 +419,7 @@ def _entity_schema(entity: str, model: DataModel) -> dict[str, Any]:
 
 def _replay(hit: pl.DataFrame, wanted: list[str], model: DataModel) -> _Rows:
     """The `_Rows` of rows seen before (`hit`: `_i`, provenance and the cached columns)."""
+    hit = hit.sort("_i")
     frames = {e: hit.select(*[pl.col(f"{e}{SEP}{n}").cast(t).alias(n)
                               for n, t in _entity_schema(e, model).items()],
                             "_i", *PROVENANCE) for e in wanted}
@@ -434,22 +435,26 @@ def _replay(hit: pl.DataFrame, wanted: list[str], model: DataModel) -> _Rows:
 
 def _cacheable(rows: _Rows, keys: pl.DataFrame) -> pl.DataFrame:
     """`rows` as the row cache: one row per distinct key (`keys`: `_i`, ROW_KEY)."""
-    out = keys
+    parts = [keys]
     for entity, frame in rows.frames.items():
-        out = out.join(frame.select("_i", *[pl.col(c).alias(f"{entity}{SEP}{c}")
-                                            for c in frame.columns
-                                            if c != "_i" and c not in PROVENANCE]),
-                       on="_i", how="left")
+        fields = frame.select([pl.col(c).alias(f"{entity}{SEP}{c}") for c in frame.columns
+                               if c != "_i" and c not in PROVENANCE])
+        # Every entity's frame holds one row per bronze row, in the bronze order.
+        assert frame["_i"].equals(keys["_i"]), entity
+        parts.append(fields)
+    out = pl.concat(parts, how="horizontal")
 
     def listed(frame: pl.DataFrame, dtype: pl.DataType, name: str) -> pl.DataFrame:
         columns = [f.name for f in dtype.inner.fields]   # type: ignore[attr-defined]
         return frame.group_by("_i", maintain_order=True).agg(pl.struct(columns).alias(name))
 
-    out = (out.join(listed(rows.failures, _FAILURE_LIST, "_failures"), on="_i", how="left")
-           .join(listed(rows.problems, _PROBLEM_LIST, "_problems"), on="_i", how="left")
+    out = (out.join(listed(rows.failures, _FAILURE_LIST, "_failures"), on="_i", how="left",
+                    maintain_order="left")
+           .join(listed(rows.problems, _PROBLEM_LIST, "_problems"), on="_i", how="left",
+                 maintain_order="left")
            .with_columns(pl.col("_failures").fill_null(pl.lit([], dtype=_FAILURE_LIST)),
                          pl.col("_problems").fill_null(pl.lit([], dtype=_PROBLEM_LIST))))
-    return out.sort("_i").unique(ROW_KEY, keep="first", maintain_order=True).drop("_i")
+    return out.filter(pl.col(ROW_KEY).is_first_distinct()).drop("_i")
 
 
 def _concat(parts: list[_Rows], wanted: list[str]) -> _Rows:
