@@ -165,3 +165,41 @@ def test_a_changed_snapshot_conforms_and_validates_only_its_changed_rows(silver_
     assert all(r.rows_replayed == 0 for r in again.conformed)
     for table, frame in _silver(lake).items():
         assert frame.equals(incremental[table]), table
+
+
+def test_values_json_writes_alike_are_different_rows(tiny_silver):
+    """NaN, inf and null are all `null` in JSON; conform reads them as different text."""
+    defn = load_sources()["childcare"]
+    bronze = state.bronze_to_conform(tiny_silver, defn)
+    assert bronze is not None
+    column = defn.mapping["enrollment"]["detail"].column
+    assert column is not None
+    floats = [None, float("nan"), float("inf")]
+
+    def day(values: list) -> pl.DataFrame:
+        rows = bronze.head(3).with_columns(pl.Series(column, values, dtype=pl.Float64))
+        return _delivery(rows, "a")
+
+    before = conform_source(defn, day([None] * 3), contract)
+    replayed = conform_source(defn, day(floats), contract, seen=before.row_cache)
+    assert replayed.rows_replayed == 1
+    _assert_equal(replayed, conform_source(defn, day(floats), contract))
+
+
+def test_a_damaged_row_cache_costs_time_not_the_night(silver_lake):
+    from ids_lakehouse.conform import run
+
+    lake = silver_lake
+    run.conform_all(lake, "run-1", contract)
+    cache = lake.table("silver", state.ROWS)
+    for part in cache.glob("*.parquet"):
+        part.write_bytes(part.read_bytes()[:100])
+    warnings = []
+    again = run.conform_all(lake, "run-2", contract, full_rebuild=False,
+                            log=lambda level, message: warnings.append(level))
+    assert not again.conformed      # nothing new: no source is conformed again
+    # A new delivery of every source (the code changed, say): the cache is unreadable,
+    # every row is conformed, the cache rewritten, the night green.
+    again = run.conform_all(lake, "run-3", contract, full_rebuild=True)
+    assert again.conformed and all(c.passed for c in again.checks)
+    assert state.rows_seen(lake, "medicaid", state.code_of(contract)) is not None

@@ -406,9 +406,18 @@ _FAILURE_LIST = pl.List(pl.Struct({"rule": pl.String, "column": pl.String,
 _PROBLEM_LIST = pl.List(pl.Struct({"rule": pl.String, "column": pl.String}))
 
 
+def _as_read(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
+    """Each row's delivered values as conform reads them: every column as text (JSON
+    writes NaN, inf and null alike as null; as text they differ), with the columns' names
+    and types, as JSON."""
+    types = "|".join(f"{c}:{df.schema[c]}" for c in delivered)
+    return df.select(pl.concat_str(pl.lit(types + "\n"), pl.struct(
+        [pl.col(c).cast(pl.String) for c in delivered]).struct.json_encode())).to_series()
+
+
 def row_keys(raw: pl.Series) -> pl.Series:
-    """A bronze row's key: BLAKE2b-128 of its delivered values as JSON (names, values and
-    their types), so equal keys are equal rows."""
+    """A bronze row's key: BLAKE2b-128 of `_as_read`, so equal keys are rows conform reads
+    alike."""
     return pl.Series(ROW_KEY, [hashlib.blake2b(r.encode(), digest_size=16).digest()
                                for r in raw.to_list()], dtype=pl.Binary)
 
@@ -482,7 +491,7 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
     df = bronze.with_row_index("_i")
     delivered = [c for c in bronze.columns if not c.startswith("_")]
     raw = df.select("_i", pl.struct(delivered).struct.json_encode().alias("_raw"))
-    keys = raw.select("_i", row_keys(raw["_raw"]))
+    keys = df.select("_i", row_keys(_as_read(df, delivered)))
     wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
     parts = []
     novel = df

@@ -64,7 +64,8 @@ def conform_all(lake: Lake, run_id: str, contract: RowContract, *, full_rebuild:
                 log("info", f"{source}: unchanged since run {earlier[source]['run_id']}; "
                             "not conformed again")
                 continue
-            result = _conform_one(lake, defn, shas, contract, run, reuse=not full_rebuild)
+            result = _conform_one(lake, defn, shas, contract, run, reuse=not full_rebuild,
+                                  log=log)
             if result is not None:
                 judged.append(result)
             if source in run.refused:
@@ -89,7 +90,7 @@ def conform_all(lake: Lake, run_id: str, contract: RowContract, *, full_rebuild:
 
 
 def _conform_one(lake: Lake, defn: SourceDefinition, shas: list[str], contract: RowContract,
-                 run: ConformRun, reuse: bool) -> ConformResult | None:
+                 run: ConformRun, reuse: bool, log: Log) -> ConformResult | None:
     """The source's rows conformed (with `reuse`, rows whose delivered values the same
     code conformed before are replayed, not conformed again); None (and refused) when its
     delivery cannot be conformed at all; refused, with its result, when its rows are past
@@ -97,7 +98,13 @@ def _conform_one(lake: Lake, defn: SourceDefinition, shas: list[str], contract: 
     try:
         bronze = state.bronze_to_conform(lake, defn, shas)
         assert bronze is not None       # conform_all passes the deliveries: shas is not empty
-        seen = state.rows_seen(lake, defn.source, state.code_of(contract)) if reuse else None
+        try:
+            seen = state.rows_seen(lake, defn.source, state.code_of(contract)) \
+                if reuse else None
+        except state.CacheUnreadable as exc:
+            log("warning", f"{defn.source}: row cache unreadable ({exc}); every row is "
+                           "conformed again")
+            seen = None
         result = conform_source(defn, bronze, contract, seen=seen,
                                 missing_in_delivery=state.missing_columns(lake, shas))
     except ConformError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 import sys
 from functools import lru_cache
 from importlib import metadata, resources
@@ -107,8 +108,17 @@ def rows_seen(lake: Lake, source: str, code: str) -> pl.DataFrame | None:
     path = lake.table("silver", ROWS)
     if not delta.exists(path):
         return None
-    seen = delta.frame(path, filter=(pc.field("source") == source) & (pc.field("_code") == code))
+    try:
+        seen = delta.frame(path, filter=(pc.field("source") == source)
+                           & (pc.field("_code") == code))
+    except Exception as exc:    # a derived table: damaged, every row is conformed again
+        raise CacheUnreadable(f"{path}: {type(exc).__name__}") from None
     return seen.drop("source", "_code") if seen.height else None
+
+
+class CacheUnreadable(RuntimeError):
+    """The row cache cannot be read (a file lost or damaged): conform every row; `write`
+    replaces the cache whole."""
 
 
 def conformed(lake: Lake) -> dict[str, dict[str, Any]]:
@@ -177,12 +187,21 @@ def write(lake: Lake, result: ConformResult, run_id: str, code: str | None = Non
     """The source's silver rows and conform quarantine, and (with `code`, the
     `code_of` that conformed them) the row cache the next conform of it replays."""
     source = result.source
-    for entity, frame in result.entities.items():
-        delta.replace(lake.silver(entity), frame.to_arrow(), f"source = '{source}'")
+    # The cache first: what it holds is a function of rows and code alone, right whether
+    # or not the silver rows below are written.
     if code is not None and result.row_cache is not None:
         cache = result.row_cache.with_columns(pl.lit(source).alias("source"),
                                               pl.lit(code).alias("_code"))
-        delta.replace(lake.table("silver", ROWS), cache.to_arrow(), f"source = '{source}'")
+        path = lake.table("silver", ROWS)
+        try:
+            delta.replace(path, cache.to_arrow(), f"source = '{source}'")
+        except Exception:
+            # Damaged (a file lost): it is derived, so it starts again with this source;
+            # the others' rows are conformed anew on their next delivery.
+            shutil.rmtree(path)
+            delta.replace(path, cache.to_arrow(), f"source = '{source}'")
+    for entity, frame in result.entities.items():
+        delta.replace(lake.silver(entity), frame.to_arrow(), f"source = '{source}'")
     now = dt.datetime.now(dt.timezone.utc)
     q = result.quarantine.with_columns(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
