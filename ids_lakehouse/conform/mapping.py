@@ -401,9 +401,6 @@ def _conform_rows(df: pl.DataFrame, defn: SourceDefinition, wanted: list[str],
 ROW_KEY = "_row_key"
 FRESH_SHARE = 10     # list the rows conformed anew when they are at most 1/10 of them
 SEP = "__"
-_FAILURE_LIST = pl.List(pl.Struct({"rule": pl.String, "column": pl.String,
-                                   "reason": pl.String}))
-_PROBLEM_LIST = pl.List(pl.Struct({"rule": pl.String, "column": pl.String}))
 
 
 def _as_read(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
@@ -453,21 +450,16 @@ def _cacheable(rows: _Rows, keys: pl.DataFrame) -> pl.DataFrame:
         parts.append(fields)
     out = pl.concat(parts, how="horizontal")
 
-    def listed(frame: pl.DataFrame, dtype: pl.DataType, name: str) -> pl.DataFrame:
-        columns = [f.name for f in dtype.inner.fields]   # type: ignore[attr-defined]
-        return frame.group_by("_i", maintain_order=True).agg(pl.struct(columns).alias(name))
-
-    out = (out.join(listed(rows.failures, _FAILURE_LIST, "_failures"), on="_i", how="left",
-                    maintain_order="left")
-           .join(listed(rows.problems, _PROBLEM_LIST, "_problems"), on="_i", how="left",
-                 maintain_order="left")
-           .with_columns(pl.col("_failures").fill_null(pl.lit([], dtype=_FAILURE_LIST)),
-                         pl.col("_problems").fill_null(pl.lit([], dtype=_PROBLEM_LIST))))
+    for name, frame in (("_failures", rows.failures), ("_problems", rows.problems)):
+        per_row = frame.group_by("_i", maintain_order=True).agg(
+            pl.struct(pl.exclude("_i")).alias(name))
+        empty = pl.lit([], dtype=per_row.schema[name])
+        out = out.join(per_row, on="_i", how="left", maintain_order="left").with_columns(
+            pl.col(name).fill_null(empty))
     return out.filter(pl.col(ROW_KEY).is_first_distinct()).drop("_i")
 
 
 def _concat(parts: list[_Rows], wanted: list[str]) -> _Rows:
-    parts = [p for p in parts if p is not None]
     if len(parts) == 1:
         return parts[0]
     frames = {e: pl.concat([p.frames[e] for p in parts]).sort("_i") for e in wanted}
@@ -490,7 +482,6 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
     drift = schema_drift(defn, bronze, missing_in_delivery)
     df = bronze.with_row_index("_i")
     delivered = [c for c in bronze.columns if not c.startswith("_")]
-    raw = df.select("_i", pl.struct(delivered).struct.json_encode().alias("_raw"))
     keys = df.select("_i", row_keys(_as_read(df, delivered)))
     wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
     parts = []
@@ -523,8 +514,10 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
             good = good.sort("_row_number", maintain_order=True).unique(
                 ["source", "source_record_id"], keep="first", maintain_order=True)
         entities[entity] = good
-    quarantine = (rejected.join(raw, on="_i").join(df.select("_i", "_source", *PROVENANCE),
-                                                   on="_i").drop("_i"))
+    quarantine = rejected.join(
+        df.select("_i", "_source", *PROVENANCE, pl.struct(delivered).struct.json_encode()
+                  .alias("_raw")).filter(pl.col("_i").is_in(bad.implode())),
+        on="_i").drop("_i")
     counts = (fails.group_by(["rule", "column"]).agg(pl.col("_i").n_unique().alias("n")))
     problems = rows.problems.group_by(["rule", "column"]).len("n")
     kept = entities["person_record"]
