@@ -232,8 +232,7 @@ def test_the_levels_the_code_names_are_the_models_levels():
     assert linkage.LAST_NAME_SWAPPED == g("last_name", "first and last swapped")
     assert linkage.DOB_SAME_YEAR == g("dob", "same year")
     assert linkage.IDENTIFIER_EXACT == g("identifier", "exact")
-    assert linkage.IDENTIFIER_ONE_EDIT_APART == g("identifier",
-                                                 "one edit apart, not numeric neighbours")
+    assert linkage.IDENTIFIER_ONE_EDIT_APART == g("identifier", linkage.IDENTIFIER_TYPO_LABEL)
     assert linkage.IDENTIFIER_ONE_EDIT == g("identifier", "one edit apart")
 
 
@@ -261,6 +260,16 @@ def test_twins_with_close_identifiers_and_crossed_names_stay_held():
     assert levels["identifier"] == linkage.IDENTIFIER_ONE_EDIT_APART
     assert linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"],
                                levels["last_name"]) is None
+    # Two adjacent digits transposed keep the digit sum: numbers issued 1 to 8 apart
+    # never are; in the last two digits (9 to 81 apart) it may be a sequence, higher up
+    # (90 or more apart) it is a typo.
+    for b, lifted in (("123456751", False), ("123456789", False), ("123456175", True),
+                      ("123457615", True), ("123465715", True)):
+        levels = _levels(_person("OLIVIA", "HARRINGTON", "123456715"),
+                         _person("AMELIA", "HARRINGTON", b))
+        assert (levels["identifier"] == linkage.IDENTIFIER_ONE_EDIT_APART) == lifted, b
+        assert (linkage.held_reason(levels["first_name"], levels["identifier"],
+                                    levels["dob"], levels["last_name"]) is None) == lifted, b
     crossed = _levels(_person("JAMES", "THOMAS", street="1 A ST"),
                       _person("THOMAS", "LEE", street="2 B ST"))
     assert crossed["first_name"] == linkage.FIRST_NAME_CROSSED
@@ -394,3 +403,55 @@ def test_a_neighbour_is_not_the_same_address_and_a_typo_is():
     long = "1 " + "A" * linkage.LONGEST_STREET_COMPARED
     assert _levels(_person("JOHN", "SMITH", street=long),
                    _person("JOHN", "SMITH", street=long + "B"))["location"] != same
+
+
+def _sql_identifier_level(a: tuple[str | None, str | None, str | None],
+                          b: tuple[str | None, str | None, str | None]) -> int:
+    """The model's identifier level as DuckDB evaluates it, for (ssn, national_id_type,
+    national_id) a and b."""
+    import duckdb
+
+    comparison = next(c.get_comparison("duckdb") for c in linkage._comparisons()
+                      if c.get_comparison("duckdb").output_column_name == "identifier")
+    cases = " ".join(f"WHEN {lv.sql_condition} THEN {lv.comparison_vector_value}"
+                     for lv in comparison.comparison_levels if lv.sql_condition != "ELSE")
+    row = duckdb.sql(
+        f"SELECT CASE {cases} ELSE 0 END FROM (SELECT ? AS ssn_l, right(?, 4) AS ssn_last4_l, "
+        "? AS national_id_type_l, ? AS national_id_l, ? AS ssn_r, right(?, 4) AS ssn_last4_r, "
+        "? AS national_id_type_r, ? AS national_id_r)",
+        params=[a[0], a[0], a[1], a[2], b[0], b[0], b[1], b[2]]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_identifier_typo_is_told_from_a_sequence_as_the_model_tells_it():
+    """'One typo apart, not in sequence': one digit changed 1,000 or more apart, or two
+    adjacent digits transposed 90 or more apart; closer, or in the last two digits, the
+    two may have been issued in sequence (twins). The scorer and the model's SQL agree,
+    either way round, on SSNs and national ids; other identifiers are not judged."""
+    apart, near = linkage.IDENTIFIER_ONE_EDIT_APART, linkage.IDENTIFIER_ONE_EDIT
+    cases = [("123456715", "123456716", near), ("123456715", "123456725", near),
+             ("123456715", "123456815", near), ("123456715", "123450715", apart),
+             ("123456715", "123456751", near),    # transposed, last two digits: 36 apart
+             ("123456789", "123456798", near),    # 9 apart
+             ("123456715", "123456175", apart),   # 540 apart
+             ("123456715", "123457615", apart), ("123456715", "123465715", apart),
+             ("4210506", "4210560", near), ("1125271", "1125721", apart),
+             ("0123456", "0123546", apart),       # 90 apart
+             ("0123498", "0123489", near),        # 9 apart
+             ("12345678", "123456789", apart),
+             ("A123456", "A123465", near), ("A123456", "A124356", near),
+             ("123456715", "123456715", linkage.IDENTIFIER_EXACT)]
+    for a, b, want in cases:
+        for x, y in ((a, b), (b, a)):
+            for q, r, sql in (
+                    (_person("OLIVIA", "HARRINGTON", x), _person("AMELIA", "HARRINGTON", y),
+                     _sql_identifier_level((x, None, None), (y, None, None))),
+                    (realtime.Record("OLIVIA", frozenset(), None, "HARRINGTON", None, None,
+                                     None, None, None, x, "state_id", None, None, None),
+                     realtime.Record("AMELIA", frozenset(), None, "HARRINGTON", None, None,
+                                     None, None, None, y, "state_id", None, None, None),
+                     _sql_identifier_level((None, "state_id", x), (None, "state_id", y)))):
+                if q.ssn is not None and not q.ssn.isdigit():
+                    continue    # an SSN is standardised to digits before it gets here
+                assert _levels(q, r)["identifier"] == sql == want, (x, y)

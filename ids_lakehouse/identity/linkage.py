@@ -144,13 +144,15 @@ def _comparisons() -> list[ComparisonCreator]:
     same_type = "national_id_type_l = national_id_type_r"
 
     def apart(column: str) -> str:
-        # Identifiers issued in sequence (twins' SSNs) are numerically close; a typo in
-        # a leading digit, or a transposition there, moves the number by NUMERIC_NEIGHBOURS
-        # or more. Digits only (up to 18, a BIGINT): any other identifier is not judged.
+        # Identifiers issued in sequence (twins' SSNs) are numerically close: a typo is
+        # told from a sequence by how far it moves the number (IN_SEQUENCE). Digits only
+        # (up to 18, a BIGINT): any other identifier is not judged. Inside a level that
+        # already requires one edit, levenshtein 2 is an adjacent transposition.
+        gap = f"abs(CAST({column}_l AS BIGINT) - CAST({column}_r AS BIGINT))"
         return (f"regexp_full_match({column}_l, '[0-9]{{1,18}}') AND "
                 f"regexp_full_match({column}_r, '[0-9]{{1,18}}') AND "
-                f"abs(CAST({column}_l AS BIGINT) - CAST({column}_r AS BIGINT)) >= "
-                f"{NUMERIC_NEIGHBOURS}")
+                f"({gap} >= {NUMERIC_NEIGHBOURS} OR ({gap} >= {TRANSPOSED_NEIGHBOURS} AND "
+                f"levenshtein({column}_l, {column}_r) = 2))")
 
     identifier = cl.CustomComparison(output_column_name="identifier", comparison_levels=[
         cll.CustomLevel(f"(ssn_last4_l IS NULL OR ssn_last4_r IS NULL) AND "
@@ -162,7 +164,7 @@ def _comparisons() -> list[ComparisonCreator]:
         cll.CustomLevel(f"(damerau_levenshtein(ssn_l, ssn_r) <= 1 AND {apart('ssn')}) OR "
                         f"({same_type} AND damerau_levenshtein(national_id_l, national_id_r) "
                         f"<= 1 AND {apart('national_id')})",
-                        "one edit apart, not numeric neighbours"),
+                        IDENTIFIER_TYPO_LABEL),
         cll.CustomLevel(f"damerau_levenshtein(ssn_l, ssn_r) <= 1 OR ({same_type} AND "
                         "damerau_levenshtein(national_id_l, national_id_r) <= 1)",
                         "one edit apart"),
@@ -506,15 +508,25 @@ FIRST_NAME_SWAPPED = 4     # "first and last swapped"
 LAST_NAME_SWAPPED = 3      # the last name's "first and last swapped" (weight 0)
 LAST_NAME_DISAGREES = 0
 DOB_SAME_YEAR = 1          # dob levels: exact 4, transposed 3, one edit 2, same year 1, else 0
-# identifier levels: exact 4, SSN last four 3, one edit but not numeric neighbours 2, one
+# identifier levels: exact 4, SSN last four 3, one typo apart and not in sequence 2, one
 # edit 1, else 0
 IDENTIFIER_EXACT = 4
 IDENTIFIER_ONE_EDIT_APART = 2
 IDENTIFIER_ONE_EDIT = 1
-# Identifiers closer than this are "neighbours": possibly issued in sequence (twins,
-# siblings registered together), whatever digit the gap changed (n and n + 10 differ in
-# one digit). A tester merged twins with SSNs 10, 20 and 100 apart at a threshold of 10.
+# Identifiers one edit apart that may have been issued in sequence (twins, siblings
+# registered together) are "neighbours"; others are one typo apart, which lifts the
+# twins guard. A change of one digit (a substitution) is a neighbour when the two are
+# under NUMERIC_NEIGHBOURS apart, whatever digit changed (n and n + 10 differ in one
+# digit): a tester merged twins with SSNs 10, 20 and 100 apart at a threshold of 10.
+# Two adjacent digits transposed (the commonest keying error, and the generator's SSN
+# typo) keep the digit sum, so the two differ by a multiple of 9: numbers issued one to
+# eight apart never are one transposition apart. Only a transposition in the last two
+# digits (9 to 81 apart) is taken for a neighbour; higher up it moves the number by 90 or
+# more (TRANSPOSED_NEIGHBOURS) and is a typo. FEBRL4 held 8 true pairs in the twins
+# guard with ids one transposition apart, 27 to 450 apart (4 of them 90 or more).
 NUMERIC_NEIGHBOURS = 1_000
+TRANSPOSED_NEIGHBOURS = 90
+IDENTIFIER_TYPO_LABEL = "one typo apart, not in sequence"
 
 
 TWINS_GUARD = "first names disagree, no identifier agrees (twins guard)"
