@@ -547,10 +547,12 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
 
     - twins guard: twins and siblings share birth date, surname and address, so a pair
       whose first names disagree outright is not linked on that evidence alone, unless an
-      identifier agrees exactly or is one typo away without being a numeric neighbour
-      (twins' SSNs may be issued in sequence: neighbours are under NUMERIC_NEIGHBOURS
-      apart). On FEBRL4 this guard held 32 true pairs, 21 of them with ids one typo apart
-      (by 27 to 20,000); with the 1,000 threshold 25 are still held;
+      identifier agrees exactly or is one typo apart and not in sequence (twins' SSNs may
+      be issued in sequence: one digit changed under NUMERIC_NEIGHBOURS apart, or two
+      adjacent digits transposed under TRANSPOSED_NEIGHBOURS apart, may be a sequence).
+      On FEBRL4 this guard held 32 true pairs, 21 of them with ids one typo apart (by 27
+      to 20,000); with the 1,000 threshold 26 were still held, 8 of them transpositions
+      (27 to 450 apart); with transpositions 90 or more apart lifted, 22;
     - dob conflict: namesakes (a parent and a child of the same name at one address, or
       two people of a common name) agree on names and place but not on the date of birth.
       A pair whose dates of birth are both known and agree at most on the year is not
