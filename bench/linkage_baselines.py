@@ -46,7 +46,7 @@ def task_bare(records: str, truth: str, model_path: str, train: bool,
     from splink import DuckDBAPI, Linker, block_on
 
     from ids_lakehouse.config import duckdb_config
-    from ids_lakehouse.identity.linkage import DETERMINISTIC_RULES
+    from ids_lakehouse.identity.linkage import DETERMINISTIC_RULES, for_prior
     from ids_lakehouse.identity.quality import pairwise_quality
 
     logging.getLogger("splink").setLevel(logging.WARNING)
@@ -54,6 +54,8 @@ def task_bare(records: str, truth: str, model_path: str, train: bool,
     df = read_records(records).with_columns(
         (pl.col("source") + ":" + pl.col("source_record_id")).alias("unique_id"),
         pl.col("source").alias("source_dataset")).select(BARE_COLUMNS)
+    # Our prior's rules compare identifiers with defaults left out (`for_prior`).
+    df = for_prior(df)
 
     def run():
         # The same DuckDB settings as ours (IDS_DUCKDB_MEMORY cap, spilling to disk), so

@@ -39,7 +39,7 @@ LINK_FLOOR = 0.5           # pairs at or above it are kept in person_link
 DETERMINISTIC_RULES = (("ssn_for_prior",), ("national_id_type", "national_id_for_prior"),
                        ("first_name", "last_name", "dob"))
 # An identifier held by more records than this counts for nothing in the prior (see
-# _for_prior): a person is rarely on file twenty times under one number.
+# for_prior): a person is rarely on file twenty times under one number.
 MAX_RECORDS_PER_ID = 20
 # The share of true pairs the deterministic rules are assumed to find (the prior is the
 # share of pairs they link divided by it).
@@ -298,7 +298,7 @@ def _shared_pairs(records: pl.DataFrame, columns: tuple[str, ...]) -> int:
     return int((sizes * (sizes - 1) // 2).sum())
 
 
-def _for_prior(records: pl.DataFrame) -> pl.DataFrame:
+def for_prior(records: pl.DataFrame) -> pl.DataFrame:
     """The records with the identifiers the prior's rules compare: an SSN or national id
     held by more than MAX_RECORDS_PER_ID records is a default (555-12-3456, a placeholder
     an intake system fills in), not a person, and is left out. A tester's first agency
@@ -323,7 +323,7 @@ def untrainable(records: pl.DataFrame) -> str | None:
     n = records.height
     if n < 2:
         return f"{n} person record(s): no pair to compare"
-    keyed = _for_prior(records)
+    keyed = for_prior(records)
     shared = sum(_shared_pairs(keyed, rule) for rule in DETERMINISTIC_RULES)
     if shared == 0:
         return (f"no two of the {n:,} person records share an SSN, a national id of one "
@@ -358,7 +358,7 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
     if reason is not None:
         raise NotEnoughToTrain(f"cannot train a linkage model: {reason}", reason)
     logging.getLogger("splink").setLevel(logging.WARNING)
-    with _engine(_for_prior(records), None, spill) as (linker, _):
+    with _engine(for_prior(records), None, spill) as (linker, _):
         linker.training.estimate_probability_two_random_records_match(
             [block_on(*r) for r in DETERMINISTIC_RULES], recall=DETERMINISTIC_RECALL)
         linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
