@@ -260,11 +260,11 @@ def test_twins_with_close_identifiers_and_crossed_names_stay_held():
     assert levels["identifier"] == linkage.IDENTIFIER_ONE_EDIT_APART
     assert linkage.held_reason(levels["first_name"], levels["identifier"], levels["dob"],
                                levels["last_name"]) is None
-    # Two adjacent digits transposed keep the digit sum: numbers issued 1 to 8 apart
-    # never are; in the last two digits (9 to 81 apart) it may be a sequence, higher up
-    # (90 or more apart) it is a typo.
-    for b, lifted in (("123456751", False), ("123456789", False), ("123456175", True),
-                      ("123457615", True), ("123465715", True)):
+    # Two adjacent digits transposed move the number by a multiple of 9: under 1,000
+    # apart the two may have been issued in sequence (a tester merged 27 of 27 such twins
+    # when transpositions 90 or more apart were lifted), 1,000 or more apart it is a typo.
+    for b, lifted in (("123456751", False), ("123456789", False), ("123456175", False),
+                      ("123457615", False), ("123465715", True)):
         levels = _levels(_person("OLIVIA", "HARRINGTON", "123456715"),
                          _person("AMELIA", "HARRINGTON", b))
         assert (levels["identifier"] == linkage.IDENTIFIER_ONE_EDIT_APART) == lifted, b
@@ -425,19 +425,23 @@ def _sql_identifier_level(a: tuple[str | None, str | None, str | None],
 
 
 def test_an_identifier_typo_is_told_from_a_sequence_as_the_model_tells_it():
-    """'One typo apart, not in sequence': one digit changed 1,000 or more apart, or two
-    adjacent digits transposed 90 or more apart; closer, or in the last two digits, the
-    two may have been issued in sequence (twins). The scorer and the model's SQL agree,
-    either way round, on SSNs and national ids; other identifiers are not judged."""
+    """'One typo apart, not in sequence': one edit (a changed digit or two adjacent digits
+    transposed) 1,000 or more apart; closer, the two may have been issued in sequence
+    (twins). The scorer and the model's SQL agree, either way round, on SSNs and
+    national ids; other identifiers are not judged."""
     apart, near = linkage.IDENTIFIER_ONE_EDIT_APART, linkage.IDENTIFIER_ONE_EDIT
     cases = [("123456715", "123456716", near), ("123456715", "123456725", near),
              ("123456715", "123456815", near), ("123456715", "123450715", apart),
              ("123456715", "123456751", near),    # transposed, last two digits: 36 apart
              ("123456789", "123456798", near),    # 9 apart
-             ("123456715", "123456175", apart),   # 540 apart
-             ("123456715", "123457615", apart), ("123456715", "123465715", apart),
-             ("4210506", "4210560", near), ("1125271", "1125721", apart),
-             ("0123456", "0123546", apart),       # 90 apart
+             ("123456715", "123456175", near),    # transposed, 540 apart
+             ("123456715", "123457615", near),    # 900 apart
+             ("123456715", "123465715", apart),   # 9,000 apart
+             ("022704368", "022704638", near),    # 270 apart: an attack's twins
+             ("4210506", "4210560", near), ("1125271", "1125721", near),
+             ("0123456", "0123546", near),        # 90 apart
+             ("0123456", "0124356", near),        # 900 apart
+             ("0123456", "0132456", apart),       # 9,000 apart
              ("0123498", "0123489", near),        # 9 apart
              ("12345678", "123456789", apart),
              ("A123456", "A123465", near), ("A123456", "A124356", near),

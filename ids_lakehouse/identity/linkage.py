@@ -145,14 +145,12 @@ def _comparisons() -> list[ComparisonCreator]:
 
     def apart(column: str) -> str:
         # Identifiers issued in sequence (twins' SSNs) are numerically close: a typo is
-        # told from a sequence by how far it moves the number (IN_SEQUENCE). Digits only
-        # (up to 18, a BIGINT): any other identifier is not judged. Inside a level that
-        # already requires one edit, levenshtein 2 is an adjacent transposition.
-        gap = f"abs(CAST({column}_l AS BIGINT) - CAST({column}_r AS BIGINT))"
+        # told from a sequence by how far it moves the number (NUMERIC_NEIGHBOURS). Digits
+        # only (up to 18, a BIGINT): any other identifier is not judged.
         return (f"regexp_full_match({column}_l, '[0-9]{{1,18}}') AND "
                 f"regexp_full_match({column}_r, '[0-9]{{1,18}}') AND "
-                f"({gap} >= {NUMERIC_NEIGHBOURS} OR ({gap} >= {TRANSPOSED_NEIGHBOURS} AND "
-                f"levenshtein({column}_l, {column}_r) = 2))")
+                f"abs(CAST({column}_l AS BIGINT) - CAST({column}_r AS BIGINT)) >= "
+                f"{NUMERIC_NEIGHBOURS}")
 
     identifier = cl.CustomComparison(output_column_name="identifier", comparison_levels=[
         cll.CustomLevel(f"(ssn_last4_l IS NULL OR ssn_last4_r IS NULL) AND "
@@ -515,17 +513,12 @@ IDENTIFIER_ONE_EDIT_APART = 2
 IDENTIFIER_ONE_EDIT = 1
 # Identifiers one edit apart that may have been issued in sequence (twins, siblings
 # registered together) are "neighbours"; others are one typo apart, which lifts the
-# twins guard. A change of one digit (a substitution) is a neighbour when the two are
-# under NUMERIC_NEIGHBOURS apart, whatever digit changed (n and n + 10 differ in one
-# digit): a tester merged twins with SSNs 10, 20 and 100 apart at a threshold of 10.
-# Two adjacent digits transposed (the commonest keying error, and the generator's SSN
-# typo) keep the digit sum, so the two differ by a multiple of 9: numbers issued one to
-# eight apart never are one transposition apart. Only a transposition in the last two
-# digits (9 to 81 apart) is taken for a neighbour; higher up it moves the number by 90 or
-# more (TRANSPOSED_NEIGHBOURS) and is a typo. FEBRL4 held 8 true pairs in the twins
-# guard with ids one transposition apart, 27 to 450 apart (4 of them 90 or more).
+# twins guard. Two identifiers under NUMERIC_NEIGHBOURS apart are neighbours, whatever
+# edit separates them: n and n + 10 differ in one digit (a tester merged twins with SSNs
+# 10, 20 and 100 apart at a threshold of 10), and two adjacent digits transposed move
+# the number by a multiple of 9 (a tester merged 27 of 27 twins whose SSNs were one
+# transposition 90 to 999 apart when transpositions were lifted from 90).
 NUMERIC_NEIGHBOURS = 1_000
-TRANSPOSED_NEIGHBOURS = 90
 IDENTIFIER_TYPO_LABEL = "one typo apart, not in sequence"
 
 
@@ -548,11 +541,10 @@ def held_for_review(pairs: pl.DataFrame) -> pl.Series:
     - twins guard: twins and siblings share birth date, surname and address, so a pair
       whose first names disagree outright is not linked on that evidence alone, unless an
       identifier agrees exactly or is one typo apart and not in sequence (twins' SSNs may
-      be issued in sequence: one digit changed under NUMERIC_NEIGHBOURS apart, or two
-      adjacent digits transposed under TRANSPOSED_NEIGHBOURS apart, may be a sequence).
-      On FEBRL4 this guard held 32 true pairs, 21 of them with ids one typo apart (by 27
-      to 20,000); with the 1,000 threshold 26 were still held, 8 of them transpositions
-      (27 to 450 apart); with transpositions 90 or more apart lifted, 22;
+      be issued in sequence: two under NUMERIC_NEIGHBOURS apart may be, whatever the
+      edit). On FEBRL4 this guard held 32 true pairs, 21 of them with ids one typo apart
+      (by 27 to 20,000); with the 1,000 threshold 26 are still held, 8 of them
+      transpositions 27 to 450 apart, which look exactly like twins issued in sequence;
     - dob conflict: namesakes (a parent and a child of the same name at one address, or
       two people of a common name) agree on names and place but not on the date of birth.
       A pair whose dates of birth are both known and agree at most on the year is not

@@ -216,15 +216,10 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 def _apart(a: str | None, b: str | None) -> bool:
-    """Two identifiers one edit apart: both all digits (at most 18) and not issued in
-    sequence (linkage's `apart`: a gap of NUMERIC_NEIGHBOURS, or of TRANSPOSED_NEIGHBOURS
-    with two adjacent digits transposed)."""
-    if a is None or b is None or _DIGITS.fullmatch(a) is None or _DIGITS.fullmatch(b) is None:
-        return False
-    gap = abs(int(a) - int(b))
-    return gap >= linkage.NUMERIC_NEIGHBOURS or (
-        gap >= linkage.TRANSPOSED_NEIGHBOURS
-        and Levenshtein.distance(a.encode(), b.encode()) == 2)
+    """Both all digits (at most 18) and not numeric neighbours (linkage's `apart`)."""
+    return (a is not None and b is not None and _DIGITS.fullmatch(a) is not None
+            and _DIGITS.fullmatch(b) is not None
+            and abs(int(a) - int(b)) >= linkage.NUMERIC_NEIGHBOURS)
 
 
 def _location(q: Record, r: Record) -> int:
