@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PERSONS ?= 5000
 SEED ?= 42
 
-.PHONY: install browser demo test ui console bench bench-quick clean
+.PHONY: install browser java demo test ui console bench bench-quick clean
 
 install: $(STAMP)
 
@@ -28,10 +28,16 @@ browser:
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# Java for linkage on Spark in local mode (tests/test_spark_linkage.py), from Debian when
+# missing, like Chromium.
+java:
+	command -v java >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless)
+
 demo: $(STAMP)
 	$(PY) -m pipelines demo --persons $(PERSONS) --seed $(SEED)
 
-test: $(STAMP) browser
+test: $(STAMP) browser java
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest

@@ -1,4 +1,5 @@
-"""Probabilistic record linkage (Fellegi-Sunter, trained by EM) with Splink on DuckDB.
+"""Probabilistic record linkage (Fellegi-Sunter, trained by EM) with Splink, on DuckDB or
+Spark (identity.engines).
 
 The comparisons are chosen for administrative data about households: people who share an
 address, surname and landline look alike on everything but first name and date of birth,
@@ -18,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ids_lakehouse.identity import engines
+
 if TYPE_CHECKING:
     from nicknames import NickNamer
-    from splink import DuckDBAPI, Linker, SettingsCreator
+    from splink import Linker, SettingsCreator
     from splink.internals.blocking_rule_creator import BlockingRuleCreator
     from splink.internals.comparison_creator import ComparisonCreator
     from splink.internals.comparison_level import ComparisonLevel
+    from splink.internals.database_api import DatabaseAPI
     from splink.internals.settings import Settings
     from splink.internals.splink_dataframe import SplinkDataFrame
 
@@ -247,28 +251,26 @@ def settings() -> SettingsCreator:
 
 @contextmanager
 def _engine(records: pl.DataFrame, model: Model | None, spill: Path,
-            tf: dict[str, pl.DataFrame] | None = None) -> Iterator[tuple[Linker, DuckDBAPI]]:
-    """A linker over `records` and its DuckDB, limited to IDS_DUCKDB_MEMORY and spilling to
-    `spill`; with `tf`, the model's own term-frequency tables are used instead of
-    frequencies computed from today's records. The database is closed on leaving the
-    block: otherwise the training database outlived train() (Splink keeps references to
-    it) and held its memory while predict's filled up, two capped DuckDBs at once."""
-    import duckdb
-    from splink import DuckDBAPI, Linker
+            tf: dict[str, pl.DataFrame] | None = None
+            ) -> Iterator[tuple[Linker, DatabaseAPI[Any]]]:
+    """A linker over `records` on the linkage engine (`engines`: DuckDB limited to
+    IDS_DUCKDB_MEMORY and spilling to `spill`, or Spark); with `tf`, the model's own
+    term-frequency tables are used instead of frequencies computed from today's records.
+    The engine's tables are dropped on leaving the block."""
+    from splink import Linker
 
-    from ids_lakehouse.config import duckdb_config
-
-    db = DuckDBAPI(duckdb.connect(config=dict(duckdb_config(spill))))
-    try:
-        table = db.register(records.to_arrow(), dataset_display_name="records")
-        linker = Linker(table, model if model is not None else settings(),
+    engine = engines.engine_name()
+    spec: Model | SettingsCreator = settings() if engine == engines.CANONICAL else \
+        engines.in_dialect(_design_model(), engine)
+    if model is not None:
+        spec = engines.in_dialect(model, engine)
+    with engines.database(spill, engine) as db:
+        linker = Linker(engines.register(db, records, "records"), spec,
                         log_level=logging.WARNING)
         for column, lookup in (tf or {}).items():
             linker.table_management.register_term_frequency_lookup(
-                db.register(lookup.to_arrow(), dataset_display_name=f"tf_{column}"), column)
+                engines.register(db, lookup, f"tf_{column}"), column)
         yield linker, db
-    finally:
-        db.duckdb_con.close()
 
 
 # The largest prior a model is trained with: a tenth of all pairs matches. Ten people
@@ -362,9 +364,10 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
         linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
         for blocking in EM_BLOCKINGS:
             _estimate_m_by_em(linker, block_on(*blocking))
-        tf = {c: linker.table_management.compute_tf_table(c).as_duckdbpyrelation().pl()
+        tf = {c: engines.to_polars(linker.table_management.compute_tf_table(c))
               for c in TF_COLUMNS}
-        return linker.misc.save_model_to_json(), tf
+        # Saved in DuckDB's SQL whichever engine trained it (engines.canonical).
+        return engines.canonical(linker.misc.save_model_to_json(), _design_model()), tf
 
 
 def _estimate_m_by_em(linker: Linker, blocking_rule: BlockingRuleCreator
@@ -460,9 +463,8 @@ def predict_changed(records: pl.DataFrame, changed: pl.Series, model: Model,
     logging.getLogger("splink").setLevel(logging.WARNING)
     is_changed = records["unique_id"].is_in(changed.implode())
     with _engine(records, model, spill, tf) as (linker, db):
-        new = db.register(records.filter(is_changed).to_arrow(), dataset_display_name="changed")
-        old = db.register(records.filter(~is_changed).to_arrow(),
-                          dataset_display_name="unchanged")
+        new = engines.register(db, records.filter(is_changed), "changed")
+        old = engines.register(db, records.filter(~is_changed), "unchanged")
         between = linker.inference.predict_between(new, old, threshold_match_probability=floor)
         within = linker.inference.predict_within(new, threshold_match_probability=floor)
         return pl.concat([_pairs(between), _pairs(within)])
@@ -473,7 +475,7 @@ def _pairs(predictions: SplinkDataFrame) -> pl.DataFrame:
     pair reads the same however it was scored (the comparisons are symmetric)."""
     keep = ["unique_id_l", "unique_id_r", "source_dataset_l", "source_dataset_r",
             "match_weight", "match_probability", *[f"gamma_{c}" for c in GAMMAS]]
-    df = predictions.as_duckdbpyrelation().select(", ".join(keep)).pl()
+    df = engines.to_polars(predictions, keep)
     swap = pl.col("unique_id_l") > pl.col("unique_id_r")
     return df.with_columns(
         *[pl.when(swap).then(pl.col(f"{c}_r")).otherwise(pl.col(f"{c}_l")).alias(f"{c}_l")
@@ -622,11 +624,17 @@ def design(model: Model) -> str:
                        "link_type": model["link_type"]}, sort_keys=True)
 
 
+def _design_model() -> Model:
+    """The untrained model this code defines, in DuckDB's SQL (engines.CANONICAL)."""
+    as_dict: Model = settings().get_settings(  # type: ignore[no-untyped-call]
+        engines.CANONICAL).as_dict()
+    return as_dict
+
+
 def current_design() -> str:
     """The comparisons this code defines (a saved model trained before they changed is
     not this model: its levels mean other things to the review guards)."""
-    as_dict: Model = settings().get_settings("duckdb").as_dict()  # type: ignore[no-untyped-call]
-    return design(as_dict)
+    return design(_design_model())
 
 
 def save_model(model: Model, tf: dict[str, pl.DataFrame], directory: Path) -> int:

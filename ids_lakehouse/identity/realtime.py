@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
+from rapidfuzz.distance import Levenshtein
 
-from ids_lakehouse.identity import linkage
+from ids_lakehouse.identity import linkage, similarity
 
 MATCH, REVIEW, NO_MATCH = "match", "refer_for_review", "no_match"
 
@@ -70,17 +70,13 @@ class ModelMismatch(ValueError):
 
 
 # DuckDB's jaro_winkler_similarity, damerau_levenshtein and levenshtein compare UTF-8
-# bytes, not characters (its length() counts characters): so do these. On characters a
-# tester's МАРИНА / МАРИЯ was 0.893 here and 0.93 in the model, another level.
-def _jw(a: str, b: str) -> float:
-    # DuckDB's jaro_winkler_similarity('', '') is 0 (rapidfuzz says 1); names are never
-    # empty (standardised to null), this keeps the two equal anyway.
-    return JaroWinkler.similarity(a.encode(), b.encode()) if a and b else 0.0
+# bytes, not characters (its length() counts characters): so do these (identity.similarity).
+_jw = similarity.jaro_winkler
 
 
 def _dl(a: str, b: str) -> int:
     """Damerau-Levenshtein distance, 2 standing for anything above 1."""
-    return min(DamerauLevenshtein.distance(a.encode(), b.encode(), score_cutoff=2), 2)
+    return similarity.damerau_levenshtein(a, b, cutoff=1)
 
 
 def _dl1(a: str, b: str) -> bool:

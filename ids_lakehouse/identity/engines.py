@@ -1,0 +1,240 @@
+"""The engine Splink runs linkage on: DuckDB in-process (the default) or Spark
+(`IDS_LINKAGE_ENGINE=spark`), for populations past one machine.
+
+Both run the same model. A model is written, saved and compared (`linkage.design`) in
+DuckDB's SQL, whatever engine trained it: on Spark its conditions are translated
+(`in_dialect`) when it is loaded and translated back (`canonical`) before it is saved, so a
+model trained on either engine predicts on the other.
+
+Spark settings (environment):
+
+| variable                 | default        | meaning                                         |
+|--------------------------|----------------|-------------------------------------------------|
+| IDS_LINKAGE_ENGINE       | duckdb         | `duckdb` or `spark`                             |
+| IDS_SPARK_MASTER         | local[*]       | where Spark runs: `local[n]`, `spark://host:port`,|
+|                          |                | `yarn`, `k8s://...`                             |
+| IDS_SPARK_DRIVER_MEMORY  | 4g             | the driver's heap (local mode: all of Spark's)  |
+| IDS_SPARK_PARTITIONS     | this machine's | shuffle partitions: a cluster wants ~3 per core;|
+|                          | cores          | locally more only add tasks (8 on 2 cores took  |
+|                          |                | 2.3x as long to train as 1 on 800 records)      |
+
+An active Spark session (spark-submit, Databricks, a notebook) is used as it is, with its
+own settings. Two string distances run as Python functions on the executors
+(identity.spark_functions), so they need this package installed (no jar: Splink's own
+Spark functions give other values than DuckDB's, see identity.similarity). A session
+started here listens on 127.0.0.1 only, has no web UI and keeps its shuffle and checkpoint
+files (record comparisons: personal data) in the lake's spill directory, as DuckDB does;
+it lives as long as the process (starting one takes seconds)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from splink.internals.database_api import DatabaseAPI
+    from splink.internals.splink_dataframe import SplinkDataFrame
+
+ENGINES = ("duckdb", "spark")
+CANONICAL = "duckdb"          # the dialect models are saved in
+
+
+class EngineError(ValueError):
+    pass
+
+
+def engine_name() -> str:
+    name = os.environ.get("IDS_LINKAGE_ENGINE", "duckdb").strip().lower()
+    if name not in ENGINES:
+        raise EngineError(f"IDS_LINKAGE_ENGINE={name!r} is not a linkage engine: use one of "
+                          f"{', '.join(ENGINES)}")
+    return name
+
+
+@contextmanager
+def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any]]:
+    """A Splink database API on the engine, for one training or prediction. DuckDB's is
+    a new database limited to IDS_DUCKDB_MEMORY and spilling to `spill`, closed on leaving
+    the block (Splink keeps references to it: otherwise the training database held its
+    memory while predict's filled up). Spark's session outlives the block (starting one
+    takes seconds); the tables Splink made in it are dropped."""
+    engine = engine or engine_name()
+    if engine == "spark":
+        from splink.backends.spark import SparkAPI
+
+        spark = session(spill)
+        before = {t.name for t in spark.catalog.listTables()}
+        db: DatabaseAPI[Any] = SparkAPI(  # type: ignore[no-untyped-call]
+            spark_session=spark, break_lineage_method="parquet",
+            register_udfs_automatically=False)
+        try:
+            yield db
+        finally:
+            for table in spark.catalog.listTables():
+                if table.isTemporary and table.name not in before:
+                    spark.catalog.dropTempView(table.name)
+            spark.catalog.clearCache()
+        return
+    import duckdb
+    from splink import DuckDBAPI
+
+    from ids_lakehouse.config import duckdb_config
+
+    duck = DuckDBAPI(duckdb.connect(config=dict(duckdb_config(spill))))
+    try:
+        yield duck
+    finally:
+        duck.duckdb_con.close()
+
+
+def register(db: DatabaseAPI[Any], frame: pl.DataFrame, name: str) -> SplinkDataFrame:
+    """A polars frame as a table of the engine (Arrow for both: Spark 4 reads it)."""
+    return db.register(frame.to_arrow(), dataset_display_name=name)
+
+
+def to_polars(table: SplinkDataFrame, columns: list[str] | None = None) -> pl.DataFrame:
+    """A table Splink made, read back (only `columns` when given)."""
+    from splink.internals.duckdb.dataframe import DuckDBDataFrame
+
+    if isinstance(table, DuckDBDataFrame):
+        relation = table.as_duckdbpyrelation()
+        return (relation.select(", ".join(columns)) if columns else relation).pl()
+    frame = table.as_spark_dataframe()
+    out = pl.from_arrow(frame.select(*columns).toArrow() if columns else frame.toArrow())
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+_REGISTERED: set[tuple[str, int]] = set()     # (application, session) with our functions
+
+
+def session(spill: Path) -> SparkSession:
+    """The active Spark session, or one started here (see the module's settings), with the
+    model's string functions registered."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        work = spill / "spark"
+        work.mkdir(parents=True, exist_ok=True)
+        # The Python the workers run the model's string functions in: this one, whose
+        # environment has them (PySpark reads it from the driver's environment).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        partitions = os.environ.get("IDS_SPARK_PARTITIONS", str(os.cpu_count() or 2))
+        spark = (SparkSession.builder.appName("ids-lakehouse-linkage")
+                 .master(os.environ.get("IDS_SPARK_MASTER", "local[*]"))
+                 .config("spark.driver.memory",
+                         os.environ.get("IDS_SPARK_DRIVER_MEMORY", "4g"))
+                 .config("spark.sql.shuffle.partitions", partitions)
+                 .config("spark.default.parallelism", partitions)
+                 .config("spark.local.dir", str(work / "local"))
+                 .config("spark.sql.session.timeZone", "UTC")
+                 .config("spark.ui.enabled", "false")
+                 .config("spark.ui.showConsoleProgress", "false")
+                 .config("spark.driver.host", "127.0.0.1")
+                 .config("spark.driver.bindAddress", "127.0.0.1")
+                 .getOrCreate())
+        spark.sparkContext.setLogLevel("ERROR")
+        spark.sparkContext.setCheckpointDir(str(work / "checkpoints"))
+    key = (spark.sparkContext.applicationId, id(spark._jsparkSession))
+    if key not in _REGISTERED:
+        _register_functions(spark)
+        _REGISTERED.add(key)
+    return spark
+
+
+# The model is defined by DuckDB's SQL; Spark's differs in four ways, each undone here.
+# DuckDB's string distances compare UTF-8 bytes, Spark's characters: on characters a
+# tester's МАРИНА / МАРИЯ fell a level. Jaro-Winkler and Damerau-Levenshtein are DuckDB's
+# own (identity.similarity, as Spark functions: Splink's, from Apache Commons Text, give
+# other values); for Spark's levenshtein the UTF-8 bytes are decoded as ISO-8859-1, one
+# character per byte.
+SPARK_FUNCTIONS = {"jaro_winkler_similarity": "ids_jaro_winkler",
+                   "damerau_levenshtein": "ids_damerau_levenshtein"}
+
+
+def _as_bytes(node: Any) -> Any:
+    from sqlglot import exp
+
+    encoded = exp.Anonymous(this="encode", expressions=[node, exp.Literal.string("UTF-8")])
+    return exp.Anonymous(this="decode", expressions=[encoded, exp.Literal.string("ISO-8859-1")])
+
+
+def _to_spark(node: Any) -> Any:
+    from sqlglot import exp
+
+    if isinstance(node, exp.JarowinklerSimilarity):
+        return exp.Anonymous(this=SPARK_FUNCTIONS["jaro_winkler_similarity"],
+                             expressions=[node.this, node.expression])
+    if isinstance(node, exp.Anonymous) and node.name.lower() in SPARK_FUNCTIONS:
+        return exp.Anonymous(this=SPARK_FUNCTIONS[node.name.lower()],
+                             expressions=list(node.expressions))
+    if isinstance(node, exp.Levenshtein):
+        return exp.Levenshtein(this=_as_bytes(node.this), expression=_as_bytes(node.expression))
+    if isinstance(node, exp.RegexpFullMatch):
+        # RE2's full match is Java's with anchors (the model's patterns mean the same in
+        # both).
+        pattern = exp.Literal.string(f"^(?:{node.expression.name})$")
+        return exp.RegexpLike(this=node.this, expression=pattern)
+    if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
+        # Spark 4's ANSI mode fails a whole query on one value that does not cast.
+        return exp.TryCast(this=node.this, to=node.to, safe=True)
+    return node
+
+
+def _register_functions(spark: SparkSession) -> None:
+    from pyspark.sql.functions import pandas_udf
+
+    from ids_lakehouse.identity import spark_functions
+
+    spark.udf.register(SPARK_FUNCTIONS["jaro_winkler_similarity"],
+                       pandas_udf(spark_functions.jaro_winkler, "double"))  # type: ignore[call-overload]
+    spark.udf.register(SPARK_FUNCTIONS["damerau_levenshtein"],
+                       pandas_udf(spark_functions.damerau_levenshtein,  # type: ignore[call-overload]
+                                  "long"))
+
+
+def spark_sql(condition: str) -> str:
+    """One of the model's conditions (DuckDB's SQL) in Spark's."""
+    import sqlglot
+
+    if condition.strip().upper() == "ELSE":
+        return condition
+    return str(sqlglot.parse_one(condition, read="duckdb").transform(_to_spark).sql("spark"))
+
+
+def in_dialect(model: dict[str, Any], engine: str) -> dict[str, Any]:
+    """A saved model (canonical: DuckDB's SQL), ready for the engine's Linker."""
+    if engine == CANONICAL:
+        return model
+    out = copy.deepcopy(model)
+    out["sql_dialect"] = engine
+    for comparison in out["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            level["sql_condition"] = spark_sql(level["sql_condition"])
+    for rule in out["blocking_rules_to_generate_predictions"]:
+        rule["blocking_rule"] = spark_sql(rule["blocking_rule"])
+        rule["sql_dialect"] = engine
+    return out
+
+
+def canonical(trained: dict[str, Any], design: dict[str, Any]) -> dict[str, Any]:
+    """A model trained on another engine, saved as if trained on DuckDB: the estimates
+    from `trained`, every condition from `design` (the same model in DuckDB's SQL)."""
+    out = copy.deepcopy(trained)
+    out["sql_dialect"] = design["sql_dialect"]
+    out["blocking_rules_to_generate_predictions"] = copy.deepcopy(
+        design["blocking_rules_to_generate_predictions"])
+    for comparison, reference in zip(out["comparisons"], design["comparisons"], strict=True):
+        for level, ref in zip(comparison["comparison_levels"], reference["comparison_levels"],
+                              strict=True):
+            level["sql_condition"] = ref["sql_condition"]
+    return out

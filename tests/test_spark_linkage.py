@@ -1,0 +1,186 @@
+"""Linkage on Spark (IDS_LINKAGE_ENGINE=spark; pyspark in local mode, Java from the OS):
+on the published lake's records and on copies of them changed every way records of one
+person differ (and a few hostile values), Spark pairs the records DuckDB pairs, at the same
+levels and probability; an identity build on Spark gives every record the person_id a
+DuckDB build gives; a model trained on Spark is saved in the same format and scores on
+DuckDB."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ids_lakehouse import delta
+from ids_lakehouse.config import Lake
+from ids_lakehouse.identity import engines, linkage, mpi
+from tests.linkage_variants import variants
+
+PAIR_KEY = ["unique_id_l", "unique_id_r"]
+GAMMAS = [f"gamma_{c}" for c in linkage.GAMMAS]
+
+
+def _hostile(people: pl.DataFrame) -> pl.DataFrame:
+    """Values an engine may treat differently: an identifier too long for a BIGINT, empty
+    strings, quotes and backslashes, characters outside the BMP, names in other scripts."""
+    rows = []
+    for n, row in enumerate(people.head(40).iter_rows(named=True)):
+        changed = dict(row) | {"source_record_id": f"H{n:04d}"}
+        if n % 4 == 0:
+            changed |= {"national_id": "9" * 25, "national_id_type": "state_id",
+                        "ssn": None, "ssn_last4": None}
+        elif n % 4 == 1:
+            changed |= {"first_name": "", "last_name": "O'BRIEN\\", "street": "1 'A' ST"}
+        elif n % 4 == 2:
+            changed |= {"first_name": "ZOË😀", "last_name": "ДМИТРИЕВ", "zip": ""}
+        else:
+            changed |= {"first_name": "李敏", "last_name": row["first_name"],
+                        "national_id": "9" * 25, "national_id_type": "state_id"}
+        rows.append(changed)
+    return pl.DataFrame(rows, schema=people.schema)
+
+
+@pytest.fixture(scope="module")
+def population(published) -> tuple[pl.DataFrame, linkage.Model, dict[str, pl.DataFrame]]:
+    lake = Lake(published)
+    people = delta.frame(lake.silver("person_record"), columns=linkage.SILVER_COLUMNS)
+    people = pl.concat([people, variants(people), _hostile(people)])
+    model, tf, _ = linkage.load_model(mpi.models_dir(lake)) or pytest.fail("no model")
+    return linkage.linkage_input(people), model, tf
+
+
+def _scored(records: pl.DataFrame, model: linkage.Model, tf: dict[str, pl.DataFrame],
+            spill: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> pl.DataFrame:
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", engine)
+    return linkage.predict(records, model, tf, spill=spill, floor=0.0).sort(PAIR_KEY)
+
+
+def _same_scores(duck: pl.DataFrame, spark: pl.DataFrame) -> None:
+    assert spark.schema == duck.schema
+    assert spark.select(PAIR_KEY).equals(duck.select(PAIR_KEY))
+    for gamma in GAMMAS:     # each comparison's disagreements, as (duckdb, spark) levels
+        differ = pl.DataFrame({"duckdb": duck[gamma], "spark": spark[gamma]}).filter(
+            pl.col("duckdb") != pl.col("spark")).group_by("duckdb", "spark").len()
+        assert differ.is_empty(), (gamma, differ.rows())
+    for column in ("match_probability", "match_weight"):
+        assert (spark[column] - duck[column]).abs().max() < 1e-9
+
+
+def test_spark_scores_every_pair_at_duckdbs_levels_and_probability(population, tmp_path,
+                                                                   monkeypatch):
+    records, model, tf = population
+    duck = _scored(records, model, tf, tmp_path / "spill", "duckdb", monkeypatch)
+    spark = _scored(records, model, tf, tmp_path / "spill", "spark", monkeypatch)
+    assert duck.height > 5_000
+    # every level of every comparison is reached, so each condition was compared
+    for gamma in GAMMAS:
+        assert duck[gamma].n_unique() >= 3, gamma
+    _same_scores(duck, spark)
+
+    # scoring only what changed: the changed records against the others and each other
+    changed = records["unique_id"].filter(records["unique_id"].str.contains(":[VH]"))
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "spark")
+    some = linkage.predict_changed(records, changed, model, tf, spill=tmp_path / "spill",
+                                   floor=0.0).sort(PAIR_KEY)
+    touched = duck.filter(pl.col("unique_id_l").is_in(changed.implode())
+                          | pl.col("unique_id_r").is_in(changed.implode()))
+    _same_scores(touched, some)
+
+
+def test_an_identity_build_on_spark_gives_every_record_duckdbs_person_id(published, tmp_path,
+                                                                        monkeypatch):
+    results = {}
+    for engine in ("duckdb", "spark"):
+        lake = Lake(tmp_path / engine)
+        shutil.copytree(published, lake.root)
+        people = delta.frame(lake.silver("person_record"))
+        monkeypatch.setenv("IDS_LINKAGE_ENGINE", engine)
+        results[engine] = mpi.build(lake, people, f"run-{engine}", full=True)
+    duck, spark = results["duckdb"], results["spark"]
+    assert (spark.mode, spark.trained, spark.model_version) == \
+        (duck.mode, duck.trained, duck.model_version)
+    assert (duck.mode, duck.trained) == ("full", False)
+    assert duck.people < duck.records and duck.links > 0
+    assert (spark.people, spark.links, spark.review_pairs, spark.events) == \
+        (duck.people, duck.links, duck.review_pairs, duck.events)
+
+    links = [t["person_link"].drop("run_id", strict=False).sort(PAIR_KEY)
+             for t in (duck.tables, spark.tables)]
+    assert links[0].select(PAIR_KEY + GAMMAS).equals(links[1].select(PAIR_KEY + GAMMAS))
+    assert (links[0]["match_probability"] - links[1]["match_probability"]).abs().max() < 1e-9
+    xrefs = [t["person_xref"].select("source", "source_record_id", "person_id")
+             .sort("source", "source_record_id") for t in (duck.tables, spark.tables)]
+    assert xrefs[0].equals(xrefs[1])
+    queues = [t["review_queue"].select(PAIR_KEY + ["reason"]).sort(PAIR_KEY)
+              for t in (duck.tables, spark.tables)]
+    assert queues[0].equals(queues[1])
+
+
+def test_a_model_trained_on_spark_is_saved_as_duckdbs_and_scores_there(published, tmp_path,
+                                                                        monkeypatch):
+    lake = Lake(published)
+    # A sample keeps Spark's sampling of u pairs (every row through Python's string
+    # functions) within seconds.
+    records = linkage.linkage_input(
+        delta.frame(lake.silver("person_record"), columns=linkage.SILVER_COLUMNS)
+        .sample(n=800, seed=3))
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "duckdb")
+    duck_model, duck_tf = linkage.train(records, spill=tmp_path / "spill")
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "spark")
+    spark_model, spark_tf = linkage.train(records, spill=tmp_path / "spill")
+
+    # the same format: DuckDB's SQL, this code's design, the same term frequencies
+    assert spark_model["sql_dialect"] == "duckdb"
+    assert linkage.design(spark_model) == linkage.current_design()
+    for column in linkage.TF_COLUMNS:
+        assert spark_tf[column].sort(column).equals(duck_tf[column].sort(column))
+    # the same estimates: the prior exactly; m by EM and u by random sampling (Spark
+    # samples other pairs) close
+    assert spark_model["probability_two_random_records_match"] == \
+        duck_model["probability_two_random_records_match"]
+    for ours, theirs in zip(spark_model["comparisons"], duck_model["comparisons"], strict=True):
+        for a, b in zip(ours["comparison_levels"], theirs["comparison_levels"], strict=True):
+            for p in ("m_probability", "u_probability"):
+                assert abs((a.get(p) or 0) - (b.get(p) or 0)) < 0.02, \
+                    (ours["output_column_name"], a["label_for_charts"], p)
+
+    # saved and loaded like any model, it scores on DuckDB, linking what DuckDB's links
+    models = tmp_path / "models"
+    version = linkage.save_model(spark_model, spark_tf, models)
+    loaded, tf, loaded_version = linkage.load_model(models) or pytest.fail("not saved")
+    assert loaded_version == version
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "duckdb")
+    linked = [set(map(tuple, linkage.predict(records, m, t, spill=tmp_path / "spill",
+                                             floor=linkage.MATCH_THRESHOLD)
+                      .select(PAIR_KEY).rows()))
+              for m, t in ((loaded, tf), (duck_model, duck_tf))]
+    assert len(linked[1]) > 100
+    assert len(linked[0] ^ linked[1]) <= 0.01 * len(linked[1])
+
+
+def test_an_unknown_engine_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "postgres")
+    with pytest.raises(engines.EngineError, match="IDS_LINKAGE_ENGINE='postgres'.*duckdb, spark"):
+        engines.engine_name()
+
+
+def test_the_string_distances_spark_runs_are_duckdbs():
+    """identity.similarity's column functions (Spark's jaro_winkler and
+    damerau_levenshtein) equal DuckDB's on the values that told them apart: repeated
+    letters (Splink's Apache Commons Jaro-Winkler differs), other scripts and characters
+    outside the BMP (DuckDB compares UTF-8 bytes), empty strings and nulls."""
+    import duckdb
+
+    from ids_lakehouse.identity import similarity
+
+    words = ["HERNANDEZ", "HERNENDEZ", "МАРИЯ", "МАРИНА", "ZOË😀", "ZOE", "", "李敏", "李明",
+             "O'BRIEN\\", "OBRIEN", "A", None]
+    pairs = [(a, b) for a in words for b in words]
+    left, right = [a for a, _ in pairs], [b for _, b in pairs]
+    theirs = duckdb.execute(
+        "SELECT jaro_winkler_similarity(a, b), damerau_levenshtein(a, b) "
+        "FROM (SELECT unnest($1) AS a, unnest($2) AS b)", [left, right]).fetchall()
+    assert similarity.jaro_winkler_column(left, right) == [jw for jw, _ in theirs]
+    assert similarity.damerau_levenshtein_column(left, right) == [dl for _, dl in theirs]
