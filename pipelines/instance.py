@@ -2,7 +2,8 @@
 unless a dagster.yaml is already there (e.g. the PostgreSQL production profile).
 
 IDS_DAGSTER_PROFILE=postgres (or `ensure_instance("postgres")`) copies the production
-profile instead; it reads its connection from DAGSTER_PG_* environment variables."""
+profile instead; it reads its connection from DAGSTER_PG_* environment variables.
+`kubernetes` is that profile with each run launched as a Kubernetes Job (dagster-k8s)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from ids_lakehouse import config
 
 PROFILES = {"embedded": "instance/dagster.yaml",
-            "postgres": "instance/dagster.postgres.yaml"}
+            "postgres": "instance/dagster.postgres.yaml",
+            "kubernetes": "instance/dagster.kubernetes.yaml"}
 PROFILE_ENV = "IDS_DAGSTER_PROFILE"
 
 

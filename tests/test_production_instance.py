@@ -106,7 +106,7 @@ def test_ensure_instance_defaults_to_embedded_and_never_overwrites(tmp_path, mon
 
     with pytest.raises(ValueError, match="unknown Dagster instance profile"):
         ensure_instance("sqlite")
-    assert set(PROFILES) == {"embedded", "postgres"}
+    assert set(PROFILES) == {"embedded", "postgres", "kubernetes"}
 
 
 @pytest.mark.postgres
