@@ -15,7 +15,8 @@ import time
 from bench.common import DOC, header_markdown, log, machine_info, write_section
 
 BENCHMARKS = {"ingest": "bench.ingest", "conform": "bench.conform", "linkage": "bench.linkage",
-              "pipeline": "bench.pipeline", "disclosure": "bench.disclosure",
+              "pipeline": "bench.pipeline", "scale": "bench.scale",
+              "disclosure": "bench.disclosure",
               "lookups": "bench.lookups", "queries": "bench.queries",
               "console": "bench.console"}
 

@@ -7,6 +7,7 @@ DuckDB."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -23,12 +24,23 @@ GAMMAS = [f"gamma_{c}" for c in linkage.GAMMAS]
 
 
 def _hostile(people: pl.DataFrame) -> pl.DataFrame:
-    """Values an engine may treat differently: an identifier too long for a BIGINT, empty
-    strings, quotes and backslashes, characters outside the BMP, names in other scripts."""
+    """Values an engine may treat differently: an identifier too long for a BIGINT or
+    ending in a line break (Java's $ matched before it), empty strings, quotes and
+    backslashes, characters outside the BMP, names in other scripts, streets of 20,000
+    characters (edit distances over them took seconds a pair on Spark)."""
     rows = []
-    for n, row in enumerate(people.head(40).iter_rows(named=True)):
+    for n, row in enumerate(people.head(60).iter_rows(named=True)):
         changed = dict(row) | {"source_record_id": f"H{n:04d}"}
-        if n % 4 == 0:
+        if n % 6 == 4:     # and a record whose SSN is one typo from it, not in sequence
+            ssn = row["ssn"] or f"12345{n:04d}"
+            changed |= {"ssn": ssn + "\n", "ssn_last4": ssn[-4:], "first_name": "JAMES",
+                        "dob": row["dob"] or dt.date(1990, 5, 6)}
+            rows.append(changed | {"source_record_id": f"H{n:04d}B", "ssn": ssn + "0",
+                                   "ssn_last4": (ssn + "0")[-4:]})
+        elif n % 6 == 5:
+            changed |= {"street": "1 " + "ELM" * 6_700, "zip": "99100", "last_name": "LONG",
+                        "dob": None}
+        elif n % 4 == 0:
             changed |= {"national_id": "9" * 25, "national_id_type": "state_id",
                         "ssn": None, "ssn_last4": None}
         elif n % 4 == 1:
@@ -170,17 +182,26 @@ def test_the_string_distances_spark_runs_are_duckdbs():
     """identity.similarity's column functions (Spark's jaro_winkler and
     damerau_levenshtein) equal DuckDB's on the values that told them apart: repeated
     letters (Splink's Apache Commons Jaro-Winkler differs), other scripts and characters
-    outside the BMP (DuckDB compares UTF-8 bytes), empty strings and nulls."""
+    outside the BMP (DuckDB compares UTF-8 bytes), empty strings and nulls; and on random
+    short strings over few letters (ties, repeats, transpositions), where the distance is
+    told as 0, 1 or more (2)."""
+    import random
+
     import duckdb
 
     from ids_lakehouse.identity import similarity
 
     words = ["HERNANDEZ", "HERNENDEZ", "МАРИЯ", "МАРИНА", "ZOË😀", "ZOE", "", "李敏", "李明",
-             "O'BRIEN\\", "OBRIEN", "A", None]
+             "O'BRIEN\\", "OBRIEN", "A", "123456789\n", "123456789", None]
     pairs = [(a, b) for a in words for b in words]
+    rng = random.Random(5)
+    for _ in range(20_000):
+        pairs.append(tuple("".join(rng.choice("ABЖ") for _ in range(rng.randrange(6)))
+                           for _ in range(2)))
     left, right = [a for a, _ in pairs], [b for _, b in pairs]
     theirs = duckdb.execute(
-        "SELECT jaro_winkler_similarity(a, b), damerau_levenshtein(a, b) "
+        "SELECT jaro_winkler_similarity(a, b), if(damerau_levenshtein(a, b) > 2, 2, "
+        "damerau_levenshtein(a, b)) "
         "FROM (SELECT unnest($1) AS a, unnest($2) AS b)", [left, right]).fetchall()
     assert similarity.jaro_winkler_column(left, right) == [jw for jw, _ in theirs]
     assert similarity.damerau_levenshtein_column(left, right) == [dl for _, dl in theirs]

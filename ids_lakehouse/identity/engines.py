@@ -174,20 +174,36 @@ def _to_spark(node: Any) -> Any:
     if isinstance(node, exp.JarowinklerSimilarity):
         return exp.Anonymous(this=SPARK_FUNCTIONS["jaro_winkler_similarity"],
                              expressions=[node.this, node.expression])
-    if isinstance(node, exp.Anonymous) and node.name.lower() in SPARK_FUNCTIONS:
-        return exp.Anonymous(this=SPARK_FUNCTIONS[node.name.lower()],
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "damerau_levenshtein":
+        _check_within_one(node)
+        return exp.Anonymous(this=SPARK_FUNCTIONS["damerau_levenshtein"],
                              expressions=list(node.expressions))
     if isinstance(node, exp.Levenshtein):
         return exp.Levenshtein(this=_as_bytes(node.this), expression=_as_bytes(node.expression))
     if isinstance(node, exp.RegexpFullMatch):
-        # RE2's full match is Java's with anchors (the model's patterns mean the same in
-        # both).
-        pattern = exp.Literal.string(f"^(?:{node.expression.name})$")
+        # RE2's full match is Java's between \A and \z (Java's $ also matches before a
+        # final line break: an SSN ending in a newline passed for digits).
+        pattern = exp.Literal.string(f"\\A(?:{node.expression.name})\\z")
         return exp.RegexpLike(this=node.this, expression=pattern)
     if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
         # Spark 4's ANSI mode fails a whole query on one value that does not cast.
         return exp.TryCast(this=node.this, to=node.to, safe=True)
     return node
+
+
+def _check_within_one(node: Any) -> None:
+    """Spark's damerau_levenshtein tells 0, 1 and more (identity.similarity): the model may
+    only compare it with 0 or 1."""
+    from sqlglot import exp
+
+    parent = node.parent
+    bound = parent.expression if isinstance(parent, exp.LTE | exp.EQ | exp.LT) \
+        and parent.this is node else None
+    if not (isinstance(bound, exp.Literal) and bound.is_int
+            and int(bound.name) <= (2 if isinstance(parent, exp.LT) else 1)):
+        raise EngineError(f"the model compares damerau_levenshtein otherwise than with 0 or 1 "
+                          f"({parent.sql('duckdb')}): the Spark engine tells only 0, 1 and "
+                          "more edits apart (identity.similarity)")
 
 
 def _register_functions(spark: SparkSession) -> None:

@@ -72,11 +72,7 @@ class ModelMismatch(ValueError):
 # DuckDB's jaro_winkler_similarity, damerau_levenshtein and levenshtein compare UTF-8
 # bytes, not characters (its length() counts characters): so do these (identity.similarity).
 _jw = similarity.jaro_winkler
-
-
-def _dl(a: str, b: str) -> int:
-    """Damerau-Levenshtein distance, 2 standing for anything above 1."""
-    return similarity.damerau_levenshtein(a, b, cutoff=1)
+_dl = similarity.damerau_levenshtein     # 0, 1, or 2 for anything above 1
 
 
 def _dl1(a: str, b: str) -> bool:
