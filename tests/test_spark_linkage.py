@@ -99,6 +99,9 @@ def test_spark_scores_every_pair_at_duckdbs_levels_and_probability(population, t
     touched = duck.filter(pl.col("unique_id_l").is_in(changed.implode())
                           | pl.col("unique_id_r").is_in(changed.implode()))
     _same_scores(touched, some)
+    # Splink's checkpoints (record comparisons) are gone with the run
+    assert not [p for p in (tmp_path / "spill").rglob("*") if p.is_file()
+                and "checkpoints" in p.parts]
 
 
 def test_an_identity_build_on_spark_gives_every_record_duckdbs_person_id(published, tmp_path,
@@ -172,10 +175,77 @@ def test_a_model_trained_on_spark_is_saved_as_duckdbs_and_scores_there(published
     assert len(linked[0] ^ linked[1]) <= 0.01 * len(linked[1])
 
 
-def test_an_unknown_engine_is_refused_by_name(monkeypatch):
+def test_an_unknown_engine_is_refused_by_name(monkeypatch, tmp_path):
     monkeypatch.setenv("IDS_LINKAGE_ENGINE", "postgres")
     with pytest.raises(engines.EngineError, match="IDS_LINKAGE_ENGINE='postgres'.*duckdb, spark"):
         engines.engine_name()
+    # before anything else: records nothing can be trained from do not hide it
+    one = linkage.linkage_input(pl.DataFrame(
+        {c: [None] for c in linkage.SILVER_COLUMNS},
+        schema={c: pl.Date if c == "dob" else pl.String for c in linkage.SILVER_COLUMNS})
+        .with_columns(source=pl.lit("a"), source_record_id=pl.lit("1")))
+    with pytest.raises(engines.EngineError):
+        linkage.train(one, spill=tmp_path / "spill")
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_each_lake_keeps_its_own_spark_files_and_a_deleted_spill_is_recovered(
+        population, tmp_path, monkeypatch):
+    """Shuffle files go where Spark was started: a process linking a second lake starts
+    Spark again in that lake's spill (a tester found lake B's comparisons in lake A's), and
+    a spill deleted under a running session (lake A removed) does not break the next run."""
+    records, model, tf = population
+    some = records.head(400)
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "duckdb")
+    expected = linkage.predict(some, model, tf, spill=tmp_path / "duck", floor=0.0) \
+        .sort(PAIR_KEY)
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "spark")
+    a, b = tmp_path / "a" / "_spill", tmp_path / "b" / "_spill"
+    _same_scores(expected, linkage.predict(some, model, tf, spill=a, floor=0.0).sort(PAIR_KEY))
+    assert (a / "spark" / "local").is_dir()
+    shutil.rmtree(tmp_path / "a")
+    _same_scores(expected, linkage.predict(some, model, tf, spill=b, floor=0.0).sort(PAIR_KEY))
+    assert not _files(tmp_path / "a")     # (Spark may recreate its empty local directory)
+    assert (b / "spark" / "local").is_dir()
+    assert not [p for p in _files(b) if "checkpoints" in p.parts]
+
+
+def test_a_spark_session_the_user_started_is_used_and_left_as_it_was(population, tmp_path,
+                                                                      monkeypatch):
+    """A notebook's session: its own view named `records` and its cache stay, a missing
+    checkpoint directory is not an error, and the scores are DuckDB's."""
+    from pyspark.sql import SparkSession
+
+    records, model, tf = population
+    some = records.head(400)
+    monkeypatch.setenv("IDS_LINKAGE_ENGINE", "duckdb")
+    expected = linkage.predict(some, model, tf, spill=tmp_path / "duck", floor=0.0) \
+        .sort(PAIR_KEY)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+    user = (SparkSession.builder.master("local[1]").appName("a user's notebook")
+            .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.sql.warehouse.dir", str(tmp_path / "warehouse"))
+            .config("spark.local.dir", str(tmp_path / "user-local")).getOrCreate())
+    try:
+        mine = user.createDataFrame([(1, "mine")], "id INT, what STRING")
+        mine.createOrReplaceTempView("records")
+        user.table("records").cache()
+        monkeypatch.setenv("IDS_LINKAGE_ENGINE", "spark")
+        spark = linkage.predict(some, model, tf, spill=tmp_path / "spill", floor=0.0)
+        _same_scores(expected, spark.sort(PAIR_KEY))
+        assert SparkSession.getActiveSession() is not None
+        assert user.table("records").collect()[0]["what"] == "mine"
+        assert user.catalog.isCached("records")
+        assert user.sparkContext._jsc.sc().getCheckpointDir().isEmpty()
+        assert not [p for p in _files(tmp_path / "spill") if "checkpoints" in p.parts]
+    finally:
+        user.stop()
 
 
 def test_the_string_distances_spark_runs_are_duckdbs():

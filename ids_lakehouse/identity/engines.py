@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,36 +54,25 @@ class EngineError(ValueError):
 
 
 def engine_name() -> str:
-    name = os.environ.get("IDS_LINKAGE_ENGINE", "duckdb").strip().lower()
-    if name not in ENGINES:
-        raise EngineError(f"IDS_LINKAGE_ENGINE={name!r} is not a linkage engine: use one of "
+    raw = os.environ.get("IDS_LINKAGE_ENGINE", "duckdb")
+    if raw.strip().lower() not in ENGINES:
+        raise EngineError(f"IDS_LINKAGE_ENGINE={raw!r} is not a linkage engine: use one of "
                           f"{', '.join(ENGINES)}")
-    return name
+    return raw.strip().lower()
 
 
 @contextmanager
 def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any]]:
-    """A Splink database API on the engine, for one training or prediction. DuckDB's is
-    a new database limited to IDS_DUCKDB_MEMORY and spilling to `spill`, closed on leaving
-    the block (Splink keeps references to it: otherwise the training database held its
-    memory while predict's filled up). Spark's session outlives the block (starting one
-    takes seconds); the tables Splink made in it are dropped."""
+    """A Splink database API on the engine, for one training or prediction, leaving
+    nothing behind. DuckDB's is a new database limited to IDS_DUCKDB_MEMORY and spilling
+    to `spill`, closed on leaving the block (Splink keeps references to it: otherwise the
+    training database held its memory while predict's filled up). Spark's session outlives
+    the block (starting one takes seconds); Splink's tables in it are dropped, and the
+    parquet files it checkpoints them to (record comparisons: personal data), written to
+    a directory of this block's under `spill`, are deleted."""
     engine = engine or engine_name()
     if engine == "spark":
-        from splink.backends.spark import SparkAPI
-
-        spark = session(spill)
-        before = {t.name for t in spark.catalog.listTables()}
-        db: DatabaseAPI[Any] = SparkAPI(  # type: ignore[no-untyped-call]
-            spark_session=spark, break_lineage_method="parquet",
-            register_udfs_automatically=False)
-        try:
-            yield db
-        finally:
-            for table in spark.catalog.listTables():
-                if table.isTemporary and table.name not in before:
-                    spark.catalog.dropTempView(table.name)
-            spark.catalog.clearCache()
+        yield from _spark_database(spill)
         return
     import duckdb
     from splink import DuckDBAPI
@@ -95,9 +86,58 @@ def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any
         duck.duckdb_con.close()
 
 
+def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
+    from splink.backends.spark import SparkAPI
+
+    spark = session(spill)
+    checkpoints = spill / "spark" / "checkpoints"
+    _remove_dead_checkpoints(checkpoints)
+    mine = checkpoints / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    mine.mkdir(parents=True)
+    context = spark.sparkContext
+    previous = context._jsc.sc().getCheckpointDir()
+    context.setCheckpointDir(str(mine))
+    before = {t.name for t in spark.catalog.listTables()}
+    db: DatabaseAPI[Any] = SparkAPI(  # type: ignore[no-untyped-call]
+        spark_session=spark, break_lineage_method="parquet", register_udfs_automatically=False)
+    try:
+        yield db
+    finally:
+        for table in spark.catalog.listTables():
+            if table.isTemporary and table.name not in before:
+                spark.catalog.dropTempView(table.name)
+        # An active session's own checkpoint directory back, or none as it had (Spark has
+        # no public way to unset it).
+        getattr(context._jsc.sc(), "checkpointDir_$eq")(previous)
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def _remove_dead_checkpoints(checkpoints: Path) -> None:
+    """Checkpoint directories left by processes that died mid-run (kill -9, out of memory):
+    named after their process, removed once it is gone."""
+    for folder in checkpoints.glob("*-*") if checkpoints.is_dir() else ():
+        pid = folder.name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # another user's process
+        return True
+    return True
+
+
 def register(db: DatabaseAPI[Any], frame: pl.DataFrame, name: str) -> SplinkDataFrame:
-    """A polars frame as a table of the engine (Arrow for both: Spark 4 reads it)."""
-    return db.register(frame.to_arrow(), dataset_display_name=name)
+    """A polars frame as a table of the engine (Arrow for both: Spark 4 reads it). On Spark
+    the view's name is unique: a session the user started may hold a view of that name."""
+    from splink.internals.duckdb.database_api import DuckDBAPI
+
+    unique = None if isinstance(db, DuckDBAPI) else f"ids_{name}_{uuid.uuid4().hex[:12]}"
+    return db.register(frame.to_arrow(), dataset_display_name=name, table_name=unique)
 
 
 def to_polars(table: SplinkDataFrame, columns: list[str] | None = None) -> pl.DataFrame:
@@ -114,40 +154,67 @@ def to_polars(table: SplinkDataFrame, columns: list[str] | None = None) -> pl.Da
 
 
 _REGISTERED: set[tuple[str, int]] = set()     # (application, session) with our functions
+# The session started here and what it was started with (the spill directory: its shuffle
+# files go there, and the IDS_SPARK_* settings): another lake or other settings start a
+# new one (Spark fixes both when it starts).
+_OWN: tuple[SparkSession, tuple[str, ...]] | None = None
+
+
+def _settings(spill: Path) -> tuple[str, ...]:
+    return (str(spill.resolve()), os.environ.get("IDS_SPARK_MASTER", "local[*]"),
+            os.environ.get("IDS_SPARK_DRIVER_MEMORY", "4g"),
+            os.environ.get("IDS_SPARK_PARTITIONS", str(os.cpu_count() or 2)))
 
 
 def session(spill: Path) -> SparkSession:
-    """The active Spark session, or one started here (see the module's settings), with the
-    model's string functions registered."""
+    """The active Spark session, or one started here for `spill` (see the module's
+    settings), with the model's string functions registered."""
+    global _OWN
     from pyspark.sql import SparkSession
 
     spark = SparkSession.getActiveSession()
-    if spark is None:
-        work = spill / "spark"
-        work.mkdir(parents=True, exist_ok=True)
-        # The Python the workers run the model's string functions in: this one, whose
-        # environment has them (PySpark reads it from the driver's environment).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        partitions = os.environ.get("IDS_SPARK_PARTITIONS", str(os.cpu_count() or 2))
-        spark = (SparkSession.builder.appName("ids-lakehouse-linkage")
-                 .master(os.environ.get("IDS_SPARK_MASTER", "local[*]"))
-                 .config("spark.driver.memory",
-                         os.environ.get("IDS_SPARK_DRIVER_MEMORY", "4g"))
-                 .config("spark.sql.shuffle.partitions", partitions)
-                 .config("spark.default.parallelism", partitions)
-                 .config("spark.local.dir", str(work / "local"))
-                 .config("spark.sql.session.timeZone", "UTC")
-                 .config("spark.ui.enabled", "false")
-                 .config("spark.ui.showConsoleProgress", "false")
-                 .config("spark.driver.host", "127.0.0.1")
-                 .config("spark.driver.bindAddress", "127.0.0.1")
-                 .getOrCreate())
-        spark.sparkContext.setLogLevel("ERROR")
-        spark.sparkContext.setCheckpointDir(str(work / "checkpoints"))
+    ours = _OWN is not None and spark is not None and \
+        spark._jsparkSession.equals(_OWN[0]._jsparkSession)
+    if spark is None or ours:
+        settings = _settings(spill)
+        local = spill / "spark" / "local"
+        if spark is not None and _OWN is not None and \
+                (_OWN[1] != settings or not local.is_dir()):
+            spark.stop()            # another lake, other settings, or its spill was deleted
+            spark = None
+        if spark is None:
+            spark = _start(spill, settings)
+            _OWN = (spark, settings)
     key = (spark.sparkContext.applicationId, id(spark._jsparkSession))
     if key not in _REGISTERED:
         _register_functions(spark)
         _REGISTERED.add(key)
+    return spark
+
+
+def _start(spill: Path, settings: tuple[str, ...]) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    _, master, memory, partitions = settings
+    work = spill / "spark"
+    (work / "local").mkdir(parents=True, exist_ok=True)
+    # The Python the workers run the model's string functions in: this one, whose
+    # environment has them (PySpark reads it from the driver's environment).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.appName("ids-lakehouse-linkage")
+             .master(master)
+             .config("spark.driver.memory", memory)
+             .config("spark.sql.shuffle.partitions", partitions)
+             .config("spark.default.parallelism", partitions)
+             .config("spark.local.dir", str(work / "local"))
+             .config("spark.sql.warehouse.dir", str(work / "warehouse"))
+             .config("spark.sql.session.timeZone", "UTC")
+             .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.host", "127.0.0.1")
+             .config("spark.driver.bindAddress", "127.0.0.1")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 

@@ -354,6 +354,7 @@ def train(records: pl.DataFrame, *, spill: Path, seed: int = 42
     NotEnoughToTrain when the records cannot train one (`untrainable`)."""
     from splink import block_on
 
+    engines.engine_name()       # a mistyped engine is named before anything else
     reason = untrainable(records)
     if reason is not None:
         raise NotEnoughToTrain(f"cannot train a linkage model: {reason}", reason)
