@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -195,8 +197,9 @@ def _files(root: Path) -> list[Path]:
 def test_each_lake_keeps_its_own_spark_files_and_a_deleted_spill_is_recovered(
         population, tmp_path, monkeypatch):
     """Shuffle files go where Spark was started: a process linking a second lake starts
-    Spark again in that lake's spill (a tester found lake B's comparisons in lake A's), and
-    a spill deleted under a running session (lake A removed) does not break the next run."""
+    Spark again in that lake's spill (a tester found lake B's comparisons in lake A's), a
+    spill deleted under a running session (lake A removed) does not break the next run,
+    and what a killed process left in the spill is removed."""
     records, model, tf = population
     some = records.head(400)
     monkeypatch.setenv("IDS_LINKAGE_ENGINE", "duckdb")
@@ -207,7 +210,15 @@ def test_each_lake_keeps_its_own_spark_files_and_a_deleted_spill_is_recovered(
     _same_scores(expected, linkage.predict(some, model, tf, spill=a, floor=0.0).sort(PAIR_KEY))
     assert (a / "spark" / "local").is_dir()
     shutil.rmtree(tmp_path / "a")
+    # what a process killed mid-run left in lake B: its shuffle files and checkpoints
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for left in (b / "spark" / "local" / dead, b / "spark" / "checkpoints" / f"{dead}-x"):
+        left.mkdir(parents=True)
+        (left / "part-0.parquet").write_bytes(b"comparisons")
     _same_scores(expected, linkage.predict(some, model, tf, spill=b, floor=0.0).sort(PAIR_KEY))
+    assert not (b / "spark" / "local" / dead).exists()
+    assert not (b / "spark" / "checkpoints" / f"{dead}-x").exists()
     assert not _files(tmp_path / "a")     # (Spark may recreate its empty local directory)
     assert (b / "spark" / "local").is_dir()
     assert not [p for p in _files(b) if "checkpoints" in p.parts]

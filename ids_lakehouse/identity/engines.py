@@ -91,7 +91,7 @@ def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
 
     spark = session(spill)
     checkpoints = spill / "spark" / "checkpoints"
-    _remove_dead_checkpoints(checkpoints)
+    _remove_dead(checkpoints)
     mine = checkpoints / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     mine.mkdir(parents=True)
     context = spark.sparkContext
@@ -112,13 +112,14 @@ def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
         shutil.rmtree(mine, ignore_errors=True)
 
 
-def _remove_dead_checkpoints(checkpoints: Path) -> None:
-    """Checkpoint directories left by processes that died mid-run (kill -9, out of memory):
-    named after their process, removed once it is gone."""
-    for folder in checkpoints.glob("*-*") if checkpoints.is_dir() else ():
-        pid = folder.name.split("-", 1)[0]
+def _remove_dead(folder: Path) -> None:
+    """Directories of processes that died mid-run (kill -9, out of memory), named after
+    their process: checkpoints and shuffle files (record comparisons) removed once it is
+    gone."""
+    for child in folder.iterdir() if folder.is_dir() else ():
+        pid = child.name.split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -177,7 +178,7 @@ def session(spill: Path) -> SparkSession:
         spark._jsparkSession.equals(_OWN[0]._jsparkSession)
     if spark is None or ours:
         settings = _settings(spill)
-        local = spill / "spark" / "local"
+        local = _local_dir(spill)
         if spark is not None and _OWN is not None and \
                 (_OWN[1] != settings or not local.is_dir()):
             spark.stop()            # another lake, other settings, or its spill was deleted
@@ -192,12 +193,18 @@ def session(spill: Path) -> SparkSession:
     return spark
 
 
+def _local_dir(spill: Path) -> Path:
+    """Where a session started by this process keeps its shuffle files."""
+    return spill / "spark" / "local" / str(os.getpid())
+
+
 def _start(spill: Path, settings: tuple[str, ...]) -> SparkSession:
     from pyspark.sql import SparkSession
 
     _, master, memory, partitions = settings
     work = spill / "spark"
-    (work / "local").mkdir(parents=True, exist_ok=True)
+    _remove_dead(work / "local")
+    _local_dir(spill).mkdir(parents=True, exist_ok=True)
     # The Python the workers run the model's string functions in: this one, whose
     # environment has them (PySpark reads it from the driver's environment).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -206,7 +213,7 @@ def _start(spill: Path, settings: tuple[str, ...]) -> SparkSession:
              .config("spark.driver.memory", memory)
              .config("spark.sql.shuffle.partitions", partitions)
              .config("spark.default.parallelism", partitions)
-             .config("spark.local.dir", str(work / "local"))
+             .config("spark.local.dir", str(_local_dir(spill)))
              .config("spark.sql.warehouse.dir", str(work / "warehouse"))
              .config("spark.sql.session.timeZone", "UTC")
              .config("spark.ui.enabled", "false")
