@@ -96,12 +96,12 @@ def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
     mine.mkdir(parents=True)
     context = spark.sparkContext
     previous = context._jsc.sc().getCheckpointDir()
-    context.setCheckpointDir(str(mine))
     before = {t.name for t in spark.catalog.listTables()}
-    db: DatabaseAPI[Any] = SparkAPI(  # type: ignore[no-untyped-call]
-        spark_session=spark, break_lineage_method="parquet", register_udfs_automatically=False)
     try:
-        yield db
+        context.setCheckpointDir(str(mine))
+        yield SparkAPI(  # type: ignore[no-untyped-call]
+            spark_session=spark, break_lineage_method="parquet",
+            register_udfs_automatically=False)
     finally:
         for table in spark.catalog.listTables():
             if table.isTemporary and table.name not in before:

@@ -260,10 +260,10 @@ def _engine(records: pl.DataFrame, model: Model | None, spill: Path,
     from splink import Linker
 
     engine = engines.engine_name()
-    spec: Model | SettingsCreator = settings() if engine == engines.CANONICAL else \
-        engines.in_dialect(_design_model(), engine)
-    if model is not None:
-        spec = engines.in_dialect(model, engine)
+    spec: Model | SettingsCreator = (
+        engines.in_dialect(model, engine) if model is not None
+        else settings() if engine == engines.CANONICAL
+        else engines.in_dialect(_design_model(), engine))
     with engines.database(spill, engine) as db:
         linker = Linker(engines.register(db, records, "records"), spec,
                         log_level=logging.WARNING)
