@@ -367,9 +367,17 @@ def schema_drift(defn: SourceDefinition, bronze: pl.DataFrame,
     if missing:
         raise ConformError(f"[{defn.source}] the delivered columns changed: mapped columns "
                            f"missing from bronze: {missing}")
-    empty = sorted(c for c in mapped if bronze.height and
-                   bronze[c].cast(pl.String).str.strip_chars().replace("", None)
-                   .null_count() == bronze.height)
+    def blank(frame: pl.DataFrame) -> set[str]:
+        if not frame.height:
+            return set()
+        kept = frame.select([pl.col(c).cast(pl.String).str.strip_chars().replace("", None)
+                             .null_count().alias(c) for c in frame.columns]).row(0, named=True)
+        return {c for c, nulls in kept.items() if nulls == frame.height}
+
+    # A column with a value in its first rows is not empty: the rest is read only for the
+    # columns whose first rows are all blank.
+    blank_first = blank(bronze.select(sorted(mapped)).head(1000))
+    empty = sorted(blank(bronze.select(sorted(blank_first))))
     return {"new_columns": len(set(delivered) - set(defn.columns)),
             "empty_mapped_columns": empty}
 
@@ -403,20 +411,18 @@ FRESH_SHARE = 10     # list the rows conformed anew when they are at most 1/10 o
 SEP = "__"
 
 
-def _as_read(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
-    """Each row's delivered values as conform reads them: every column as text (JSON
-    writes NaN, inf and null alike as null; as text they differ), with the columns' names
-    and types, as JSON."""
+def row_keys(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
+    """Each bronze row's key: BLAKE2b-128 of its delivered values as conform reads them
+    (every column as text, since JSON writes NaN, inf and null alike as null), encoded as
+    JSON with the columns named by position, keyed by a digest of the columns' names and
+    types. Equal keys are rows conform reads alike."""
     types = "|".join(f"{c}:{df.schema[c]}" for c in delivered)
-    return df.select(pl.concat_str(pl.lit(types + "\n"), pl.struct(
-        [pl.col(c).cast(pl.String) for c in delivered]).struct.json_encode())).to_series()
-
-
-def row_keys(raw: pl.Series) -> pl.Series:
-    """A bronze row's key: BLAKE2b-128 of `_as_read`, so equal keys are rows conform reads
-    alike."""
-    return pl.Series(ROW_KEY, [hashlib.blake2b(r.encode(), digest_size=16).digest()
-                               for r in raw.to_list()], dtype=pl.Binary)
+    key = hashlib.blake2b(types.encode(), digest_size=32).digest()
+    encoded = df.select(pl.struct([pl.col(c).cast(pl.String).alias(str(n))
+                                   for n, c in enumerate(delivered)])
+                        .struct.json_encode().cast(pl.Binary)).to_series()
+    return pl.Series(ROW_KEY, [hashlib.blake2b(r, digest_size=16, key=key).digest()
+                               for r in encoded.to_list()], dtype=pl.Binary)
 
 
 def _entity_schema(entity: str, model: DataModel) -> dict[str, Any]:
@@ -482,7 +488,7 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
     drift = schema_drift(defn, bronze, missing_in_delivery)
     df = bronze.with_row_index("_i")
     delivered = [c for c in bronze.columns if not c.startswith("_")]
-    keys = df.select("_i", row_keys(_as_read(df, delivered)))
+    keys = df.select("_i", row_keys(df, delivered))
     wanted = ["person_record", *[e for e in ROW_ENTITIES if e in defn.mapping]]
     parts = []
     novel = df
@@ -509,11 +515,16 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
     bad = rejected["_i"]
     entities = {}
     for entity, frame in frames.items():
-        good = frame.filter(~pl.col("_i").is_in(bad.implode())).drop("_i")
+        # Which rows stay is decided on the few columns it depends on; the entity's rows
+        # are then gathered once.
+        keep = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pos"), "_i",
+                            "_row_number", "source", "source_record_id").filter(
+            ~pl.col("_i").is_in(bad.implode()))
         if entity == "person_record":
-            good = good.sort("_row_number", maintain_order=True).unique(
+            # A record delivered more than once: its first row, the rows in delivery order.
+            keep = keep.sort("_row_number", maintain_order=True).unique(
                 ["source", "source_record_id"], keep="first", maintain_order=True)
-        entities[entity] = good
+        entities[entity] = frame.drop("_i").select(pl.all().gather(keep["_pos"]))
     quarantine = rejected.join(
         df.select("_i", "_source", *PROVENANCE, pl.struct(delivered).struct.json_encode()
                   .alias("_raw")).filter(pl.col("_i").is_in(bad.implode())),
