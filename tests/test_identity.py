@@ -3,6 +3,7 @@ model reuse, stable IDs across runs, incremental arrivals and steward overrides.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -369,8 +370,68 @@ def test_the_linkage_engine_is_memory_limited_and_spills_inside_the_lake(silver_
             "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
         ).fetchone()
     assert limit == "512.0 MiB"
-    assert spill == str(silver_lake.spill()) and silver_lake.spill().is_dir()
+    # A directory of the block's own inside the lake's spill, gone after it.
+    assert Path(spill).parent == silver_lake.spill() / "duckdb"
+    assert not Path(spill).exists() and silver_lake.spill().is_dir()
     assert silver_lake.spill().relative_to(silver_lake.root).parts[0] == "restricted"
+
+
+# Sorting 3M rows of ~70 bytes under a 150 MiB limit spills.
+SPILLING_SORT = ("SELECT count(*) FROM (SELECT md5(i::VARCHAR) || repeat('x', 40) AS s "
+                 "FROM range(3000000) t(i) ORDER BY s)")
+
+
+def _sort_in_engine(spill: str) -> None:
+    from ids_lakehouse.identity import engines
+
+    with engines.database(Path(spill), "duckdb") as db:
+        db.duckdb_con.execute("SET threads = 1")
+        row = db.duckdb_con.execute(SPILLING_SORT).fetchone()
+        assert row is not None and row[0] == 3_000_000
+
+
+def test_two_linkage_engines_spilling_to_one_lake_keep_their_files_apart(tmp_path,
+                                                                         monkeypatch):
+    """Two DuckDB databases spilling to one directory overwrite each other's files: both
+    processes crashed (segmentation fault). Each engine spills to a directory of its own,
+    removed after it."""
+    import multiprocessing
+
+    monkeypatch.setenv("IDS_DUCKDB_MEMORY", "150MiB")
+    spill = tmp_path / "spill"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_sort_in_engine, args=(str(spill),)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=240)
+        if w.is_alive():
+            w.kill()
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert list((spill / "duckdb").iterdir()) == []
+
+
+def test_a_dead_engines_spill_is_removed_by_the_next(tmp_path):
+    """Spill files of a process killed mid-run (record comparisons) are removed by the
+    next engine on the lake; a live process's are left alone."""
+    import subprocess
+
+    from ids_lakehouse.identity import engines
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    spill = tmp_path / "spill"
+    dead = spill / "duckdb" / f"{gone.pid}-0123456789ab"
+    live = spill / "duckdb" / f"{os.getpid()}-0123456789ab"
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "duckdb_temp_storage_S64K-0.tmp").write_bytes(b"comparisons")
+    legacy = spill / "duckdb_temp_storage_S64K-0.tmp"
+    legacy.write_bytes(b"comparisons")
+    with engines.database(spill, "duckdb") as db:
+        db.duckdb_con.execute("SELECT 1")
+    assert not dead.exists() and not legacy.exists()
+    assert (live / "duckdb_temp_storage_S64K-0.tmp").exists()
 
 
 def test_a_bad_memory_setting_is_a_clear_error(tmp_path, monkeypatch):

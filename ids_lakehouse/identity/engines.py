@@ -65,11 +65,12 @@ def engine_name() -> str:
 def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any]]:
     """A Splink database API on the engine, for one training or prediction, leaving
     nothing behind. DuckDB's is a new database limited to IDS_DUCKDB_MEMORY and spilling
-    to `spill`, closed on leaving the block (Splink keeps references to it: otherwise the
-    training database held its memory while predict's filled up). Spark's session outlives
-    the block (starting one takes seconds); Splink's tables in it are dropped, and the
-    parquet files it checkpoints them to (record comparisons: personal data), written to
-    a directory of this block's under `spill`, are deleted."""
+    to a directory of this block's under `spill` (removed after it, or by the next block
+    once its process has died), closed on leaving the block (Splink keeps references to
+    it: otherwise the training database held its memory while predict's filled up).
+    Spark's session outlives the block (starting one takes seconds); Splink's tables in it
+    are dropped, and the parquet files it checkpoints them to (record comparisons:
+    personal data), written to a directory of this block's under `spill`, are deleted."""
     engine = engine or engine_name()
     if engine == "spark":
         yield from _spark_database(spill)
@@ -79,11 +80,23 @@ def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any
 
     from ids_lakehouse.config import duckdb_config
 
-    duck = DuckDBAPI(duckdb.connect(config=dict(duckdb_config(spill))))
+    # A directory of this block's own: two DuckDB databases spilling to one directory
+    # overwrite each other's files (both processes crashed, a segmentation fault or
+    # "Invalid unicode detected in segment statistics update").
+    folder = spill / "duckdb"
+    _remove_dead(folder)
+    for stale in spill.glob("duckdb_temp_*"):     # left at the top by earlier versions
+        stale.unlink(missing_ok=True)
+    mine = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    mine.mkdir(parents=True)
     try:
-        yield duck
+        duck = DuckDBAPI(duckdb.connect(config=dict(duckdb_config(mine))))
+        try:
+            yield duck
+        finally:
+            duck.duckdb_con.close()
     finally:
-        duck.duckdb_con.close()
+        shutil.rmtree(mine, ignore_errors=True)
 
 
 def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
