@@ -227,12 +227,10 @@ def test_a_first_agency_alone_with_each_person_once_is_not_a_failed_night(tmp_pa
     # Every view of the warehouse answers, an empty mart's too (read_parquet of no file
     # failed the warehouse step); the one failed run is the public release, refused as
     # the agency is no party to that agreement (test above).
-    import duckdb
-
     from ids_lakehouse import audit, warehouse
     from ids_lakehouse.marts.declaration import load_marts
 
-    with duckdb.connect(str(warehouse.path(lake)), read_only=True) as con:
+    with warehouse.connect(lake) as con:
         for schema, views in load_marts().views().items():
             for view in views:
                 con.execute(f"SELECT count(*) FROM {schema}.{view}").fetchone()

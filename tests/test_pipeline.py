@@ -191,7 +191,7 @@ def test_marts_are_published_and_the_warehouse_answers_queries(published_build,
     assert not outcome.runs_failed and not outcome.checks_failed, outcome
     kinds = {e["kind"] for e in audit.read(lake).to_pylist()}
     assert "disclosure_holdback" in kinds
-    with duckdb.connect(str(warehouse.path(lake)), read_only=True) as con:
+    with warehouse.connect(lake) as con:
         research = con.execute("SELECT count(*) FROM research.persons").fetchone()[0]
         assert research == delta.count(lake.gold("research_person")) > 0
         total = con.execute(
