@@ -286,3 +286,59 @@ def test_the_string_distances_spark_runs_are_duckdbs():
         "FROM (SELECT unnest($1) AS a, unnest($2) AS b)", [left, right]).fetchall()
     assert similarity.jaro_winkler_column(left, right) == [jw for jw, _ in theirs]
     assert similarity.damerau_levenshtein_column(left, right) == [dl for _, dl in theirs]
+
+
+def _edit_pairs() -> list[tuple[str | None, str | None]]:
+    """Texts and their one- and two-edit variants (substitutions, insertions, deletions,
+    transpositions, anywhere), other scripts and characters outside the BMP, empty
+    texts and nulls, and unrelated texts."""
+    import random
+
+    rng = random.Random(11)
+    alphabet = "AB12Ж😀"
+    pairs: list[tuple[str | None, str | None]] = [(None, "A"), ("A", None), (None, None),
+                                                  ("", ""), ("", "A"), ("AB", "")]
+
+    def edit(text: str) -> str:
+        i = rng.randrange(len(text) + 1)
+        kind = rng.choice("sidt")
+        if kind == "i" or not text:
+            return text[:i] + rng.choice(alphabet) + text[i:]
+        i = min(i, len(text) - 1)
+        if kind == "s":
+            return text[:i] + rng.choice(alphabet) + text[i + 1:]
+        if kind == "d":
+            return text[:i] + text[i + 1:]
+        return text[:i] + text[i + 1:i + 2] + text[i] + text[i + 2:] if i + 1 < len(text) \
+            else text
+    for _ in range(6_000):
+        text = "".join(rng.choice(alphabet[:4] if rng.random() < 0.7 else alphabet)
+                       for _ in range(rng.randrange(12)))
+        once = edit(text)
+        pairs += [(text, once), (once, text), (text, edit(once)),
+                  (text, "".join(rng.choice(alphabet) for _ in range(len(text))))]
+    return pairs
+
+
+def test_the_edit_distance_shortcut_never_changes_a_level(tmp_path):
+    """linkage.within_one_edit checks a necessary condition before the edit distance: on
+    DuckDB and on Spark it says what `damerau_levenshtein(a, b) <= 1` says, pair by pair."""
+    import duckdb
+    from pyspark.sql import functions
+
+    pairs = _edit_pairs()
+    left, right = [a for a, _ in pairs], [b for _, b in pairs]
+    condition = linkage.within_one_edit("a", "b")
+    plain = "damerau_levenshtein(a, b) <= 1"
+    query = "SELECT coalesce({}, false) FROM (SELECT unnest($1) AS a, unnest($2) AS b)"
+    shortcut = [r[0] for r in duckdb.execute(query.format(condition), [left, right]).fetchall()]
+    truth = [r[0] for r in duckdb.execute(query.format(plain), [left, right]).fetchall()]
+    assert sum(truth) > 5_000 and shortcut == truth
+
+    spark = engines.session(tmp_path / "spill")
+    frame = spark.createDataFrame(list(zip(left, right, strict=True)), "a string, b string")
+    frame = frame.withColumn("i", functions.monotonically_increasing_id())
+    rows = frame.selectExpr("i", f"coalesce({engines.spark_sql(condition)}, false) AS s",
+                            f"coalesce({engines.spark_sql(plain)}, false) AS p"
+                            ).orderBy("i").collect()
+    assert [r["s"] for r in rows] == truth and [r["p"] for r in rows] == truth

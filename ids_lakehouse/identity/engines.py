@@ -265,6 +265,8 @@ def _to_spark(node: Any) -> Any:
         _check_within_one(node)
         return exp.Anonymous(this=SPARK_FUNCTIONS["damerau_levenshtein"],
                              expressions=list(node.expressions))
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "strlen":
+        return exp.Anonymous(this="OCTET_LENGTH", expressions=list(node.expressions))
     if isinstance(node, exp.Levenshtein):
         return exp.Levenshtein(this=_as_bytes(node.this), expression=_as_bytes(node.expression))
     if isinstance(node, exp.RegexpFullMatch):

@@ -92,6 +92,23 @@ def linkage_input(person_record: pl.DataFrame) -> pl.DataFrame:
                                  else pl.col(c).cast(pl.String) for c in LINK_COLUMNS])
 
 
+def within_one_edit(left: str, right: str) -> str:
+    """`damerau_levenshtein(left, right) <= 1`, with a necessary condition DuckDB checks
+    first and cheaply, so that the edit distance is computed for few pairs (most pairs
+    compared share no identifier, date or name: it had been computed for nearly all of
+    them, twice per identifier). One edit of ASCII text changes one character, or two
+    adjacent ones, or inserts or deletes one, so the common prefix and the common suffix
+    together cover all but two characters of the shorter text (m characters): one of them
+    covers h = (m - 1) // 2 or more, and the lengths differ by one at most. Texts outside
+    ASCII (DuckDB's edit distance counts bytes, length() characters) skip the shortcut."""
+    h = f"greatest((least(length({left}), length({right})) - 1) // 2, 0)"
+    return (f"((strlen({left}) <> length({left}) OR strlen({right}) <> length({right}) OR "
+            f"(abs(length({left}) - length({right})) <= 1 AND "
+            f"(left({left}, {h}) = left({right}, {h}) OR "
+            f"right({left}, {h}) = right({right}, {h})))) "
+            f"AND damerau_levenshtein({left}, {right}) <= 1)")
+
+
 def _comparisons() -> list[ComparisonCreator]:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
@@ -140,12 +157,15 @@ def _comparisons() -> list[ComparisonCreator]:
         cll.ExactMatchLevel("dob"),
         cll.CustomLevel("day(dob_l) = month(dob_r) AND month(dob_l) = day(dob_r) "
                         "AND year(dob_l) = year(dob_r)", "day and month transposed"),
-        cll.DamerauLevenshteinLevel("dob_text", 1),
+        cll.CustomLevel(within_one_edit("dob_text_l", "dob_text_r"),
+                        "Damerau-Levenshtein distance of dob_text <= 1"),
         cll.CustomLevel("year(dob_l) = year(dob_r)", "same year"),
         cll.ElseLevel()])
     # One comparison of person identifiers: the SSN (or its last four digits) and the
     # source-declared national_id, compared only between records of the same id type.
     same_type = "national_id_type_l = national_id_type_r"
+    ssn_edit = within_one_edit("ssn_l", "ssn_r")
+    id_edit = within_one_edit("national_id_l", "national_id_r")
 
     def apart(column: str) -> str:
         # Identifiers issued in sequence (twins' SSNs) are numerically close: a typo is
@@ -163,13 +183,10 @@ def _comparisons() -> list[ComparisonCreator]:
         cll.CustomLevel(f"ssn_l = ssn_r OR ({same_type} AND national_id_l = national_id_r)",
                         "exact"),
         cll.CustomLevel("ssn_last4_l = ssn_last4_r", "SSN's last four digits agree"),
-        cll.CustomLevel(f"(damerau_levenshtein(ssn_l, ssn_r) <= 1 AND {apart('ssn')}) OR "
-                        f"({same_type} AND damerau_levenshtein(national_id_l, national_id_r) "
-                        f"<= 1 AND {apart('national_id')})",
+        cll.CustomLevel(f"({ssn_edit} AND {apart('ssn')}) OR "
+                        f"({same_type} AND {id_edit} AND {apart('national_id')})",
                         IDENTIFIER_TYPO_LABEL),
-        cll.CustomLevel(f"damerau_levenshtein(ssn_l, ssn_r) <= 1 OR ({same_type} AND "
-                        "damerau_levenshtein(national_id_l, national_id_r) <= 1)",
-                        "one edit apart"),
+        cll.CustomLevel(f"{ssn_edit} OR ({same_type} AND {id_edit})", "one edit apart"),
         cll.ElseLevel()])
     # No e-mail level: only one agency delivers e-mail, so EM cannot estimate it (at 100k
     # people its m-probability underflowed below Splink's floor and training failed).
