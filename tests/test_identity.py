@@ -444,6 +444,66 @@ def test_a_bad_memory_setting_is_a_clear_error(tmp_path, monkeypatch):
     assert config.duckdb_config(tmp_path / "_spill")["memory_limit"] == "1.5GB"
 
 
+def _hold_lock(lock: str, ready, done) -> None:
+    import fcntl
+
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    ready.set()
+    done.wait(60)
+
+
+def test_a_spill_directory_whose_lock_is_held_is_kept_whatever_its_process_id(tmp_path):
+    """A process in another container (another PID namespace) sharing the lake has an id
+    that means nothing here: its directory is kept while it holds its lock, and removed
+    once the lock is free. Odd entries are skipped, and a link is refused, never
+    followed."""
+    import multiprocessing
+
+    from ids_lakehouse.identity import engines
+
+    spill = tmp_path / "spill"
+    folder = spill / "duckdb"
+    elsewhere, finished = folder / "4000000-elsewhere", folder / "4000001-finished"
+    for directory in (elsewhere, finished):
+        directory.mkdir(parents=True)
+        (directory / "duckdb_temp_storage_S64K-0.tmp").write_bytes(b"comparisons")
+        Path(f"{directory}.lock").touch()
+    # No process has an id this large (unlocked: removed), nor a superscript two (kept),
+    # and a directory named like the spill files of earlier versions is kept.
+    impossible = folder / "99999999999999999999999-x"
+    odd = [folder / "\u00b2-x", spill / "duckdb_temp_storage"]
+    for entry in (impossible, *odd):
+        entry.mkdir(parents=True)
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(f"{elsewhere}.lock", ready, done))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with engines.database(spill, "duckdb") as db:
+            db.duckdb_con.execute("SELECT 1")
+        assert elsewhere.is_dir() and not finished.exists()
+        assert not Path(f"{finished}.lock").exists()
+        assert all(entry.is_dir() for entry in odd) and not impossible.exists()
+    finally:
+        done.set()
+        holder.join(60)
+    with engines.database(spill, "duckdb") as db:
+        db.duckdb_con.execute("SELECT 1")
+    assert not elsewhere.exists()
+
+    outside = tmp_path / "outside" / "4000002-precious"
+    outside.mkdir(parents=True)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "duckdb").symlink_to(outside.parent)
+    with pytest.raises(engines.EngineError, match="is a link or a file"):
+        with engines.database(linked, "duckdb"):
+            pass
+    assert outside.is_dir() and list(outside.parent.iterdir()) == [outside]
+
+
 def test_a_build_that_dies_before_person_xref_is_rolled_back(silver_lake, tmp_path,
                                                               monkeypatch):
     """kill -9 after the index and events of a build were written but before person_xref:

@@ -29,6 +29,7 @@ it lives as long as the process (starting one takes seconds)."""
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import shutil
 import sys
@@ -83,12 +84,10 @@ def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any
     # A directory of this block's own: two DuckDB databases spilling to one directory
     # overwrite each other's files (both processes crashed, a segmentation fault or
     # "Invalid unicode detected in segment statistics update").
-    folder = spill / "duckdb"
-    _remove_dead(folder)
     for stale in spill.glob("duckdb_temp_*"):     # left at the top by earlier versions
-        stale.unlink(missing_ok=True)
-    mine = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    mine.mkdir(parents=True)
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+    mine, claim = _claim(_folder(spill, "duckdb"))
     try:
         duck = DuckDBAPI(duckdb.connect(config=dict(duckdb_config(mine))))
         try:
@@ -96,17 +95,14 @@ def database(spill: Path, engine: str | None = None) -> Iterator[DatabaseAPI[Any
         finally:
             duck.duckdb_con.close()
     finally:
-        shutil.rmtree(mine, ignore_errors=True)
+        _release(mine, claim)
 
 
 def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
     from splink.backends.spark import SparkAPI
 
     spark = session(spill)
-    checkpoints = spill / "spark" / "checkpoints"
-    _remove_dead(checkpoints)
-    mine = checkpoints / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    mine.mkdir(parents=True)
+    mine, claim = _claim(_folder(spill, "spark", "checkpoints"))
     context = spark.sparkContext
     previous = context._jsc.sc().getCheckpointDir()
     before = {t.name for t in spark.catalog.listTables()}
@@ -122,23 +118,86 @@ def _spark_database(spill: Path) -> Iterator[DatabaseAPI[Any]]:
         # An active session's own checkpoint directory back, or none as it had (Spark has
         # no public way to unset it).
         getattr(context._jsc.sc(), "checkpointDir_$eq")(previous)
-        shutil.rmtree(mine, ignore_errors=True)
+        _release(mine, claim)
+
+
+def _folder(spill: Path, *parts: str) -> Path:
+    """`spill`/`parts`, created; a link or a file on the way is refused (the directories
+    under it are removed when their owner is gone: a link would take that elsewhere)."""
+    folder = spill
+    for part in parts:
+        folder = folder / part
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise EngineError(f"{folder} is a link or a file, not the linkage engine's "
+                              "spill directory: remove it")
+        folder.mkdir(exist_ok=True, parents=True)
+    return folder
+
+
+def _claim(folder: Path) -> tuple[Path, int]:
+    """A new directory under `folder` for this process, and the descriptor holding its
+    lock (`<directory>.lock`, locked before the directory exists): while it is open no
+    other process removes the directory, whatever its process id means there (another
+    container's processes share the lake, not the process ids)."""
+    _remove_dead(folder)
+    mine = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    claim = os.open(f"{mine}.lock", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(claim, fcntl.LOCK_EX)
+    mine.mkdir()
+    return mine, claim
+
+
+def _release(mine: Path, claim: int) -> None:
+    shutil.rmtree(mine, ignore_errors=True)
+    Path(f"{mine}.lock").unlink(missing_ok=True)
+    os.close(claim)
 
 
 def _remove_dead(folder: Path) -> None:
-    """Directories of processes that died mid-run (kill -9, out of memory), named after
-    their process: checkpoints and shuffle files (record comparisons) removed once it is
-    gone."""
-    for child in folder.iterdir() if folder.is_dir() else ():
+    """Directories left by processes that died mid-run (kill -9, out of memory):
+    checkpoints, shuffle and spill files (record comparisons), removed once their lock is
+    free. (Directories without a lock, from earlier versions, are named after their
+    process: removed when no process has that id here.)"""
+    for child in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if child.is_symlink():
+            continue
+        if child.suffix == ".lock":
+            if not child.with_suffix("").exists():
+                _remove_if_free(child, None)       # its directory is gone already
+            continue
+        if not child.is_dir():
+            continue
+        lock = Path(f"{child}.lock")
+        if lock.exists():
+            _remove_if_free(lock, child)
+            continue
         pid = child.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isascii() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def _remove_if_free(lock: Path, directory: Path | None) -> None:
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:           # removed by another process meanwhile
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:             # in use
+        os.close(fd)
+        return
+    try:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:     # another user's process
         return True
@@ -172,6 +231,8 @@ _REGISTERED: set[tuple[str, int]] = set()     # (application, session) with our 
 # files go there, and the IDS_SPARK_* settings): another lake or other settings start a
 # new one (Spark fixes both when it starts).
 _OWN: tuple[SparkSession, tuple[str, ...]] | None = None
+# The shuffle directory of the session started here, and the descriptor holding its lock.
+_LOCAL: tuple[Path, int] | None = None
 
 
 def _settings(spill: Path) -> tuple[str, ...]:
@@ -191,9 +252,8 @@ def session(spill: Path) -> SparkSession:
         spark._jsparkSession.equals(_OWN[0]._jsparkSession)
     if spark is None or ours:
         settings = _settings(spill)
-        local = _local_dir(spill)
         if spark is not None and _OWN is not None and \
-                (_OWN[1] != settings or not local.is_dir()):
+                (_OWN[1] != settings or _LOCAL is None or not _LOCAL[0].is_dir()):
             spark.stop()            # another lake, other settings, or its spill was deleted
             spark = None
         if spark is None:
@@ -206,18 +266,17 @@ def session(spill: Path) -> SparkSession:
     return spark
 
 
-def _local_dir(spill: Path) -> Path:
-    """Where a session started by this process keeps its shuffle files."""
-    return spill / "spark" / "local" / str(os.getpid())
-
-
 def _start(spill: Path, settings: tuple[str, ...]) -> SparkSession:
+    """A session whose shuffle files go to a directory of its own under `spill` (the one
+    of a session this process stopped is removed)."""
+    global _LOCAL
     from pyspark.sql import SparkSession
 
     _, master, memory, partitions = settings
     work = spill / "spark"
-    _remove_dead(work / "local")
-    _local_dir(spill).mkdir(parents=True, exist_ok=True)
+    if _LOCAL is not None:
+        _release(*_LOCAL)
+    _LOCAL = _claim(_folder(spill, "spark", "local"))
     # The Python the workers run the model's string functions in: this one, whose
     # environment has them (PySpark reads it from the driver's environment).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -226,7 +285,7 @@ def _start(spill: Path, settings: tuple[str, ...]) -> SparkSession:
              .config("spark.driver.memory", memory)
              .config("spark.sql.shuffle.partitions", partitions)
              .config("spark.default.parallelism", partitions)
-             .config("spark.local.dir", str(_local_dir(spill)))
+             .config("spark.local.dir", str(_LOCAL[0]))
              .config("spark.sql.warehouse.dir", str(work / "warehouse"))
              .config("spark.sql.session.timeZone", "UTC")
              .config("spark.ui.enabled", "false")
