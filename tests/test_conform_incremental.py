@@ -186,6 +186,28 @@ def test_values_json_writes_alike_are_different_rows(tiny_silver):
     _assert_equal(replayed, conform_source(defn, day(floats), contract))
 
 
+def test_columns_whose_names_read_alike_joined_are_different_rows(tiny_silver):
+    """Delivered column names are any text: a tester's two deliveries, one with an extra
+    column named `q:String|first_name` after the first name, the other with one named
+    `first_name:String|q` before it, holding the first name in turn, had one key, and the
+    second replayed the first's name."""
+    defn = load_sources()["childcare"]
+    bronze = state.bronze_to_conform(tiny_silver, defn)
+    assert bronze is not None
+    first = _mapped(defn, "first_name")
+    assert first is not None
+    row = _delivery(bronze.head(1), "a")
+    rest = [c for c in row.columns if c != first]
+    a = row.with_columns(pl.lit("ALICE").alias(first), pl.lit("BOB").alias("q:String|" + first))
+    a = a.select(*rest, first, "q:String|" + first)
+    b = row.with_columns(pl.lit("ALICE").alias(first + ":String|q"), pl.lit("BOB").alias(first))
+    b = b.select(*rest, first + ":String|q", first)
+    replayed = conform_source(defn, b, contract,
+                              seen=conform_source(defn, a, contract).row_cache)
+    assert replayed.rows_replayed == 0
+    assert replayed.entities["person_record"]["first_name"].to_list() == ["BOB"]
+
+
 def test_a_damaged_row_cache_costs_time_not_the_night(silver_lake):
     from ids_lakehouse.conform import run
 

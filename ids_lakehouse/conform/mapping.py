@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -416,7 +417,8 @@ def row_keys(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
     (every column as text, since JSON writes NaN, inf and null alike as null), encoded as
     JSON with the columns named by position, keyed by a digest of the columns' names and
     types. Equal keys are rows conform reads alike."""
-    types = "|".join(f"{c}:{df.schema[c]}" for c in delivered)
+    # (As JSON: a delivered column's name is any text, "|" and ":" included.)
+    types = json.dumps([[c, str(df.schema[c])] for c in delivered])
     key = hashlib.blake2b(types.encode(), digest_size=32).digest()
     encoded = df.select(pl.struct([pl.col(c).cast(pl.String).alias(str(n))
                                    for n, c in enumerate(delivered)])
