@@ -5,25 +5,28 @@ atomically, so no long-lived DuckDB write lock is ever shared between runs.
 Each view reads its Delta table's current version through DuckDB's delta extension
 (`delta_scan`), at a path relative to the lake: a new version of a mart shows at once,
 and vacuuming, compacting or moving the lake does not break a view. The session says
-where the lake is (`SET VARIABLE ids_lake_root = '/path/to/lake'`; `connect` does it) and
+where the lake is, as a URL (`SET VARIABLE ids_lake_root = 'file:///path/to/lake'`) and
 loads the extension from its installed package (`duckdb-extension-delta`), never from the
-network: DuckDB's automatic install and load of extensions is off."""
+network: `connect` does both, with DuckDB's automatic install and load of extensions
+off (another client should turn them off too: `SET autoinstall_known_extensions =
+false`)."""
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 import duckdb
 
-from ids_lakehouse import delta
+from ids_lakehouse import delta, locks
 from ids_lakehouse.config import Lake
 from ids_lakehouse.marts.declaration import load_marts
 
 ROOT_VARIABLE = "ids_lake_root"
 OFFLINE = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
 _UNSET = (f"the warehouse's views read the lake at the variable {ROOT_VARIABLE}: run "
-          f"SET VARIABLE {ROOT_VARIABLE} = '/path/to/lake' first "
+          f"SET VARIABLE {ROOT_VARIABLE} = 'file:///path/to/lake' first "
           "(ids_lakehouse.warehouse.connect does it)")
 
 
@@ -55,12 +58,17 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def root_url(lake: Lake) -> str:
+    """The lake's root as the views read it: a file URL (delta_scan decodes a path's "%"
+    escapes, so a plain path with a "%" in it named other files)."""
+    return Path(lake.root).resolve().as_uri()
+
+
 def _open(database: Path, lake: Lake, read_only: bool) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(database), read_only=read_only, config=dict(OFFLINE))
     try:
         con.execute(f"LOAD {_sql_text(str(extension()))}")
-        con.execute(f"SET VARIABLE {ROOT_VARIABLE} = "
-                    f"{_sql_text(str(Path(lake.root).resolve()))}")
+        con.execute(f"SET VARIABLE {ROOT_VARIABLE} = {_sql_text(root_url(lake))}")
     except BaseException:
         con.close()
         raise
@@ -81,24 +89,28 @@ def build(lake: Lake) -> dict[str, int]:
     target = path(lake)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".duckdb.building")
-    tmp.unlink(missing_ok=True)
     root = Path(lake.root).resolve()
     counts: dict[str, int] = {}
-    with _open(tmp, lake, read_only=False) as con:
-        for schema, views in load_marts().views().items():
-            con.execute(f"CREATE SCHEMA {schema}")
-            for view, table in views.items():
-                table_path = Path(lake.gold(table)).resolve()
-                if not delta.exists(table_path):
-                    raise WarehouseError(f"view {schema}.{view}: its gold table {table} "
-                                         "has not been written")
-                relative = table_path.relative_to(root).as_posix()
-                where = (f"coalesce(getvariable({_sql_text(ROOT_VARIABLE)}), "
-                         f"error({_sql_text(_UNSET)})::VARCHAR) || "
-                         f"{_sql_text('/' + relative)}")
-                con.execute(f"CREATE VIEW {schema}.{view} AS SELECT * FROM delta_scan({where})")
-                row = con.execute(f"SELECT count(*) FROM {schema}.{view}").fetchone()
-                assert row is not None          # count(*) returns one row
-                counts[f"{schema}.{view}"] = row[0]
-    os.replace(tmp, target)
+    # One build at a time (two shared the file being built: one failed, the other
+    # installed a warehouse without views).
+    with locks.exclusive(lake, "warehouse"):
+        tmp.unlink(missing_ok=True)
+        with _open(tmp, lake, read_only=False) as con:
+            for schema, views in load_marts().views().items():
+                con.execute(f"CREATE SCHEMA {schema}")
+                for view, table in views.items():
+                    table_path = Path(lake.gold(table)).resolve()
+                    if not delta.exists(table_path):
+                        raise WarehouseError(f"view {schema}.{view}: its gold table {table} "
+                                             "has not been written")
+                    relative = urllib.parse.quote(table_path.relative_to(root).as_posix())
+                    where = (f"coalesce(getvariable({_sql_text(ROOT_VARIABLE)}), "
+                             f"error({_sql_text(_UNSET)})::VARCHAR) || "
+                             f"{_sql_text('/' + relative)}")
+                    con.execute(f"CREATE VIEW {schema}.{view} AS "
+                                f"SELECT * FROM delta_scan({where})")
+                    row = con.execute(f"SELECT count(*) FROM {schema}.{view}").fetchone()
+                    assert row is not None          # count(*) returns one row
+                    counts[f"{schema}.{view}"] = row[0]
+        os.replace(tmp, target)
     return counts
