@@ -504,6 +504,40 @@ def test_a_spill_directory_whose_lock_is_held_is_kept_whatever_its_process_id(tm
     assert outside.is_dir() and list(outside.parent.iterdir()) == [outside]
 
 
+def test_a_claim_whose_lock_file_a_cleanup_removed_takes_another_name(tmp_path,
+                                                                      monkeypatch):
+    """Between creating its lock file and locking it, a claim's lock file looked free to
+    another engine's cleanup, which removed it: the directory then lived without a lock
+    and a cleanup in another container removed it. The claim now checks that the file it
+    locked is still there, and takes another name if not. Odd lock entries are skipped."""
+    import fcntl
+
+    from ids_lakehouse.identity import engines
+
+    folder = engines._folder(tmp_path / "spill", "duckdb")
+    for odd in ("1-a.lock", "2-b", "2-b.lock", "3-c"):
+        (folder / odd).mkdir()
+    (folder / "3-c.lock").symlink_to(tmp_path)
+    real = fcntl.flock
+    raced = []
+
+    def late(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not raced:
+            raced.append(True)
+            engines._remove_dead(folder)       # finds the new lock file free: removes it
+        real(fd, operation)
+
+    monkeypatch.setattr(engines.fcntl, "flock", late)
+    mine, claim = engines._claim(folder)
+    try:
+        assert raced and mine.is_dir()
+        assert os.path.samestat(os.stat(f"{mine}.lock"), os.fstat(claim))
+        assert all((folder / odd).exists() for odd in ("1-a.lock", "2-b", "2-b.lock"))
+    finally:
+        engines._release(mine, claim)
+    assert not mine.exists() and not Path(f"{mine}.lock").exists()
+
+
 def test_a_build_that_dies_before_person_xref_is_rolled_back(silver_lake, tmp_path,
                                                               monkeypatch):
     """kill -9 after the index and events of a build were written but before person_xref:

@@ -32,6 +32,7 @@ import copy
 import fcntl
 import os
 import shutil
+import stat
 import sys
 import uuid
 from collections.abc import Iterator
@@ -140,11 +141,20 @@ def _claim(folder: Path) -> tuple[Path, int]:
     other process removes the directory, whatever its process id means there (another
     container's processes share the lake, not the process ids)."""
     _remove_dead(folder)
-    mine = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    claim = os.open(f"{mine}.lock", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    fcntl.flock(claim, fcntl.LOCK_EX)
-    mine.mkdir()
-    return mine, claim
+    while True:
+        mine = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        lock = f"{mine}.lock"
+        claim = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        # Between creating the lock file and locking it, another process's cleanup may
+        # have found it free, with no directory, and removed it: then try another name.
+        try:
+            if os.path.samestat(os.stat(lock, follow_symlinks=False), os.fstat(claim)):
+                mine.mkdir()
+                return mine, claim
+        except FileNotFoundError:
+            pass
+        os.close(claim)
 
 
 def _release(mine: Path, claim: int) -> None:
@@ -168,7 +178,7 @@ def _remove_dead(folder: Path) -> None:
         if not child.is_dir():
             continue
         lock = Path(f"{child}.lock")
-        if lock.exists():
+        if os.path.lexists(lock):
             _remove_if_free(lock, child)
             continue
         pid = child.name.split("-", 1)[0]
@@ -177,16 +187,19 @@ def _remove_dead(folder: Path) -> None:
 
 
 def _remove_if_free(lock: Path, directory: Path | None) -> None:
+    """Remove `directory` and its lock when no process holds the lock. A lock that is not
+    a regular file, or that this process may not open (another user's), is left alone."""
     try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:           # removed by another process meanwhile
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:                     # gone meanwhile, another user's, a link, a device
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:             # in use
-        os.close(fd)
-        return
-    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:         # in use
+            return
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
         lock.unlink(missing_ok=True)
