@@ -82,7 +82,14 @@ class Lake:
 
 
 def lake_root() -> Path:
-    return Path(os.environ.get("LAKE_ROOT", "lake")).resolve()
+    root = Path(os.environ.get("LAKE_ROOT", "lake")).resolve()
+    # Delta's object store reads a path as a URL: "%41" is "A", "%2e%2e" is "..". A lake
+    # there would write and read other directories than the one named.
+    if re.search(r"%[0-9A-Fa-f]{2}|\\", str(root)):
+        raise ValueError("LAKE_ROOT holds a percent escape (% and two hex digits) or a "
+                         "backslash, which Delta tables read as another path: choose a "
+                         "folder name without them")
+    return root
 
 
 def landing_root() -> Path:

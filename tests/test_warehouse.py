@@ -140,3 +140,14 @@ def test_concurrent_builds_take_turns(lake):
     with warehouse.connect(lake) as con:
         for s, v, _ in _views():
             con.execute(f"SELECT count(*) FROM {s}.{v}").fetchone()
+
+
+@pytest.mark.parametrize("name", ["lake%41", "a%2fb", "%2e%2e", "a\\b"])
+def test_a_lake_root_delta_would_read_as_another_path_is_refused(tmp_path, monkeypatch, name):
+    """Delta's object store (and the delta extension) decode "%41" as "A" and "%2e%2e" as
+    "..": a lake there would read and write other directories. LAKE_ROOT says so."""
+    from ids_lakehouse import config
+
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / name))
+    with pytest.raises(ValueError, match="percent escape"):
+        config.lake_root()
