@@ -208,6 +208,30 @@ def test_columns_whose_names_read_alike_joined_are_different_rows(tiny_silver):
     assert replayed.entities["person_record"]["first_name"].to_list() == ["BOB"]
 
 
+def test_unmapped_nested_and_binary_columns_are_read_not_a_crash(tiny_silver):
+    """A source may allow nested Parquet columns (allow_nested_types), and a binary column
+    need not be UTF-8: unmapped, they crashed conform (no cast to text). They are keyed
+    as JSON and hexadecimal: a row whose list changed is conformed again, the others are
+    replayed, and the quarantine keeps the bytes in hexadecimal."""
+    defn = load_sources()["childcare"]
+    bronze = state.bronze_to_conform(tiny_silver, defn)
+    assert bronze is not None
+    rows = _delivery(bronze.head(4), "a").with_columns(
+        pl.Series("tags", [["a"], ["b", None], [], None], dtype=pl.List(pl.String)),
+        pl.Series("extra", [{"x": 1, "y": None}, None, {"x": None, "y": "z"}, {"x": 2, "y": "w"}],
+                  dtype=pl.Struct({"x": pl.Int64, "y": pl.String})),
+        pl.Series("blob", [b"\xff\xfe", b"ok", None, b"\x00"], dtype=pl.Binary))
+    rows = rows.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit(""))
+                             .otherwise(pl.col(defn.record_id)).alias(defn.record_id))
+    first = conform_source(defn, rows, contract)
+    assert first.quarantine["_raw"].str.contains("0x00|\"00\"").any()
+    changed = rows.with_columns(pl.Series("tags", [["a"], ["b", None], ["new"], None],
+                                          dtype=pl.List(pl.String)))
+    again = conform_source(defn, changed, contract, seen=first.row_cache)
+    assert again.rows_replayed == 3
+    _assert_equal(again, conform_source(defn, changed, contract))
+
+
 def test_a_damaged_row_cache_costs_time_not_the_night(silver_lake):
     from ids_lakehouse.conform import run
 

@@ -412,6 +412,22 @@ FRESH_SHARE = 10     # list the rows conformed anew when they are at most 1/10 o
 SEP = "__"
 
 
+def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A delivered column as text: nested values (a source may allow them) as JSON, bytes
+    in hexadecimal (they need not be UTF-8), anything else cast."""
+    if dtype.is_nested():
+        return pl.struct(pl.col(column)).struct.json_encode()
+    if dtype == pl.Binary:
+        return pl.col(column).bin.encode("hex")
+    return pl.col(column).cast(pl.String)
+
+
+def _delivered_json(df: pl.DataFrame, delivered: list[str]) -> pl.Expr:
+    """A row's delivered values as JSON, as the quarantine keeps them (`_raw`)."""
+    return pl.struct([pl.col(c).bin.encode("hex") if df.schema[c] == pl.Binary
+                      else pl.col(c) for c in delivered]).struct.json_encode()
+
+
 def row_keys(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
     """Each bronze row's key: BLAKE2b-128 of its delivered values as conform reads them
     (every column as text, since JSON writes NaN, inf and null alike as null), encoded as
@@ -420,7 +436,7 @@ def row_keys(df: pl.DataFrame, delivered: list[str]) -> pl.Series:
     # (As JSON: a delivered column's name is any text, "|" and ":" included.)
     types = json.dumps([[c, str(df.schema[c])] for c in delivered])
     key = hashlib.blake2b(types.encode(), digest_size=32).digest()
-    encoded = df.select(pl.struct([pl.col(c).cast(pl.String).alias(str(n))
+    encoded = df.select(pl.struct([_as_text(c, df.schema[c]).alias(str(n))
                                    for n, c in enumerate(delivered)])
                         .struct.json_encode().cast(pl.Binary)).to_series()
     return pl.Series(ROW_KEY, [hashlib.blake2b(r, digest_size=16, key=key).digest()
@@ -528,7 +544,7 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
                 ["source", "source_record_id"], keep="first", maintain_order=True)
         entities[entity] = frame.drop("_i").select(pl.all().gather(keep["_pos"]))
     quarantine = rejected.join(
-        df.select("_i", "_source", *PROVENANCE, pl.struct(delivered).struct.json_encode()
+        df.select("_i", "_source", *PROVENANCE, _delivered_json(df, delivered)
                   .alias("_raw")).filter(pl.col("_i").is_in(bad.implode())),
         on="_i").drop("_i")
     counts = (fails.group_by(["rule", "column"]).agg(pl.col("_i").n_unique().alias("n")))
