@@ -424,7 +424,7 @@ def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
 
 def _delivered_json(df: pl.DataFrame, delivered: list[str]) -> pl.Expr:
     """A row's delivered values as JSON, as the quarantine keeps them (`_raw`)."""
-    return pl.struct([pl.col(c).bin.encode("hex") if df.schema[c] == pl.Binary
+    return pl.struct([_as_text(c, df.schema[c]) if df.schema[c] == pl.Binary
                       else pl.col(c) for c in delivered]).struct.json_encode()
 
 
