@@ -43,6 +43,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from ids_lakehouse.config import Lake
+from ids_lakehouse.storage import LakePath
 
 AUDIT_SCHEMA = pa.schema([
     ("seq", pa.int64()),
@@ -87,8 +88,11 @@ def lake_name(lake: Lake) -> str:
     """Which lake a log belongs to: IDS_LAKE_NAME, or the lake's resolved path. It names
     the anchor file and is part of the signing key, so an event copied from another lake
     (a clone sharing the secret) never verifies here. A lake that moves keeps its name by
-    setting IDS_LAKE_NAME to its old path."""
-    return os.environ.get("IDS_LAKE_NAME", "").strip() or str(Path(lake.root).resolve())
+    setting IDS_LAKE_NAME to its old path (or URL: a lake on an object store is named by
+    its URL)."""
+    root = lake.root
+    return (os.environ.get("IDS_LAKE_NAME", "").strip() or
+            (str(root.resolve()) if isinstance(root, Path) else str(root)))
 
 
 def signing_key(lake: Lake) -> bytes | None:
@@ -469,7 +473,9 @@ class Spool:
 
 
 def spool_dir(lake: Lake) -> Path:
-    return lake.audit("spool")
+    """Spool files need a local disk (appends and locks): for a lake on an object store,
+    they are in its local folder, so a service's spool is recovered on its own host."""
+    return lake.local("audit", "spool")
 
 
 def _iso(value: Any) -> str:
@@ -597,7 +603,7 @@ def verify(lake: Lake) -> Verification:
     return out
 
 
-def _check_log(out: Verification, path: Path) -> None:
+def _check_log(out: Verification, path: LakePath) -> None:
     """Read the Delta log itself: every commit present, and none that removes data
     (whatever operation name it claims) or turns append-only off."""
     log = path / "_delta_log"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ids_lakehouse.agreements import load_agreements
@@ -16,6 +15,7 @@ from ids_lakehouse.marts.declaration import load_marts
 from ids_lakehouse.marts.publish import REGISTERS
 from ids_lakehouse.model import DataModel, load_model
 from ids_lakehouse.sources import SourceDefinition, load_sources
+from ids_lakehouse.storage import LakePath
 
 SENSITIVITY = ["non_identifying", "sensitive", "quasi_identifier", "direct_identifier"]
 
@@ -252,7 +252,7 @@ def dcat_catalog(urls: tuple[str, str] | None = None) -> dict[str, Any]:
             "dataset": datasets}
 
 
-def write(folder: Path) -> dict[str, Path]:
+def write(folder: LakePath) -> dict[str, LakePath]:
     folder.mkdir(parents=True, exist_ok=True)
     dictionary, catalog = folder / "data_dictionary.md", folder / "catalog.json"
     dictionary.write_text(data_dictionary())

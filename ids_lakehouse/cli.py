@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ids_lakehouse.storage import LakePath
+
 
 def _generate(args: argparse.Namespace) -> int:
     from ids_lakehouse.synth.generate import generate
@@ -42,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _enforce(root: Path) -> None:
+def _enforce(root: LakePath) -> None:
     """Zone modes after a command wrote the lake; a planted symbolic link is reported."""
     from ids_lakehouse import zones
 

@@ -2,12 +2,16 @@
 
 | variable            | default            | meaning                                      |
 |---------------------|--------------------|----------------------------------------------|
-| LAKE_ROOT           | ./lake             | root of every Delta table                    |
+| LAKE_ROOT           | ./lake             | root of every Delta table: a local folder or |
+|                     |                    | an object store (s3://bucket/prefix, see     |
+|                     |                    | ids_lakehouse/storage.py)                    |
 | LANDING_ROOT        | ./landing          | where agencies drop extracts, one dir/source |
 | DAGSTER_HOME        | ./.dagster_home    | Dagster instance (SQLite by default)         |
 | IDS_PSEUDONYM_KEY   | (none)             | secret for keyed pseudonyms; never printed   |
 | IDS_DUCKDB_MEMORY   | 3GiB               | memory DuckDB may use for record linkage     |
 |                     |                    | before it spills to disk (LAKE_ROOT/_spill)  |
+| IDS_LAKE_LOCAL      | DAGSTER_HOME/      | for a lake on an object store: the local     |
+|                     | lake-local/<hash>  | folder of its locks and linkage spill        |
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ids_lakehouse.storage import LakePath, ObjectPath, check_url, is_url
+
 DEMO_KEY_FILE = Path(".ids_secrets") / "pseudonym.key"
 
 
@@ -26,63 +32,81 @@ class Lake:
     """The lake layout is a public contract: `root/<zone>/<layer>/<name>`, one Delta table
     per directory, each layer in the access zone data_model/zones.yaml places it in."""
 
-    root: Path
+    root: LakePath
 
-    def place(self, layer: str, name: str | None = None) -> Path:
+    @property
+    def remote(self) -> bool:
+        """The lake is on an object store (no directories, links, modes or flock)."""
+        return isinstance(self.root, ObjectPath)
+
+    def place(self, layer: str, name: str | None = None) -> LakePath:
         from ids_lakehouse.zones import no_links, zone_of
 
         base = self.root / zone_of(layer, name) / layer
         return no_links(self.root, base if name is None else base / name)
 
-    def table(self, layer: str, name: str) -> Path:
+    def table(self, layer: str, name: str) -> LakePath:
         return self.place(layer, name)
 
-    def bronze(self, source: str) -> Path:
+    def bronze(self, source: str) -> LakePath:
         return self.table("bronze", source)
 
-    def quarantine(self, source: str) -> Path:
+    def quarantine(self, source: str) -> LakePath:
         return self.table("quarantine", source)
 
-    def silver(self, entity: str) -> Path:
+    def silver(self, entity: str) -> LakePath:
         return self.table("silver", entity)
 
-    def identity(self, name: str) -> Path:
+    def identity(self, name: str) -> LakePath:
         return self.table("identity", name)
 
-    def gold(self, mart: str) -> Path:
+    def gold(self, mart: str) -> LakePath:
         return self.table("gold", mart)
 
-    def disclosure(self, name: str) -> Path:
+    def disclosure(self, name: str) -> LakePath:
         """Tables only the platform reads: disclosure-control state and registers (true
         counts of protected cells, the held-back basis)."""
         return self.table("disclosure", name)
 
-    def audit(self, log: str = "events") -> Path:
+    def audit(self, log: str = "events") -> LakePath:
         return self.table("audit", log)
 
-    def models(self, kind: str) -> Path:
+    def models(self, kind: str) -> LakePath:
         return self.place("models", kind)
 
     def spill(self) -> Path:
-        return self.place("_spill")
+        return self.local("_spill")
 
     def locks(self) -> Path:
-        return self.place("_locks")
+        return self.local("_locks")
 
-    def releases(self, agreement_id: str, purpose: str) -> Path:
+    def local(self, layer: str, name: str | None = None) -> Path:
+        """What needs a local disk (scratch space, locks, the services' SQLite files):
+        inside a local lake; for a lake on an object store, at the same place under its
+        local folder (`local_state`), which is then machine-local state."""
+        place = self.place(layer, name)
+        if isinstance(place, Path):
+            return place
+        assert isinstance(self.root, ObjectPath)
+        return local_state(self.root) / place.relative_to(self.root)
+
+    def releases(self, agreement_id: str, purpose: str) -> LakePath:
         """An agreement's releases: identified (operations) ones stay restricted."""
         from ids_lakehouse.zones import no_links, zone_of
 
         return no_links(self.root, self.root / zone_of("releases", purpose) / "releases" /
                         agreement_id)
 
-    def docs(self, kind: str) -> Path:
+    def docs(self, kind: str) -> LakePath:
         """Generated documentation: `data_docs` (validation results), `catalog`."""
         return self.place(kind)
 
 
-def lake_root() -> Path:
-    root = Path(os.environ.get("LAKE_ROOT", "lake")).resolve()
+def lake_root() -> LakePath:
+    value = os.environ.get("LAKE_ROOT", "lake").strip()
+    if is_url(value):
+        return ObjectPath(check_url(value))
+    root = Path(value).resolve()
     # Delta's object store reads a path as a URL: "%41" is "A", "%2e%2e" is "..". A lake
     # there would write and read other directories than the one named.
     if re.search(r"%[0-9A-Fa-f]{2}|\\", str(root)):
@@ -90,6 +114,20 @@ def lake_root() -> Path:
                          "backslash, which Delta tables read as another path: choose a "
                          "folder name without them")
     return root
+
+
+def local_state(root: ObjectPath) -> Path:
+    """The local folder of a lake on an object store: its locks (which serialise the
+    processes of this machine; Delta's own commits are safe between machines) and the
+    linkage engine's spill. IDS_LAKE_LOCAL, else one folder per LAKE_ROOT under
+    DAGSTER_HOME. Created private (0700): the spill holds record comparisons."""
+    import hashlib
+
+    value = os.environ.get("IDS_LAKE_LOCAL", "").strip()
+    folder = (Path(value).resolve() if value else
+              dagster_home() / "lake-local" / hashlib.sha256(root.url.encode()).hexdigest()[:16])
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 def landing_root() -> Path:

@@ -277,7 +277,7 @@ class Filed:
 
 
 def path(lake: Lake) -> Path:
-    return lake.table("sharing", "requests.sqlite")
+    return lake.local("sharing", "requests.sqlite")
 
 
 def _connect(lake: Lake) -> sqlite3.Connection:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from ids_lakehouse import audit, crash, delta, locks, zones
+from ids_lakehouse import audit, crash, delta, locks, storage, zones
 from ids_lakehouse.agreements import Agreement, fingerprint
 from ids_lakehouse.config import Lake, pseudonym_key
 from ids_lakehouse.deid import holdback, kanon
@@ -35,6 +35,7 @@ from ids_lakehouse.deid.policy import load_policy
 from ids_lakehouse.deid.pseudonym import derive_key, pseudonymise
 from ids_lakehouse.marts import contacts, people, research
 from ids_lakehouse.marts.declaration import load_marts
+from ids_lakehouse.storage import LakePath, ObjectPath
 
 MANIFEST = "manifest.json"
 VERSION_NAME = re.compile(r"v[0-9]{1,9}")
@@ -262,7 +263,7 @@ def _operations(frames: dict[str, pl.DataFrame], agreement: Agreement
 
 
 def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell: int,
-            previous: Path | None = None
+            previous: LakePath | None = None
             ) -> tuple[dict[str, pl.DataFrame], dict[str, int | bool]]:
     """The release's tables, from its inputs at the given Delta versions and (research)
     the recipient's previous release `previous`; and what was held back. Refuses when a row
@@ -270,7 +271,7 @@ def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell
     held: dict[str, int | bool] = {}
     if agreement.purpose == "research":
         before = None if previous is None else {
-            p.stem: pl.read_parquet(p) for p in previous.glob("*.parquet")}
+            p.stem: storage.read_parquet(p) for p in previous.glob("*.parquet")}
         frames, held = _research(_party_research(lake, agreement, versions), agreement, before)
         if "research_participation" in frames:
             frames["research_participation"] = _participation_provenance(
@@ -286,22 +287,23 @@ def extract(lake: Lake, agreement: Agreement, versions: dict[str, int], min_cell
             for m, f in frames.items()}, held
 
 
-def _write(frames: dict[str, pl.DataFrame], folder: Path) -> list[dict[str, Any]]:
+def _write(frames: dict[str, pl.DataFrame], folder: LakePath) -> list[dict[str, Any]]:
     files = []
     for mart, frame in sorted(frames.items()):
-        path = folder / f"{mart}.parquet"
-        pq.write_table(frame.to_arrow(), path, compression="zstd", write_statistics=False)
-        data = path.read_bytes()
-        files.append({"name": path.name, "mart": mart, "rows": frame.height,
+        buffer = io.BytesIO()
+        pq.write_table(frame.to_arrow(), buffer, compression="zstd", write_statistics=False)
+        data = buffer.getvalue()
+        (folder / f"{mart}.parquet").write_bytes(data)
+        files.append({"name": f"{mart}.parquet", "mart": mart, "rows": frame.height,
                       "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     return files
 
 
-def release_root(lake: Lake, agreement: Agreement) -> Path:
+def release_root(lake: Lake, agreement: Agreement) -> LakePath:
     return lake.releases(agreement.id, agreement.purpose)
 
 
-def published(lake: Lake, agreement: Agreement) -> list[Path]:
+def published(lake: Lake, agreement: Agreement) -> list[LakePath]:
     """The published versions, oldest first (a version is published once its manifest is
     in place; a staging folder is not, nor a folder set aside under another name, such as
     v0007.withdrawn: it took every request of its agreement down)."""
@@ -373,13 +375,17 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int,
                      details=held)
     version = next_version(lake, agreement)
     final = release_root(lake, agreement) / version
-    staging = final.with_name(f".{version}.building")
-    shutil.rmtree(staging, ignore_errors=True)
+    # Locally: staged beside it and renamed into place. An object store has no rename:
+    # the files go to the version's own prefix and the manifest, one PUT, comes last (a
+    # version without its manifest is not published, and the next run writes it again).
+    staging = final if isinstance(final, ObjectPath) else \
+        final.with_name(f".{version}.building")
+    storage.rmtree(staging)
     staging.mkdir(parents=True)
     files = _write(frames, staging)
     same = _latest_same(lake, agreement, files)
     if same is not None:    # nothing new to hand out
-        shutil.rmtree(staging)
+        storage.rmtree(staging)
         _audit_created(lake, agreement, same, run_id, by, only_if_missing=True)
         return same
     manifest: dict[str, Any] = {
@@ -397,7 +403,8 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     crash.point("release.after_files")
-    os.replace(staging, final)
+    if isinstance(staging, Path) and isinstance(final, Path) and staging != final:
+        os.replace(staging, final)
     _audit_created(lake, agreement, manifest, run_id, by)
     return manifest
 

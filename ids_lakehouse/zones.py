@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ids_lakehouse.declarations import DeclarationError, parse
+from ids_lakehouse.storage import LakePath, ObjectPath
 
 ZoneName = Literal["restricted", "internal", "published"]
 ZONES: tuple[ZoneName, ...] = ("restricted", "internal", "published")
@@ -113,11 +114,12 @@ LEGACY_LAYERS = ("bronze", "quarantine", "silver", "identity", "gold")
 ROOT_MODE = 0o755
 
 
-def no_links(root: Path, path: Path) -> Path:
+def no_links(root: LakePath, path: LakePath) -> LakePath:
     """`path`, after checking that no directory between the lake's root and it is a
     symbolic link: the lakehouse never writes through one (a planted link would send
-    restricted data, or mode changes, out of the lake)."""
-    root, path = Path(root), Path(path)
+    restricted data, or mode changes, out of the lake). An object store has no links."""
+    if isinstance(path, ObjectPath) or isinstance(root, ObjectPath):
+        return path
     current = root
     for part in path.relative_to(root).parts:
         current = current / part
@@ -128,22 +130,27 @@ def no_links(root: Path, path: Path) -> Path:
     return path
 
 
-def prepare(root: Path) -> None:
+def prepare(root: LakePath) -> None:
     """Before a process writes the lake: private umask, and each zone's root in place with
     its modes (a real directory, not a link). Refuses a lake in the layout that predates
-    zones (layers at the top)."""
+    zones (layers at the top). On an object store the zones are prefixes whose access the
+    store's policies grant (README: "The lake on object storage"): only the umask, for
+    local files such as the spill."""
     os.umask(0o077)
-    root = Path(root)
+    if isinstance(root, ObjectPath):
+        return
     legacy = [layer for layer in LEGACY_LAYERS if (root / layer).is_dir()]
     if legacy:
         raise ZoneError(f"LAKE_ROOT={root} holds layers at its top ({', '.join(legacy)}): "
                         "the layout before access zones. Rebuild it (`make clean demo` removes "
                         "the lake, landing zone and Dagster instance first) or move each "
                         "layer under its zone directory as data_model/zones.yaml places it")
+    assert isinstance(root, Path)
     root.mkdir(parents=True, exist_ok=True)
     _apply(root, ROOT_MODE, None)   # traversable: each zone's own directory guards it
     for name, zone in declaration().zones.items():
         folder = no_links(root, root / name)
+        assert isinstance(folder, Path)
         folder.mkdir(exist_ok=True)
         _apply(folder, zone.dir_bits, group_id(zone))
 
@@ -197,11 +204,14 @@ class Enforced:
         return out
 
 
-def enforce(root: Path, under: Path | None = None) -> Enforced:
+def enforce(root: LakePath, under: LakePath | None = None) -> Enforced:
     """Give every directory and file under each zone (or only `under`, a folder inside
     one) its zone's modes and group. Nothing the lakehouse writes is a link: one found is
-    never followed or changed, only reported (it may have been planted)."""
+    never followed or changed, only reported (it may have been planted). On an object
+    store there are no modes: the store's policies per zone prefix apply."""
     prepare(root)
+    if isinstance(root, ObjectPath) or isinstance(under, ObjectPath):
+        return Enforced(0, 0)
     files = changed = 0
     found: dict[str, list[str]] = {"symlink": [], "hard_link": []}
     for name, zone in declaration().zones.items():

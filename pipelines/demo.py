@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ids_lakehouse import config
+from ids_lakehouse.storage import LakePath
 
 
 @dataclass
@@ -115,11 +116,17 @@ def downstream_keys(defs) -> list:
             and not a.partitions_def for k in a.keys]
 
 
-def table_counts(root: Path) -> list[tuple[str, int]]:
+def table_counts(root: LakePath) -> list[tuple[str, int]]:
     from ids_lakehouse import delta
 
-    return [(log.parent.relative_to(root).as_posix(), delta.count(log.parent))
-            for log in sorted(root.glob("**/_delta_log"))]
+    logs: list[LakePath] = []
+    logs.extend(root.glob("**/_delta_log"))
+    return [(_relative(log.parent, root), delta.count(log.parent))
+            for log in sorted(logs, key=str)]
+
+
+def _relative(path: LakePath, root: LakePath) -> str:
+    return str(path)[len(str(root)) + 1:]
 
 
 def run_demo(persons: int = 5000, seed: int = 42) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 
 from ids_lakehouse import config, zones
+from ids_lakehouse.storage import lake_path
 
 
 class LakeResource(ConfigurableResource):
@@ -22,7 +23,7 @@ class LakeResource(ConfigurableResource):
         return cls(lake_root=str(config.lake_root()), landing_root=str(config.landing_root()))
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        zones.prepare(Path(self.lake_root))
+        zones.prepare(lake_path(self.lake_root))
         if context.run is not None:   # a step of a run: nothing written yet
             from ids_lakehouse import audit
 
@@ -32,7 +33,7 @@ class LakeResource(ConfigurableResource):
         # After a step of a run. A sensor tick writes only audit events, which the umask
         # already makes 0600 in the restricted zone: no walk of the lake every tick.
         if context.run is not None:
-            done = zones.enforce(Path(self.lake_root))
+            done = zones.enforce(lake_path(self.lake_root))
             zones.enforce_landing(Path(self.landing_root))
             for warning in done.warnings():
                 if context.log is not None:
@@ -40,7 +41,7 @@ class LakeResource(ConfigurableResource):
 
     def layout(self) -> config.Lake:
         """The lake's layout: where each zone, layer and table lives under lake_root."""
-        return config.Lake(Path(self.lake_root))
+        return config.Lake(lake_path(self.lake_root))
 
     @property
     def landing(self) -> Path:

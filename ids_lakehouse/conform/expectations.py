@@ -6,12 +6,15 @@ rendered into the docs site, so one default-format run would publish personal da
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ids_lakehouse import storage
 from ids_lakehouse.model import DataModel, load_model
+from ids_lakehouse.storage import LakePath, ObjectPath
 
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import (
@@ -56,9 +59,24 @@ def _failure(r: ExpectationValidationResult) -> dict[str, Any]:
             "unexpected_count": int(r.result.get("unexpected_count") or 0)}
 
 
-def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dict[str, Any]]:
-    """Validate each entity's frame; build Data Docs into `docs_dir`. Returns per entity
+def run_suites(frames: dict[str, pl.DataFrame], docs_dir: LakePath
+               ) -> dict[str, dict[str, Any]]:
+    """Validate each entity's frame; build Data Docs into `docs_dir` (on an object store:
+    built in a private local folder, then uploaded). Returns per entity
     {success, evaluated, failed: [{expectation, column, unexpected_count}]}."""
+    if isinstance(docs_dir, ObjectPath):
+        with tempfile.TemporaryDirectory(prefix="ids-data-docs-") as local:
+            out = _run_suites(frames, Path(local))
+            storage.upload_tree(Path(local), docs_dir)
+        _write_results(docs_dir, out)
+        return out
+    out = _run_suites(frames, docs_dir)
+    _write_results(docs_dir, out)
+    return out
+
+
+def _run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path
+                ) -> dict[str, dict[str, Any]]:
     import great_expectations as gx
 
     model = load_model()
@@ -94,30 +112,26 @@ def run_suites(frames: dict[str, pl.DataFrame], docs_dir: Path) -> dict[str, dic
                         "evaluated": run.statistics["evaluated_expectations"],
                         "failed": failed}
     ctx.build_data_docs(site_names=[SITE])
-    _write_results(docs_dir, out)
     return out
 
 
 RESULTS = "results.json"
 
 
-def _write_results(docs_dir: Path, out: dict[str, dict[str, Any]]) -> None:
+def _write_results(docs_dir: LakePath, out: dict[str, dict[str, Any]]) -> None:
     """The latest outcome per entity, beside the Data Docs (which need the internet to
     render): what the console's quality report reads. Rules and counts, never values."""
     import datetime as dt
     import json
-    import os
 
     path = docs_dir / RESULTS
     kept = json.loads(path.read_text()) if path.exists() else {}
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     kept |= {entity: {**o, "checked_at": now} for entity, o in out.items()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(kept, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    storage.write_text_atomic(path, json.dumps(kept, indent=1, sort_keys=True))
 
 
-def latest_results(docs_dir: Path) -> dict[str, dict[str, Any]]:
+def latest_results(docs_dir: LakePath) -> dict[str, dict[str, Any]]:
     """What `run_suites` last found per entity (empty before the first run)."""
     import json
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
 import sys
 from functools import lru_cache
 from importlib import metadata, resources
@@ -25,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ids_lakehouse import delta
+from ids_lakehouse import delta, storage
 from ids_lakehouse.config import Lake
 from ids_lakehouse.conform.mapping import ConformResult, RowContract, row_entities
 from ids_lakehouse.ingest import delivery
@@ -198,7 +197,7 @@ def write(lake: Lake, result: ConformResult, run_id: str, code: str | None = Non
         except Exception:
             # Damaged (a file lost): it is derived, so it starts again with this source;
             # the others' rows are conformed anew on their next delivery.
-            shutil.rmtree(path)
+            storage.rmtree(path)
             delta.replace(path, cache.to_arrow(), f"source = '{source}'")
     for entity, frame in result.entities.items():
         delta.replace(lake.silver(entity), frame.to_arrow(), f"source = '{source}'")

@@ -81,7 +81,7 @@ class Session:
 
 
 def path(lake: Lake) -> Path:
-    return lake.table("sharing", "console.sqlite")
+    return lake.local("sharing", "console.sqlite")
 
 
 _LOCAL = threading.local()

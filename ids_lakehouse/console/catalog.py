@@ -5,13 +5,12 @@ what the lake says of it now (Delta version, last write, rows)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from ids_lakehouse import delta
+from ids_lakehouse import delta, storage
 from ids_lakehouse.catalog import column_classification, column_lineage, lake_inventory
 from ids_lakehouse.config import Lake
 from ids_lakehouse.marts.declaration import load_marts
@@ -68,11 +67,11 @@ def _updated(lake: Lake, t: Table) -> dt.datetime | None:
     log = lake.table(t.layer, t.name) / "_delta_log"
     if not log.is_dir():
         return None
-    commits = [name for name in os.listdir(log) if name.endswith(".json")]
+    commits = [p.name for p in log.iterdir() if p.name.endswith(".json")]
     if not commits:
         return None
     newest = log / max(commits)         # zero-padded version numbers sort as numbers
-    return dt.datetime.fromtimestamp(newest.stat().st_mtime, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(storage.mtime(newest), dt.timezone.utc)
 
 
 def search(lake: Lake, q: str) -> list[Table]:

@@ -19,11 +19,12 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ids_lakehouse import delta
+from ids_lakehouse import delta, storage
 from ids_lakehouse.agreements import Agreement, load_agreements
 from ids_lakehouse.config import Lake
 from ids_lakehouse.identity import linkage, mpi
 from ids_lakehouse.sources import load_sources
+from ids_lakehouse.storage import LakePath
 
 # ---------------------------------------------------------------- review queue
 
@@ -95,15 +96,15 @@ def levels(lake: Lake) -> dict[str, dict[int, Level]]:
     if not version:
         return {}
     model_file = directory / f"linkage_model_v{version:04d}.json"
-    return _levels(model_file, model_file.stat().st_mtime)
+    return _levels(model_file, storage.mtime(model_file))
 
 
-def _version(path: Path) -> int:
+def _version(path: LakePath) -> int:
     return delta.table(path).version() if delta.exists(path) else -1
 
 
 # The queue as last read, per lake: (the versions it was read at, the pairs).
-_QUEUES: dict[Path, tuple[tuple[int, int, int], list[Pair]]] = {}
+_QUEUES: dict[LakePath, tuple[tuple[int, int, int], list[Pair]]] = {}
 
 
 def review_queue(lake: Lake) -> list[Pair]:
@@ -123,7 +124,7 @@ def review_queue(lake: Lake) -> list[Pair]:
     return pairs
 
 
-def _read_queue(lake: Lake, path: Path) -> list[Pair]:
+def _read_queue(lake: Lake, path: LakePath) -> list[Pair]:
     queue = delta.frame(path).filter(pl.col("status") == "open")
     decided = mpi.steward_decisions(lake).select("unique_id_l", "unique_id_r")
     queue = queue.join(decided, on=["unique_id_l", "unique_id_r"], how="anti")
@@ -342,7 +343,8 @@ def releases(lake: Lake, columns: bool = True) -> list[Release]:
     meant to)."""
     out = []
     for agreement in load_agreements().values():
-        root = lake.releases(agreement.id, agreement.purpose)
+        root = storage.local_only(lake.releases(agreement.id, agreement.purpose),
+                                  "The steward console")
         for manifest_path in sorted(root.glob("v*/manifest.json")):
             m = json.loads(manifest_path.read_text())
             files = [ReleaseFile(f["name"], f.get("mart", ""), f["rows"], f["sha256"],

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ids_lakehouse import storage
 from ids_lakehouse.identity import engines
+from ids_lakehouse.storage import LakePath
 
 if TYPE_CHECKING:
     from nicknames import NickNamer
@@ -655,27 +657,28 @@ def current_design() -> str:
     return design(_design_model())
 
 
-def save_model(model: Model, tf: dict[str, pl.DataFrame], directory: Path) -> int:
+def save_model(model: Model, tf: dict[str, pl.DataFrame], directory: LakePath) -> int:
     """Write a new numbered version (model JSON and its term-frequency tables); earlier
     versions are kept. The JSON is written last: it marks the version complete."""
     directory.mkdir(parents=True, exist_ok=True)
     version = latest_version(directory) + 1
-    stem = directory / f"linkage_model_v{version:04d}"
+    stem = f"linkage_model_v{version:04d}"
     for column, table in tf.items():
-        table.write_parquet(f"{stem}.tf_{column}.parquet")
-    Path(f"{stem}.json").write_text(json.dumps(model, indent=1, sort_keys=True))
+        storage.write_parquet(table, directory / f"{stem}.tf_{column}.parquet")
+    storage.write_text_atomic(directory / f"{stem}.json",
+                              json.dumps(model, indent=1, sort_keys=True))
     return version
 
 
-def latest_version(directory: Path) -> int:
+def latest_version(directory: LakePath) -> int:
     versions = [int(p.stem.rsplit("_v", 1)[1]) for p in directory.glob("linkage_model_v*.json")]
     return max(versions, default=0)
 
 
-def load_model(directory: Path) -> tuple[Model, dict[str, pl.DataFrame], int] | None:
+def load_model(directory: LakePath) -> tuple[Model, dict[str, pl.DataFrame], int] | None:
     version = latest_version(directory)
     if not version:
         return None
-    stem = directory / f"linkage_model_v{version:04d}"
-    tf = {c: pl.read_parquet(f"{stem}.tf_{c}.parquet") for c in TF_COLUMNS}
-    return json.loads(Path(f"{stem}.json").read_text()), tf, version
+    stem = f"linkage_model_v{version:04d}"
+    tf = {c: storage.read_parquet(directory / f"{stem}.tf_{c}.parquet") for c in TF_COLUMNS}
+    return json.loads((directory / f"{stem}.json").read_text()), tf, version

@@ -22,6 +22,7 @@ from ids_lakehouse import crash, delta, locks
 from ids_lakehouse.config import Lake
 from ids_lakehouse.identity import clustering, linkage
 from ids_lakehouse.identity.stable_ids import INDEX_SCHEMA, XREF_SCHEMA, ColumnTypes, assign
+from ids_lakehouse.storage import LakePath
 
 DECISION_SCHEMA: ColumnTypes = {"unique_id_l": pl.String, "unique_id_r": pl.String,
                                 "decision": pl.String, "steward": pl.String,
@@ -70,7 +71,7 @@ STEWARD_TABLE = ("steward_decisions", "Steward decisions on pairs (match or non-
                  "build.")
 
 
-def models_dir(lake: Lake) -> Path:
+def models_dir(lake: Lake) -> LakePath:
     return lake.models("linkage")
 
 
@@ -79,7 +80,7 @@ def spill_dir(lake: Lake) -> Path:
     return lake.spill()
 
 
-def _read(path: Path, schema: ColumnTypes, version: int | None = None) -> pl.DataFrame:
+def _read(path: LakePath, schema: ColumnTypes, version: int | None = None) -> pl.DataFrame:
     if not delta.exists(path) or (version is not None and version < 0):
         return pl.DataFrame(schema=schema)
     return delta.frame(path, columns=list(schema), version=version).cast(pl.Schema(schema))

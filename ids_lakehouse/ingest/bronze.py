@@ -23,6 +23,7 @@ from ids_lakehouse.ingest.csv_reader import CsvReader
 from ids_lakehouse.ingest.errors import IngestError, Reject
 from ids_lakehouse.ingest.landing import LandedFile
 from ids_lakehouse.sources import SourceDefinition
+from ids_lakehouse.storage import LakePath
 
 READERS = {"csv": CsvReader, "jsonl": readers.JsonLinesReader,
            "fixed_width": readers.FixedWidthReader, "xlsx": readers.XlsxReader,
@@ -91,7 +92,7 @@ def file_predicate(sha256: str, extra: str = "", column: str = "_file_sha256") -
     return f"{column} = '{sha256}'" + (f" AND {extra}" if extra else "")
 
 
-def replace_file_rows(path: Path, data: pa.Table | pa.RecordBatchReader, sha256: str,
+def replace_file_rows(path: LakePath, data: pa.Table | pa.RecordBatchReader, sha256: str,
                       extra: str = "") -> None:
     """Write `data` as the rows of one file version, replacing earlier rows of that version,
     in one commit."""
@@ -178,7 +179,7 @@ def write_quarantine(lake: Lake, source: str, landed: LandedFile, run_id: str,
     replace_file_rows(path, table, landed.sha256, f"_stage = '{stage}'")
 
 
-def count_rows(path: Path, sha256: str, stage: str | None = None) -> int:
+def count_rows(path: LakePath, sha256: str, stage: str | None = None) -> int:
     """Rows of one file version in a Delta table, read back from storage."""
     expr = pc.field("_file_sha256") == sha256
     if stage is not None:

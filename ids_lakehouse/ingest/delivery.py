@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +25,7 @@ from ids_lakehouse.ingest.errors import IngestError
 from ids_lakehouse.ingest.landing import LandedFile
 from ids_lakehouse.ingest.reconcile import Reconciliation, reconcile
 from ids_lakehouse.sources import SourceDefinition
+from ids_lakehouse.storage import LakePath
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 LEDGER = "_deliveries"
@@ -41,7 +41,7 @@ LEDGER_SCHEMA = pa.schema([
 ])
 
 
-def ledger_path(lake: Lake) -> Path:
+def ledger_path(lake: Lake) -> LakePath:
     return lake.table("bronze", LEDGER)
 
 

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 
 from ids_lakehouse.ingest.errors import BronzeWriteError, IngestError, Reject
 from ids_lakehouse.sources import SourceDefinition
+from ids_lakehouse.storage import LakePath
 
 if TYPE_CHECKING:
     import zipfile
@@ -1075,7 +1076,7 @@ def _widens(delivered: pa.DataType, stored: pa.DataType) -> bool:
     return bool(pa.types.is_float32(delivered) and pa.types.is_float64(stored))
 
 
-def check_bronze_schema(reader: Reader, table_path: Path, out_schema: pa.Schema) -> None:
+def check_bronze_schema(reader: Reader, table_path: LakePath, out_schema: pa.Schema) -> None:
     """Fail with `schema_conflict` when a column of the file has a type the bronze table
     stores differently for earlier deliveries. delta-rs would otherwise cast silently
     (1.5 -> 1, a list -> its text) or fail with a message that quotes a value."""

@@ -30,7 +30,7 @@ class SharedLimit:
 
     def __init__(self, lake: Lake, name: str, per_minute: int) -> None:
         self.lake, self.name, self.per_minute = lake, name, per_minute
-        self.path = lake.table("sharing", "limits.sqlite")
+        self.path = lake.local("sharing", "limits.sqlite")
         # One connection per thread, kept: opening and closing one per lookup was a fifth
         # of the gateway's time per single lookup. One thread of a process at a time in
         # the transaction: the others wait on this lock, not in SQLite's busy handler,

@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from ids_lakehouse import delta, releases
+from ids_lakehouse import delta, releases, storage
 from ids_lakehouse.agreements import Agreement
 from ids_lakehouse.config import Lake
 from ids_lakehouse.identity import linkage, mpi, realtime
@@ -176,7 +176,7 @@ class Lookups:
         published = releases.published(self.lake, agreement)
         if not published:
             raise NotAnswerable("nothing is released under this agreement yet")
-        folder = published[-1]
+        folder = storage.local_only(published[-1], "The sharing gateway")
         if cached is not None and cached[1].folder == folder:
             self.answerable[agreement.id] = (time.monotonic(), cached[1])
             return cached[1]

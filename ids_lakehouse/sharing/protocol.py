@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ids_lakehouse import releases
+from ids_lakehouse import releases, storage
 from ids_lakehouse.agreements import Agreement
 from ids_lakehouse.config import Lake
 
@@ -115,7 +115,8 @@ class Shelf:
         self._lock = threading.Lock()
 
     def published(self, agreement: Agreement) -> list[Path]:
-        root = releases.release_root(self.lake, agreement)
+        root = storage.local_only(releases.release_root(self.lake, agreement),
+                                  "The sharing gateway")
         try:
             st = os.stat(root)
         except FileNotFoundError:
@@ -124,7 +125,8 @@ class Shelf:
         held = self._listed.get(root)
         if held is not None and held[0] == stamp and held[1] - st.st_mtime > _SETTLED_S:
             return held[2]
-        listed = releases.published(self.lake, agreement)
+        listed = [storage.local_only(p, "The sharing gateway")
+                  for p in releases.published(self.lake, agreement)]
         if held is not None and held[0] != stamp:
             # Something under it changed (a version published, withdrawn or replaced):
             # nothing read from its folders before is trusted again.

@@ -358,7 +358,7 @@ class Queries:
         self._frame: Frame | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
-        self.ledger = Ledger(lake, lake.disclosure(LEDGER))
+        self.ledger = Ledger(lake, lake.local("disclosure", LEDGER))
 
     def warm(self) -> None:
         _mechanism(load_policy().remote_queries.noise_sigma)     # OpenDP loaded: 0.15 s

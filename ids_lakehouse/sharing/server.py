@@ -59,7 +59,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ids_lakehouse import audit, config
+from ids_lakehouse import audit, config, storage
 from ids_lakehouse.agreements import AgreementError
 from ids_lakehouse.config import Lake
 from ids_lakehouse.console import web as console
@@ -207,6 +207,7 @@ class QueryBody(BaseModel):
 
 def create_app(lake: Lake, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    storage.local_only(lake.root, "The sharing gateway (and its steward console)")
     if not settings.public_url:
         raise ValueError("the gateway needs its public URL (IDS_SHARING_PUBLIC_URL): file URLs "
                          "are built on it, never on a request's Host header")
