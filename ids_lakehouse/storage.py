@@ -53,6 +53,14 @@ def check_url(value: str) -> str:
     if not parts.netloc or parts.query or parts.fragment:
         raise StorageError("LAKE_ROOT must name a bucket (scheme://bucket/prefix) with no "
                            "query or fragment")
+    # The root is shown in logs, metadata and errors: a key in it would be shown too.
+    if ":" in parts.netloc or ("@" in parts.netloc and parts.scheme != "abfss"):
+        raise StorageError("LAKE_ROOT holds credentials or a port: give credentials and "
+                           "endpoints in the store's environment variables (AWS_*...)")
+    if any(p in (".", "..") for p in parts.path.split("/")) or "%" in parts.path \
+            or "\\" in parts.path:
+        raise StorageError("LAKE_ROOT's prefix holds '.', '..', a percent escape or a "
+                           "backslash: the store would read it as another prefix")
     return value.rstrip("/")
 
 

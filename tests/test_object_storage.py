@@ -217,7 +217,8 @@ def test_object_paths_read_write_list_and_delete(s3):
 
 
 @pytest.mark.parametrize("value", ["ftp://bucket/lake", "s3:///lake", "s3://b/lake?x=1",
-                                   "http://example.org/lake"])
+                                   "http://example.org/lake", "s3://AKIA:secret@b/lake",
+                                   "s3://b/lake/../other", "s3://b/%2e%2e/x", "s3://b/./x"])
 def test_a_lake_root_url_the_lake_cannot_use_is_refused(value, monkeypatch):
     monkeypatch.setenv("LAKE_ROOT", value)
     with pytest.raises(StorageError):
