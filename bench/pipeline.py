@@ -438,7 +438,9 @@ def _size_section(persons: int, size: dict) -> list[str]:
     if last:
         want = ("bronze/medicaid", "bronze/hmis", "silver/person_record", "identity/person_xref",
                 "identity/person_index")
-        got = {k: v for layer in LAYERS for k, v in last[layer]["rows"].items() if k in want}
+        # Tables are named with their zone (restricted/bronze/medicaid).
+        got = {k.split("/", 1)[1]: v for layer in LAYERS for k, v in last[layer]["rows"].items()
+               if k.split("/", 1)[-1] in want}
         out.append("Rows after the incremental night (last run): "
                    + "; ".join(f"{k} {got[k]:,}" for k in want if k in got)
                    + " (bronze keeps every delivery; silver holds each source's latest).")
