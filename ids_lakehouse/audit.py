@@ -32,7 +32,9 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from ids_lakehouse.config import Lake
 from ids_lakehouse.storage import LakePath
@@ -64,6 +67,7 @@ AUDIT_SCHEMA = pa.schema([
     ("hash", pa.string()),
 ])
 GENESIS = "0" * 64
+CHAIN_ATTEMPTS = 100     # commits lost to another writer's before giving up
 APPEND_ONLY = {"delta.appendOnly": "true"}
 
 
@@ -237,7 +241,7 @@ def _head(lake: Lake, last: dict[str, Any] | None, table: DeltaTable | None
     version = table.version()
     if last is not None and last.get("version") == version:
         return last["seq"], last["hash"]
-    events = sorted(delta.read(path).to_pylist(), key=lambda e: e["seq"])
+    events = sorted(delta.read(path, version=version).to_pylist(), key=lambda e: e["seq"])
     if last is None:
         return (events[-1]["seq"], events[-1]["hash"]) if events else (0, GENESIS)
     good = _chaining(lake, [e for e in events if e["seq"] > int(last["seq"])],
@@ -371,23 +375,35 @@ def commit(lake: Lake, events: list[dict[str, Any]]) -> None:
                                  "cannot be signed, so nothing that must be audited is done")
     zones.prepare(lake.root)        # private umask: the log is restricted
     with locks.exclusive(lake, "audit", timeout_s=300):
-        last = _last_anchor(anchors_path(lake))
-        _check_signed_by(lake, key, last)
-        # The table is opened once per commit: each opening reads its log (a gateway
-        # commits every second; three openings were most of a commit's time).
         path = lake.audit()
-        table = delta.table(path) if delta.exists(path) else None
-        seq, prev = _head(lake, last, table)
-        chained = []
-        for body in events:
-            seq += 1
-            e = {"seq": seq, **{k: v for k, v in body.items() if k not in
-                                ("seq", "prev_hash", "hash")}, "prev_hash": prev}
-            e["hash"] = prev = event_hash(e, key)
-            chained.append(e)
-        write_deltalake(table if table is not None else str(path),
-                        pa.Table.from_pylist(chained, schema=AUDIT_SCHEMA),
-                        mode="append", configuration=APPEND_ONLY)
+        # The lock serialises this machine's writers. Writers elsewhere (pods sharing a lake
+        # on an object store) are serialised by the commit itself: it is made on the
+        # version the chain was read from, with no retry, so of two commits chained on one
+        # head only the first lands and the other is chained again on the new head.
+        for attempt in range(CHAIN_ATTEMPTS):
+            last = _last_anchor(anchors_path(lake))
+            _check_signed_by(lake, key, last)
+            # The table is opened once per commit: each opening reads its log (a gateway
+            # commits every second; three openings were most of a commit's time).
+            table = delta.table(path) if delta.exists(path) else None
+            seq, prev = _head(lake, last, table)
+            chained = []
+            for body in events:
+                seq += 1
+                e = {"seq": seq, **{k: v for k, v in body.items() if k not in
+                                    ("seq", "prev_hash", "hash")}, "prev_hash": prev}
+                e["hash"] = prev = event_hash(e, key)
+                chained.append(e)
+            try:
+                write_deltalake(table if table is not None else str(path),
+                                pa.Table.from_pylist(chained, schema=AUDIT_SCHEMA),
+                                mode="append", configuration=APPEND_ONLY,
+                                commit_properties=CommitProperties(max_commit_retries=0))
+                break
+            except CommitFailedError:
+                if attempt == CHAIN_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         crash.point("audit.before_anchor")
         _append_anchors(lake, chained, table.version() if table is not None
                         else delta.table(path).version())

@@ -401,10 +401,14 @@ def _publish(lake: Lake, agreement: Agreement, run_id: str, min_cell: int,
         "pseudonym_key": f"derived per agreement: release/{agreement.id}"
         if agreement.purpose == "research" else None,
     }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    crash.point("release.after_files")
-    if isinstance(staging, Path) and isinstance(final, Path) and staging != final:
-        os.replace(staging, final)
+    text = json.dumps(manifest, indent=2, sort_keys=True)
+    if isinstance(staging, Path) and isinstance(final, Path):
+        (staging / MANIFEST).write_text(text)
+        crash.point("release.after_files")
+        os.replace(staging, final)          # published
+    else:
+        crash.point("release.after_files")
+        (final / MANIFEST).write_text(text)  # published: one PUT
     _audit_created(lake, agreement, manifest, run_id, by)
     return manifest
 

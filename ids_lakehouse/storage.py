@@ -44,9 +44,13 @@ def is_url(value: str) -> bool:
 
 
 def check_url(value: str) -> str:
-    """`value` without a trailing slash, after checking that its scheme is one the lake
-    supports and that it names a bucket."""
-    parts = urlsplit(value)
+    """`value` in one spelling (scheme in lower case, no trailing slash), after checking
+    that its scheme is one the lake supports and that it names a bucket. One spelling per
+    lake: the local folder of its locks and its audit name are derived from it."""
+    if "?" in value or "#" in value:
+        raise StorageError("LAKE_ROOT holds '?' or '#': a store reads the rest of the key as "
+                           "a query or fragment, so every table would land on one key")
+    parts = urlsplit(value.rstrip("/"))
     if parts.scheme not in SCHEMES:
         raise StorageError(f"LAKE_ROOT scheme {parts.scheme!r} is not supported: use a local "
                            f"path or one of {', '.join(s + '://' for s in SCHEMES)}")
@@ -58,10 +62,13 @@ def check_url(value: str) -> str:
         raise StorageError("LAKE_ROOT holds credentials or a port: give credentials and "
                            "endpoints in the store's environment variables (AWS_*...)")
     if any(p in (".", "..") for p in parts.path.split("/")) or "%" in parts.path \
-            or "\\" in parts.path:
-        raise StorageError("LAKE_ROOT's prefix holds '.', '..', a percent escape or a "
-                           "backslash: the store would read it as another prefix")
-    return value.rstrip("/")
+            or "\\" in parts.path or "//" in parts.path:
+        raise StorageError("LAKE_ROOT's prefix holds '.', '..', an empty segment, a percent "
+                           "escape or a backslash: the store would read it as another prefix")
+    if parts.scheme in ("s3", "gs") and parts.netloc != parts.netloc.lower():
+        raise StorageError("LAKE_ROOT's bucket name has capitals: bucket names are lower "
+                           "case")
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 @lru_cache(maxsize=8)
@@ -82,8 +89,10 @@ class ObjectPath:
     # naming ------------------------------------------------------------------------
     def __truediv__(self, part: str | PurePosixPath) -> ObjectPath:
         part = str(part)
-        if part.startswith("/") or ".." in PurePosixPath(part).parts:
-            raise StorageError("a lake path part must be relative and stay inside the lake")
+        if not part or part.startswith("/") or "//" in part or "?" in part or "#" in part \
+                or any(p in (".", "..") for p in part.split("/")):
+            raise StorageError("a lake path part must be relative, stay inside the lake and "
+                               "hold no empty segment, '?' or '#'")
         return ObjectPath(f"{self.url}/{part}")
 
     def __str__(self) -> str:
@@ -131,8 +140,10 @@ class ObjectPath:
 
     # the store ---------------------------------------------------------------------
     def _fs(self) -> tuple[pafs.FileSystem, str]:
-        parts = urlsplit(self.url)
-        return _filesystem(parts.scheme, parts.netloc), f"{parts.netloc}{parts.path}"
+        # Split by hand: a URL parser would take '?' or '#' in a key as a query/fragment.
+        scheme, rest = self.url.split("://", 1)
+        bucket = rest.split("/", 1)[0]
+        return _filesystem(scheme, bucket), rest
 
     def filesystem(self) -> pafs.SubTreeFileSystem:
         """pyarrow's filesystem rooted here (for datasets and Parquet files)."""
@@ -193,7 +204,9 @@ class ObjectPath:
     def iterdir(self) -> Iterator[ObjectPath]:
         fs, key = self._fs()
         for info in fs.get_file_info(pafs.FileSelector(key, allow_not_found=True)):
-            yield self / posixpath.basename(info.path)
+            # Listed keys are the store's own: taken as they are (a stray key named '..'
+            # put there by someone else must not stop the listing).
+            yield ObjectPath(f"{self.url}/{posixpath.basename(info.path)}")
 
     def glob(self, pattern: str) -> Iterator[ObjectPath]:
         """Keys under here whose path relative to here matches `pattern` (fnmatch; a
@@ -206,7 +219,7 @@ class ObjectPath:
         for info in fs.get_file_info(selector):
             rel = info.path[len(key) + 1:]
             if fnmatch.fnmatchcase(posixpath.basename(rel) if deep else rel, tail):
-                yield self / rel
+                yield ObjectPath(f"{self.url}/{rel}")
 
 
 LakePath: TypeAlias = Path | ObjectPath
