@@ -11,7 +11,8 @@
 | IDS_DUCKDB_MEMORY   | 3GiB               | memory DuckDB may use for record linkage     |
 |                     |                    | before it spills to disk (LAKE_ROOT/_spill)  |
 | IDS_LAKE_LOCAL      | DAGSTER_HOME/      | for a lake on an object store: the local     |
-|                     | lake-local/<hash>  | folder of its locks and linkage spill        |
+|                     | lake-local/<hash>  | folder of its locks, linkage spill, warehouse|
+|                     |                    | file and the services' SQLite files          |
 """
 
 from __future__ import annotations

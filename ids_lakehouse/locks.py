@@ -3,8 +3,10 @@ the run queue already allows one downstream refresh at a time, but runs launched
 it (two `make demo`s, a materialization from a notebook) are serialised here too.
 
 A lock is an advisory `flock` on `LAKE_ROOT/restricted/_locks/<name>.lock`: the kernel releases it
-when its holder dies, so a kill -9 never leaves a stale lock. (On object storage, where
-there is no such lock, the run queue is the guard.)"""
+when its holder dies, so a kill -9 never leaves a stale lock. For a lake on an object
+store, which has no such lock, the file is in the lake's local folder (IDS_LAKE_LOCAL): it
+serialises the processes of one machine; between machines the run queue is the guard
+(and the audit log serialises its own commits: audit.commit)."""
 
 from __future__ import annotations
 

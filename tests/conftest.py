@@ -85,11 +85,6 @@ def published_build(tmp_path_factory, tiny_landing) -> Built:
     """Every asset (marts and releases included) materialized once by the real pipeline
     from the tiny population, under PUBLISHED_KEY, on a persistent Dagster instance.
     Read-only, the instance included: tests that change anything use `published_copy`."""
-    from dagster import DagsterInstance
-
-    from pipelines.definitions import build_definitions
-    from pipelines.demo import materialize_everything
-
     root = tmp_path_factory.mktemp("published")
     shutil.copytree(tiny_landing, root / "landing")
     (root / "dagster_home").mkdir()
@@ -98,15 +93,27 @@ def published_build(tmp_path_factory, tiny_landing) -> Built:
                   anchors=root / "anchors.jsonl", dagster_home=root / "dagster_home",
                   outcome=Outcome())
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LANDING_ROOT", str(built.landing))
-        mp.setenv("LAKE_ROOT", str(built.lake))
-        mp.setenv("IDS_PSEUDONYM_KEY", PUBLISHED_KEY)
-        mp.setenv("IDS_AUDIT_ANCHORS", str(built.anchors))
-        with _sqlite_without_fsync(), \
-                DagsterInstance.from_config(str(built.dagster_home)) as instance:
-            materialize_everything(build_definitions(), instance, built.outcome)
+        build_everything(mp, built, str(built.lake))
     assert not built.outcome.runs_failed and not built.outcome.checks_failed, built.outcome
     return built
+
+
+def build_everything(mp: pytest.MonkeyPatch, built: Built, lake_root: str) -> None:
+    """Every asset materialized by the real pipeline from `built`'s landing zone into
+    `lake_root`, under PUBLISHED_KEY, on `built`'s Dagster instance; `mp` keeps the
+    environment it sets until the caller's context ends."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.demo import materialize_everything
+
+    mp.setenv("LANDING_ROOT", str(built.landing))
+    mp.setenv("LAKE_ROOT", lake_root)
+    mp.setenv("IDS_PSEUDONYM_KEY", PUBLISHED_KEY)
+    mp.setenv("IDS_AUDIT_ANCHORS", str(built.anchors))
+    with _sqlite_without_fsync(), \
+            DagsterInstance.from_config(str(built.dagster_home)) as instance:
+        materialize_everything(build_definitions(), instance, built.outcome)
 
 
 @pytest.fixture(scope="session")

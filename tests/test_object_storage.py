@@ -21,7 +21,7 @@ import pytest
 from ids_lakehouse import audit, config, delta, storage
 from ids_lakehouse.config import Lake
 from ids_lakehouse.storage import ObjectPath, StorageError
-from tests.conftest import INSTANCE_YAML, PUBLISHED_KEY, Built
+from tests.conftest import INSTANCE_YAML, PUBLISHED_KEY, Built, build_everything
 
 SERVER_LIFETIME_S = 900     # the server stops itself after this, whatever happens here
 
@@ -82,11 +82,7 @@ def s3(s3_server, monkeypatch) -> str:
 def s3_build(s3_server, tmp_path_factory, tiny_landing) -> Iterator[tuple[Built, str]]:
     """Every asset materialized once by the real pipeline with the lake on the S3 server:
     the same population, key and instance set-up as conftest's `published_build`."""
-    from dagster import DagsterInstance
-
-    from pipelines.definitions import build_definitions
-    from pipelines.demo import Outcome, materialize_everything
-    from tests.conftest import _sqlite_without_fsync
+    from pipelines.demo import Outcome
 
     root = tmp_path_factory.mktemp("s3build")
     shutil.copytree(tiny_landing, root / "landing")
@@ -103,14 +99,8 @@ def s3_build(s3_server, tmp_path_factory, tiny_landing) -> Iterator[tuple[Built,
                       anchors=root / "anchors.jsonl", dagster_home=root / "dagster_home",
                       outcome=Outcome())
         mp.chdir(root)                    # anything written to a relative local path shows
-        mp.setenv("LANDING_ROOT", str(built.landing))
-        mp.setenv("LAKE_ROOT", url)
         mp.setenv("DAGSTER_HOME", str(built.dagster_home))
-        mp.setenv("IDS_PSEUDONYM_KEY", PUBLISHED_KEY)
-        mp.setenv("IDS_AUDIT_ANCHORS", str(built.anchors))
-        with _sqlite_without_fsync(), \
-                DagsterInstance.from_config(str(built.dagster_home)) as instance:
-            materialize_everything(build_definitions(), instance, built.outcome)
+        build_everything(mp, built, url)
         yield built, url
 
 
