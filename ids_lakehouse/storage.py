@@ -11,7 +11,8 @@ they are never logged.
 A path in an object-store lake is an `ObjectPath`: the few file operations the lakehouse
 needs (read, write, list, delete) through pyarrow's filesystem for that store. There are no
 directories, renames, links, modes or locks on an object store, so the code that needs
-them asks `is_remote` and does what the store offers instead (each place says what).
+them checks for an ObjectPath and does what the store offers instead (each place says
+what).
 Delta commits on S3 are safe between concurrent writers: delta-rs 1.x commits with a
 conditional put (If-None-Match), which AWS S3, MinIO and moto honour."""
 
@@ -107,9 +108,6 @@ class ObjectPath:
     def __hash__(self) -> int:
         return hash(self.url)
 
-    def __lt__(self, other: ObjectPath) -> bool:
-        return self.url < other.url
-
     @property
     def name(self) -> str:
         return posixpath.basename(self.url)
@@ -119,24 +117,14 @@ class ObjectPath:
         return PurePosixPath(self.name).stem
 
     @property
-    def suffix(self) -> str:
-        return PurePosixPath(self.name).suffix
-
-    @property
     def parent(self) -> ObjectPath:
         return ObjectPath(posixpath.dirname(self.url))
-
-    def with_suffix(self, suffix: str) -> ObjectPath:
-        return self.parent / (self.stem + suffix)
 
     def relative_to(self, other: ObjectPath) -> PurePosixPath:
         prefix = other.url + "/"
         if not self.url.startswith(prefix):
             raise ValueError(f"{self} is not under {other}")
         return PurePosixPath(self.url[len(prefix):])
-
-    def is_relative_to(self, other: ObjectPath) -> bool:
-        return self == other or self.url.startswith(other.url + "/")
 
     # the store ---------------------------------------------------------------------
     def _fs(self) -> tuple[pafs.FileSystem, str]:
@@ -225,20 +213,11 @@ class ObjectPath:
 LakePath: TypeAlias = Path | ObjectPath
 
 
-def is_remote(path: LakePath | str) -> bool:
-    return isinstance(path, ObjectPath) or (isinstance(path, str) and is_url(path))
-
-
 def lake_path(value: str | Path | ObjectPath) -> LakePath:
     """A lake location from its text: an ObjectPath for a URL, else a local Path."""
     if isinstance(value, (Path, ObjectPath)):
         return value
     return ObjectPath(value) if is_url(value) else Path(value)
-
-
-def uri(path: LakePath | str) -> str:
-    """The location as delta-rs and DuckDB take it."""
-    return str(path)
 
 
 def write_parquet(frame: pl.DataFrame, path: LakePath) -> None:
