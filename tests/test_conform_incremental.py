@@ -89,6 +89,26 @@ def test_replaying_seen_rows_equals_conforming_every_row(tiny_silver, source):
     assert replayed.row_cache.sort(key).equals(full.row_cache.sort(key))
 
 
+@pytest.mark.parametrize("source", sorted(load_sources()))
+def test_conforming_in_batches_equals_conforming_at_once(tiny_silver, source, monkeypatch):
+    """A large delivery is conformed BATCH_ROWS rows at a time: the same result, also for
+    a record delivered twice in different batches and for broken rows in each batch."""
+    from ids_lakehouse.conform import mapping
+
+    defn = load_sources()[source]
+    bronze = state.bronze_to_conform(tiny_silver, defn)
+    assert bronze is not None and bronze.height > 20
+    rows = _broken(defn, bronze, 5, 2)
+    today = _delivery(pl.concat([rows, rows.head(rows.height // 4)]), "b")
+    whole = conform_source(defn, today, contract)
+    assert whole.quarantine.height > 0 and whole.field_problems
+    monkeypatch.setattr(mapping, "BATCH_ROWS", 7)
+    batched = conform_source(defn, today, contract)
+    _assert_equal(batched, whole)
+    assert batched.row_cache is not None and whole.row_cache is not None
+    assert batched.row_cache.sort("_row_key").equals(whole.row_cache.sort("_row_key"))
+
+
 def test_a_delivery_seen_whole_is_replayed_whole(tiny_silver):
     defn = load_sources()["medicaid"]
     bronze = state.bronze_to_conform(tiny_silver, defn)

@@ -444,6 +444,20 @@ def test_a_bad_memory_setting_is_a_clear_error(tmp_path, monkeypatch):
     assert config.duckdb_config(tmp_path / "_spill")["memory_limit"] == "1.5GB"
 
 
+def test_prediction_parts_follow_the_population_or_the_setting(monkeypatch):
+    from ids_lakehouse import config
+
+    monkeypatch.delenv("IDS_LINKAGE_CHUNKS", raising=False)
+    assert [config.linkage_chunks(n) for n in (0, 1, 1_000_000, 1_000_001, 5_000_000)] == \
+        [1, 1, 1, 2, 5]
+    monkeypatch.setenv("IDS_LINKAGE_CHUNKS", " 7 ")
+    assert config.linkage_chunks(10) == 7
+    for bad in ("0", "-2", "many", "1e3", "1001", "٣"):
+        monkeypatch.setenv("IDS_LINKAGE_CHUNKS", bad)
+        with pytest.raises(ValueError, match="IDS_LINKAGE_CHUNKS=.* is not `auto`"):
+            config.linkage_chunks(10)
+
+
 def _hold_lock(lock: str, ready, done) -> None:
     import fcntl
 

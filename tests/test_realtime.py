@@ -40,6 +40,25 @@ def test_the_index_pairs_what_the_models_blocking_pairs(scored):
     assert ours == theirs
 
 
+def test_a_prediction_scored_in_parts_equals_one_scored_whole(scored, published,
+                                                             monkeypatch):
+    """Parts of the records are scored one after another (IDS_LINKAGE_CHUNKS, so memory
+    holds one part's candidate pairs): the same pairs, levels and probabilities."""
+    records, _, whole = scored
+    lake = Lake(published)
+    model, tf, _ = linkage.load_model(mpi.models_dir(lake)) or pytest.fail("no model")
+    monkeypatch.setenv("IDS_LINKAGE_CHUNKS", "3")
+    parts = linkage.predict(records, model, tf, spill=lake.spill(), floor=0.0)
+    key = ["unique_id_l", "unique_id_r"]
+    assert parts.height == whole.height > 5_000
+    assert parts.select(key).n_unique() == parts.height
+    joined = whole.join(parts, on=key, how="full", suffix="_part")
+    assert joined.filter(pl.col("unique_id_l_part").is_null()).height == 0
+    for g in linkage.GAMMAS:
+        assert (joined[f"gamma_{g}"] == joined[f"gamma_{g}_part"]).all(), g
+    assert (joined["match_probability"] - joined["match_probability_part"]).abs().max() < 1e-12
+
+
 def test_each_pair_gets_the_models_levels_and_probability(scored):
     records, index, splink = scored
     row_of = {u: i for i, u in enumerate(records["unique_id"].to_list())}

@@ -409,6 +409,9 @@ def _conform_rows(df: pl.DataFrame, defn: SourceDefinition, wanted: list[str],
 # entity's fields as "<entity>__<field>", the row's failures and problems as lists.
 ROW_KEY = "_row_key"
 FRESH_SHARE = 10     # list the rows conformed anew when they are at most 1/10 of them
+# Rows conformed at a time: standardising and validating a batch needs several times its
+# size in memory, and a row conforms alike in any batch (see `_validate`).
+BATCH_ROWS = 500_000
 SEP = "__"
 
 
@@ -516,7 +519,10 @@ def conform_source(defn: SourceDefinition, bronze: pl.DataFrame, contract: RowCo
         if known.height:
             parts.append(_replay(known, wanted, model))
             novel = df.filter(~pl.col("_i").is_in(known["_i"].implode()))
-    if novel.height or not parts:
+    for start in range(0, novel.height, BATCH_ROWS):
+        parts.append(_conform_rows(novel.slice(start, BATCH_ROWS), defn, wanted, model,
+                                   contract))
+    if not parts:
         parts.append(_conform_rows(novel, defn, wanted, model, contract))
     rows = _concat(parts, wanted)
     frames = rows.frames

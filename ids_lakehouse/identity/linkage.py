@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ids_lakehouse import storage
+from ids_lakehouse.config import linkage_chunks
 from ids_lakehouse.identity import engines
 from ids_lakehouse.storage import LakePath
 
@@ -468,10 +469,14 @@ def _level(settings: Settings, comparison: str, vector_value: int) -> Comparison
 def predict(records: pl.DataFrame, model: Model, tf: dict[str, pl.DataFrame], *,
             spill: Path, floor: float = LINK_FLOOR) -> pl.DataFrame:
     """Scored pairs at or above `floor`: ids, probability, weight and each comparison's
-    level (gamma); never the compared values."""
+    level (gamma); never the compared values. DuckDB scores the pairs between one part of
+    the records and another at a time (`config.linkage_chunks` parts: n x n scorings), so
+    its memory holds a part's candidate pairs; Spark distributes them itself."""
     logging.getLogger("splink").setLevel(logging.WARNING)
+    chunks = linkage_chunks(records.height) if engines.engine_name() == "duckdb" else 1
     with _engine(records, model, spill, tf) as (linker, _):
-        return _pairs(linker.inference.predict(threshold_match_probability=floor))
+        return _pairs(linker.inference.predict(threshold_match_probability=floor,
+                                               num_chunks_left=chunks, num_chunks_right=chunks))
 
 
 def predict_changed(records: pl.DataFrame, changed: pl.Series, model: Model,
